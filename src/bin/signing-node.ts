@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfigFile } from "../config/load.js";
+import { startNode } from "../node.js";
+import { KeyLoadError } from "../signing/signer.js";
+import { hashPassword } from "../tokens/credentials.js";
+
+const USAGE = `usage:
+  signing-node --config FILE      serve (or set SIGNING_CONFIG); SIGNING__a__b=value overrides key a.b
+  signing-node hash-password      read a password on stdin, print its scrypt hash for token.credentials`;
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals[0] === "hash-password") {
+    const password = await readStdin();
+    if (!password) {
+      console.error("hash-password: empty password on stdin");
+      return 2;
+    }
+    console.log(await hashPassword(password));
+    return 0;
+  }
+  if (positionals.length) {
+    console.error(`unknown command ${positionals[0]}\n${USAGE}`);
+    return 2;
+  }
+  const file = values.config ?? process.env.SIGNING_CONFIG;
+  if (!file) {
+    console.error(`no configuration given\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const node = await startNode(loadConfigFile(file));
+    const stop = (signal: string) => {
+      node.log.info({ event: "shutdown", signal });
+      node.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+    return -1;
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof KeyLoadError) {
+      console.error(`signing-node: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

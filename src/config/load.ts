@@ -1,0 +1,138 @@
+import { readFileSync, statSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import type { z } from "zod";
+import { type Config, configSchema, type SecretRef } from "./schema.js";
+
+/** Every problem found in a configuration, so an operator fixes them all in one go. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** A validated configuration with its secrets read. */
+export interface LoadedConfig {
+  config: Config;
+  /** Token HMAC secrets by kid; the first entry signs new tokens. */
+  tokenSecrets: { kid: string; secret: Buffer }[];
+  gpgPassphrase: string | undefined;
+  redisPassword: string | undefined;
+}
+
+const ENV_PREFIX = "SIGNING__";
+
+/**
+ * `SIGNING__redis__url=redis://…` sets `redis.url`. Values that parse as JSON (numbers,
+ * booleans, arrays) are taken as JSON, anything else as a string.
+ */
+export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const path = name.slice(ENV_PREFIX.length).split("__");
+    let node: Record<string, unknown> = raw;
+    for (const key of path.slice(0, -1)) {
+      const next = node[key];
+      if (typeof next !== "object" || next === null || Array.isArray(next)) node[key] = {};
+      node = node[key] as Record<string, unknown>;
+    }
+    node[path[path.length - 1] as string] = parseEnvValue(value);
+  }
+}
+
+function parseEnvValue(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`);
+}
+
+function readSecret(ref: SecretRef, what: string, env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
+  if (ref.env !== undefined) {
+    const value = env[ref.env];
+    if (value === undefined || value === "") problems.push(`${what}: environment variable ${ref.env} is not set`);
+    return value;
+  }
+  const file = ref.file as string;
+  try {
+    return readFileSync(file, "utf8").replace(/\r?\n$/, "");
+  } catch (e) {
+    problems.push(`${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
+    return undefined;
+  }
+}
+
+/** Validates a raw configuration object and reads its secrets; throws ConfigError listing every problem. */
+export function buildConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const rawObject = typeof raw === "object" && raw !== null ? structuredClone(raw) : {};
+  applyEnvOverrides(rawObject as Record<string, unknown>, env);
+  const parsed = configSchema.safeParse(rawObject);
+  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error));
+  const config = parsed.data;
+
+  // Paths in the file are relative to the file, so a config directory can move as a whole.
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const problems: string[] = [];
+  for (const s of config.token.secrets) if (s.file) s.file = abs(s.file);
+  const { gpg, sshsig } = config.signing.formats;
+  if (gpg) {
+    gpg.keyFile = abs(gpg.keyFile);
+    if (gpg.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
+  }
+  if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
+  if (config.signing.spoolDir) config.signing.spoolDir = abs(config.signing.spoolDir);
+  if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
+
+  for (const [name, f] of Object.entries(config.signing.formats)) {
+    if (!f?.enabled) continue;
+    try {
+      if (!statSync(f.keyFile).isFile()) problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
+    } catch {
+      problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} does not exist or cannot be read`);
+    }
+  }
+
+  const kids = new Set<string>();
+  const tokenSecrets: LoadedConfig["tokenSecrets"] = [];
+  config.token.secrets.forEach((s, i) => {
+    if (kids.has(s.kid)) problems.push(`token.secrets.${i}.kid: duplicate kid "${s.kid}"`);
+    kids.add(s.kid);
+    const value = readSecret(s, `token.secrets.${i}`, env, problems);
+    if (value === undefined) return;
+    if (Buffer.byteLength(value) < 32) problems.push(`token.secrets.${i}: secret must be at least 32 bytes`);
+    tokenSecrets.push({ kid: s.kid, secret: Buffer.from(value) });
+  });
+  const gpgPassphrase =
+    gpg?.enabled && gpg.passphrase
+      ? readSecret(gpg.passphrase, "signing.formats.gpg.passphrase", env, problems)
+      : undefined;
+  const redisPassword = config.redis.password
+    ? readSecret(config.redis.password, "redis.password", env, problems)
+    : undefined;
+
+  if (problems.length) throw new ConfigError(problems);
+  return { config, tokenSecrets, gpgPassphrase, redisPassword };
+}
+
+/** Reads a YAML or JSON file (JSON is YAML), applies env overrides, validates. */
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError([`cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`]);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError([`${file} is not valid YAML/JSON: ${(e as Error).message.split("\n")[0]}`]);
+  }
+  return buildConfig(raw, dirname(resolve(file)), env);
+}

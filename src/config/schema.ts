@@ -1,0 +1,166 @@
+import { z } from "zod";
+
+/** A secret is never written in the config itself: it names the file or env var that holds it. */
+const secretRef = z
+  .object({ file: z.string().min(1).optional(), env: z.string().min(1).optional() })
+  .strict()
+  .refine((s) => (s.file === undefined) !== (s.env === undefined), {
+    message: "give exactly one of `file` or `env`",
+  });
+
+const cidr = z.union([z.cidrv4(), z.cidrv6()], { error: "must be a CIDR such as 10.0.0.0/8" });
+const seconds = z.number().int().positive();
+const ms = z.number().int().positive();
+
+const redisSchema = z
+  .object({
+    url: z.string().url().optional(),
+    sentinels: z
+      .array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict())
+      .min(1)
+      .optional(),
+    name: z.string().min(1).optional(),
+    cluster: z
+      .array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict())
+      .min(1)
+      .optional(),
+    password: secretRef.optional(),
+    connectTimeoutMs: ms.default(2000),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    const modes = [r.url, r.sentinels, r.cluster].filter((m) => m !== undefined).length;
+    if (modes !== 1) {
+      ctx.addIssue({ code: "custom", message: "give exactly one of `url`, `sentinels` (+ `name`) or `cluster`" });
+    }
+    if (r.sentinels && !r.name) {
+      ctx.addIssue({ code: "custom", path: ["name"], message: "Sentinel mode needs the master `name`" });
+    }
+  });
+
+const formatBase = {
+  enabled: z.boolean().default(true),
+  /** Largest upload accepted for this format, in bytes. */
+  maxSize: z
+    .number()
+    .int()
+    .positive()
+    .default(512 * 1024 * 1024),
+  /** Uploaded filenames must match this (anchored) pattern. */
+  filenamePattern: z
+    .string()
+    .default("^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+    .refine(
+      (p) => {
+        try {
+          new RegExp(p);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      { message: "not a valid regular expression" },
+    ),
+};
+
+export const configSchema = z
+  .object({
+    node: z
+      .object({
+        /** Names this node in logs, jobs and tokens it issues; defaults to host:port. */
+        id: z.string().min(1).optional(),
+        host: z.string().default("127.0.0.1"),
+        port: z.number().int().min(0).max(65535).default(9110),
+      })
+      .strict()
+      .default({ host: "127.0.0.1", port: 9110 }),
+    redis: redisSchema,
+    store: z
+      .object({
+        /** Prefix of every Redis key (DESIGN.md §4). */
+        prefix: z.string().default("signing:"),
+        commandTimeoutMs: ms.default(500),
+        /** What a token check does while Redis is unreachable. */
+        downPolicy: z.enum(["hmac", "reject"]).default("hmac"),
+        /** What happens to a token lost with Redis once the monitor's grace period is over. */
+        orphanPolicy: z.enum(["heal", "reject"]).default("heal"),
+        recoveryGraceMs: ms.default(10_000),
+      })
+      .strict()
+      .default({
+        prefix: "signing:",
+        commandTimeoutMs: 500,
+        downPolicy: "hmac",
+        orphanPolicy: "heal",
+        recoveryGraceMs: 10_000,
+      }),
+    token: z
+      .object({
+        /** HMAC secrets; the first one signs new tokens, all of them verify (rotation). */
+        secrets: z
+          .array(
+            z
+              .object({ kid: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "kid must be [A-Za-z0-9_-]{1,32}") })
+              .extend(secretRef.shape)
+              .strict()
+              .refine((s) => (s.file === undefined) !== (s.env === undefined), {
+                message: "give exactly one of `file` or `env`",
+              }),
+          )
+          .min(1),
+        /** Callers allowed to request tokens (build masters). */
+        issuers: z.array(cidr).min(1),
+        /** Build-master credentials: user and scrypt hash (`signing-node hash-password`). */
+        credentials: z
+          .array(z.object({ user: z.string().min(1), passwordHash: z.string().startsWith("scrypt$") }).strict())
+          .min(1),
+        maxDuration: seconds.default(8 * 3600),
+        defaultDuration: seconds.default(2 * 3600),
+      })
+      .strict(),
+    signing: z
+      .object({
+        /** Worker threads that run signers; default: CPU count. */
+        workers: z.number().int().positive().optional(),
+        /** How long signed results stay in Redis, seconds. */
+        resultTtl: seconds.default(3600),
+        /** A job not refreshed for this long is abandoned and may be uploaded again. */
+        jobLeaseMs: ms.default(30_000),
+        /** Longest `?wait=` a client may ask for, seconds. */
+        maxWait: seconds.default(60),
+        /** Where uploads are spooled while they are hashed and signed. */
+        spoolDir: z.string().optional(),
+        formats: z
+          .object({
+            gpg: z
+              .object({
+                ...formatBase,
+                keyFile: z.string().min(1),
+                passphrase: secretRef.optional(),
+              })
+              .strict()
+              .optional(),
+            sshsig: z
+              .object({
+                ...formatBase,
+                keyFile: z.string().min(1),
+                namespace: z.string().min(1).default("file"),
+              })
+              .strict()
+              .optional(),
+          })
+          .strict()
+          .refine((f) => Object.values(f).some((v) => v?.enabled), {
+            message: "enable at least one format",
+          }),
+      })
+      .strict(),
+    log: z
+      .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
+      .strict()
+      .default({ level: "info" }),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type SecretRef = z.infer<typeof secretRef>;

@@ -1,0 +1,92 @@
+import type { Response } from "express";
+import type { TokenCheckResult } from "../tokens/service.js";
+
+/** Every error code the API answers with (DESIGN.md §3), and the status that goes with it. */
+const STATUS = {
+  BAD_REQUEST: 400,
+  DIGEST_MISMATCH: 400,
+  UNKNOWN_FORMAT: 400,
+  BAD_FILENAME: 400,
+  BAD_CREDENTIALS: 401,
+  TOKEN_MALFORMED: 401,
+  TOKEN_BAD_SIGNATURE: 401,
+  TOKEN_EXPIRED: 401,
+  TOKEN_REVOKED: 401,
+  TOKEN_INVALIDATED: 401,
+  IP_MISMATCH: 403,
+  FORMAT_NOT_ALLOWED: 403,
+  NONCE_MISMATCH: 403,
+  ISSUER_NOT_ALLOWED: 403,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  FILE_TOO_LARGE: 413,
+  HEADERS_TOO_LARGE: 431,
+  RATE_LIMITED: 429,
+  INTERNAL: 500,
+  SIGNING_FAILED: 500,
+  STORE_UNAVAILABLE: 503,
+  STORE_RECOVERING: 503,
+  OVERLOADED: 503,
+  SHUTTING_DOWN: 503,
+} as const;
+
+export type ApiErrorCode = keyof typeof STATUS;
+
+/** Retrying (on this or another node) can succeed for these. */
+const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
+  "RATE_LIMITED",
+  "STORE_UNAVAILABLE",
+  "STORE_RECOVERING",
+  "OVERLOADED",
+  "SHUTTING_DOWN",
+  "SIGNING_FAILED",
+]);
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: ApiErrorCode,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+
+  get status(): number {
+    return STATUS[this.code];
+  }
+}
+
+export function errorBody(code: ApiErrorCode, message: string) {
+  return { error: { code, message, retryable: RETRYABLE.has(code) } };
+}
+
+export function sendError(res: Response, err: ApiError): void {
+  if (res.headersSent) return;
+  if (err.retryAfterSeconds !== undefined) res.set("Retry-After", String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
+  res.status(err.status).json(errorBody(err.code, err.message));
+}
+
+/** Maps a failed token check to the API error a client can act on. */
+export function tokenError(result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">, retryAfterMs?: number) {
+  switch (result) {
+    case "malformed":
+      return new ApiError("TOKEN_MALFORMED", "token is not a signing token");
+    case "bad_signature":
+      return new ApiError("TOKEN_BAD_SIGNATURE", "token signature does not verify");
+    case "expired":
+      return new ApiError("TOKEN_EXPIRED", "token has expired: fetch a new token");
+    case "ip_mismatch":
+      return new ApiError("IP_MISMATCH", "token was issued for another client IP");
+    case "revoked":
+      return new ApiError("TOKEN_REVOKED", "token was revoked");
+    case "invalidated":
+      return new ApiError("TOKEN_INVALIDATED", "token was invalidated after a store reset: fetch a new token");
+    case "nonce_mismatch":
+      return new ApiError("NONCE_MISMATCH", "nonce is not the current one of this token's chain");
+    case "recovering":
+      return new ApiError("STORE_RECOVERING", "token store is recovering from a restart: retry", (retryAfterMs ?? 1000) / 1000);
+    case "unavailable":
+      return new ApiError("STORE_UNAVAILABLE", "token store is unavailable: retry on another node", 1);
+  }
+}

@@ -1,0 +1,148 @@
+import { createHash } from "node:crypto";
+import { unlink } from "node:fs/promises";
+import { type Request, type Response, Router } from "express";
+import type { Logger } from "pino";
+import type { SigningService } from "../../signing/service.js";
+import type { FormatName } from "../../signing/signer.js";
+import type { TokenService } from "../../tokens/service.js";
+import { clientIp } from "../client-ip.js";
+import { ApiError, tokenError } from "../errors.js";
+import { receiveUpload } from "../multipart.js";
+
+export interface FormatLimits {
+  maxSize: number;
+  filenamePattern: RegExp;
+}
+
+export interface SignRouteDeps {
+  tokens: TokenService;
+  signing: SigningService;
+  limits: ReadonlyMap<FormatName, FormatLimits>;
+  spoolDir: string;
+  maxWaitSeconds: number;
+  log: Logger;
+}
+
+// Multipart framing around the file: an upload this much over the limit is refused unread.
+const MULTIPART_OVERHEAD = 64 * 1024;
+const CONTENT_TYPES: Record<FormatName, string> = { gpg: "application/pgp-signature", sshsig: "text/plain" };
+
+function waitSeconds(req: Request, max: number): number {
+  const raw = req.query.wait;
+  if (raw === undefined) return 0;
+  const n = typeof raw === "string" ? Number(raw) : Number.NaN;
+  if (!Number.isFinite(n) || n < 0) throw new ApiError("BAD_REQUEST", "wait must be a number of seconds");
+  return Math.min(n, max);
+}
+
+function abortOnClose(req: Request, res: Response): AbortSignal {
+  const ctl = new AbortController();
+  res.on("close", () => ctl.abort());
+  req.on("aborted", () => ctl.abort());
+  return ctl.signal;
+}
+
+function checkFilename(name: string, pattern: RegExp): void {
+  // Path separators and control characters are refused whatever the configured pattern says.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (!name || /[/\\\u0000-\u001f\u007f]/.test(name) || name === "." || name === ".." || !pattern.test(name)) {
+    throw new ApiError("BAD_FILENAME", "filename must be a plain file name matching this format's pattern");
+  }
+}
+
+/** The classic signing protocol: upload with `POST /sign/:format`, poll with `GET /sign/:format/:digest`. */
+export function signRoutes(deps: SignRouteDeps): Router {
+  const router = Router();
+
+  const formatOf = (req: Request): { format: FormatName; limits: FormatLimits } => {
+    const format = req.params.format as FormatName;
+    const limits = deps.limits.get(format);
+    if (!limits) throw new ApiError("UNKNOWN_FORMAT", `format ${String(format).slice(0, 32)} is not enabled`);
+    return { format, limits };
+  };
+
+  router.post("/sign/:format", async (req: Request, res: Response) => {
+    const { format, limits } = formatOf(req);
+    const wait = waitSeconds(req, deps.maxWaitSeconds);
+    if (!req.is("multipart/form-data")) throw new ApiError("BAD_REQUEST", "expected a multipart/form-data body");
+    if (Number(req.get("content-length") ?? 0) > limits.maxSize + MULTIPART_OVERHEAD) {
+      res.set("Connection", "close");
+      throw new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`);
+    }
+    let upload: Awaited<ReturnType<typeof receiveUpload>>;
+    try {
+      upload = await receiveUpload(req, { maxSize: limits.maxSize, spoolDir: deps.spoolDir });
+    } catch (err) {
+      if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
+      throw err;
+    }
+    const { fields, file } = upload;
+    let handedOver = false;
+    try {
+      const { token, nonce } = fields;
+      if (token === undefined || nonce === undefined) {
+        throw new ApiError("BAD_REQUEST", "the form needs token and nonce fields (nonce may be empty)");
+      }
+      res.set("X-Nonce", nonce);
+      if (!file) throw new ApiError("BAD_REQUEST", "the form needs a filedata part");
+      const sha1 = fields.sha1?.toLowerCase();
+      const sha256 = fields.sha256?.toLowerCase();
+      if (sha1 === undefined && sha256 === undefined) throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
+      const filename = fields.filename ?? file.partFilename;
+      checkFilename(filename, limits.filenamePattern);
+      if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
+        throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
+      }
+
+      const check = await deps.tokens.check(token, clientIp(req), { value: nonce, sha256: file.sha256 });
+      if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
+      if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
+      if (check.claims.fmt && !check.claims.fmt.includes(format)) {
+        throw new ApiError("FORMAT_NOT_ALLOWED", `this token may not sign ${format}`);
+      }
+
+      handedOver = true;
+      const outcome = await deps.signing.submit(format, { ...file, filename });
+      deps.log.info({ event: "upload", format, sha256: file.sha256, bytes: file.size, outcome, token: check.result });
+      if (wait > 0 && outcome !== "cached") {
+        await deps.signing.waitFor(format, file.sha256, wait * 1000, abortOnClose(req, res));
+      }
+      res.status(202).json({ status: outcome, sha1: file.sha1, sha256: file.sha256 });
+    } finally {
+      if (file && !handedOver) await unlink(file.path).catch(() => {});
+    }
+  });
+
+  router.get("/sign/:format/:digest", async (req: Request, res: Response) => {
+    const { format } = formatOf(req);
+    const digest = String(req.params.digest).toLowerCase();
+    if (!/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(digest)) {
+      throw new ApiError("BAD_REQUEST", "digest must be the hex sha1 or sha256 of the input");
+    }
+    const wait = waitSeconds(req, deps.maxWaitSeconds);
+    const { found } =
+      wait > 0
+        ? await deps.signing.waitFor(format, digest, wait * 1000, abortOnClose(req, res))
+        : await deps.signing.lookup(format, digest);
+    switch (found.kind) {
+      case "signed": {
+        const out = found.result.output;
+        res.set({
+          "Content-Type": CONTENT_TYPES[format],
+          "X-SHA1-Digest": createHash("sha1").update(out).digest("hex"),
+          "X-SHA256-Digest": createHash("sha256").update(out).digest("hex"),
+        });
+        res.status(200).send(out);
+        return;
+      }
+      case "job":
+        if (found.job.state === "failed") throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+        res.set("X-Pending", "True").status(404).json({ status: "pending" });
+        return;
+      case "none":
+        throw new ApiError("NOT_FOUND", "no signature for this digest: upload the file");
+    }
+  });
+
+  return router;
+}

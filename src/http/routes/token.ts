@@ -1,0 +1,94 @@
+import { isIP } from "node:net";
+import express, { type Request, type Response, Router } from "express";
+import type { Logger } from "pino";
+import type { Config } from "../../config/schema.js";
+import { checkCredentials } from "../../tokens/credentials.js";
+import { type TokenService, tokenHash } from "../../tokens/service.js";
+import type { CidrList } from "../cidr.js";
+import { clientIp } from "../client-ip.js";
+import { ApiError, tokenError } from "../errors.js";
+
+export interface TokenRouteDeps {
+  tokens: TokenService;
+  issuers: CidrList;
+  tokenConfig: Config["token"];
+  formats: ReadonlySet<string>;
+  log: Logger;
+}
+
+function basicAuth(req: Request): { user: string; password: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/.exec(req.get("authorization") ?? "");
+  if (!m) return undefined;
+  const decoded = Buffer.from(m[1] as string, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  return colon < 0 ? undefined : { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+function field(body: Record<string, unknown>, name: string): string | undefined {
+  const v = body[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw new ApiError("BAD_REQUEST", `field ${name} must be given once, as text`);
+  return v;
+}
+
+/** `POST /token`: build masters get a token for a build machine, or revoke one (`expire=`). */
+export function tokenRoutes(deps: TokenRouteDeps): Router {
+  const router = Router();
+  const { tokenConfig } = deps;
+  router.post(
+    "/token",
+    express.urlencoded({ extended: false, limit: "16kb", parameterLimit: 10 }),
+    async (req: Request, res: Response) => {
+      const ip = clientIp(req);
+      if (!deps.issuers.has(ip)) throw new ApiError("ISSUER_NOT_ALLOWED", "this address may not request tokens");
+      const auth = basicAuth(req);
+      if (!auth || !(await checkCredentials(auth.user, auth.password, tokenConfig.credentials))) {
+        res.set("WWW-Authenticate", 'Basic realm="signing", charset="UTF-8"');
+        throw new ApiError("BAD_CREDENTIALS", "issuer credentials are missing or wrong");
+      }
+      if (!req.is("application/x-www-form-urlencoded") || typeof req.body !== "object" || req.body === null) {
+        throw new ApiError("BAD_REQUEST", "expected an application/x-www-form-urlencoded body");
+      }
+      const body = req.body as Record<string, unknown>;
+
+      const expire = field(body, "expire");
+      if (expire !== undefined) {
+        const revoked = await deps.tokens.revoke(expire);
+        if (!revoked.ok) throw tokenError(revoked.result);
+        deps.log.info({ event: "token_revoked", issuer: auth.user, tokenHash: tokenHash(revoked.claims.id) });
+        res.type("text/plain").send("revoked\n");
+        return;
+      }
+
+      const slaveIp = field(body, "slave_ip");
+      if (!slaveIp || isIP(slaveIp) === 0) throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
+      const durationText = field(body, "duration");
+      const duration = durationText === undefined ? tokenConfig.defaultDuration : Number(durationText);
+      if (!Number.isInteger(duration) || duration < 1 || duration > tokenConfig.maxDuration) {
+        throw new ApiError("BAD_REQUEST", `duration must be whole seconds between 1 and ${tokenConfig.maxDuration}`);
+      }
+      const formatsText = field(body, "formats");
+      const formats = formatsText ? formatsText.split(",").map((f) => f.trim()) : undefined;
+      for (const f of formats ?? []) {
+        if (!deps.formats.has(f)) throw new ApiError("UNKNOWN_FORMAT", `format ${f.slice(0, 32)} is not enabled`);
+      }
+
+      const { token, claims } = await deps.tokens.issue({
+        issuer: auth.user,
+        clientIp: slaveIp,
+        durationSeconds: duration,
+        ...(formats ? { formats } : {}),
+      });
+      deps.log.info({
+        event: "token_issued",
+        issuer: auth.user,
+        from: ip,
+        slaveIp,
+        duration,
+        tokenHash: tokenHash(claims.id),
+      });
+      res.type("text/plain").send(token);
+    },
+  );
+  return router;
+}

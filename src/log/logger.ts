@@ -1,0 +1,17 @@
+import { pino, type Logger } from "pino";
+
+/**
+ * Structured JSON logs. Tokens, passwords and keys are never logged; these paths are
+ * redacted in case a careless log call passes a request or config object.
+ */
+export function createLogger(level: string, node: string): Logger {
+  return pino({
+    level,
+    base: { node },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: {
+      paths: ["token", "password", "passphrase", "secret", "*.token", "*.password", "*.passphrase", "*.secret", "req.headers.authorization"],
+      censor: "[redacted]",
+    },
+  });
+}

@@ -1,0 +1,79 @@
+import type { StoreKeys } from "./keys.js";
+import type { RedisClient } from "./redis.js";
+
+/** A signed output and what it was made with. */
+export interface SignedResult {
+  output: Buffer;
+  /** Fingerprint of the key that made it: a result from another key is not a cache hit. */
+  fingerprint: string;
+}
+
+export type JobState = { state: "pending"; node: string } | { state: "failed"; node: string; error: string };
+
+export type Lookup = { kind: "signed"; result: SignedResult } | { kind: "job"; job: JobState } | { kind: "none" };
+
+const FAILED_JOB_TTL_MS = 60_000;
+
+/**
+ * Jobs and results live in Redis, not in the node, so a client may upload to one node and
+ * poll another. A job key is a lease: the signing node refreshes it, and when the node dies
+ * it expires and the next upload of the same file starts over.
+ */
+export class JobStore {
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: StoreKeys,
+    private readonly resultTtlSeconds: number,
+  ) {}
+
+  /** Finds the sha256 behind a sha1 (classic clients poll by sha1). */
+  async resolveSha1(format: string, sha1: string): Promise<string | undefined> {
+    return (await this.client.get(this.keys.sha1Alias(format, sha1))) ?? undefined;
+  }
+
+  async lookup(format: string, sha256: string, fingerprint: string): Promise<Lookup> {
+    const [result, job] = await Promise.all([
+      this.client.hgetallBuffer(this.keys.result(format, sha256)),
+      this.client.get(this.keys.job(format, sha256)),
+    ]);
+    const output = result.output;
+    const fp = result.fingerprint?.toString();
+    if (output && fp === fingerprint) return { kind: "signed", result: { output, fingerprint: fp } };
+    if (job) return { kind: "job", job: JSON.parse(job) as JobState };
+    return { kind: "none" };
+  }
+
+  /** Takes the lease on signing this input; false when another node holds it. */
+  async claim(format: string, sha256: string, sha1: string, node: string, leaseMs: number): Promise<boolean> {
+    const job: JobState = { state: "pending", node };
+    const [claimed] = await Promise.all([
+      this.client.set(this.keys.job(format, sha256), JSON.stringify(job), "PX", leaseMs, "NX"),
+      this.client.set(this.keys.sha1Alias(format, sha1), sha256, "EX", this.resultTtlSeconds),
+    ]);
+    return claimed === "OK";
+  }
+
+  async renewLease(format: string, sha256: string, leaseMs: number): Promise<void> {
+    await this.client.pexpire(this.keys.job(format, sha256), leaseMs);
+  }
+
+  async complete(format: string, sha256: string, result: SignedResult): Promise<void> {
+    const key = this.keys.result(format, sha256);
+    // Result first, then the job: a poller never sees neither.
+    await this.client
+      .multi()
+      .hset(key, { output: result.output, fingerprint: result.fingerprint })
+      .expire(key, this.resultTtlSeconds)
+      .exec();
+    await this.client.del(this.keys.job(format, sha256));
+  }
+
+  async release(format: string, sha256: string): Promise<void> {
+    await this.client.del(this.keys.job(format, sha256));
+  }
+
+  async fail(format: string, sha256: string, node: string, error: string): Promise<void> {
+    const job: JobState = { state: "failed", node, error };
+    await this.client.set(this.keys.job(format, sha256), JSON.stringify(job), "PX", FAILED_JOB_TTL_MS);
+  }
+}

@@ -1,0 +1,55 @@
+import { Cluster, Redis } from "ioredis";
+import type { Config } from "../config/schema.js";
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisClientOptions {
+  redis: Config["redis"];
+  commandTimeoutMs: number;
+  password?: string | undefined;
+}
+
+/**
+ * The one place a Redis client is made. Every command is bounded: it fails after
+ * `commandTimeoutMs`, is retried at most once across a reconnect, and is refused at once
+ * while the connection is down (no offline queue), so no request waits on a dead Redis.
+ */
+export function createRedisClient({ redis, commandTimeoutMs, password }: RedisClientOptions): RedisClient {
+  const common = {
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: redis.connectTimeoutMs,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    // Reconnect quickly but not in a tight loop: Redis restarts take about a second.
+    retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000),
+    password,
+  };
+  if (redis.cluster) {
+    return new Cluster(redis.cluster, {
+      redisOptions: common,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: common.retryStrategy,
+    });
+  }
+  if (redis.sentinels) {
+    return new Redis({ ...common, sentinels: redis.sentinels, name: redis.name as string });
+  }
+  return new Redis(redis.url as string, common);
+}
+
+/** Resolves when the client is connected, rejects after `timeoutMs`. */
+export function waitForReady(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === "ready") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off("ready", onReady);
+      reject(new Error(`Redis not ready after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once("ready", onReady);
+  });
+}

@@ -1,0 +1,108 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { isIP } from "node:net";
+
+/** What a token proves: who may use it, from where, until when, issued in which store epoch. */
+export interface TokenClaims {
+  /** 128 random bits, base64url: names the token's Redis keys. */
+  id: string;
+  /** The build machine's IP the token is bound to. */
+  ip: string;
+  /** Issued-at and expiry, seconds since the epoch. */
+  iat: number;
+  exp: number;
+  /** Store epoch id at issue time (DESIGN.md §4). */
+  ep: string;
+  /** Issuer (build-master user). */
+  sub: string;
+  /** Formats the token may sign; absent means all. */
+  fmt?: string[];
+}
+
+export interface TokenSecret {
+  kid: string;
+  secret: Buffer;
+}
+
+/** Results of the local (no Redis) half of a token check; names match signing_token_checks_total{result}. */
+export type LocalRejection = "malformed" | "bad_signature" | "expired" | "ip_mismatch";
+
+export type LocalCheck = { ok: true; claims: TokenClaims; kid: string } | { ok: false; result: LocalRejection };
+
+const VERSION = "v1";
+const MAX_TOKEN_LENGTH = 2048;
+
+const b64url = (b: Buffer | string) => Buffer.from(b).toString("base64url");
+
+function mac(secret: Buffer, signed: string): Buffer {
+  return createHmac("sha256", secret).update(signed).digest();
+}
+
+export function newTokenId(): string {
+  return randomBytes(16).toString("base64url");
+}
+
+export function encodeToken(claims: TokenClaims, key: TokenSecret): string {
+  const signed = `${VERSION}.${key.kid}.${b64url(JSON.stringify(claims))}`;
+  return `${signed}.${b64url(mac(key.secret, signed))}`;
+}
+
+function isClaims(v: unknown): v is TokenClaims {
+  if (typeof v !== "object" || v === null) return false;
+  const c = v as Record<string, unknown>;
+  return (
+    typeof c.id === "string" &&
+    /^[A-Za-z0-9_-]{22}$/.test(c.id) &&
+    typeof c.ip === "string" &&
+    isIP(c.ip) !== 0 &&
+    Number.isInteger(c.iat) &&
+    Number.isInteger(c.exp) &&
+    typeof c.ep === "string" &&
+    typeof c.sub === "string" &&
+    (c.fmt === undefined || (Array.isArray(c.fmt) && c.fmt.every((f) => typeof f === "string")))
+  );
+}
+
+/**
+ * Parses a token and checks its MAC in constant time, without looking at expiry or IP:
+ * what revocation needs. Unknown kids and bad MACs look alike to the caller.
+ */
+export function verifyMac(token: string, secrets: ReadonlyMap<string, Buffer>): LocalCheck {
+  if (token.length > MAX_TOKEN_LENGTH) return { ok: false, result: "malformed" };
+  const parts = token.trim().split(".");
+  if (parts.length !== 4 || parts[0] !== VERSION) return { ok: false, result: "malformed" };
+  const [, kid, payload, sig] = parts as [string, string, string, string];
+  if (!/^[A-Za-z0-9_-]+$/.test(payload) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
+    return { ok: false, result: "malformed" };
+  }
+  const secret = secrets.get(kid);
+  if (!secret) return { ok: false, result: "bad_signature" };
+  const expected = mac(secret, `${VERSION}.${kid}.${payload}`);
+  if (!timingSafeEqual(expected, Buffer.from(sig, "base64url"))) return { ok: false, result: "bad_signature" };
+  let claims: unknown;
+  try {
+    claims = JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));
+  } catch {
+    return { ok: false, result: "malformed" };
+  }
+  if (!isClaims(claims)) return { ok: false, result: "malformed" };
+  return { ok: true, claims, kid };
+}
+
+/** The local half of every token check: MAC, expiry and IP binding, before any Redis call. */
+export function verifyTokenLocally(
+  token: string,
+  secrets: ReadonlyMap<string, Buffer>,
+  clientIp: string,
+  nowSeconds: number,
+): LocalCheck {
+  const checked = verifyMac(token, secrets);
+  if (!checked.ok) return checked;
+  if (checked.claims.exp <= nowSeconds) return { ok: false, result: "expired" };
+  if (normalizeIp(checked.claims.ip) !== normalizeIp(clientIp)) return { ok: false, result: "ip_mismatch" };
+  return checked;
+}
+
+/** `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack socket) is the same machine as `10.0.0.1`. */
+export function normalizeIp(ip: string): string {
+  return ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip.toLowerCase();
+}
