@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
-import { CidrList } from "./http/cidr.js";
 import { createApp } from "./http/app.js";
+import { CidrList } from "./http/cidr.js";
 import { errorBody } from "./http/errors.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { createLogger } from "./log/logger.js";
@@ -34,7 +34,11 @@ const PACKAGE_VERSION = (
 function enabledKeys({ config, gpgPassphrase }: LoadedConfig): EnabledKeys {
   const { gpg, sshsig } = config.signing.formats;
   const keys: EnabledKeys = {};
-  if (gpg?.enabled) keys.gpg = { keyFile: gpg.keyFile, ...(gpgPassphrase !== undefined ? { passphrase: gpgPassphrase } : {}) };
+  if (gpg?.enabled)
+    keys.gpg = {
+      keyFile: gpg.keyFile,
+      ...(gpgPassphrase !== undefined ? { passphrase: gpgPassphrase } : {}),
+    };
   if (sshsig?.enabled) keys.sshsig = { keyFile: sshsig.keyFile, namespace: sshsig.namespace };
   return keys;
 }
@@ -65,7 +69,10 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const keys = enabledKeys(loaded);
   const signers = await loadSigners(keys);
   const limits = new Map<FormatName, FormatLimits>();
-  for (const [name, f] of Object.entries(config.signing.formats) as [FormatName, { enabled: boolean; maxSize: number; filenamePattern: string }][]) {
+  for (const [name, f] of Object.entries(config.signing.formats) as [
+    FormatName,
+    { enabled: boolean; maxSize: number; filenamePattern: string },
+  ][]) {
     if (f?.enabled) limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern) });
   }
   const spoolDir = config.signing.spoolDir ?? join(tmpdir(), `signing-spool-${process.pid}`);

@@ -53,10 +53,16 @@ function describeIssues(error: z.ZodError): string[] {
   return error.issues.map((i) => `${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`);
 }
 
-function readSecret(ref: SecretRef, what: string, env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
+function readSecret(
+  ref: SecretRef,
+  what: string,
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+): string | undefined {
   if (ref.env !== undefined) {
     const value = env[ref.env];
-    if (value === undefined || value === "") problems.push(`${what}: environment variable ${ref.env} is not set`);
+    if (value === undefined || value === "")
+      problems.push(`${what}: environment variable ${ref.env} is not set`);
     return value;
   }
   const file = ref.file as string;
@@ -69,7 +75,11 @@ function readSecret(ref: SecretRef, what: string, env: NodeJS.ProcessEnv, proble
 }
 
 /** Validates a raw configuration object and reads its secrets; throws ConfigError listing every problem. */
-export function buildConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+export function buildConfig(
+  raw: unknown,
+  baseDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): LoadedConfig {
   const rawObject = typeof raw === "object" && raw !== null ? structuredClone(raw) : {};
   applyEnvOverrides(rawObject as Record<string, unknown>, env);
   const parsed = configSchema.safeParse(rawObject);
@@ -92,7 +102,8 @@ export function buildConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEn
   for (const [name, f] of Object.entries(config.signing.formats)) {
     if (!f?.enabled) continue;
     try {
-      if (!statSync(f.keyFile).isFile()) problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
+      if (!statSync(f.keyFile).isFile())
+        problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
     } catch {
       problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} does not exist or cannot be read`);
     }
@@ -126,7 +137,9 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   try {
     text = readFileSync(file, "utf8");
   } catch (e) {
-    throw new ConfigError([`cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`]);
+    throw new ConfigError([
+      `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`,
+    ]);
   }
   let raw: unknown;
   try {

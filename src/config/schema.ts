@@ -31,7 +31,10 @@ const redisSchema = z
   .superRefine((r, ctx) => {
     const modes = [r.url, r.sentinels, r.cluster].filter((m) => m !== undefined).length;
     if (modes !== 1) {
-      ctx.addIssue({ code: "custom", message: "give exactly one of `url`, `sentinels` (+ `name`) or `cluster`" });
+      ctx.addIssue({
+        code: "custom",
+        message: "give exactly one of `url`, `sentinels` (+ `name`) or `cluster`",
+      });
     }
     if (r.sentinels && !r.name) {
       ctx.addIssue({ code: "custom", path: ["name"], message: "Sentinel mode needs the master `name`" });
@@ -112,12 +115,18 @@ export const configSchema = z
         issuers: z.array(cidr).min(1),
         /** Build-master credentials: user and scrypt hash (`signing-node hash-password`). */
         credentials: z
-          .array(z.object({ user: z.string().min(1), passwordHash: z.string().startsWith("scrypt$") }).strict())
+          .array(
+            z.object({ user: z.string().min(1), passwordHash: z.string().startsWith("scrypt$") }).strict(),
+          )
           .min(1),
         maxDuration: seconds.default(8 * 3600),
         defaultDuration: seconds.default(2 * 3600),
       })
-      .strict(),
+      .strict()
+      .refine((t) => t.defaultDuration <= t.maxDuration, {
+        path: ["defaultDuration"],
+        message: "must not exceed token.maxDuration",
+      }),
     signing: z
       .object({
         /** Worker threads that run signers; default: CPU count. */
@@ -156,7 +165,9 @@ export const configSchema = z
       })
       .strict(),
     log: z
-      .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
+      .object({
+        level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      })
       .strict()
       .default({ level: "info" }),
   })

@@ -11,7 +11,10 @@ export type AppDeps = TokenRouteDeps & SignRouteDeps & MetaRouteDeps & { log: Lo
 function clientBodyError(err: unknown): ApiError | undefined {
   const type = (err as { type?: unknown })?.type;
   if (typeof type !== "string") return undefined;
-  return new ApiError("BAD_REQUEST", type === "entity.too.large" ? "request body is too large" : "request body is malformed");
+  return new ApiError(
+    "BAD_REQUEST",
+    type === "entity.too.large" ? "request body is too large" : "request body is malformed",
+  );
 }
 
 export function createApp(deps: AppDeps): express.Express {
@@ -48,7 +51,12 @@ export function createApp(deps: AppDeps): express.Express {
       return;
     }
     // Our bug, not the client's: log the details, tell the client nothing about internals.
-    deps.log.error({ event: "unhandled_error", method: req.method, path: req.path, err: (err as Error)?.stack });
+    deps.log.error({
+      event: "unhandled_error",
+      method: req.method,
+      path: req.path,
+      err: (err as Error)?.stack,
+    });
     sendError(res, new ApiError("INTERNAL", "internal error"));
   });
   return app;

@@ -63,12 +63,16 @@ export function errorBody(code: ApiErrorCode, message: string) {
 
 export function sendError(res: Response, err: ApiError): void {
   if (res.headersSent) return;
-  if (err.retryAfterSeconds !== undefined) res.set("Retry-After", String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
+  if (err.retryAfterSeconds !== undefined)
+    res.set("Retry-After", String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
   res.status(err.status).json(errorBody(err.code, err.message));
 }
 
 /** Maps a failed token check to the API error a client can act on. */
-export function tokenError(result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">, retryAfterMs?: number) {
+export function tokenError(
+  result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">,
+  retryAfterMs?: number,
+) {
   switch (result) {
     case "malformed":
       return new ApiError("TOKEN_MALFORMED", "token is not a signing token");
@@ -81,11 +85,18 @@ export function tokenError(result: Exclude<TokenCheckResult, "valid" | "healed" 
     case "revoked":
       return new ApiError("TOKEN_REVOKED", "token was revoked");
     case "invalidated":
-      return new ApiError("TOKEN_INVALIDATED", "token was invalidated after a store reset: fetch a new token");
+      return new ApiError(
+        "TOKEN_INVALIDATED",
+        "token was invalidated after a store reset: fetch a new token",
+      );
     case "nonce_mismatch":
       return new ApiError("NONCE_MISMATCH", "nonce is not the current one of this token's chain");
     case "recovering":
-      return new ApiError("STORE_RECOVERING", "token store is recovering from a restart: retry", (retryAfterMs ?? 1000) / 1000);
+      return new ApiError(
+        "STORE_RECOVERING",
+        "token store is recovering from a restart: retry",
+        (retryAfterMs ?? 1000) / 1000,
+      );
     case "unavailable":
       return new ApiError("STORE_UNAVAILABLE", "token store is unavailable: retry on another node", 1);
   }

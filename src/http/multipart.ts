@@ -54,7 +54,8 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
     const badRequest = (message: string) => fail(new ApiError("BAD_REQUEST", message));
 
     parser.on("field", (name, value, info) => {
-      if (info.nameTruncated || info.valueTruncated) badRequest(`form field ${name.slice(0, 32)} is too long`);
+      if (info.nameTruncated || info.valueTruncated)
+        badRequest(`form field ${name.slice(0, 32)} is too long`);
       else fields[name] = value;
     });
     parser.on("file", (name, stream, info) => {
@@ -73,7 +74,12 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
         size += chunk.length;
       });
       stream.on("limit", () =>
-        fail(new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`)),
+        fail(
+          new ApiError(
+            "FILE_TOO_LARGE",
+            `file is larger than this format's limit of ${limits.maxSize} bytes`,
+          ),
+        ),
       );
       const done = pipeline(stream, createWriteStream(path, { mode: 0o600 })).then(() => ({
         path,

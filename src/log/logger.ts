@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 /**
  * Structured JSON logs. Tokens, passwords and keys are never logged; these paths are
@@ -10,7 +10,17 @@ export function createLogger(level: string, node: string): Logger {
     base: { node },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: {
-      paths: ["token", "password", "passphrase", "secret", "*.token", "*.password", "*.passphrase", "*.secret", "req.headers.authorization"],
+      paths: [
+        "token",
+        "password",
+        "passphrase",
+        "secret",
+        "*.token",
+        "*.password",
+        "*.passphrase",
+        "*.secret",
+        "req.headers.authorization",
+      ],
       censor: "[redacted]",
     },
   });

@@ -25,7 +25,8 @@ export function parseEpoch(fields: Record<string, string>): Epoch | undefined {
 
 function pairsToRecord(reply: unknown): Record<string, string> {
   const out: Record<string, string> = {};
-  if (Array.isArray(reply)) for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+  if (Array.isArray(reply))
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
   return out;
 }
 

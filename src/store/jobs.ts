@@ -10,7 +10,10 @@ export interface SignedResult {
 
 export type JobState = { state: "pending"; node: string } | { state: "failed"; node: string; error: string };
 
-export type Lookup = { kind: "signed"; result: SignedResult } | { kind: "job"; job: JobState } | { kind: "none" };
+export type Lookup =
+  | { kind: "signed"; result: SignedResult }
+  | { kind: "job"; job: JobState }
+  | { kind: "none" };
 
 const FAILED_JOB_TTL_MS = 60_000;
 

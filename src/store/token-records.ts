@@ -50,7 +50,12 @@ export class TokenRecords {
   ) {}
 
   async save(record: TokenRecord): Promise<void> {
-    await this.client.set(this.keys.token(record.claims.id), JSON.stringify(record), "PXAT", record.claims.exp * 1000);
+    await this.client.set(
+      this.keys.token(record.claims.id),
+      JSON.stringify(record),
+      "PXAT",
+      record.claims.exp * 1000,
+    );
   }
 
   /** Re-inserts a token lost with the store (self-heal); keeps a copy that is already there. */
@@ -59,10 +64,7 @@ export class TokenRecords {
     await this.client.set(this.keys.token(record.claims.id), value, "PXAT", record.claims.exp * 1000, "NX");
   }
 
-  async check(
-    claims: TokenClaims,
-    nonce?: { counter: number; sha256: string },
-  ): Promise<StoredTokenState> {
+  async check(claims: TokenClaims, nonce?: { counter: number; sha256: string }): Promise<StoredTokenState> {
     const id = claims.id;
     const reply = (await CHECK_TOKEN.run(
       this.client,

@@ -26,7 +26,9 @@ export interface TokenSecret {
 /** Results of the local (no Redis) half of a token check; names match signing_token_checks_total{result}. */
 export type LocalRejection = "malformed" | "bad_signature" | "expired" | "ip_mismatch";
 
-export type LocalCheck = { ok: true; claims: TokenClaims; kid: string } | { ok: false; result: LocalRejection };
+export type LocalCheck =
+  | { ok: true; claims: TokenClaims; kid: string }
+  | { ok: false; result: LocalRejection };
 
 const VERSION = "v1";
 const MAX_TOKEN_LENGTH = 2048;
@@ -77,7 +79,8 @@ export function verifyMac(token: string, secrets: ReadonlyMap<string, Buffer>): 
   const secret = secrets.get(kid);
   if (!secret) return { ok: false, result: "bad_signature" };
   const expected = mac(secret, `${VERSION}.${kid}.${payload}`);
-  if (!timingSafeEqual(expected, Buffer.from(sig, "base64url"))) return { ok: false, result: "bad_signature" };
+  if (!timingSafeEqual(expected, Buffer.from(sig, "base64url")))
+    return { ok: false, result: "bad_signature" };
   let claims: unknown;
   try {
     claims = JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));

@@ -26,7 +26,12 @@ export type OrphanDecision =
  * with the store, and the epoch's state says whether the monitor restored, invalidated or
  * has not yet acted.
  */
-export function decideOrphan(claims: TokenClaims, epoch: Epoch, nowMs: number, policy: OrphanPolicy): OrphanDecision {
+export function decideOrphan(
+  claims: TokenClaims,
+  epoch: Epoch,
+  nowMs: number,
+  policy: OrphanPolicy,
+): OrphanDecision {
   if (claims.ep === epoch.id) return { action: "revoked" };
   if (epoch.state === "invalidated" || claims.iat * 1000 < epoch.minIat) return { action: "invalidated" };
   if (epoch.state === "restored") return { action: "heal" };

@@ -7,7 +7,12 @@ import { TokenRecords } from "../store/token-records.js";
 import {
   encodeToken,
   type LocalCheck,
-  newTokenId, type TokenClaims, type TokenSecret, verifyMac, verifyTokenLocally } from "./codec.js";
+  newTokenId,
+  type TokenClaims,
+  type TokenSecret,
+  verifyMac,
+  verifyTokenLocally,
+} from "./codec.js";
 import { decodeNonce, encodeNonce } from "./nonce.js";
 import { decideOrphan, type OrphanPolicy } from "./orphans.js";
 
@@ -118,7 +123,8 @@ export class TokenService {
         case "heal": {
           await this.records.heal({ claims, node: this.opts.nodeId });
           const healed = await this.records.check(claims, presented);
-          if (healed.state !== "ok") return { ok: false, result: healed.state === "missing" ? "revoked" : healed.state };
+          if (healed.state !== "ok")
+            return { ok: false, result: healed.state === "missing" ? "revoked" : healed.state };
           this.opts.log.info({ event: "token_healed", tokenHash: tokenHash(claims.id), epoch: epoch.id });
           return { ok: true, result: "healed", claims, ...withNonce(healed.nextNonce) };
         }
@@ -128,7 +134,12 @@ export class TokenService {
       // checks above are enough to keep builds signing; the nonce chain resumes with Redis.
       this.opts.log.warn({ event: "token_store_error", err: (err as Error).message });
       if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
-      return { ok: true, result: "degraded", claims, ...withNonce(presented ? presented.counter + 1 : undefined) };
+      return {
+        ok: true,
+        result: "degraded",
+        claims,
+        ...withNonce(presented ? presented.counter + 1 : undefined),
+      };
     }
   }
 }

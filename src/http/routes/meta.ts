@@ -36,7 +36,8 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
 
   router.get("/keys/:format", (req: Request, res: Response) => {
     const format = req.params.format as FormatName;
-    if (!deps.limits.has(format)) throw new ApiError("UNKNOWN_FORMAT", `format ${String(format).slice(0, 32)} is not enabled`);
+    if (!deps.limits.has(format))
+      throw new ApiError("UNKNOWN_FORMAT", `format ${String(format).slice(0, 32)} is not enabled`);
     const signer = deps.signing.signer(format);
     res.set("X-Key-Fingerprint", signer.fingerprint).type("text/plain").send(signer.publicKey());
   });

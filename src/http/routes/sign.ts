@@ -42,10 +42,12 @@ function abortOnClose(req: Request, res: Response): AbortSignal {
   return ctl.signal;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+const UNSAFE_FILENAME = /[/\\\u0000-\u001f\u007f]/;
+
 function checkFilename(name: string, pattern: RegExp): void {
   // Path separators and control characters are refused whatever the configured pattern says.
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
-  if (!name || /[/\\\u0000-\u001f\u007f]/.test(name) || name === "." || name === ".." || !pattern.test(name)) {
+  if (!name || UNSAFE_FILENAME.test(name) || name === "." || name === ".." || !pattern.test(name)) {
     throw new ApiError("BAD_FILENAME", "filename must be a plain file name matching this format's pattern");
   }
 }
@@ -64,10 +66,14 @@ export function signRoutes(deps: SignRouteDeps): Router {
   router.post("/sign/:format", async (req: Request, res: Response) => {
     const { format, limits } = formatOf(req);
     const wait = waitSeconds(req, deps.maxWaitSeconds);
-    if (!req.is("multipart/form-data")) throw new ApiError("BAD_REQUEST", "expected a multipart/form-data body");
+    if (!req.is("multipart/form-data"))
+      throw new ApiError("BAD_REQUEST", "expected a multipart/form-data body");
     if (Number(req.get("content-length") ?? 0) > limits.maxSize + MULTIPART_OVERHEAD) {
       res.set("Connection", "close");
-      throw new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`);
+      throw new ApiError(
+        "FILE_TOO_LARGE",
+        `file is larger than this format's limit of ${limits.maxSize} bytes`,
+      );
     }
     let upload: Awaited<ReturnType<typeof receiveUpload>>;
     try {
@@ -87,7 +93,8 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if (!file) throw new ApiError("BAD_REQUEST", "the form needs a filedata part");
       const sha1 = fields.sha1?.toLowerCase();
       const sha256 = fields.sha256?.toLowerCase();
-      if (sha1 === undefined && sha256 === undefined) throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
+      if (sha1 === undefined && sha256 === undefined)
+        throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
       const filename = fields.filename ?? file.partFilename;
       checkFilename(filename, limits.filenamePattern);
       if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
@@ -103,7 +110,14 @@ export function signRoutes(deps: SignRouteDeps): Router {
 
       handedOver = true;
       const outcome = await deps.signing.submit(format, { ...file, filename });
-      deps.log.info({ event: "upload", format, sha256: file.sha256, bytes: file.size, outcome, token: check.result });
+      deps.log.info({
+        event: "upload",
+        format,
+        sha256: file.sha256,
+        bytes: file.size,
+        outcome,
+        tokenCheck: check.result,
+      });
       if (wait > 0 && outcome !== "cached") {
         await deps.signing.waitFor(format, file.sha256, wait * 1000, abortOnClose(req, res));
       }
@@ -136,7 +150,8 @@ export function signRoutes(deps: SignRouteDeps): Router {
         return;
       }
       case "job":
-        if (found.job.state === "failed") throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+        if (found.job.state === "failed")
+          throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
         res.set("X-Pending", "True").status(404).json({ status: "pending" });
         return;
       case "none":

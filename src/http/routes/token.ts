@@ -40,7 +40,8 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     express.urlencoded({ extended: false, limit: "16kb", parameterLimit: 10 }),
     async (req: Request, res: Response) => {
       const ip = clientIp(req);
-      if (!deps.issuers.has(ip)) throw new ApiError("ISSUER_NOT_ALLOWED", "this address may not request tokens");
+      if (!deps.issuers.has(ip))
+        throw new ApiError("ISSUER_NOT_ALLOWED", "this address may not request tokens");
       const auth = basicAuth(req);
       if (!auth || !(await checkCredentials(auth.user, auth.password, tokenConfig.credentials))) {
         res.set("WWW-Authenticate", 'Basic realm="signing", charset="UTF-8"');
@@ -61,16 +62,21 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
       }
 
       const slaveIp = field(body, "slave_ip");
-      if (!slaveIp || isIP(slaveIp) === 0) throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
+      if (!slaveIp || isIP(slaveIp) === 0)
+        throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
       const durationText = field(body, "duration");
       const duration = durationText === undefined ? tokenConfig.defaultDuration : Number(durationText);
       if (!Number.isInteger(duration) || duration < 1 || duration > tokenConfig.maxDuration) {
-        throw new ApiError("BAD_REQUEST", `duration must be whole seconds between 1 and ${tokenConfig.maxDuration}`);
+        throw new ApiError(
+          "BAD_REQUEST",
+          `duration must be whole seconds between 1 and ${tokenConfig.maxDuration}`,
+        );
       }
       const formatsText = field(body, "formats");
       const formats = formatsText ? formatsText.split(",").map((f) => f.trim()) : undefined;
       for (const f of formats ?? []) {
-        if (!deps.formats.has(f)) throw new ApiError("UNKNOWN_FORMAT", `format ${f.slice(0, 32)} is not enabled`);
+        if (!deps.formats.has(f))
+          throw new ApiError("UNKNOWN_FORMAT", `format ${f.slice(0, 32)} is not enabled`);
       }
 
       const { token, claims } = await deps.tokens.issue({

@@ -1,0 +1,111 @@
+/**
+ * `npm start`: a local signing cluster for a newcomer. Its own redis-server on a free port (or
+ * REDIS_URL), three signing nodes on consecutive ports from SIGNING_BASE_PORT (default 9110),
+ * dev keys and credentials kept in SIGNING_STATE_DIR (default .local/). Writes cluster.json
+ * once every node is ready, prints a walkthrough, stops everything on Ctrl-C.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, renameSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { prepareDevState } from "../src/config/dev-state.js";
+import { RedisServer } from "./redis-server.js";
+
+const NODES = 3;
+const root = resolve(fileURLToPath(import.meta.url), "../../..");
+const stateDir = resolve(process.env.SIGNING_STATE_DIR ?? resolve(root, ".local"));
+const basePort = Number(process.env.SIGNING_BASE_PORT ?? 9110);
+
+async function waitReady(url: string, child: ChildProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`node ${url} exited with code ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`node ${url} did not become ready in ${timeoutMs} ms`);
+}
+
+async function main(): Promise<void> {
+  const children: ChildProcess[] = [];
+  let redis: RedisServer | undefined;
+  const shutdown = async (code: number) => {
+    for (const c of children) c.kill("SIGTERM");
+    await Promise.all(
+      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)),
+    );
+    await redis?.stop();
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void shutdown(0));
+  process.once("SIGTERM", () => void shutdown(0));
+
+  try {
+    let redisUrl = process.env.REDIS_URL;
+    if (!redisUrl) {
+      redis = await RedisServer.start();
+      redisUrl = redis.url;
+    }
+    const state = await prepareDevState(stateDir, redisUrl);
+    const nodes: string[] = [];
+    for (let i = 0; i < NODES; i++) {
+      const port = basePort + i;
+      const log = createWriteStream(resolve(stateDir, `node-${i}.log`), { flags: "a" });
+      const child = spawn(
+        process.execPath,
+        [resolve(root, "dist/src/bin/signing-node.js"), "--config", state.configFile],
+        {
+          env: { ...process.env, SIGNING__node__port: String(port), SIGNING__node__id: `local-${i}` },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      child.stdout?.pipe(log);
+      child.stderr?.on("data", (d: Buffer) => process.stderr.write(`[node-${i}] ${d}`));
+      child.on("exit", (code, signal) => {
+        if (code !== 0 && signal !== "SIGTERM")
+          console.error(`node-${i} exited (${code ?? signal}); see ${stateDir}/node-${i}.log`);
+      });
+      children.push(child);
+      nodes.push(`http://127.0.0.1:${port}`);
+    }
+    await Promise.all(nodes.map((url, i) => waitReady(url, children[i] as ChildProcess)));
+
+    const cluster = {
+      redisUrl,
+      nodes,
+      monitor: null,
+      issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
+      keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
+    };
+    const file = resolve(stateDir, "cluster.json");
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(cluster, null, 2)}\n`, { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+
+    const [a, b, c] = nodes;
+    const rel = (p: string) => (p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p);
+    console.log(`signing cluster is up
+  redis:  ${redisUrl}${redis ? " (our own, no persistence)" : ""}
+  nodes:  ${nodes.join("  ")}
+  state:  ${stateDir}  (cluster.json, keys, node logs)
+
+Sign a file with curl, through three different nodes:
+
+  TOKEN=$(curl -sf -u ${state.issuer.user}:"$(cat ${rel(state.issuer.passwordFile)})" -d slave_ip=127.0.0.1 -d duration=3600 ${a}/token)
+  echo "hello, signing" > hello.txt; SHA1=$(sha1sum hello.txt | cut -d' ' -f1)
+  curl -sf -F sha1=$SHA1 -F filename=hello.txt -F token="$TOKEN" -F nonce= -F filedata=@hello.txt "${b}/sign/gpg?wait=30"
+  curl -sf -o hello.txt.asc ${c}/sign/gpg/$SHA1
+  GNUPGHOME=$(mktemp -d) sh -c 'gpg -q --import ${rel(state.keys.gpg.publicKeyFile)} && gpg --verify hello.txt.asc hello.txt'
+
+Ctrl-C stops the cluster.`);
+  } catch (err) {
+    console.error(`local cluster failed to start: ${(err as Error).message}`);
+    await shutdown(1);
+  }
+}
+
+void main();

@@ -1,0 +1,129 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A free loopback TCP port (the kernel picks it; racy in theory, fine on a test box). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = new Socket();
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+    s.connect(port, "127.0.0.1");
+  });
+}
+
+async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const running = new Set<RedisServer>();
+// Never leave a redis-server behind, even when a test throws or the runner exits early.
+process.on("exit", () => {
+  for (const r of running) r.proc?.kill("SIGKILL");
+});
+
+/**
+ * A redis-server owned by this process (the local cluster, a test, a benchmark): its own port
+ * and temp dir, no persistence, so that its owner can restart it empty, kill it or pause it.
+ */
+export class RedisServer {
+  proc: ChildProcess | undefined;
+  readonly dir: string;
+
+  private constructor(
+    readonly port: number,
+    private readonly extraArgs: string[],
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), "signing-redis-"));
+  }
+
+  static async start(extraArgs: string[] = [], port?: number): Promise<RedisServer> {
+    const r = new RedisServer(port ?? (await freePort()), extraArgs);
+    running.add(r);
+    await r.launch();
+    return r;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  private async launch(): Promise<void> {
+    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir];
+    args.push(
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--daemonize",
+      "no",
+      "--loglevel",
+      "warning",
+      ...this.extraArgs,
+    );
+    const proc = spawn("redis-server", args, { stdio: ["ignore", "ignore", "pipe"] });
+    this.proc = proc;
+    let exited = false;
+    proc.once("exit", () => {
+      exited = true;
+    });
+    await waitFor(
+      async () => exited || (await canConnect(this.port)),
+      10_000,
+      `redis-server on ${this.port}`,
+    );
+    if (exited) throw new Error(`redis-server on port ${this.port} exited at start-up`);
+  }
+
+  /** SIGKILL: the data is gone (no persistence), the port is closed until restart(). */
+  async kill(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGKILL");
+    await exited;
+    this.proc = undefined;
+  }
+
+  /** A restart without persistence: same port, empty data, new run_id. */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.launch();
+  }
+
+  pause(): void {
+    this.proc?.kill("SIGSTOP");
+  }
+
+  resume(): void {
+    this.proc?.kill("SIGCONT");
+  }
+
+  async stop(): Promise<void> {
+    this.resume();
+    await this.kill();
+    running.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

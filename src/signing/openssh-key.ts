@@ -1,0 +1,177 @@
+import { createHash, createPrivateKey, type KeyObject, randomBytes } from "node:crypto";
+
+/** An ed25519 key read from an unencrypted `openssh-key-v1` private key file. */
+export interface OpenSshEd25519Key {
+  /** SSH wire format public key: string "ssh-ed25519" + string pub32. */
+  publicKeyBlob: Buffer;
+  privateKey: KeyObject;
+  comment: string;
+}
+
+const PEM_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----";
+const PEM_END = "-----END OPENSSH PRIVATE KEY-----";
+const AUTH_MAGIC = Buffer.from("openssh-key-v1\0", "latin1");
+const KEY_TYPE = "ssh-ed25519";
+
+/** Encodes an SSH wire-format `string`: uint32 length + bytes. */
+export function sshString(data: Buffer | string): Buffer {
+  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(bytes.length);
+  return Buffer.concat([len, bytes]);
+}
+
+/** Encodes an SSH wire-format `uint32`. */
+export function sshUint32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+/** Wraps base64 text at `width` columns. */
+export function wrapBase64(b64: string, width = 70): string {
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += width) lines.push(b64.slice(i, i + width));
+  return lines.join("\n");
+}
+
+class SshReader {
+  private pos = 0;
+  constructor(
+    private readonly buf: Buffer,
+    private readonly what: string,
+  ) {}
+
+  uint32(): number {
+    if (this.pos + 4 > this.buf.length) throw new Error(`truncated ${this.what}`);
+    const n = this.buf.readUInt32BE(this.pos);
+    this.pos += 4;
+    return n;
+  }
+
+  bytes(): Buffer {
+    const len = this.uint32();
+    if (this.pos + len > this.buf.length) throw new Error(`truncated ${this.what}`);
+    const out = this.buf.subarray(this.pos, this.pos + len);
+    this.pos += len;
+    return out;
+  }
+
+  string(): string {
+    return this.bytes().toString("utf8");
+  }
+
+  rest(): Buffer {
+    const out = this.buf.subarray(this.pos);
+    this.pos = this.buf.length;
+    return out;
+  }
+}
+
+function ed25519PublicKeyBlob(pub32: Buffer): Buffer {
+  return Buffer.concat([sshString(KEY_TYPE), sshString(pub32)]);
+}
+
+/** Parses an unencrypted openssh-key-v1 ed25519 private key. Throws a plain Error with the reason. */
+export function parseOpenSshEd25519(pem: string): OpenSshEd25519Key {
+  const begin = pem.indexOf(PEM_BEGIN);
+  const end = pem.indexOf(PEM_END);
+  if (begin < 0 || end < begin) {
+    throw new Error("not an OpenSSH private key (expected -----BEGIN OPENSSH PRIVATE KEY-----)");
+  }
+  const body = pem.slice(begin + PEM_BEGIN.length, end).replace(/\s+/g, "");
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) throw new Error("not an OpenSSH private key (invalid base64)");
+  const raw = Buffer.from(body, "base64");
+  if (raw.length < AUTH_MAGIC.length || !raw.subarray(0, AUTH_MAGIC.length).equals(AUTH_MAGIC)) {
+    throw new Error("not an OpenSSH private key (missing openssh-key-v1 magic)");
+  }
+  const r = new SshReader(raw.subarray(AUTH_MAGIC.length), "OpenSSH private key");
+  const cipher = r.string();
+  const kdf = r.string();
+  r.bytes(); // kdf options
+  if (cipher !== "none" || kdf !== "none") {
+    throw new Error("encrypted OpenSSH keys are not supported; use an unencrypted key file with mode 0600");
+  }
+  const nkeys = r.uint32();
+  if (nkeys !== 1) throw new Error(`expected exactly one key in the file, found ${nkeys}`);
+  const outerPublic = r.bytes();
+  const priv = new SshReader(r.bytes(), "OpenSSH private key section");
+  const check1 = priv.uint32();
+  const check2 = priv.uint32();
+  if (check1 !== check2) throw new Error("checkint mismatch (corrupt key file)");
+  const keyType = priv.string();
+  if (keyType !== KEY_TYPE) throw new Error(`unsupported key type ${keyType}; only ssh-ed25519 is supported`);
+  const pub32 = priv.bytes();
+  const priv64 = priv.bytes();
+  const comment = priv.string();
+  const padding = priv.rest();
+  if (pub32.length !== 32) throw new Error("invalid ed25519 public key length");
+  if (priv64.length !== 64) throw new Error("invalid ed25519 private key length");
+  if (!priv64.subarray(32).equals(pub32)) throw new Error("ed25519 private and public key do not match");
+  for (let i = 0; i < padding.length; i++) {
+    if (padding[i] !== i + 1) throw new Error("invalid padding (corrupt key file)");
+  }
+  const publicKeyBlob = ed25519PublicKeyBlob(Buffer.from(pub32));
+  if (!outerPublic.equals(publicKeyBlob)) throw new Error("public key does not match the private key");
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey({
+      key: {
+        kty: "OKP",
+        crv: "Ed25519",
+        d: priv64.subarray(0, 32).toString("base64url"),
+        x: pub32.toString("base64url"),
+      },
+      format: "jwk",
+    });
+  } catch (err) {
+    throw new Error(`invalid ed25519 key material: ${(err as Error).message}`);
+  }
+  return { publicKeyBlob, privateKey, comment };
+}
+
+/** Writes an ed25519 KeyObject as an unencrypted openssh-key-v1 PEM, as `ssh-keygen -N ''` does. */
+export function encodeOpenSshEd25519(privateKey: KeyObject, comment: string): string {
+  if (privateKey.type !== "private" || privateKey.asymmetricKeyType !== "ed25519") {
+    throw new Error("expected an ed25519 private key");
+  }
+  const jwk = privateKey.export({ format: "jwk" });
+  if (!jwk.d || !jwk.x) throw new Error("cannot export ed25519 key material");
+  const seed = Buffer.from(jwk.d, "base64url");
+  const pub32 = Buffer.from(jwk.x, "base64url");
+  const publicKeyBlob = ed25519PublicKeyBlob(pub32);
+  const checkint = randomBytes(4);
+  let section = Buffer.concat([
+    checkint,
+    checkint,
+    sshString(KEY_TYPE),
+    sshString(pub32),
+    sshString(Buffer.concat([seed, pub32])),
+    sshString(comment),
+  ]);
+  const padLen = (8 - (section.length % 8)) % 8;
+  const pad = Buffer.alloc(padLen);
+  for (let i = 0; i < padLen; i++) pad[i] = i + 1;
+  section = Buffer.concat([section, pad]);
+  const raw = Buffer.concat([
+    AUTH_MAGIC,
+    sshString("none"),
+    sshString("none"),
+    sshString(""),
+    sshUint32(1),
+    sshString(publicKeyBlob),
+    sshString(section),
+  ]);
+  return `${PEM_BEGIN}\n${wrapBase64(raw.toString("base64"))}\n${PEM_END}\n`;
+}
+
+/** The OpenSSH public key line: "ssh-ed25519 AAAA... comment". */
+export function publicKeyLine(blob: Buffer, comment: string): string {
+  const line = `${KEY_TYPE} ${blob.toString("base64")}`;
+  return comment ? `${line} ${comment}` : line;
+}
+
+/** The OpenSSH fingerprint of a public key blob: "SHA256:" + unpadded base64 of its sha256. */
+export function sshFingerprint(blob: Buffer): string {
+  return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
+}

@@ -1,0 +1,75 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type DevState, prepareDevState } from "../../src/config/dev-state.js";
+import { buildConfig, type LoadedConfig } from "../../src/config/load.js";
+import { createLogger } from "../../src/log/logger.js";
+import { type RunningNode, startNode } from "../../src/node.js";
+import { TestRedis } from "./redis.js";
+
+export type Overrides = Record<string, unknown>;
+
+function merge(base: Record<string, unknown>, over: Overrides): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === "object" && !Array.isArray(v) && b && typeof b === "object" && !Array.isArray(b)
+        ? merge(b as Record<string, unknown>, v as Overrides)
+        : v;
+  }
+  return out;
+}
+
+/** One real Redis and N in-process signing nodes sharing it, with dev keys in a temp dir. */
+export class TestCluster {
+  private constructor(
+    readonly redis: TestRedis,
+    readonly state: DevState,
+    readonly loaded: LoadedConfig,
+    readonly nodes: RunningNode[],
+  ) {}
+
+  static async start(
+    opts: { nodes?: number; overrides?: Overrides; redis?: TestRedis } = {},
+  ): Promise<TestCluster> {
+    const redis = opts.redis ?? (await TestRedis.start());
+    const dir = mkdtempSync(join(tmpdir(), "signing-test-"));
+    const state = await prepareDevState(dir, redis.url);
+    const raw = merge(
+      state.config,
+      merge({ signing: { workers: 1 }, log: { level: "silent" } }, opts.overrides ?? {}),
+    );
+    const loaded = buildConfig(raw, dir, {});
+    const nodes: RunningNode[] = [];
+    const cluster = new TestCluster(redis, state, loaded, nodes);
+    try {
+      for (let i = 0; i < (opts.nodes ?? 2); i++) {
+        const cfg = structuredClone(loaded);
+        cfg.config.node.id = `node-${i}`;
+        nodes.push(await startNode(cfg, { log: createLogger("silent", `node-${i}`) }));
+      }
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  node(i: number): RunningNode {
+    const n = this.nodes[i];
+    if (!n) throw new Error(`no node ${i}`);
+    return n;
+  }
+
+  /** HTTP Basic credentials of the dev build master. */
+  get basicAuth(): string {
+    return `Basic ${Buffer.from(`${this.state.issuer.user}:${this.state.issuer.password}`).toString("base64")}`;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.nodes.map((n) => n.close()));
+    await this.redis.stop();
+    rmSync(this.state.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,1 @@
+export { freePort, RedisServer as TestRedis } from "../../scripts/redis-server.js";

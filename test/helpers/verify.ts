@@ -1,0 +1,74 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface VerifyResult {
+  ok: boolean;
+  output: string;
+}
+
+function withTempDir<T>(fn: (dir: string) => T): T {
+  const dir = mkdtempSync(join(tmpdir(), "signing-verify-"));
+  try {
+    return fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `gpg --verify` with the real gpg, in a throw-away keyring that holds only `publicKey`. */
+export function gpgVerify(publicKey: string, data: Buffer, signature: Buffer): VerifyResult {
+  return withTempDir((dir) => {
+    const home = join(dir, "gnupg");
+    spawnSync("mkdir", ["-m", "700", home]);
+    const imported = spawnSync("gpg", ["--homedir", home, "--batch", "--import"], { input: publicKey });
+    if (imported.status !== 0) return { ok: false, output: imported.stderr.toString() };
+    writeFileSync(join(dir, "file"), data);
+    writeFileSync(join(dir, "file.asc"), signature);
+    const r = spawnSync("gpg", [
+      "--homedir",
+      home,
+      "--batch",
+      "--status-fd",
+      "1",
+      "--verify",
+      join(dir, "file.asc"),
+      join(dir, "file"),
+    ]);
+    spawnSync("gpgconf", ["--homedir", home, "--kill", "all"]);
+    const output = r.stdout.toString() + r.stderr.toString();
+    return { ok: r.status === 0 && output.includes("[GNUPG:] GOODSIG"), output };
+  });
+}
+
+/** `ssh-keygen -Y verify` with the real OpenSSH, trusting only `publicKeyLine`. */
+export function sshVerify(
+  publicKeyLine: string,
+  namespace: string,
+  data: Buffer,
+  signature: Buffer,
+): VerifyResult {
+  return withTempDir((dir) => {
+    const [type, key] = publicKeyLine.trim().split(/\s+/);
+    writeFileSync(join(dir, "allowed_signers"), `signer@test ${type} ${key}\n`);
+    writeFileSync(join(dir, "file.sig"), signature);
+    const r = spawnSync(
+      "ssh-keygen",
+      [
+        "-Y",
+        "verify",
+        "-f",
+        join(dir, "allowed_signers"),
+        "-I",
+        "signer@test",
+        "-n",
+        namespace,
+        "-s",
+        join(dir, "file.sig"),
+      ],
+      { input: data },
+    );
+    return { ok: r.status === 0, output: r.stdout.toString() + r.stderr.toString() };
+  });
+}

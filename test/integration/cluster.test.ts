@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import request from "supertest";
+import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
+import { TestCluster } from "../helpers/cluster.js";
+import { gpgVerify, sshVerify } from "../helpers/verify.js";
+
+let cluster: TestCluster;
+let a: string;
+let b: string;
+before(async () => {
+  cluster = await TestCluster.start({ nodes: 2 });
+  a = cluster.node(0).url;
+  b = cluster.node(1).url;
+});
+after(() => cluster?.stop());
+
+describe("two nodes over one Redis", () => {
+  test("a token issued by node A signs on node B, and an upload to A is collected from B", async () => {
+    const token = await getToken(a, cluster.basicAuth);
+    const data = randomBytes(4096);
+    const up = await upload(b, { token, nonce: "", data });
+    assert.equal(up.status, 202, up.text);
+    assert.equal(up.body.sha256, sha256(data));
+
+    const res = await fetchSignature(a, "gpg", sha1(data), 30);
+    assert.equal(res.status, 200, String(res.body));
+    assert.equal(res.headers["x-sha1-digest"], sha1(res.body));
+    assert.equal(res.headers["x-sha256-digest"], sha256(res.body));
+    const v = gpgVerify(readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"), data, res.body);
+    assert.ok(v.ok, v.output);
+  });
+
+  test("sshsig signatures verify with ssh-keygen -Y verify, fetched by sha256", async () => {
+    const token = await getToken(b, cluster.basicAuth);
+    const data = Buffer.from("sha256sums of a release\n");
+    const up = await upload(a, { format: "sshsig", token, nonce: "", data, wait: 30 });
+    assert.equal(up.status, 202, up.text);
+    const res = await fetchSignature(b, "sshsig", sha256(data));
+    assert.equal(res.status, 200);
+    const pub = (await request(b).get("/keys/sshsig")).text;
+    assert.equal(pub.trim(), readFileSync(cluster.state.keys.sshsig.publicKeyFile, "utf8").trim());
+    const v = sshVerify(pub, "file", data, res.body);
+    assert.ok(v.ok, v.output);
+    // The signature is over these bytes, not any others.
+    assert.equal(sshVerify(pub, "file", Buffer.from("something else\n"), res.body).ok, false);
+  });
+
+  test("the nonce chain advances across nodes and a replayed nonce is refused", async () => {
+    const token = await getToken(a, cluster.basicAuth);
+    const f1 = randomBytes(100);
+    const f2 = randomBytes(100);
+    const f3 = randomBytes(100);
+    const r1 = await upload(a, { token, nonce: "", data: f1 });
+    assert.equal(r1.status, 202);
+    const n1 = r1.headers["x-nonce"] as string;
+    const r2 = await upload(b, { token, nonce: n1, data: f2 });
+    assert.equal(r2.status, 202, r2.text);
+    const n2 = r2.headers["x-nonce"] as string;
+    assert.notEqual(n2, n1);
+
+    // The empty nonce again, and n1 for a different file: both replays.
+    const replayEmpty = await upload(b, { token, nonce: "", data: f3 });
+    assert.equal(replayEmpty.status, 403);
+    assert.equal(replayEmpty.body.error.code, "NONCE_MISMATCH");
+    const replay = await upload(a, { token, nonce: n1, data: f3 });
+    assert.equal(replay.status, 403);
+    assert.equal(replay.body.error.code, "NONCE_MISMATCH");
+    assert.equal(replay.headers["x-nonce"], n1, "a refused upload echoes the nonce it was given");
+    // A made-up nonce is refused without touching the chain.
+    const forged = await upload(a, { token, nonce: "7.AAAAAAAAAAAAAAAAAAAAAA", data: f3 });
+    assert.equal(forged.status, 403);
+
+    // The retry of the last upload (its answer lost in transit) passes once with the same nonce.
+    const retry = await upload(a, { token, nonce: n1, data: f2 });
+    assert.equal(retry.status, 202, retry.text);
+    assert.equal(retry.headers["x-nonce"], n2);
+
+    const r3 = await upload(a, { token, nonce: n2, data: f3 });
+    assert.equal(r3.status, 202, r3.text);
+  });
+
+  test("two uploads racing with one nonce: exactly one passes", async () => {
+    const token = await getToken(a, cluster.basicAuth);
+    const results = await Promise.all([
+      upload(a, { token, nonce: "", data: randomBytes(64) }),
+      upload(b, { token, nonce: "", data: randomBytes(64) }),
+    ]);
+    assert.deepEqual(results.map((r) => r.status).sort(), [202, 403]);
+  });
+
+  test("an identical file is served from the cache without signing it again", async () => {
+    const data = randomBytes(2048);
+    const t1 = await getToken(a, cluster.basicAuth);
+    const first = await upload(a, { token: t1, nonce: "", data, wait: 30 });
+    assert.equal(first.status, 202);
+    assert.equal(first.body.status, "queued");
+    const sig1 = await fetchSignature(a, "gpg", sha1(data));
+
+    const t2 = await getToken(b, cluster.basicAuth);
+    const again = await upload(b, { token: t2, nonce: "", data });
+    assert.equal(again.status, 202);
+    assert.equal(again.body.status, "cached");
+    const sig2 = await fetchSignature(b, "gpg", sha1(data));
+    // openpgp signatures carry a timestamp: byte-identical output proves it was not re-signed.
+    assert.deepEqual(sig2.body, sig1.body);
+  });
+
+  test("?wait holds the upload until the signature is ready", async () => {
+    const token = await getToken(a, cluster.basicAuth);
+    const data = randomBytes(1000);
+    const up = await upload(a, { token, nonce: "", data, wait: 30 });
+    assert.equal(up.status, 202);
+    const res = await fetchSignature(b, "gpg", sha256(data));
+    assert.equal(res.status, 200);
+  });
+
+  test("expire=<token> revokes it everywhere", async () => {
+    const token = await getToken(a, cluster.basicAuth);
+    const res = await request(b)
+      .post("/token")
+      .set("Authorization", cluster.basicAuth)
+      .type("form")
+      .send({ expire: token });
+    assert.equal(res.status, 200, res.text);
+    const up = await upload(a, { token, nonce: "", data: randomBytes(10) });
+    assert.equal(up.status, 401);
+    assert.equal(up.body.error.code, "TOKEN_REVOKED");
+  });
+
+  test("a token scoped to formats is refused for the others", async () => {
+    const token = await getToken(a, cluster.basicAuth, {
+      slave_ip: "127.0.0.1",
+      duration: "60",
+      formats: "sshsig",
+    });
+    const up = await upload(b, { format: "gpg", token, nonce: "", data: randomBytes(10) });
+    assert.equal(up.status, 403);
+    assert.equal(up.body.error.code, "FORMAT_NOT_ALLOWED");
+  });
+
+  test("GET /formats, /keys/:format, health and version", async () => {
+    const formats = await request(a).get("/formats");
+    assert.equal(formats.status, 200);
+    assert.deepEqual(formats.body.formats.map((f: { name: string }) => f.name).sort(), ["gpg", "sshsig"]);
+    const key = await request(a).get("/keys/gpg");
+    assert.equal(key.status, 200);
+    assert.match(key.text, /BEGIN PGP PUBLIC KEY BLOCK/);
+    assert.doesNotMatch(key.text, /PRIVATE/);
+    assert.equal((await request(a).get("/keys/nope")).status, 400);
+    assert.equal((await request(a).get("/__lbheartbeat__")).status, 200);
+    const ready = await request(a).get("/readyz");
+    assert.equal(ready.status, 200, ready.text);
+    const version = await request(a).get("/__version__");
+    assert.equal(version.body.version, "0.1.0");
+  });
+});

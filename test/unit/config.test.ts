@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { parse } from "yaml";
+import { buildConfig, ConfigError, loadConfigFile } from "../../src/config/load.js";
+import { configSchema } from "../../src/config/schema.js";
+
+const dir = mkdtempSync(join(tmpdir(), "signing-config-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(join(dir, "secret"), "s".repeat(40));
+writeFileSync(join(dir, "short"), "tooshort");
+writeFileSync(join(dir, "key.asc"), "not really a key, but a file");
+
+const valid = {
+  redis: { url: "redis://127.0.0.1:6379" },
+  token: {
+    secrets: [{ kid: "k1", file: "secret" }],
+    issuers: ["127.0.0.0/8"],
+    credentials: [{ user: "bm", passwordHash: "scrypt$16384$8$1$a$b" }],
+  },
+  signing: { formats: { gpg: { keyFile: "key.asc" } } },
+};
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+describe("configuration", () => {
+  test("a minimal config gets its defaults and absolute paths", () => {
+    const { config, tokenSecrets } = buildConfig(valid, dir, {});
+    assert.equal(config.node.port, 9110);
+    assert.equal(config.store.downPolicy, "hmac");
+    assert.equal(config.signing.formats.gpg?.keyFile, join(dir, "key.asc"));
+    assert.equal(config.signing.formats.gpg?.maxSize, 512 * 1024 * 1024);
+    assert.equal(tokenSecrets[0]?.secret.toString(), "s".repeat(40));
+  });
+
+  test("every problem is listed at once", () => {
+    const found = problems(() =>
+      buildConfig(
+        {
+          node: { port: 70000 },
+          redis: {},
+          token: {
+            secrets: [],
+            issuers: ["not-a-cidr"],
+            credentials: [{ user: "x", passwordHash: "plain" }],
+          },
+          signing: { formats: {} },
+          extra: 1,
+        },
+        dir,
+        {},
+      ),
+    );
+    for (const path of [
+      "node.port",
+      "redis",
+      "token.secrets",
+      "token.issuers.0",
+      "token.credentials.0.passwordHash",
+      "signing.formats",
+    ]) {
+      assert.ok(
+        found.some((p) => p.startsWith(path)),
+        `${path} in ${found.join("; ")}`,
+      );
+    }
+    assert.ok(
+      found.some((p) => p.includes("extra")),
+      found.join("; "),
+    );
+  });
+
+  test("unreadable, short and missing secrets and keys are reported, never their contents", () => {
+    const found = problems(() =>
+      buildConfig(
+        {
+          ...valid,
+          token: {
+            ...valid.token,
+            secrets: [
+              { kid: "k1", file: "short" },
+              { kid: "k2", env: "NOPE" },
+              { kid: "k1", file: "missing" },
+            ],
+          },
+          signing: { formats: { gpg: { keyFile: "nokey.asc", passphrase: { file: "nopass" } } } },
+        },
+        dir,
+        {},
+      ),
+    );
+    assert.equal(found.length, 6, found.join("\n"));
+    assert.ok(!found.join("\n").includes("tooshort"));
+  });
+
+  test("environment variables override single keys, JSON-typed", () => {
+    const { config } = buildConfig(valid, dir, {
+      SIGNING__node__port: "9999",
+      SIGNING__store__downPolicy: "reject",
+      SIGNING__redis__url: "redis://10.0.0.1:6380",
+    });
+    assert.equal(config.node.port, 9999);
+    assert.equal(config.store.downPolicy, "reject");
+    assert.equal(config.redis.url, "redis://10.0.0.1:6380");
+    assert.deepEqual(
+      problems(() => buildConfig(valid, dir, { SIGNING__store__downPolicy: "maybe" })).length,
+      1,
+    );
+  });
+
+  test("a secret may come from the environment", () => {
+    const cfg = { ...valid, token: { ...valid.token, secrets: [{ kid: "k1", env: "TOKEN_SECRET" }] } };
+    const { tokenSecrets } = buildConfig(cfg, dir, { TOKEN_SECRET: "e".repeat(32) });
+    assert.equal(tokenSecrets[0]?.secret.toString(), "e".repeat(32));
+  });
+
+  test("unreadable or invalid files are ConfigErrors", () => {
+    assert.equal(problems(() => loadConfigFile(join(dir, "absent.yaml"), {})).length, 1);
+    writeFileSync(join(dir, "bad.yaml"), "node: [unclosed");
+    assert.match(problems(() => loadConfigFile(join(dir, "bad.yaml"), {}))[0] ?? "", /not valid YAML/);
+  });
+
+  test("the shipped examples match the schema", () => {
+    for (const file of ["production.example.yaml", "local.example.yaml"]) {
+      const raw = parse(readFileSync(new URL(`../../../config/${file}`, import.meta.url), "utf8"));
+      const r = configSchema.safeParse(raw);
+      assert.ok(r.success, `${file}: ${JSON.stringify(r.error?.issues)}`);
+    }
+  });
+});

@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import {
+  encodeToken,
+  newTokenId,
+  normalizeIp,
+  type TokenClaims,
+  verifyMac,
+  verifyTokenLocally,
+} from "../../src/tokens/codec.js";
+import { checkCredentials, hashPassword, verifyPassword } from "../../src/tokens/credentials.js";
+import { decodeNonce, encodeNonce } from "../../src/tokens/nonce.js";
+import { decideOrphan, type Epoch } from "../../src/tokens/orphans.js";
+
+const secretA = { kid: "a", secret: randomBytes(32) };
+const secretB = { kid: "b", secret: randomBytes(32) };
+const secrets = new Map([
+  [secretA.kid, secretA.secret],
+  [secretB.kid, secretB.secret],
+]);
+const NOW = 1_800_000_000;
+
+function claims(over: Partial<TokenClaims> = {}): TokenClaims {
+  return { id: newTokenId(), ip: "10.0.0.5", iat: NOW - 10, exp: NOW + 600, ep: "e1", sub: "bm", ...over };
+}
+
+describe("token codec", () => {
+  test("round trip, under any configured secret (rotation)", () => {
+    const c = claims({ fmt: ["gpg"] });
+    for (const key of [secretA, secretB]) {
+      const r = verifyTokenLocally(encodeToken(c, key), secrets, "10.0.0.5", NOW);
+      assert.ok(r.ok);
+      assert.deepEqual(r.claims, c);
+      assert.equal(r.kid, key.kid);
+    }
+  });
+
+  test("a retired secret's tokens no longer verify", () => {
+    const token = encodeToken(claims(), secretB);
+    assert.deepEqual(verifyMac(token, new Map([[secretA.kid, secretA.secret]])), {
+      ok: false,
+      result: "bad_signature",
+    });
+  });
+
+  test("every local rejection has its own result", () => {
+    const token = encodeToken(claims(), secretA);
+    const check = (t: string, ip = "10.0.0.5", now = NOW) => {
+      const r = verifyTokenLocally(t, secrets, ip, now);
+      return r.ok ? "valid" : r.result;
+    };
+    assert.equal(check(token), "valid");
+    assert.equal(check(token, "::ffff:10.0.0.5"), "valid");
+    assert.equal(check(token, "10.0.0.6"), "ip_mismatch");
+    assert.equal(check(token, "10.0.0.5", NOW + 600), "expired");
+    assert.equal(check(""), "malformed");
+    assert.equal(check("v1.a.b"), "malformed");
+    assert.equal(check(`${token}x`), "malformed");
+    assert.equal(check(token.replace(/^v1/, "v2")), "malformed");
+    const [v, kid, payload, mac] = token.split(".") as [string, string, string, string];
+    const flipped = `${payload.slice(0, -2)}${payload.at(-2) === "A" ? "B" : "A"}${payload.at(-1)}`;
+    assert.equal(check(`${v}.${kid}.${flipped}.${mac}`), "bad_signature");
+    assert.equal(check(`${v}.zz.${payload}.${mac}`), "bad_signature");
+    // A MAC-valid payload that is not a claims object is still malformed.
+    const junk = encodeToken({ nope: 1 } as unknown as TokenClaims, secretA);
+    assert.equal(check(junk), "malformed");
+  });
+
+  test("normalizeIp folds IPv4-mapped addresses and IPv6 case", () => {
+    assert.equal(normalizeIp("::ffff:127.0.0.1"), "127.0.0.1");
+    assert.equal(normalizeIp("FE80::1"), "fe80::1");
+  });
+});
+
+describe("nonces", () => {
+  test("the empty nonce starts every chain; counters round trip", () => {
+    const id = newTokenId();
+    assert.equal(decodeNonce(id, "", secretA.secret), 0);
+    for (const n of [1, 2, 99, 123456789])
+      assert.equal(decodeNonce(id, encodeNonce(id, n, secretA.secret), secretA.secret), n);
+  });
+
+  test("a nonce of another token, another secret or a made-up counter is refused", () => {
+    const id = newTokenId();
+    const n = encodeNonce(id, 3, secretA.secret);
+    assert.equal(decodeNonce(newTokenId(), n, secretA.secret), undefined);
+    assert.equal(decodeNonce(id, n, secretB.secret), undefined);
+    assert.equal(decodeNonce(id, n.replace(/^3/, "4"), secretA.secret), undefined);
+    for (const bad of ["0", "01.x", "abc", "1.", `1.${"A".repeat(23)}`])
+      assert.equal(decodeNonce(id, bad, secretA.secret), undefined);
+  });
+});
+
+describe("the orphan decision table (DESIGN.md §4)", () => {
+  const policy = { recoveryGraceMs: 10_000, orphanPolicy: "heal" as const };
+  const epoch = (over: Partial<Epoch>): Epoch => ({
+    id: "e2",
+    createdAt: NOW * 1000,
+    state: "fresh",
+    minIat: 0,
+    ...over,
+  });
+  const c = claims({ ep: "e1" });
+
+  test("missing in its own epoch: deleted on purpose", () => {
+    assert.deepEqual(decideOrphan(claims({ ep: "e2" }), epoch({ state: "restored" }), NOW * 1000, policy), {
+      action: "revoked",
+    });
+  });
+  test("older epoch, restored: heal", () => {
+    assert.deepEqual(decideOrphan(c, epoch({ state: "restored" }), NOW * 1000, policy), { action: "heal" });
+  });
+  test("older epoch, invalidated or issued before minIat: invalidated", () => {
+    assert.deepEqual(decideOrphan(c, epoch({ state: "invalidated" }), NOW * 1000, policy), {
+      action: "invalidated",
+    });
+    const minIat = (c.iat + 1) * 1000;
+    assert.deepEqual(decideOrphan(c, epoch({ state: "restored", minIat }), NOW * 1000, policy), {
+      action: "invalidated",
+    });
+  });
+  test("older epoch, fresh: recovering inside the grace period, then the node's policy", () => {
+    assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 4000, policy), {
+      action: "recovering",
+      retryAfterMs: 6000,
+    });
+    assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 10_000, policy), { action: "heal" });
+    assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 10_000, { ...policy, orphanPolicy: "reject" }), {
+      action: "invalidated",
+    });
+  });
+});
+
+describe("issuer credentials", () => {
+  test("scrypt hashes verify the right password only", async () => {
+    const hash = await hashPassword("correct horse");
+    assert.match(hash, /^scrypt\$16384\$8\$1\$/);
+    assert.equal(await verifyPassword("correct horse", hash), true);
+    assert.equal(await verifyPassword("correct horsE", hash), false);
+    assert.notEqual(await hashPassword("correct horse"), hash, "salted");
+    const creds = [{ user: "bm", passwordHash: hash }];
+    assert.equal(await checkCredentials("bm", "correct horse", creds), true);
+    assert.equal(await checkCredentials("someone", "correct horse", creds), false);
+    assert.equal(await verifyPassword("x", "scrypt$broken"), false);
+  });
+});
