@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+
+const root = new URL("../../../", import.meta.url).pathname;
+const work = mkdtempSync(join(tmpdir(), "signing-walkthrough-"));
+let cluster: ChildProcess | undefined;
+
+after(async () => {
+  if (cluster && cluster.exitCode === null) {
+    const exited = new Promise((r) => cluster?.once("exit", r));
+    cluster.kill("SIGTERM");
+    await exited;
+  }
+  rmSync(work, { recursive: true, force: true });
+});
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
+async function threeFreePorts(): Promise<number> {
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    if ((await portFree(base)) && (await portFree(base + 1)) && (await portFree(base + 2))) return base;
+  }
+}
+
+test("npm start's cluster runs the README walkthrough as written", async () => {
+  const base = await threeFreePorts();
+  const stateDir = join(work, ".local");
+  cluster = spawn(process.execPath, [join(root, "dist/scripts/local-cluster.js")], {
+    env: { ...process.env, SIGNING_STATE_DIR: stateDir, SIGNING_BASE_PORT: String(base), REDIS_URL: "" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  cluster.stdout?.on("data", (d: Buffer) => {
+    output += d;
+  });
+  cluster.stderr?.on("data", (d: Buffer) => {
+    output += d;
+  });
+  const clusterJson = join(stateDir, "cluster.json");
+  for (let i = 0; i < 300 && !existsSync(clusterJson); i++) {
+    assert.equal(cluster.exitCode, null, output);
+    await sleep(100);
+  }
+  const info = JSON.parse(readFileSync(clusterJson, "utf8"));
+  assert.deepEqual(
+    info.nodes,
+    [0, 1, 2].map((i) => `http://127.0.0.1:${base + i}`),
+  );
+  assert.match(info.redisUrl, /^redis:\/\/127\.0\.0\.1:\d+$/);
+  assert.ok(
+    existsSync(info.keys.gpg) && existsSync(info.keys.sshsig) && existsSync(info.issuer.passwordFile),
+  );
+  assert.match(output, /signing cluster is up/);
+
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+  const block = /<!-- walkthrough[^>]*-->\s*```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(block, "README has the walkthrough block");
+  const script = block.replace(
+    /127\.0\.0\.1:911([0-2])/g,
+    (_m, i: string) => `127.0.0.1:${base + Number(i)}`,
+  );
+  // The walkthrough's throw-away keyring starts a gpg-agent: stop it with the keyring.
+  const cleanup = 'gpgconf --kill all; rm -rf "$GNUPGHOME"';
+  const run = spawnSync("bash", ["-euo", "pipefail", "-c", `trap '${cleanup}' EXIT\n${script}`], {
+    cwd: work,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  assert.equal(run.status, 0, `walkthrough failed:\n${run.stdout}\n${run.stderr}`);
+  assert.match(run.stdout, /"status":"queued"/);
+  assert.match(run.stderr, /Good signature from "signing-cluster dev key/);
+});
