@@ -4,12 +4,11 @@
  * dev keys and credentials kept in SIGNING_STATE_DIR (default .local/). Writes cluster.json
  * once every node is ready, prints a walkthrough, stops everything on Ctrl-C.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, renameSync, writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { prepareDevState } from "../src/config/dev-state.js";
+import { NodeProcess } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 
 const NODES = 3;
@@ -17,28 +16,13 @@ const root = resolve(fileURLToPath(import.meta.url), "../../..");
 const stateDir = resolve(process.env.SIGNING_STATE_DIR ?? resolve(root, ".local"));
 const basePort = Number(process.env.SIGNING_BASE_PORT ?? 9110);
 
-async function waitReady(url: string, child: ChildProcess, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`node ${url} exited with code ${child.exitCode}`);
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await sleep(100);
-  }
-  throw new Error(`node ${url} did not become ready in ${timeoutMs} ms`);
-}
-
 async function main(): Promise<void> {
-  const children: ChildProcess[] = [];
+  const children: NodeProcess[] = [];
   let redis: RedisServer | undefined;
+  let stopping = false;
   const shutdown = async (code: number) => {
-    for (const c of children) c.kill("SIGTERM");
-    await Promise.all(
-      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)),
-    );
+    stopping = true;
+    await Promise.all(children.map((c) => c.stop()));
     await redis?.stop();
     process.exit(code);
   };
@@ -52,28 +36,23 @@ async function main(): Promise<void> {
       redisUrl = redis.url;
     }
     const state = await prepareDevState(stateDir, redisUrl);
-    const nodes: string[] = [];
     for (let i = 0; i < NODES; i++) {
-      const port = basePort + i;
-      const log = createWriteStream(resolve(stateDir, `node-${i}.log`), { flags: "a" });
-      const child = spawn(
-        process.execPath,
-        [resolve(root, "dist/src/bin/signing-node.js"), "--config", state.configFile],
-        {
-          env: { ...process.env, SIGNING__node__port: String(port), SIGNING__node__id: `local-${i}` },
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
-      child.stdout?.pipe(log);
-      child.stderr?.on("data", (d: Buffer) => process.stderr.write(`[node-${i}] ${d}`));
-      child.on("exit", (code, signal) => {
-        if (code !== 0 && signal !== "SIGTERM")
-          console.error(`node-${i} exited (${code ?? signal}); see ${stateDir}/node-${i}.log`);
+      const node = new NodeProcess({
+        configFile: state.configFile,
+        port: basePort + i,
+        id: `local-${i}`,
+        logFile: resolve(stateDir, `node-${i}.log`),
       });
-      children.push(child);
-      nodes.push(`http://127.0.0.1:${port}`);
+      node.child.on("exit", (code, signal) => {
+        if (!stopping)
+          console.error(
+            `node local-${i} exited (${code ?? signal}): ${node.stderr}see ${stateDir}/node-${i}.log`,
+          );
+      });
+      children.push(node);
     }
-    await Promise.all(nodes.map((url, i) => waitReady(url, children[i] as ChildProcess)));
+    await Promise.all(children.map((n) => n.ready()));
+    const nodes = children.map((n) => n.url);
 
     const cluster = {
       redisUrl,

@@ -1,0 +1,74 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+
+const root = resolve(fileURLToPath(import.meta.url), "../../..");
+
+export interface NodeProcessOptions {
+  configFile: string;
+  port: number;
+  id: string;
+  /** Node's JSON log lines go here (appended); default: discarded. */
+  logFile?: string;
+  /** More SIGNING__… overrides. */
+  env?: Record<string, string>;
+}
+
+/** A signing node as a real process (`signing-node --config`), so it can be SIGKILLed. */
+export class NodeProcess {
+  readonly url: string;
+  readonly child: ChildProcess;
+  stderr = "";
+
+  constructor(readonly opts: NodeProcessOptions) {
+    this.url = `http://127.0.0.1:${opts.port}`;
+    this.child = spawn(
+      process.execPath,
+      [resolve(root, "dist/src/bin/signing-node.js"), "--config", opts.configFile],
+      {
+        env: {
+          ...process.env,
+          SIGNING__node__port: String(opts.port),
+          SIGNING__node__id: opts.id,
+          ...opts.env,
+        },
+        stdio: ["ignore", opts.logFile ? "pipe" : "ignore", "pipe"],
+      },
+    );
+    if (opts.logFile) this.child.stdout?.pipe(createWriteStream(opts.logFile, { flags: "a" }));
+    this.child.stderr?.on("data", (d: Buffer) => {
+      this.stderr += d;
+    });
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async ready(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!this.running)
+        throw new Error(
+          `node ${this.opts.id} exited (${this.child.exitCode ?? this.child.signalCode}): ${this.stderr}`,
+        );
+      try {
+        if ((await fetch(`${this.url}/readyz`)).ok) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(50);
+    }
+    throw new Error(`node ${this.opts.id} at ${this.url} not ready after ${timeoutMs} ms`);
+  }
+
+  /** Sends `signal` and waits for the process to be gone. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    if (!this.running) return;
+    const exited = new Promise((r) => this.child.once("exit", r));
+    this.child.kill(signal);
+    await exited;
+  }
+}

@@ -1,0 +1,107 @@
+import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { request as httpsRequest } from "node:https";
+import type { Readable } from "node:stream";
+
+export interface HttpAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface HttpRequest {
+  method: "GET" | "POST";
+  url: string;
+  headers?: Record<string, string | number>;
+  /** A Buffer, or a stream factory: a retry needs a fresh stream. */
+  body?: Buffer | (() => Readable);
+  /** The whole exchange, connect to last byte. */
+  timeoutMs: number;
+  /** CA or pinned server certificate for https. */
+  ca?: Buffer;
+  /** Answers larger than this are a misbehaving node, not a signature. */
+  maxBodyBytes?: number;
+}
+
+/** A transport failure: refused, reset, timed out, cut short, oversized. Always worth another node. */
+export class TransportError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "TransportError";
+  }
+}
+
+/** One HTTP exchange with a hard deadline; the whole answer body is read (they are small). */
+export function send(req: HttpRequest): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(req.url);
+    const maxBody = req.maxBodyBytes ?? 16 * 1024 * 1024;
+    const make = url.protocol === "https:" ? httpsRequest : httpRequest;
+    let done = false;
+    const fail = (code: string, message: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      r.destroy();
+      reject(new TransportError(code, message));
+    };
+    const r = make(url, {
+      method: req.method,
+      headers: req.headers,
+      agent: false,
+      ...(req.ca ? { ca: req.ca } : {}),
+    });
+    const timer = setTimeout(
+      () => fail("ETIMEDOUT", `no complete answer from ${url.host} in ${req.timeoutMs} ms`),
+      req.timeoutMs,
+    );
+    r.on("error", (err: NodeJS.ErrnoException) => fail(err.code ?? "ERROR", `${url.host}: ${err.message}`));
+    r.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > maxBody) fail("ETOOBIG", `${url.host} sent more than ${maxBody} bytes`);
+        else chunks.push(c);
+      });
+      res.on("aborted", () => fail("ECONNRESET", `${url.host} closed the connection mid-answer`));
+      res.on("error", (err: NodeJS.ErrnoException) =>
+        fail(err.code ?? "ERROR", `${url.host}: ${err.message}`),
+      );
+      res.on("end", () => {
+        if (done) return;
+        if (!res.complete) return fail("ECONNRESET", `${url.host} closed the connection mid-answer`);
+        done = true;
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+      });
+    });
+    const body = req.body;
+    if (body === undefined) r.end();
+    else if (Buffer.isBuffer(body)) r.end(body);
+    else {
+      const stream = body();
+      stream.on("error", (err: NodeJS.ErrnoException) =>
+        fail(err.code ?? "EIO", `reading the upload: ${err.message}`),
+      );
+      stream.pipe(r);
+    }
+  });
+}
+
+/** The API's JSON error, if the body is one. */
+export function apiError(body: Buffer): { code?: string; message?: string } {
+  try {
+    const parsed = JSON.parse(body.toString("utf8")) as { error?: { code?: unknown; message?: unknown } };
+    const code = parsed?.error?.code;
+    const message = parsed?.error?.message;
+    return {
+      ...(typeof code === "string" ? { code } : {}),
+      ...(typeof message === "string" ? { message: message.slice(0, 300) } : {}),
+    };
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,345 @@
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ClientError } from "./errors.js";
+import { type FileDigests, hashFile, writeFileAtomic } from "./files.js";
+import { apiError, type HttpAnswer, send } from "./http.js";
+import { multipartUpload } from "./multipart.js";
+import { NodeRotation } from "./nodes.js";
+import { NonceChain } from "./nonce-file.js";
+import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
+import { requestToken, type TokenRequest } from "./token.js";
+
+/** Signature file suffix per format, as the nodes' /formats reports them. */
+export const SUFFIXES: Record<string, string> = { gpg: ".asc", sshsig: ".sig" };
+
+export interface SigningClientOptions {
+  /** Node base URLs (http://host:port). */
+  nodes: readonly string[];
+  tokenFile: string;
+  nonceFile: string;
+  /** Where signatures are kept by (format, sha256 of input), so a rerun uploads nothing. */
+  cacheDir?: string;
+  /** Per file: how long to keep retrying through outages before giving up. */
+  maxTimeMs?: number;
+  /** One HTTP exchange, connect to last byte (uploads of large files need more). */
+  requestTimeoutMs?: number;
+  /** `?wait=` while polling: the node holds the answer until signed. */
+  pollWaitSeconds?: number;
+  ca?: Buffer;
+  /** With issuer credentials, a rejected or missing token is fetched again instead of failing. */
+  issuer?: Omit<TokenRequest, "nodes" | "ca" | "random">;
+  random?: () => number;
+  onEvent?: (e: ClientEvent) => void;
+}
+
+export type Phase = "hashing" | "checking" | "uploading" | "signing" | "downloading" | "retrying" | "token";
+
+export interface ClientEvent {
+  file: string;
+  format: string;
+  phase: Phase;
+  node?: string;
+  detail?: string;
+}
+
+export type ResultSource = "signed" | "local-cache" | "cluster-cache";
+
+export interface SignResult {
+  file: string;
+  format: string;
+  output: string;
+  source: ResultSource;
+  retries: number;
+  durationMs: number;
+}
+
+const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+/**
+ * Signs files through any node of a cluster: rotation on failures, backoff with jitter, a
+ * retry budget per file, one nonce chain shared by concurrent files, local and cluster caches.
+ */
+export class SigningClient {
+  private readonly nodes: NodeRotation;
+  private readonly nonces: NonceChain;
+  private token: string | undefined;
+  /** Bumped when the token is replaced, so concurrent 401s fetch it only once. */
+  private tokenGeneration = 0;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(private readonly opts: SigningClientOptions) {
+    this.nodes = new NodeRotation(opts.nodes, opts.random);
+    this.nonces = new NonceChain(opts.nonceFile);
+  }
+
+  /** Signs `file` in `format`, writing the signature to `output` (default: file + suffix). */
+  async sign(
+    file: string,
+    format: string,
+    output = `${file}${SUFFIXES[format] ?? ".sig"}`,
+  ): Promise<SignResult> {
+    const started = Date.now();
+    const emit = (phase: Phase, node?: string, detail?: string) =>
+      this.opts.onEvent?.({ file, format, phase, ...(node ? { node } : {}), ...(detail ? { detail } : {}) });
+
+    emit("hashing");
+    let digests: FileDigests;
+    try {
+      digests = await hashFile(file);
+    } catch (err) {
+      throw new ClientError(
+        "LOCAL_IO",
+        `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+    }
+    const done = async (signature: Buffer, source: ResultSource, retries: number): Promise<SignResult> => {
+      try {
+        await writeFileAtomic(output, signature);
+        if (source !== "local-cache") await this.cachePut(format, digests.sha256, signature);
+      } catch (err) {
+        throw new ClientError(
+          "LOCAL_IO",
+          `cannot write ${output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
+      }
+      return { file, format, output, source, retries, durationMs: Date.now() - started };
+    };
+
+    const cached = await this.cacheGet(format, digests.sha256);
+    if (cached) return done(cached, "local-cache", 0);
+
+    const deadline = Date.now() + (this.opts.maxTimeMs ?? 15 * 60_000);
+    const wait = this.opts.pollWaitSeconds ?? 10;
+    let retries = 0;
+    let attempt = 0;
+    let uploaded = false;
+    let needUpload = false;
+    let last = "no attempt";
+
+    for (;;) {
+      const node = this.nodes.current;
+      let verdict: Verdict;
+      try {
+        if (needUpload) {
+          emit("uploading", node);
+          const up = await this.upload(file, format, digests, deadline, (n, reason) => {
+            retries++;
+            emit("retrying", n, reason);
+          });
+          verdict = up.verdict;
+          if (verdict.kind === "ok") {
+            uploaded = true;
+            needUpload = false;
+            attempt = 0;
+            emit("signing", node);
+            continue;
+          }
+        } else {
+          emit(uploaded ? "signing" : "checking", node);
+          const res = await this.get(node, format, digests.sha256, uploaded ? wait : 0);
+          if (res.status === 200) {
+            const signature = res.body;
+            if (res.headers["x-sha256-digest"] !== sha256hex(signature)) {
+              verdict = {
+                kind: "retry",
+                reason: `${node} sent a signature that does not match its X-SHA256-Digest`,
+                demote: true,
+              };
+            } else {
+              emit("downloading", node);
+              return await done(signature, uploaded ? "signed" : "cluster-cache", retries);
+            }
+          } else if (res.status === 404 && res.headers["x-pending"] === "True") {
+            // Being signed (maybe on another node): keep polling; ?wait does the pacing.
+            attempt = 0;
+            uploaded = true;
+            if (wait === 0) await sleep(1000);
+            continue;
+          } else if (res.status === 404) {
+            // Unknown, or lost with a node or a Redis restart: (re)upload.
+            needUpload = true;
+            continue;
+          } else {
+            const err = apiError(res.body);
+            if (err.code === "SIGNING_FAILED") needUpload = true;
+            verdict = classifyAnswer({
+              status: res.status,
+              ...err,
+              retryAfter: res.headers["retry-after"] as string,
+            });
+          }
+        }
+      } catch (err) {
+        if (err instanceof ClientError) throw err;
+        verdict = classifyNetworkError(err);
+      }
+
+      if (verdict.kind === "fail")
+        throw new ClientError(
+          "REFUSED",
+          `${basename(file)} (${format}) refused by ${node}: ${verdict.reason}`,
+        );
+      if (verdict.kind === "new-token") {
+        if (!this.opts.issuer) {
+          throw new ClientError(
+            "TOKEN_REJECTED",
+            `the token was rejected (${verdict.reason}); fetch a new one with \`signtool token\` (or give --token-from issuer credentials)`,
+          );
+        }
+        emit("token", node, verdict.reason);
+        await this.refreshToken();
+        retries++;
+        continue;
+      }
+      if (verdict.kind !== "retry") continue; // "ok" answers continue above
+      retries++;
+      last = `${node}: ${verdict.reason}`;
+      if (verdict.demote) this.nodes.demote(node);
+      const delay = Math.max(verdict.retryAfterMs ?? 0, backoffMs(attempt++, this.opts.random));
+      if (Date.now() + delay > deadline) {
+        throw new ClientError(
+          "GAVE_UP",
+          `${basename(file)} (${format}): gave up after ${retries} retries; last error: ${last}`,
+        );
+      }
+      emit("retrying", node, verdict.reason);
+      await sleep(delay);
+    }
+  }
+
+  private get(node: string, format: string, sha256: string, wait: number): Promise<HttpAnswer> {
+    return send({
+      method: "GET",
+      url: `${node}/sign/${encodeURIComponent(format)}/${sha256}${wait ? `?wait=${wait}` : ""}`,
+      timeoutMs: this.timeout() + wait * 1000,
+      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+    });
+  }
+
+  /**
+   * One upload, holding the nonce chain until a node answers. A transport failure (the answer
+   * may have been lost after the node advanced the chain) is retried at once on the next node
+   * with the same nonce, which nodes accept once more for the same file; no other upload may
+   * take the chain in between, or it would present a nonce the cluster already consumed.
+   */
+  private async upload(
+    file: string,
+    format: string,
+    d: FileDigests,
+    deadline: number,
+    onRetry: (node: string, reason: string) => void,
+  ): Promise<{ verdict: Verdict; node: string }> {
+    const token = await this.currentToken();
+    return this.nonces.use(async (nonce) => {
+      const form = multipartUpload(
+        { sha1: d.sha1, sha256: d.sha256, filename: basename(file), token, nonce },
+        { path: file, size: d.size, name: basename(file) },
+      );
+      for (let attempt = 0; ; attempt++) {
+        const node = this.nodes.current;
+        let res: HttpAnswer;
+        try {
+          res = await send({
+            method: "POST",
+            url: `${node}/sign/${encodeURIComponent(format)}`,
+            headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
+            body: () => form.open(),
+            timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
+            ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+          });
+        } catch (err) {
+          const { reason } = classifyNetworkError(err) as { reason: string };
+          this.nodes.demote(node);
+          const delay = backoffMs(attempt, this.opts.random);
+          if (Date.now() + delay > deadline) {
+            throw new ClientError(
+              "GAVE_UP",
+              `${basename(file)} (${format}): upload failed on every node; last error: ${node}: ${reason}`,
+            );
+          }
+          onRetry(node, reason);
+          await sleep(delay);
+          continue;
+        }
+        const next = res.headers["x-nonce"];
+        const verdict: Verdict =
+          res.status === 202
+            ? { kind: "ok" }
+            : classifyAnswer({
+                status: res.status,
+                ...apiError(res.body),
+                retryAfter: res.headers["retry-after"] as string,
+              });
+        return {
+          result: { verdict, node },
+          ...(res.status === 202 && typeof next === "string" ? { next } : {}),
+        };
+      }
+    });
+  }
+
+  private timeout(): number {
+    return this.opts.requestTimeoutMs ?? 60_000;
+  }
+
+  private async currentToken(): Promise<string> {
+    if (this.token !== undefined) return this.token;
+    try {
+      this.token = (await readFile(this.opts.tokenFile, "utf8")).trim();
+      if (!this.token) throw Object.assign(new Error("empty"), { code: "EMPTY" });
+      return this.token;
+    } catch (err) {
+      this.token = undefined;
+      if (this.opts.issuer) {
+        await this.refreshToken();
+        return this.token as unknown as string;
+      }
+      const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+      throw new ClientError(
+        "TOKEN_FILE",
+        `cannot use token file ${this.opts.tokenFile} (${code === "EMPTY" ? "it is empty" : code}): run the "download token" step (signtool token) first`,
+      );
+    }
+  }
+
+  /** Fetches a new token once for all concurrent callers, and starts its nonce chain afresh. */
+  private refreshToken(): Promise<void> {
+    const generation = this.tokenGeneration;
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = (async () => {
+      const issuer = this.opts.issuer;
+      if (!issuer || generation !== this.tokenGeneration) return;
+      const token = await requestToken({
+        ...issuer,
+        nodes: this.nodes.all,
+        ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+        ...(this.opts.random ? { random: this.opts.random } : {}),
+      });
+      await this.nonces.use(async () => ({ result: undefined, next: "" }));
+      await writeFileAtomic(this.opts.tokenFile, token, 0o600);
+      this.token = token;
+      this.tokenGeneration++;
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private cachePath(format: string, sha256: string): string | undefined {
+    return this.opts.cacheDir ? join(this.opts.cacheDir, format, sha256) : undefined;
+  }
+
+  private async cacheGet(format: string, sha256: string): Promise<Buffer | undefined> {
+    const path = this.cachePath(format, sha256);
+    return path ? readFile(path).catch(() => undefined) : undefined;
+  }
+
+  private async cachePut(format: string, sha256: string, signature: Buffer): Promise<void> {
+    const path = this.cachePath(format, sha256);
+    if (!path) return;
+    await mkdir(join(this.opts.cacheDir as string, format), { recursive: true });
+    await writeFileAtomic(path, signature);
+  }
+}

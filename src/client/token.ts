@@ -1,0 +1,72 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { ClientError } from "./errors.js";
+import { apiError, send } from "./http.js";
+import { NodeRotation } from "./nodes.js";
+import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
+
+export interface TokenRequest {
+  nodes: readonly string[];
+  user: string;
+  password: string;
+  slaveIp: string;
+  durationSeconds: number;
+  formats?: readonly string[];
+  maxTimeMs?: number;
+  requestTimeoutMs?: number;
+  ca?: Buffer;
+  random?: () => number;
+}
+
+/** `POST /token` on the first node that answers, rotating and backing off like uploads do. */
+export async function requestToken(req: TokenRequest): Promise<string> {
+  const nodes = new NodeRotation(req.nodes, req.random);
+  const deadline = Date.now() + (req.maxTimeMs ?? 120_000);
+  const form = new URLSearchParams({ slave_ip: req.slaveIp, duration: String(req.durationSeconds) });
+  if (req.formats?.length) form.set("formats", req.formats.join(","));
+  const body = Buffer.from(form.toString());
+  const auth = `Basic ${Buffer.from(`${req.user}:${req.password}`).toString("base64")}`;
+  let last = "no attempt";
+  for (let attempt = 0; ; attempt++) {
+    const node = nodes.current;
+    let verdict: Verdict;
+    try {
+      const res = await send({
+        method: "POST",
+        url: `${node}/token`,
+        headers: {
+          Authorization: auth,
+          "Content-Type": "application/x-www-form-urlencoded",
+          "Content-Length": body.length,
+        },
+        body,
+        timeoutMs: req.requestTimeoutMs ?? 30_000,
+        maxBodyBytes: 8192,
+        ...(req.ca ? { ca: req.ca } : {}),
+      });
+      const token = res.body.toString("utf8").trim();
+      if (res.status === 200 && /^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token))
+        return token;
+      verdict =
+        res.status === 200
+          ? { kind: "retry", reason: `${node} answered 200 without a token`, demote: true }
+          : classifyAnswer({
+              status: res.status,
+              ...apiError(res.body),
+              retryAfter: res.headers["retry-after"] as string,
+            });
+    } catch (err) {
+      verdict = classifyNetworkError(err);
+    }
+    if (verdict.kind !== "retry")
+      throw new ClientError(
+        "REFUSED",
+        `${node} refused the token request: ${verdict.kind === "ok" ? "" : verdict.reason}`,
+      );
+    last = `${node}: ${verdict.reason}`;
+    if (verdict.demote) nodes.demote(node);
+    const delay = Math.max(verdict.retryAfterMs ?? 0, backoffMs(attempt, req.random));
+    if (Date.now() + delay > deadline)
+      throw new ClientError("GAVE_UP", `no node issued a token; last error: ${last}`);
+    await sleep(delay);
+  }
+}

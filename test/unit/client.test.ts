@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { parseDuration } from "../../src/client/duration.js";
+import { writeFileAtomic } from "../../src/client/files.js";
+import { TransportError } from "../../src/client/http.js";
+import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
+import { NonceChain } from "../../src/client/nonce-file.js";
+import { backoffMs, classifyAnswer, classifyNetworkError } from "../../src/client/retry.js";
+
+const dir = mkdtempSync(join(tmpdir(), "signtool-unit-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("the retry classifier", () => {
+  const kind = (status: number, code?: string) => classifyAnswer({ status, ...(code ? { code } : {}) }).kind;
+
+  test("our infrastructure's errors are retried on another node", () => {
+    for (const code of ["STORE_UNAVAILABLE", "STORE_RECOVERING", "OVERLOADED", "SHUTTING_DOWN"])
+      assert.equal(kind(503, code), "retry");
+    assert.equal(kind(429, "RATE_LIMITED"), "retry");
+    assert.equal(kind(500, "SIGNING_FAILED"), "retry");
+    assert.equal(kind(500, "INTERNAL"), "retry");
+    assert.equal(kind(502), "retry");
+    assert.equal(kind(504), "retry");
+    const v = classifyAnswer({ status: 503, code: "STORE_RECOVERING", retryAfter: "3" });
+    assert.deepEqual(v, { kind: "retry", reason: "503 STORE_RECOVERING", demote: true, retryAfterMs: 3000 });
+  });
+
+  test("the client's own mistakes are never retried", () => {
+    for (const code of ["BAD_REQUEST", "DIGEST_MISMATCH", "UNKNOWN_FORMAT", "BAD_FILENAME"])
+      assert.equal(kind(400, code), "fail");
+    for (const code of ["IP_MISMATCH", "FORMAT_NOT_ALLOWED", "NONCE_MISMATCH", "ISSUER_NOT_ALLOWED"])
+      assert.equal(kind(403, code), "fail");
+    assert.equal(kind(413, "FILE_TOO_LARGE"), "fail");
+    assert.equal(kind(431, "HEADERS_TOO_LARGE"), "fail");
+    assert.equal(kind(404, "NOT_FOUND"), "fail");
+  });
+
+  test("a rejected token needs a new token; wrong issuer credentials do not", () => {
+    for (const code of [
+      "TOKEN_EXPIRED",
+      "TOKEN_REVOKED",
+      "TOKEN_INVALIDATED",
+      "TOKEN_MALFORMED",
+      "TOKEN_BAD_SIGNATURE",
+    ]) {
+      assert.equal(kind(401, code), "new-token");
+    }
+    assert.equal(kind(401, "BAD_CREDENTIALS"), "fail");
+  });
+
+  test("answers that are not our API (a proxy's page, garbage) move on to another node", () => {
+    assert.equal(kind(400), "retry");
+    assert.equal(kind(302), "retry");
+    assert.equal(kind(200), "retry", "a 200 where the API answers otherwise");
+  });
+
+  test("transport failures are retried on another node", () => {
+    const v = classifyNetworkError(new TransportError("ECONNREFUSED", "127.0.0.1:1: connect ECONNREFUSED"));
+    assert.equal(v.kind, "retry");
+    assert.ok(v.kind === "retry" && v.demote && v.reason.startsWith("ECONNREFUSED"));
+  });
+
+  test("Retry-After as an HTTP date, and capped", () => {
+    const at = new Date(Date.now() + 5000).toUTCString();
+    const v = classifyAnswer({ status: 503, code: "OVERLOADED", retryAfter: at });
+    assert.ok(
+      v.kind === "retry" && v.retryAfterMs !== undefined && v.retryAfterMs > 3000 && v.retryAfterMs <= 5000,
+    );
+    const capped = classifyAnswer({ status: 429, code: "RATE_LIMITED", retryAfter: "99999" });
+    assert.ok(capped.kind === "retry" && capped.retryAfterMs === 300_000);
+  });
+});
+
+test("backoff grows exponentially with full jitter, capped", () => {
+  assert.equal(
+    backoffMs(0, () => 0.999999),
+    249,
+  );
+  assert.equal(
+    backoffMs(3, () => 0.5),
+    1000,
+  );
+  assert.equal(
+    backoffMs(10, () => 0.999999),
+    9999,
+  );
+  assert.equal(
+    backoffMs(50, () => 0),
+    0,
+  );
+});
+
+test("node rotation starts at a random node and sends failed nodes to the back", () => {
+  const r = new NodeRotation(["a", "b", "c"], () => 0.5);
+  assert.deepEqual(r.all, ["b", "c", "a"]);
+  r.demote("b");
+  assert.deepEqual(r.all, ["c", "a", "b"]);
+  r.demote("nope");
+  assert.equal(r.current, "c");
+  assert.throws(() => new NodeRotation([]), /no signing nodes/);
+  assert.equal(nodeUrl("host:9110", false), "http://host:9110");
+  assert.equal(nodeUrl("host:9110", true), "https://host:9110");
+  assert.equal(nodeUrl("http://h:1/", true), "http://h:1");
+});
+
+test("durations", () => {
+  assert.equal(parseDuration("90"), 90);
+  assert.equal(parseDuration("2h"), 7200);
+  assert.equal(parseDuration("15m"), 900);
+  assert.equal(parseDuration("1d"), 86400);
+  assert.throws(() => parseDuration("2 hours"), /invalid duration/);
+  assert.throws(() => parseDuration("0"), /positive/);
+});
+
+describe("the nonce file", () => {
+  test("missing means a new token's empty nonce; every advance is written atomically, in order", async () => {
+    const file = join(dir, "nonce");
+    const chain = new NonceChain(file);
+    assert.equal(await chain.read(), "");
+    const seen: string[] = [];
+    // Ten concurrent uploads: each sees the nonce the previous one produced, never a torn file.
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        chain.use(async (nonce) => {
+          seen.push(nonce);
+          const onDisk = i === 0 ? "" : readFileSync(file, "utf8");
+          assert.equal(onDisk, nonce);
+          await new Promise((r) => setTimeout(r, 2));
+          return { result: i, next: `${seen.length}.n` };
+        }),
+      ),
+    );
+    assert.deepEqual(seen, ["", ...Array.from({ length: 9 }, (_, i) => `${i + 1}.n`)]);
+    assert.equal(readFileSync(file, "utf8"), "10.n");
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.endsWith(".tmp")),
+      [],
+    );
+    // A failed upload keeps the nonce, and the chain goes on.
+    await assert.rejects(chain.use(async () => Promise.reject(new Error("boom"))));
+    assert.equal(await chain.use(async (n) => ({ result: n })), "10.n");
+    assert.equal(await new NonceChain(file).read(), "10.n");
+  });
+
+  test("an unreadable nonce file is an error, not an empty nonce", async () => {
+    await assert.rejects(new NonceChain(dir).read(), /cannot read nonce file/);
+  });
+
+  test("writeFileAtomic replaces whole files and leaves nothing behind on failure", async () => {
+    const file = join(dir, "sig.asc");
+    writeFileSync(file, "old");
+    await writeFileAtomic(file, "new");
+    assert.equal(readFileSync(file, "utf8"), "new");
+    await assert.rejects(writeFileAtomic(join(dir, "no-such-dir", "x"), "data"));
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes(".tmp")),
+      [],
+    );
+  });
+});
