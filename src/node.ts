@@ -8,12 +8,17 @@ import type { LoadedConfig } from "./config/load.js";
 import { createApp } from "./http/app.js";
 import { CidrList } from "./http/cidr.js";
 import { errorBody } from "./http/errors.js";
+import type { Lifecycle } from "./http/lifecycle.js";
+import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { createLogger } from "./log/logger.js";
+import { NodeMetrics } from "./metrics/node-metrics.js";
+import { LocalResults } from "./signing/local-results.js";
 import { SignerPool } from "./signing/pool.js";
 import { type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName } from "./signing/signer.js";
+import { StoreBreakers } from "./store/breakers.js";
 import { JobStore } from "./store/jobs.js";
 import { StoreKeys } from "./store/keys.js";
 import { createRedisClient, waitForReady } from "./store/redis.js";
@@ -24,7 +29,13 @@ export interface RunningNode {
   port: number;
   server: Server;
   log: Logger;
-  close(): Promise<void>;
+  metrics: NodeMetrics;
+  /**
+   * Graceful stop: readiness fails and new uploads get 503 SHUTTING_DOWN at once, jobs in
+   * flight finish (bounded by shutdown.timeoutMs) and their waiting clients are answered,
+   * then the server closes. Resolves true when every job finished.
+   */
+  close(): Promise<boolean>;
 }
 
 const PACKAGE_VERSION = (
@@ -90,8 +101,17 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   );
 
   const storeKeys = new StoreKeys(config.store.prefix);
+  const metrics = new NodeMetrics();
+  const breakers = new StoreBreakers(
+    { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker },
+    metrics,
+    log,
+  );
+  const lifecycle: Lifecycle = { shuttingDown: false };
   const pool = new SignerPool(keys, config.signing.workers);
   const tokens = new TokenService({
+    breakers,
+    metrics,
     client: redis,
     keys: storeKeys,
     secrets: loaded.tokenSecrets,
@@ -102,6 +122,10 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     log,
   });
   const signing = new SigningService({
+    breakers,
+    metrics,
+    local: new LocalResults(config.signing.localResultBytes, config.signing.resultTtl * 1000),
+    maxPending: config.signing.maxPending,
     jobs: new JobStore(redis, storeKeys, config.signing.resultTtl),
     pool,
     signers,
@@ -110,7 +134,16 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     log,
   });
 
+  const { limits: rates } = config;
   const app = createApp({
+    metrics,
+    breakers,
+    pool,
+    lifecycle,
+    downPolicy: config.store.downPolicy,
+    tokenPerIp: new RateLimiter(rates.tokenPerIp.ratePerSecond, rates.tokenPerIp.burst),
+    signPerIp: new RateLimiter(rates.signPerIp.ratePerSecond, rates.signPerIp.burst),
+    signPerToken: new RateLimiter(rates.signPerToken.ratePerSecond, rates.signPerToken.burst),
     tokens,
     signing,
     issuers: new CidrList(config.token.issuers),
@@ -133,19 +166,35 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const url = `http://${config.node.host.includes(":") ? `[${config.node.host}]` : config.node.host}:${port}`;
   log.info({ event: "node_started", url, formats: [...limits.keys()] });
 
+  let closing: Promise<boolean> | undefined;
   return {
     url,
     port,
     server,
     log,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    metrics,
+    close() {
+      closing ??= (async () => {
+        lifecycle.shuttingDown = true;
+        log.info({ event: "draining", inflightJobs: signing.inflightJobs });
+        const drained = await signing.drain(config.shutdown.timeoutMs);
+        if (!drained) log.warn({ event: "drain_timeout", inflightJobs: signing.inflightJobs });
+        // Clients holding ?wait requests for those jobs get their answers before we close.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
-      });
-      await signing.drain();
-      await pool.close();
-      redis.disconnect();
+        const forced = setTimeout(
+          () => server.closeAllConnections(),
+          Math.min(5000, config.shutdown.timeoutMs),
+        );
+        await closed;
+        clearTimeout(forced);
+        await pool.close();
+        breakers.shutdown();
+        redis.disconnect();
+        log.info({ event: "stopped", drained });
+        return drained;
+      })();
+      return closing;
     },
   };
 }

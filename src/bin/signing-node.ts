@@ -49,7 +49,7 @@ async function main(): Promise<number> {
     const stop = (signal: string) => {
       node.log.info({ event: "shutdown", signal });
       node.close().then(
-        () => process.exit(0),
+        (drained) => process.exit(drained ? 0 : 1),
         () => process.exit(1),
       );
     };

@@ -41,6 +41,10 @@ const redisSchema = z
     }
   });
 
+const rateLimit = z
+  .object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })
+  .strict();
+
 const formatBase = {
   enabled: z.boolean().default(true),
   /** Largest upload accepted for this format, in bytes. */
@@ -88,6 +92,24 @@ export const configSchema = z
         /** What happens to a token lost with Redis once the monitor's grace period is over. */
         orphanPolicy: z.enum(["heal", "reject"]).default("heal"),
         recoveryGraceMs: ms.default(10_000),
+        /** Circuit breakers around Redis (one per purpose: token reads, token writes, jobs). */
+        breaker: z
+          .object({
+            /** Failure percentage over the rolling window that opens a breaker. */
+            errorThresholdPercentage: z.number().min(1).max(100).default(50),
+            /** Calls in the window before the percentage counts. */
+            volumeThreshold: z.number().int().min(1).default(5),
+            /** How long an open breaker fails fast before letting one trial call through. */
+            resetTimeoutMs: ms.default(5000),
+            rollingWindowMs: ms.default(10_000),
+          })
+          .strict()
+          .default({
+            errorThresholdPercentage: 50,
+            volumeThreshold: 5,
+            resetTimeoutMs: 5000,
+            rollingWindowMs: 10_000,
+          }),
       })
       .strict()
       .default({
@@ -96,6 +118,12 @@ export const configSchema = z
         downPolicy: "hmac",
         orphanPolicy: "heal",
         recoveryGraceMs: 10_000,
+        breaker: {
+          errorThresholdPercentage: 50,
+          volumeThreshold: 5,
+          resetTimeoutMs: 5000,
+          rollingWindowMs: 10_000,
+        },
       }),
     token: z
       .object({
@@ -139,6 +167,17 @@ export const configSchema = z
         maxWait: seconds.default(60),
         /** Where uploads are spooled while they are hashed and signed. */
         spoolDir: z.string().optional(),
+        /**
+         * Uploads being received plus jobs queued or signing on this node; beyond it uploads
+         * get 503 OVERLOADED. Bounds memory, spool disk and queueing delay.
+         */
+        maxPending: z.number().int().positive().default(64),
+        /** Results kept in this node's memory while Redis is unreachable, bytes. */
+        localResultBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(64 * 1024 * 1024),
         formats: z
           .object({
             gpg: z
@@ -164,6 +203,26 @@ export const configSchema = z
           }),
       })
       .strict(),
+    /** Per-node request rate limits (token buckets): 429 RATE_LIMITED with Retry-After beyond them. */
+    limits: z
+      .object({
+        tokenPerIp: rateLimit.default({ ratePerSecond: 5, burst: 20 }),
+        signPerIp: rateLimit.default({ ratePerSecond: 100, burst: 400 }),
+        signPerToken: rateLimit.default({ ratePerSecond: 50, burst: 200 }),
+      })
+      .strict()
+      .default({
+        tokenPerIp: { ratePerSecond: 5, burst: 20 },
+        signPerIp: { ratePerSecond: 100, burst: 400 },
+        signPerToken: { ratePerSecond: 50, burst: 200 },
+      }),
+    shutdown: z
+      .object({
+        /** On SIGTERM, how long in-flight jobs may take before the process exits anyway. */
+        timeoutMs: ms.default(30_000),
+      })
+      .strict()
+      .default({ timeoutMs: 30_000 }),
     log: z
       .object({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

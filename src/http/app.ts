@@ -1,11 +1,19 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "pino";
+import { StoreUnavailableError } from "../store/breakers.js";
 import { ApiError, sendError } from "./errors.js";
 import { type MetaRouteDeps, metaRoutes } from "./routes/meta.js";
 import { type SignRouteDeps, signRoutes } from "./routes/sign.js";
 import { type TokenRouteDeps, tokenRoutes } from "./routes/token.js";
 
 export type AppDeps = TokenRouteDeps & SignRouteDeps & MetaRouteDeps & { log: Logger };
+
+/** Our store failing is never the client's fault: 503, retry elsewhere. */
+function storeError(err: unknown): ApiError | undefined {
+  return err instanceof StoreUnavailableError
+    ? new ApiError("STORE_UNAVAILABLE", "the token store is unreachable: retry, or use another node", 1)
+    : undefined;
+}
 
 /** body-parser's errors carry a `type`; they are the client's mistakes, never a 500. */
 function clientBodyError(err: unknown): ApiError | undefined {
@@ -25,12 +33,16 @@ export function createApp(deps: AppDeps): express.Express {
   app.use((req: Request, res: Response, next: NextFunction) => {
     const started = process.hrtime.bigint();
     res.on("finish", () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // The route pattern, never the raw path: labels stay a small fixed set.
+      const route = typeof req.route?.path === "string" ? `${req.method} ${req.route.path}` : "unmatched";
+      deps.metrics.http.observe({ route, status: String(res.statusCode) }, seconds);
       deps.log.info({
         event: "request",
         method: req.method,
-        route: req.route?.path ?? "unmatched",
+        route,
         status: res.statusCode,
-        durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        durationMs: seconds * 1000,
         ip: req.socket.remoteAddress,
       });
     });
@@ -45,7 +57,7 @@ export function createApp(deps: AppDeps): express.Express {
     next(new ApiError("NOT_FOUND", "no such endpoint"));
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const known = err instanceof ApiError ? err : clientBodyError(err);
+    const known = err instanceof ApiError ? err : (storeError(err) ?? clientBodyError(err));
     if (known) {
       sendError(res, known);
       return;

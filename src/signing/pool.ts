@@ -21,6 +21,11 @@ export class SignerPool {
     return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 
+  /** Worker threads alive now. */
+  get threads(): number {
+    return this.piscina.threads.length;
+  }
+
   get queued(): number {
     return this.piscina.queueSize;
   }

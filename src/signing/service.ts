@@ -1,7 +1,10 @@
 import { unlink } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import type { NodeMetrics } from "../metrics/node-metrics.js";
+import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import type { JobStore, Lookup } from "../store/jobs.js";
+import type { LocalResults } from "./local-results.js";
 import type { SignerPool } from "./pool.js";
 import type { FormatName, Signer } from "./signer.js";
 
@@ -22,17 +25,32 @@ export interface SigningServiceOptions {
   signers: ReadonlyMap<FormatName, Signer>;
   nodeId: string;
   leaseMs: number;
+  breakers: StoreBreakers;
+  metrics: NodeMetrics;
+  /** Results signed while Redis was unreachable, served from this node. */
+  local: LocalResults;
+  /** Uploads being received plus jobs queued or running; beyond it, OVERLOADED. */
+  maxPending: number;
   log: Logger;
+}
+
+/** A place in the bounded pending set; released once, by whoever holds it last. */
+export interface Slot {
+  release(): void;
 }
 
 const POLL_MS = 100;
 
 /**
  * Turns uploads into signed results: at most one node signs a given input at a time (the job
- * lease), results are shared through the store, and identical inputs are signed once.
+ * lease), results are shared through the store, and identical inputs are signed once. When
+ * the store is unreachable it signs anyway and keeps the result in this node's memory.
  */
 export class SigningService {
   private readonly inflight = new Set<Promise<void>>();
+  /** Jobs running without the store: `format:sha256` and `format:sha1` → sha256. */
+  private readonly localPending = new Map<string, string>();
+  private pending = 0;
 
   constructor(private readonly opts: SigningServiceOptions) {}
 
@@ -46,14 +64,48 @@ export class SigningService {
     return this.inflight.size;
   }
 
-  /** Finds a result or job by the sha256 or (classic clients) sha1 of the input. */
-  async lookup(format: FormatName, digest: string): Promise<{ sha256?: string; found: Lookup }> {
-    const sha256 = digest.length === 64 ? digest : await this.opts.jobs.resolveSha1(format, digest);
-    if (!sha256) return { found: { kind: "none" } };
-    return { sha256, found: await this.opts.jobs.lookup(format, sha256, this.signer(format).fingerprint) };
+  /** A place for one more upload, or undefined when this node has as much as it may take. */
+  admit(): Slot | undefined {
+    if (this.pending >= this.opts.maxPending) return undefined;
+    this.pending++;
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.pending--;
+      },
+    };
   }
 
-  /** Polls the store until the job is no longer pending or the time is up. */
+  /** Finds a result or job by the sha256 or (classic clients) sha1 of the input. */
+  async lookup(format: FormatName, digest: string): Promise<{ sha256?: string; found: Lookup }> {
+    const fingerprint = this.signer(format).fingerprint;
+    const local = this.opts.local.get(format, digest);
+    if (local && local.fingerprint === fingerprint) return { found: { kind: "signed", result: local } };
+    const localJob = this.localPending.get(`${format}:${digest}`);
+    if (localJob)
+      return { sha256: localJob, found: { kind: "job", job: { state: "pending", node: this.opts.nodeId } } };
+    const { jobs, breakers } = this.opts;
+    try {
+      const sha256 =
+        digest.length === 64
+          ? digest
+          : await breakers.run("jobs", "job_resolve_sha1", () => jobs.resolveSha1(format, digest));
+      if (!sha256) return { found: { kind: "none" } };
+      return {
+        sha256,
+        found: await breakers.run("jobs", "job_lookup", () => jobs.lookup(format, sha256, fingerprint)),
+      };
+    } catch (err) {
+      // Without the store, what this node does not hold is unknown here: the client uploads
+      // again and this node signs it.
+      if (err instanceof StoreUnavailableError) return { found: { kind: "none" } };
+      throw err;
+    }
+  }
+
+  /** Polls until the job is no longer pending or the time is up. */
   async waitFor(format: FormatName, digest: string, timeoutMs: number, signal?: AbortSignal) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -64,52 +116,126 @@ export class SigningService {
     }
   }
 
-  /** Accepts a spooled upload; the spool file is this service's from here on. */
-  async submit(format: FormatName, upload: SpooledUpload): Promise<SubmitOutcome> {
-    const { jobs, nodeId, leaseMs } = this.opts;
-    const found = await jobs.lookup(format, upload.sha256, this.signer(format).fingerprint);
-    if (found.kind === "signed") {
-      await discard(upload.path);
-      return "cached";
+  /**
+   * Accepts a spooled upload; the spool file and the slot are this service's from here on.
+   */
+  async submit(format: FormatName, upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+    const { jobs, nodeId, leaseMs, breakers } = this.opts;
+    const fingerprint = this.signer(format).fingerprint;
+    const key = `${format}:${upload.sha256}`;
+    try {
+      if (this.opts.local.get(format, upload.sha256)?.fingerprint === fingerprint)
+        return this.cached(format, upload, slot);
+      if (this.localPending.has(key)) return this.duplicate(upload, slot);
+      const found = await breakers.run("jobs", "job_lookup", () =>
+        jobs.lookup(format, upload.sha256, fingerprint),
+      );
+      if (found.kind === "signed") return this.cached(format, upload, slot);
+      // A failed attempt does not block a new one.
+      if (found.kind === "job" && found.job.state === "failed") {
+        await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
+      }
+      const claimed = await breakers.run("jobs", "job_claim", () =>
+        jobs.claim(format, upload.sha256, upload.sha1, nodeId, leaseMs),
+      );
+      if (!claimed) return this.duplicate(upload, slot);
+      this.start(format, upload, slot, true);
+      return "queued";
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) {
+        slot.release();
+        await discard(upload.path);
+        throw err;
+      }
+      // No store: sign here, keep the result here. Builds keep signing through the outage.
+      this.localPending.set(key, upload.sha256);
+      this.localPending.set(`${format}:${upload.sha1}`, upload.sha256);
+      this.start(format, upload, slot, false);
+      return "queued";
     }
-    // A failed attempt does not block a new one.
-    if (found.kind === "job" && found.job.state === "failed") await jobs.release(format, upload.sha256);
-    if (!(await jobs.claim(format, upload.sha256, upload.sha1, nodeId, leaseMs))) {
-      await discard(upload.path);
-      return "in_progress";
+  }
+
+  /** Resolves when every job this node started has finished, or after `timeoutMs`. */
+  async drain(timeoutMs = Number.POSITIVE_INFINITY): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.inflight.size) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      await Promise.race([Promise.allSettled([...this.inflight]), sleep(Math.min(left, 2_147_483_647))]);
     }
-    const job = this.run(format, upload).finally(() => this.inflight.delete(job));
+    return true;
+  }
+
+  private async cached(format: FormatName, upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+    this.opts.metrics.cacheHits.inc({ format });
+    slot.release();
+    await discard(upload.path);
+    return "cached";
+  }
+
+  private async duplicate(upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+    slot.release();
+    await discard(upload.path);
+    return "in_progress";
+  }
+
+  private start(format: FormatName, upload: SpooledUpload, slot: Slot, shared: boolean): void {
+    const job = this.run(format, upload, shared).finally(() => {
+      this.inflight.delete(job);
+      this.opts.metrics.inflight.set(this.inflight.size);
+      slot.release();
+    });
     this.inflight.add(job);
-    return "queued";
+    this.opts.metrics.inflight.set(this.inflight.size);
   }
 
-  /** Resolves when every job this node started has finished (graceful shutdown). */
-  async drain(): Promise<void> {
-    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
-  }
-
-  private async run(format: FormatName, upload: SpooledUpload): Promise<void> {
-    const { jobs, pool, nodeId, leaseMs, log } = this.opts;
+  private async run(format: FormatName, upload: SpooledUpload, shared: boolean): Promise<void> {
+    const { jobs, pool, nodeId, leaseMs, log, breakers, metrics } = this.opts;
+    const fingerprint = this.signer(format).fingerprint;
+    const endTimer = metrics.duration.startTimer({ format });
     const started = process.hrtime.bigint();
-    const renew = setInterval(() => {
-      jobs.renewLease(format, upload.sha256, leaseMs).catch(() => {});
-    }, leaseMs / 3);
+    const renew = shared
+      ? setInterval(() => {
+          breakers
+            .run("jobs", "job_renew", () => jobs.renewLease(format, upload.sha256, leaseMs))
+            .catch(() => {});
+        }, leaseMs / 3)
+      : undefined;
     try {
       const output = await pool.sign({ format, path: upload.path });
-      await jobs.complete(format, upload.sha256, { output, fingerprint: this.signer(format).fingerprint });
+      endTimer();
+      metrics.jobs.inc({ format, result: "signed" });
+      metrics.bytes.inc({ format }, upload.size);
+      const result = { output, fingerprint };
+      try {
+        await breakers.run("jobs", "job_complete", () => jobs.complete(format, upload.sha256, result));
+      } catch {
+        // The store went away (or never was there): the uploading client collects it here.
+        this.opts.local.put(format, upload.sha256, upload.sha1, result);
+      }
       log.info({
         event: "signed",
         format,
         sha256: upload.sha256,
         bytes: upload.size,
         durationMs: Number(process.hrtime.bigint() - started) / 1e6,
+        store: shared ? "shared" : "local",
       });
     } catch (err) {
+      metrics.jobs.inc({ format, result: "failed" });
       log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
       // If the store is down too, the lease simply expires and the client uploads again.
-      await jobs.fail(format, upload.sha256, nodeId, "signing failed on this node").catch(() => {});
+      if (shared) {
+        await breakers
+          .run("jobs", "job_fail", () =>
+            jobs.fail(format, upload.sha256, nodeId, "signing failed on this node"),
+          )
+          .catch(() => {});
+      }
     } finally {
       clearInterval(renew);
+      this.localPending.delete(`${format}:${upload.sha256}`);
+      this.localPending.delete(`${format}:${upload.sha1}`);
       await discard(upload.path);
     }
   }

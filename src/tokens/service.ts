@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
+import type { NodeMetrics } from "../metrics/node-metrics.js";
+import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import { ensureEpoch } from "../store/epoch.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
@@ -41,6 +43,8 @@ export interface TokenServiceOptions extends OrphanPolicy {
   secrets: TokenSecret[];
   nodeId: string;
   downPolicy: "hmac" | "reject";
+  breakers: StoreBreakers;
+  metrics: NodeMetrics;
   log: Logger;
 }
 
@@ -62,7 +66,8 @@ export class TokenService {
   }
 
   async issue(req: IssueRequest, nowMs = Date.now()): Promise<{ token: string; claims: TokenClaims }> {
-    const epoch = await ensureEpoch(this.opts.client, this.opts.keys, nowMs);
+    const { breakers, client, keys } = this.opts;
+    const epoch = await breakers.run("token_writes", "epoch_ensure", () => ensureEpoch(client, keys, nowMs));
     const iat = Math.floor(nowMs / 1000);
     const claims: TokenClaims = {
       id: newTokenId(),
@@ -73,14 +78,22 @@ export class TokenService {
       sub: req.issuer,
       ...(req.formats?.length ? { fmt: req.formats } : {}),
     };
-    await this.records.save({ claims, node: this.opts.nodeId });
+    await breakers.run("token_writes", "token_save", () =>
+      this.records.save({ claims, node: this.opts.nodeId }),
+    );
+    this.opts.metrics.tokensIssued.inc();
     return { token: encodeToken(claims, this.opts.secrets[0] as TokenSecret), claims };
   }
 
   /** Revokes a token by value (`expire=<token>`); needs a valid MAC, not a live token. */
   async revoke(token: string): Promise<LocalCheck> {
     const checked = verifyMac(token, this.secrets);
-    if (checked.ok) await this.records.revoke(checked.claims, "revoked by issuer");
+    if (checked.ok) {
+      const { claims } = checked;
+      await this.opts.breakers.run("token_writes", "token_revoke", () =>
+        this.records.revoke(claims, "revoked by issuer"),
+      );
+    }
     return checked;
   }
 
@@ -89,6 +102,17 @@ export class TokenService {
    * (uploads); without, only validity (reads).
    */
   async check(
+    token: string,
+    clientIp: string,
+    nonce?: { value: string; sha256: string },
+    nowMs = Date.now(),
+  ): Promise<TokenCheck> {
+    const result = await this.decide(token, clientIp, nonce, nowMs);
+    this.opts.metrics.tokenChecks.inc({ result: result.result });
+    return result;
+  }
+
+  private async decide(
     token: string,
     clientIp: string,
     nonce?: { value: string; sha256: string },
@@ -108,11 +132,14 @@ export class TokenService {
       next === undefined ? {} : { nextNonce: encodeNonce(claims.id, next, secret) };
 
     try {
-      const stored = await this.records.check(claims, presented);
+      const { breakers, client, keys } = this.opts;
+      const stored = await breakers.run("token_reads", "token_check", () =>
+        this.records.check(claims, presented),
+      );
       if (stored.state === "ok") return { ok: true, result: "valid", claims, ...withNonce(stored.nextNonce) };
       if (stored.state !== "missing") return { ok: false, result: stored.state };
 
-      const epoch = await ensureEpoch(this.opts.client, this.opts.keys, nowMs);
+      const epoch = await breakers.run("token_reads", "epoch_ensure", () => ensureEpoch(client, keys, nowMs));
       const decision = decideOrphan(claims, epoch, nowMs, this.opts);
       switch (decision.action) {
         case "revoked":
@@ -121,8 +148,12 @@ export class TokenService {
         case "recovering":
           return { ok: false, result: "recovering", retryAfterMs: decision.retryAfterMs };
         case "heal": {
-          await this.records.heal({ claims, node: this.opts.nodeId });
-          const healed = await this.records.check(claims, presented);
+          await breakers.run("token_writes", "token_heal", () =>
+            this.records.heal({ claims, node: this.opts.nodeId }),
+          );
+          const healed = await breakers.run("token_reads", "token_check", () =>
+            this.records.check(claims, presented),
+          );
           if (healed.state !== "ok")
             return { ok: false, result: healed.state === "missing" ? "revoked" : healed.state };
           this.opts.log.info({ event: "token_healed", tokenHash: tokenHash(claims.id), epoch: epoch.id });
@@ -132,7 +163,12 @@ export class TokenService {
     } catch (err) {
       // Our store failed, not the client: never a 4xx. Under `hmac` the MAC, expiry and IP
       // checks above are enough to keep builds signing; the nonce chain resumes with Redis.
-      this.opts.log.warn({ event: "token_store_error", err: (err as Error).message });
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      this.opts.log.debug({
+        event: "token_store_unavailable",
+        err: err.message,
+        downPolicy: this.opts.downPolicy,
+      });
       if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
       return {
         ok: true,

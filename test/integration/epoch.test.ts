@@ -34,7 +34,8 @@ function tokenId(token: string): string {
 
 async function waitReady(url: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    if ((await request(url).get("/readyz")).status === 200) return;
+    // "ok", not "degraded": Redis reachable again and every breaker closed.
+    if ((await request(url).get("/readyz")).body.status === "ok") return;
     await sleep(50);
   }
   throw new Error(`${url} never became ready`);

@@ -1,23 +1,45 @@
 import { type Request, type Response, Router } from "express";
+import type { NodeMetrics } from "../../metrics/node-metrics.js";
+import type { SignerPool } from "../../signing/pool.js";
 import type { SigningService } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
+import type { StoreBreakers } from "../../store/breakers.js";
 import type { RedisClient } from "../../store/redis.js";
 import { ApiError } from "../errors.js";
+import type { Lifecycle } from "../lifecycle.js";
 import type { FormatLimits } from "./sign.js";
 
 export interface MetaRouteDeps {
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
   redis: RedisClient;
+  breakers: StoreBreakers;
+  pool: SignerPool;
+  lifecycle: Lifecycle;
+  metrics: NodeMetrics;
+  downPolicy: "hmac" | "reject";
   version: { version: string; commit: string; node: string };
 }
 
-async function redisCheck(redis: RedisClient): Promise<{ ok: boolean; detail: string }> {
+async function redisCheck(
+  redis: RedisClient,
+  breakers: StoreBreakers,
+): Promise<{ ok: boolean; detail: string }> {
+  const states = breakers.states();
+  const open = Object.entries(states)
+    .filter(([, s]) => s !== "closed")
+    .map(([n, s]) => `${n} ${s}`);
   try {
     await redis.ping();
-    return { ok: true, detail: "ping ok" };
+    return {
+      ok: open.length === 0,
+      detail: open.length ? `ping ok; breakers: ${open.join(", ")}` : "ping ok",
+    };
   } catch (err) {
-    return { ok: false, detail: (err as Error).message };
+    return {
+      ok: false,
+      detail: `${(err as Error).message}${open.length ? `; breakers: ${open.join(", ")}` : ""}`,
+    };
   }
 }
 
@@ -48,16 +70,40 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
   router.get("/__lbheartbeat__", live);
   router.get("/livez", live);
 
+  /*
+   * Ready = this node can sign. Without Redis it still can under downPolicy hmac (tokens are
+   * checked by MAC, results kept locally), so an outage of Redis does not take every node out
+   * of the load balancer at once: it reports "degraded" with 200. Under reject it cannot: 503.
+   */
   const ready = async (_req: Request, res: Response) => {
     const checks = {
-      redis: await redisCheck(deps.redis),
+      redis: await redisCheck(deps.redis, deps.breakers),
       keys: { ok: deps.limits.size > 0, detail: `${deps.limits.size} formats loaded` },
+      workers: {
+        ok: deps.pool.threads > 0,
+        detail: `${deps.pool.threads} threads, ${deps.pool.queued} queued`,
+      },
+      lifecycle: {
+        ok: !deps.lifecycle.shuttingDown,
+        detail: deps.lifecycle.shuttingDown ? "shutting down" : "serving",
+      },
     };
-    const ok = Object.values(checks).every((c) => c.ok);
-    res.status(ok ? 200 : 503).json({ status: ok ? "ok" : "unavailable", checks });
+    const essential = checks.keys.ok && checks.workers.ok && checks.lifecycle.ok;
+    const status = !essential
+      ? "unavailable"
+      : checks.redis.ok
+        ? "ok"
+        : deps.downPolicy === "hmac"
+          ? "degraded"
+          : "unavailable";
+    res.status(status === "unavailable" ? 503 : 200).json({ status, checks });
   };
   router.get("/__heartbeat__", ready);
   router.get("/readyz", ready);
+
+  router.get("/metrics", async (_req: Request, res: Response) => {
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
 
   router.get("/__version__", (_req: Request, res: Response) => {
     res.json(deps.version);

@@ -2,12 +2,15 @@ import { createHash } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
-import type { SigningService } from "../../signing/service.js";
+import type { NodeMetrics } from "../../metrics/node-metrics.js";
+import type { SigningService, Slot } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
-import type { TokenService } from "../../tokens/service.js";
+import { type TokenService, tokenHash } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
+import type { Lifecycle } from "../lifecycle.js";
 import { receiveUpload } from "../multipart.js";
+import type { RateLimiter } from "../rate-limit.js";
 
 export interface FormatLimits {
   maxSize: number;
@@ -16,6 +19,10 @@ export interface FormatLimits {
 
 export interface SignRouteDeps {
   tokens: TokenService;
+  metrics: NodeMetrics;
+  lifecycle: Lifecycle;
+  signPerIp: RateLimiter;
+  signPerToken: RateLimiter;
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
   spoolDir: string;
@@ -26,6 +33,22 @@ export interface SignRouteDeps {
 // Multipart framing around the file: an upload this much over the limit is refused unread.
 const MULTIPART_OVERHEAD = 64 * 1024;
 const CONTENT_TYPES: Record<FormatName, string> = { gpg: "application/pgp-signature", sshsig: "text/plain" };
+
+/** signing_requests_total{outcome} for a refused upload: a small fixed set. */
+function outcomeOf(err: ApiError): string {
+  switch (err.code) {
+    case "OVERLOADED":
+      return "overloaded";
+    case "RATE_LIMITED":
+      return "rate_limited";
+    case "STORE_UNAVAILABLE":
+    case "STORE_RECOVERING":
+    case "SHUTTING_DOWN":
+      return "unavailable";
+    default:
+      return err.status < 500 ? "rejected" : "error";
+  }
+}
 
 function waitSeconds(req: Request, max: number): number {
   const raw = req.query.wait;
@@ -65,26 +88,76 @@ export function signRoutes(deps: SignRouteDeps): Router {
 
   router.post("/sign/:format", async (req: Request, res: Response) => {
     const { format, limits } = formatOf(req);
+    let outcome = "error";
+    try {
+      outcome = await upload(req, res, format, limits);
+    } catch (err) {
+      outcome = err instanceof ApiError ? outcomeOf(err) : "error";
+      throw err;
+    } finally {
+      deps.metrics.requests.inc({ format, outcome });
+    }
+  });
+
+  /** Refusals that need no body are answered before reading it, and the connection closed. */
+  const refuseUnread = (res: Response, err: ApiError): never => {
+    res.set("Connection", "close");
+    throw err;
+  };
+
+  const upload = async (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    limits: FormatLimits,
+  ): Promise<string> => {
     const wait = waitSeconds(req, deps.maxWaitSeconds);
+    if (deps.lifecycle.shuttingDown) {
+      refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
+    }
+    const ip = clientIp(req);
+    const ipWait = deps.signPerIp.take(ip);
+    if (ipWait !== undefined)
+      refuseUnread(res, new ApiError("RATE_LIMITED", "too many uploads from this address", ipWait / 1000));
     if (!req.is("multipart/form-data"))
       throw new ApiError("BAD_REQUEST", "expected a multipart/form-data body");
     if (Number(req.get("content-length") ?? 0) > limits.maxSize + MULTIPART_OVERHEAD) {
-      res.set("Connection", "close");
-      throw new ApiError(
-        "FILE_TOO_LARGE",
-        `file is larger than this format's limit of ${limits.maxSize} bytes`,
+      refuseUnread(
+        res,
+        new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`),
       );
     }
-    let upload: Awaited<ReturnType<typeof receiveUpload>>;
-    try {
-      upload = await receiveUpload(req, { maxSize: limits.maxSize, spoolDir: deps.spoolDir });
-    } catch (err) {
-      if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
-      throw err;
-    }
-    const { fields, file } = upload;
+    const slot = deps.signing.admit();
+    if (!slot)
+      refuseUnread(
+        res,
+        new ApiError(
+          "OVERLOADED",
+          "this node has as much work as it may take: retry, or use another node",
+          1,
+        ),
+      );
+    return withSlot(req, res, format, limits, wait, slot as Slot);
+  };
+
+  const withSlot = async (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    limits: FormatLimits,
+    wait: number,
+    slot: Slot,
+  ): Promise<string> => {
+    let received: Awaited<ReturnType<typeof receiveUpload>> | undefined;
     let handedOver = false;
     try {
+      try {
+        received = await receiveUpload(req, { maxSize: limits.maxSize, spoolDir: deps.spoolDir });
+      } catch (err) {
+        if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
+        throw err;
+      }
+      const { fields, file } = received;
       const { token, nonce } = fields;
       if (token === undefined || nonce === undefined) {
         throw new ApiError("BAD_REQUEST", "the form needs token and nonce fields (nonce may be empty)");
@@ -100,6 +173,9 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
         throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
       }
+      const tokenWait = deps.signPerToken.take(createHash("sha256").update(token).digest("base64url"));
+      if (tokenWait !== undefined)
+        throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
 
       const check = await deps.tokens.check(token, clientIp(req), { value: nonce, sha256: file.sha256 });
       if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
@@ -109,7 +185,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       }
 
       handedOver = true;
-      const outcome = await deps.signing.submit(format, { ...file, filename });
+      const outcome = await deps.signing.submit(format, { ...file, filename }, slot);
       deps.log.info({
         event: "upload",
         format,
@@ -117,15 +193,20 @@ export function signRoutes(deps: SignRouteDeps): Router {
         bytes: file.size,
         outcome,
         tokenCheck: check.result,
+        tokenHash: tokenHash(check.claims.id),
       });
       if (wait > 0 && outcome !== "cached") {
         await deps.signing.waitFor(format, file.sha256, wait * 1000, abortOnClose(req, res));
       }
       res.status(202).json({ status: outcome, sha1: file.sha1, sha256: file.sha256 });
+      return outcome;
     } finally {
-      if (file && !handedOver) await unlink(file.path).catch(() => {});
+      if (!handedOver) {
+        slot.release();
+        if (received?.file) await unlink(received.file.path).catch(() => {});
+      }
     }
-  });
+  };
 
   router.get("/sign/:format/:digest", async (req: Request, res: Response) => {
     const { format } = formatOf(req);

@@ -7,9 +7,13 @@ import { type TokenService, tokenHash } from "../../tokens/service.js";
 import type { CidrList } from "../cidr.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
+import type { Lifecycle } from "../lifecycle.js";
+import type { RateLimiter } from "../rate-limit.js";
 
 export interface TokenRouteDeps {
   tokens: TokenService;
+  lifecycle: Lifecycle;
+  tokenPerIp: RateLimiter;
   issuers: CidrList;
   tokenConfig: Config["token"];
   formats: ReadonlySet<string>;

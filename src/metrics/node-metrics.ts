@@ -1,0 +1,87 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/**
+ * Every metric a signing node exports (DESIGN.md §8). Names and labels are the contract with
+ * dashboards and alert rules; label values come from small fixed sets, never ids or IPs.
+ */
+export class NodeMetrics {
+  readonly registry = new Registry();
+
+  readonly tokensIssued = new Counter({
+    name: "signing_tokens_issued_total",
+    help: "Tokens issued by POST /token.",
+    registers: [this.registry],
+  });
+  readonly tokenChecks = new Counter({
+    name: "signing_token_checks_total",
+    help: "Token checks by result (valid, healed, degraded, malformed, bad_signature, expired, ip_mismatch, revoked, invalidated, recovering, nonce_mismatch, unavailable).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly requests = new Counter({
+    name: "signing_requests_total",
+    help: "POST /sign requests by format and outcome (queued, in_progress, cached, rejected, overloaded, unavailable, error).",
+    labelNames: ["format", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly jobs = new Counter({
+    name: "signing_jobs_total",
+    help: "Signing jobs run on this node by format and result (signed, failed).",
+    labelNames: ["format", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: "signing_duration_seconds",
+    help: "Time to sign one input, queueing in the worker pool included.",
+    labelNames: ["format"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: "signing_bytes_total",
+    help: "Bytes of input signed.",
+    labelNames: ["format"] as const,
+    registers: [this.registry],
+  });
+  readonly cacheHits = new Counter({
+    name: "signing_cache_hits_total",
+    help: "Uploads answered from an existing result without signing again.",
+    labelNames: ["format"] as const,
+    registers: [this.registry],
+  });
+  readonly inflight = new Gauge({
+    name: "signing_inflight_jobs",
+    help: "Signing jobs queued or running on this node.",
+    registers: [this.registry],
+  });
+  readonly breakerState = new Gauge({
+    name: "signing_store_breaker_state",
+    help: "Redis circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    labelNames: ["breaker"] as const,
+    registers: [this.registry],
+  });
+  readonly breakerEvents = new Counter({
+    name: "signing_store_breaker_events_total",
+    help: "Redis circuit breaker events (success, failure, timeout, reject, open, half_open, close).",
+    labelNames: ["breaker", "event"] as const,
+    registers: [this.registry],
+  });
+  readonly storeCommand = new Histogram({
+    name: "signing_store_command_duration_seconds",
+    help: "Latency of store operations (one or a few Redis commands each), failures included.",
+    labelNames: ["op"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly http = new Histogram({
+    name: "signing_http_request_duration_seconds",
+    help: "HTTP requests by route pattern and status.",
+    labelNames: ["route", "status"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+}

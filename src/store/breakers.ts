@@ -1,0 +1,110 @@
+import CircuitBreaker from "opossum";
+import type { Logger } from "pino";
+import type { NodeMetrics } from "../metrics/node-metrics.js";
+
+export type BreakerName = "token_reads" | "token_writes" | "jobs";
+const NAMES: readonly BreakerName[] = ["token_reads", "token_writes", "jobs"];
+
+export interface BreakerSettings {
+  commandTimeoutMs: number;
+  errorThresholdPercentage: number;
+  volumeThreshold: number;
+  resetTimeoutMs: number;
+  rollingWindowMs: number;
+}
+
+/** Redis could not be used for this operation: unreachable, too slow, or the breaker is open. */
+export class StoreUnavailableError extends Error {
+  constructor(
+    readonly op: string,
+    cause: unknown,
+  ) {
+    super(`store unavailable for ${op}: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = "StoreUnavailableError";
+  }
+}
+
+// Redis answered, so it is up: a reply error (wrong type, a script bug) is not an outage.
+// These replies do mean "cannot serve now" and count against the breaker.
+const OUTAGE_REPLIES = /^(OOM|READONLY|LOADING|MASTERDOWN|BUSY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)/;
+function isAnswerNotOutage(err: unknown): boolean {
+  const e = err as Error;
+  return e?.name === "ReplyError" && !OUTAGE_REPLIES.test(e.message);
+}
+
+type Action = () => Promise<unknown>;
+
+/**
+ * One opossum breaker per purpose, created once. An open breaker turns store calls into
+ * StoreUnavailableError within microseconds, so requests follow `store.downPolicy` instead of
+ * waiting out timeouts.
+ */
+export class StoreBreakers {
+  private readonly breakers = new Map<BreakerName, CircuitBreaker<[Action], unknown>>();
+
+  constructor(
+    settings: BreakerSettings,
+    private readonly metrics: NodeMetrics,
+    log: Logger,
+  ) {
+    for (const name of NAMES) {
+      const breaker = new CircuitBreaker<[Action], unknown>((fn: Action) => fn(), {
+        name,
+        // ioredis enforces commandTimeout per command; this bounds an operation of a few.
+        timeout: settings.commandTimeoutMs * 2,
+        errorThresholdPercentage: settings.errorThresholdPercentage,
+        volumeThreshold: settings.volumeThreshold,
+        resetTimeout: settings.resetTimeoutMs,
+        rollingCountTimeout: settings.rollingWindowMs,
+        errorFilter: isAnswerNotOutage,
+      });
+      const state = (v: number) => metrics.breakerState.set({ breaker: name }, v);
+      const event = (e: string) => metrics.breakerEvents.inc({ breaker: name, event: e });
+      state(0);
+      breaker.on("open", () => {
+        state(2);
+        event("open");
+        log.warn({ event: "breaker_open", breaker: name });
+      });
+      breaker.on("halfOpen", () => {
+        state(1);
+        event("half_open");
+      });
+      breaker.on("close", () => {
+        state(0);
+        event("close");
+        log.info({ event: "breaker_closed", breaker: name });
+      });
+      breaker.on("success", () => event("success"));
+      breaker.on("failure", () => event("failure"));
+      breaker.on("timeout", () => event("timeout"));
+      breaker.on("reject", () => event("reject"));
+      this.breakers.set(name, breaker);
+    }
+  }
+
+  /** Runs one store operation through the breaker for its purpose, timing it as `op`. */
+  async run<T>(name: BreakerName, op: string, fn: () => Promise<T>): Promise<T> {
+    const end = this.metrics.storeCommand.startTimer({ op });
+    try {
+      return (await (this.breakers.get(name) as CircuitBreaker<[Action], unknown>).fire(fn)) as T;
+    } catch (err) {
+      if (isAnswerNotOutage(err)) throw err;
+      throw new StoreUnavailableError(op, err);
+    } finally {
+      end();
+    }
+  }
+
+  /** For readiness: name → "closed" | "half_open" | "open". */
+  states(): Record<BreakerName, "closed" | "half_open" | "open"> {
+    const out = {} as Record<BreakerName, "closed" | "half_open" | "open">;
+    for (const [name, b] of this.breakers)
+      out[name] = b.opened ? "open" : b.halfOpen ? "half_open" : "closed";
+    return out;
+  }
+
+  shutdown(): void {
+    for (const b of this.breakers.values()) b.shutdown();
+  }
+}
