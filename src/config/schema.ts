@@ -206,13 +206,13 @@ export const configSchema = z
     /** Per-node request rate limits (token buckets): 429 RATE_LIMITED with Retry-After beyond them. */
     limits: z
       .object({
-        tokenPerIp: rateLimit.default({ ratePerSecond: 5, burst: 20 }),
+        tokenPerIp: rateLimit.default({ ratePerSecond: 10, burst: 50 }),
         signPerIp: rateLimit.default({ ratePerSecond: 100, burst: 400 }),
         signPerToken: rateLimit.default({ ratePerSecond: 50, burst: 200 }),
       })
       .strict()
       .default({
-        tokenPerIp: { ratePerSecond: 5, burst: 20 },
+        tokenPerIp: { ratePerSecond: 10, burst: 50 },
         signPerIp: { ratePerSecond: 100, burst: 400 },
         signPerToken: { ratePerSecond: 50, burst: 200 },
       }),

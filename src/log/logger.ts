@@ -1,11 +1,11 @@
-import { type Logger, pino } from "pino";
+import { type DestinationStream, type Logger, pino } from "pino";
 
 /**
  * Structured JSON logs. Tokens, passwords and keys are never logged; these paths are
  * redacted in case a careless log call passes a request or config object.
  */
-export function createLogger(level: string, node: string): Logger {
-  return pino({
+export function createLogger(level: string, node: string, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { node },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -23,5 +23,6 @@ export function createLogger(level: string, node: string): Logger {
       ],
       censor: "[redacted]",
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

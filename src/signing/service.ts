@@ -15,6 +15,8 @@ export interface SpooledUpload {
   sha1: string;
   sha256: string;
   filename: string;
+  /** Hash of the id of the token that uploaded it, for the job's log line. */
+  tokenHash?: string;
 }
 
 export type SubmitOutcome = "cached" | "queued" | "in_progress";
@@ -155,13 +157,15 @@ export class SigningService {
     }
   }
 
-  /** Resolves when every job this node started has finished, or after `timeoutMs`. */
+  /**
+   * Resolves true when every upload this node admitted has been received and every job it
+   * started has finished; false if `timeoutMs` passes first.
+   */
   async drain(timeoutMs = Number.POSITIVE_INFINITY): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (this.inflight.size) {
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      await Promise.race([Promise.allSettled([...this.inflight]), sleep(Math.min(left, 2_147_483_647))]);
+    while (this.pending > 0 || this.inflight.size > 0) {
+      if (Date.now() >= deadline) return false;
+      await sleep(Math.min(50, deadline - Date.now()));
     }
     return true;
   }
@@ -220,6 +224,8 @@ export class SigningService {
         bytes: upload.size,
         durationMs: Number(process.hrtime.bigint() - started) / 1e6,
         store: shared ? "shared" : "local",
+        node: nodeId,
+        tokenHash: upload.tokenHash,
       });
     } catch (err) {
       metrics.jobs.inc({ format, result: "failed" });

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 
 export type BreakerName = "token_reads" | "token_writes" | "jobs";
-const NAMES: readonly BreakerName[] = ["token_reads", "token_writes", "jobs"];
+export const BREAKER_NAMES: readonly BreakerName[] = ["token_reads", "token_writes", "jobs"];
 
 export interface BreakerSettings {
   commandTimeoutMs: number;
@@ -47,7 +47,7 @@ export class StoreBreakers {
     private readonly metrics: NodeMetrics,
     log: Logger,
   ) {
-    for (const name of NAMES) {
+    for (const name of BREAKER_NAMES) {
       const breaker = new CircuitBreaker<[Action], unknown>((fn: Action) => fn(), {
         name,
         // ioredis enforces commandTimeout per command; this bounds an operation of a few.

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DestinationStream } from "pino";
 import { type DevState, prepareDevState } from "../../src/config/dev-state.js";
 import { buildConfig, type LoadedConfig } from "../../src/config/load.js";
 import { createLogger } from "../../src/log/logger.js";
@@ -31,14 +32,23 @@ export class TestCluster {
   ) {}
 
   static async start(
-    opts: { nodes?: number; overrides?: Overrides; redis?: TestRedis } = {},
+    opts: { nodes?: number; overrides?: Overrides; redis?: TestRedis; logTo?: DestinationStream } = {},
   ): Promise<TestCluster> {
     const redis = opts.redis ?? (await TestRedis.start());
     const dir = mkdtempSync(join(tmpdir(), "signing-test-"));
     const state = await prepareDevState(dir, redis.url);
+    // Tests make many requests from one address: limits are tested where they are the subject.
+    const generous = { ratePerSecond: 10_000, burst: 10_000 };
     const raw = merge(
       state.config,
-      merge({ signing: { workers: 1 }, log: { level: "silent" } }, opts.overrides ?? {}),
+      merge(
+        {
+          signing: { workers: 1 },
+          log: { level: "silent" },
+          limits: { tokenPerIp: generous, signPerIp: generous },
+        },
+        opts.overrides ?? {},
+      ),
     );
     const loaded = buildConfig(raw, dir, {});
     const nodes: RunningNode[] = [];
@@ -47,7 +57,13 @@ export class TestCluster {
       for (let i = 0; i < (opts.nodes ?? 2); i++) {
         const cfg = structuredClone(loaded);
         cfg.config.node.id = `node-${i}`;
-        nodes.push(await startNode(cfg, { log: createLogger("silent", `node-${i}`) }));
+        nodes.push(
+          await startNode(cfg, {
+            log: opts.logTo
+              ? createLogger("debug", `node-${i}`, opts.logTo)
+              : createLogger("silent", `node-${i}`),
+          }),
+        );
       }
     } catch (err) {
       await cluster.stop();

@@ -3,7 +3,7 @@ import type { NodeMetrics } from "../../metrics/node-metrics.js";
 import type { SignerPool } from "../../signing/pool.js";
 import type { SigningService } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
-import type { StoreBreakers } from "../../store/breakers.js";
+import { BREAKER_NAMES, type StoreBreakers } from "../../store/breakers.js";
 import type { RedisClient } from "../../store/redis.js";
 import { ApiError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
@@ -21,26 +21,30 @@ export interface MetaRouteDeps {
   version: { version: string; commit: string; node: string };
 }
 
+/**
+ * Pings Redis through every breaker: a half-open breaker gets its trial call from the probe,
+ * so a node that the load balancer took out (no traffic) still closes its breakers and
+ * becomes ready again once Redis is back.
+ */
 async function redisCheck(
-  redis: RedisClient,
   breakers: StoreBreakers,
+  redis: RedisClient,
 ): Promise<{ ok: boolean; detail: string }> {
-  const states = breakers.states();
-  const open = Object.entries(states)
-    .filter(([, s]) => s !== "closed")
-    .map(([n, s]) => `${n} ${s}`);
-  try {
-    await redis.ping();
-    return {
-      ok: open.length === 0,
-      detail: open.length ? `ping ok; breakers: ${open.join(", ")}` : "ping ok",
-    };
-  } catch (err) {
-    return {
-      ok: false,
-      detail: `${(err as Error).message}${open.length ? `; breakers: ${open.join(", ")}` : ""}`,
-    };
-  }
+  const results = await Promise.all(
+    BREAKER_NAMES.map(async (name) => {
+      try {
+        await breakers.run(name, "ping", () => redis.ping());
+        return undefined;
+      } catch (err) {
+        return `${name}: ${(err as Error).message}`;
+      }
+    }),
+  );
+  const problems = results.filter((r) => r !== undefined);
+  return {
+    ok: problems.length === 0,
+    detail: problems.length ? problems.join("; ") : "ping ok through every breaker",
+  };
 }
 
 /** Formats, public keys, health and version. */
@@ -77,7 +81,7 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
    */
   const ready = async (_req: Request, res: Response) => {
     const checks = {
-      redis: await redisCheck(deps.redis, deps.breakers),
+      redis: await redisCheck(deps.breakers, deps.redis),
       keys: { ok: deps.limits.size > 0, detail: `${deps.limits.size} formats loaded` },
       workers: {
         ok: deps.pool.threads > 0,

@@ -185,7 +185,11 @@ export function signRoutes(deps: SignRouteDeps): Router {
       }
 
       handedOver = true;
-      const outcome = await deps.signing.submit(format, { ...file, filename }, slot);
+      const outcome = await deps.signing.submit(
+        format,
+        { ...file, filename, tokenHash: tokenHash(check.claims.id) },
+        slot,
+      );
       deps.log.info({
         event: "upload",
         format,

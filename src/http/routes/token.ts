@@ -46,6 +46,14 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
       const ip = clientIp(req);
       if (!deps.issuers.has(ip))
         throw new ApiError("ISSUER_NOT_ALLOWED", "this address may not request tokens");
+      if (deps.lifecycle.shuttingDown) {
+        throw new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1);
+      }
+      // Before the password check: this is what makes guessing passwords slow.
+      const ipWait = deps.tokenPerIp.take(ip);
+      if (ipWait !== undefined) {
+        throw new ApiError("RATE_LIMITED", "too many token requests from this address", ipWait / 1000);
+      }
       const auth = basicAuth(req);
       if (!auth || !(await checkCredentials(auth.user, auth.password, tokenConfig.credentials))) {
         res.set("WWW-Authenticate", 'Basic realm="signing", charset="UTF-8"');

@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, test } from "node:test";
+import request from "supertest";
+import { fetchSignature, getToken, upload } from "../helpers/api.js";
+import { TestCluster } from "../helpers/cluster.js";
+import { sample, types } from "../helpers/metrics.js";
+
+let cluster: TestCluster;
+before(async () => {
+  cluster = await TestCluster.start({ nodes: 1 });
+});
+after(() => cluster?.stop());
+
+// DESIGN.md §8: the names and types dashboards and alert rules depend on.
+const EXPECTED: Record<string, string> = {
+  signing_tokens_issued_total: "counter",
+  signing_token_checks_total: "counter",
+  signing_requests_total: "counter",
+  signing_duration_seconds: "histogram",
+  signing_bytes_total: "counter",
+  signing_cache_hits_total: "counter",
+  signing_inflight_jobs: "gauge",
+  signing_store_breaker_state: "gauge",
+  signing_store_breaker_events_total: "counter",
+  signing_store_command_duration_seconds: "histogram",
+  signing_http_request_duration_seconds: "histogram",
+  process_cpu_seconds_total: "counter",
+  process_resident_memory_bytes: "gauge",
+  nodejs_eventloop_lag_seconds: "gauge",
+};
+
+const scrape = async () => {
+  const res = await request(cluster.node(0).url).get("/metrics");
+  assert.equal(res.status, 200);
+  assert.match(res.headers["content-type"] ?? "", /^text\/plain; version=0\.0\.4/);
+  return res.text;
+};
+
+test("every DESIGN.md §8 metric is exported with its type", async () => {
+  const found = types(await scrape());
+  for (const [name, type] of Object.entries(EXPECTED)) {
+    // prom-client names counters without the _total suffix in TYPE lines.
+    assert.equal(found.get(name) ?? found.get(name.replace(/_total$/, "")), type, name);
+  }
+});
+
+test("counters move when their events happen, with bounded labels only", async () => {
+  const url = cluster.node(0).url;
+  const before = await scrape();
+  const get = (text: string, name: string, labels: Record<string, string> = {}) =>
+    sample(text, name, labels) ?? 0;
+
+  const token = await getToken(url, cluster.basicAuth);
+  const data = randomBytes(5000);
+  assert.equal((await upload(url, { token, nonce: "", data, wait: 30 })).status, 202);
+  const t2 = await getToken(url, cluster.basicAuth);
+  assert.equal((await upload(url, { token: t2, nonce: "", data })).body.status, "cached");
+  assert.equal((await upload(url, { token: "garbage", nonce: "", data })).status, 401);
+  // The chain moved on: the empty nonce again, for another file, is a replay.
+  assert.equal((await upload(url, { token: t2, nonce: "", data: randomBytes(10) })).status, 403);
+  assert.equal((await fetchSignature(url, "gpg", "a".repeat(40))).status, 404);
+  const after = await scrape();
+
+  const delta = (name: string, labels: Record<string, string> = {}) =>
+    get(after, name, labels) - get(before, name, labels);
+  assert.equal(delta("signing_tokens_issued_total"), 2);
+  assert.equal(delta("signing_token_checks_total", { result: "valid" }), 2);
+  assert.equal(delta("signing_token_checks_total", { result: "malformed" }), 1);
+  assert.equal(delta("signing_token_checks_total", { result: "nonce_mismatch" }), 1);
+  assert.equal(delta("signing_requests_total", { format: "gpg", outcome: "queued" }), 1);
+  assert.equal(delta("signing_requests_total", { format: "gpg", outcome: "cached" }), 1);
+  assert.equal(delta("signing_requests_total", { format: "gpg", outcome: "rejected" }), 2);
+  assert.equal(delta("signing_cache_hits_total", { format: "gpg" }), 1);
+  assert.equal(delta("signing_bytes_total", { format: "gpg" }), 5000);
+  assert.equal(delta("signing_duration_seconds_count", { format: "gpg" }), 1);
+  assert.ok(delta("signing_store_command_duration_seconds_count", { op: "token_check" }) >= 3);
+  assert.ok(delta("signing_store_breaker_events_total", { breaker: "token_reads", event: "success" }) >= 3);
+  assert.equal(
+    delta("signing_http_request_duration_seconds_count", { route: "POST /sign/:format", status: "202" }),
+    2,
+  );
+  assert.equal(
+    delta("signing_http_request_duration_seconds_count", {
+      route: "GET /sign/:format/:digest",
+      status: "404",
+    }),
+    1,
+  );
+  assert.equal(get(after, "signing_inflight_jobs"), 0);
+  for (const breaker of ["token_reads", "token_writes", "jobs"]) {
+    assert.equal(get(after, "signing_store_breaker_state", { breaker }), 0, breaker);
+  }
+  // No raw paths, IPs or digests in any label.
+  assert.doesNotMatch(after, /="[^"]*(127\.0\.0\.1|[0-9a-f]{40})[^"]*"/);
+});
