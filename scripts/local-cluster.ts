@@ -7,7 +7,7 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { prepareDevState } from "../src/config/dev-state.js";
+import { prepareDevState, writeMonitorConfig } from "../src/config/dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 
@@ -54,10 +54,25 @@ async function main(): Promise<void> {
     await Promise.all(children.map((n) => n.ready()));
     const nodes = children.map((n) => n.url);
 
+    const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, basePort + 10);
+    const monitor = new NodeProcess({
+      program: "signing-monitor",
+      configFile: monitorConfig.configFile,
+      port: basePort + 10,
+      id: "local-monitor",
+      logFile: resolve(stateDir, "monitor.log"),
+    });
+    monitor.child.on("exit", (code, signal) => {
+      if (!stopping)
+        console.error(`monitor exited (${code ?? signal}): ${monitor.stderr}see ${stateDir}/monitor.log`);
+    });
+    children.push(monitor);
+    await monitor.ready();
+
     const cluster = {
       redisUrl,
       nodes,
-      monitor: null,
+      monitor: monitor.url,
       issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
       keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
     };
@@ -70,6 +85,7 @@ async function main(): Promise<void> {
     console.log(`signing cluster is up
   redis:  ${redisUrl}${redis ? " (our own, no persistence)" : ""}
   nodes:  ${nodes.join("  ")}
+  monitor: ${monitor.url}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
   state:  ${stateDir}  (cluster.json, keys, node logs)
 
 Sign a file with curl, through three different nodes:

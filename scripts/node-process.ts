@@ -8,6 +8,8 @@ const root = resolve(fileURLToPath(import.meta.url), "../../..");
 
 export interface NodeProcessOptions {
   configFile: string;
+  /** Which program: a signing node (default) or the monitor. */
+  program?: "signing-node" | "signing-monitor";
   port: number;
   id: string;
   /** Node's JSON log lines go here (appended); default: discarded. */
@@ -16,7 +18,7 @@ export interface NodeProcessOptions {
   env?: Record<string, string>;
 }
 
-/** A signing node as a real process (`signing-node --config`), so it can be SIGKILLed. */
+/** A signing node or monitor as a real process (`--config FILE`), so it can be SIGKILLed. */
 export class NodeProcess {
   readonly url: string;
   readonly child: ChildProcess;
@@ -24,19 +26,15 @@ export class NodeProcess {
 
   constructor(readonly opts: NodeProcessOptions) {
     this.url = `http://127.0.0.1:${opts.port}`;
-    this.child = spawn(
-      process.execPath,
-      [resolve(root, "dist/src/bin/signing-node.js"), "--config", opts.configFile],
-      {
-        env: {
-          ...process.env,
-          SIGNING__node__port: String(opts.port),
-          SIGNING__node__id: opts.id,
-          ...opts.env,
-        },
-        stdio: ["ignore", opts.logFile ? "pipe" : "ignore", "pipe"],
-      },
-    );
+    const monitor = opts.program === "signing-monitor";
+    const entry = monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js";
+    const identity = monitor
+      ? { SIGNING_MONITOR__monitor__port: String(opts.port), SIGNING_MONITOR__monitor__id: opts.id }
+      : { SIGNING__node__port: String(opts.port), SIGNING__node__id: opts.id };
+    this.child = spawn(process.execPath, [resolve(root, entry), "--config", opts.configFile], {
+      env: { ...process.env, ...identity, ...opts.env },
+      stdio: ["ignore", opts.logFile ? "pipe" : "ignore", "pipe"],
+    });
     if (opts.logFile) this.child.stdout?.pipe(createWriteStream(opts.logFile, { flags: "a" }));
     this.child.stderr?.on("data", (d: Buffer) => {
       this.stderr += d;

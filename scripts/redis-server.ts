@@ -96,19 +96,23 @@ export class RedisServer {
     if (exited) throw new Error(`redis-server on port ${this.port} exited at start-up`);
   }
 
-  /** SIGKILL: the data is gone (no persistence), the port is closed until restart(). */
-  async kill(): Promise<void> {
+  /**
+   * SIGKILL (default): without persistence the data is gone. SIGTERM: Redis saves and flushes
+   * what persistence it has before exiting. The port is closed until restart().
+   */
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
     const proc = this.proc;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGKILL");
+    proc.kill("SIGCONT");
+    proc.kill(signal);
     await exited;
     this.proc = undefined;
   }
 
-  /** A restart without persistence: same port, empty data, new run_id. */
-  async restart(): Promise<void> {
-    await this.kill();
+  /** Same port, new process (new run_id); empty unless it was started with persistence. */
+  async restart(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    await this.kill(signal);
     await this.launch();
   }
 

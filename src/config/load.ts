@@ -27,10 +27,14 @@ const ENV_PREFIX = "SIGNING__";
  * `SIGNING__redis__url=redis://…` sets `redis.url`. Values that parse as JSON (numbers,
  * booleans, arrays) are taken as JSON, anything else as a string.
  */
-export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+export function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  prefix = ENV_PREFIX,
+): void {
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
-    const path = name.slice(ENV_PREFIX.length).split("__");
+    if (!name.startsWith(prefix) || value === undefined) continue;
+    const path = name.slice(prefix.length).split("__");
     let node: Record<string, unknown> = raw;
     for (const key of path.slice(0, -1)) {
       const next = node[key];
@@ -49,11 +53,11 @@ function parseEnvValue(value: string): unknown {
   }
 }
 
-function describeIssues(error: z.ZodError): string[] {
+export function describeIssues(error: z.ZodError): string[] {
   return error.issues.map((i) => `${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`);
 }
 
-function readSecret(
+export function readSecret(
   ref: SecretRef,
   what: string,
   env: NodeJS.ProcessEnv,

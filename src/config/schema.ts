@@ -1,7 +1,7 @@
 import { z } from "zod";
 
 /** A secret is never written in the config itself: it names the file or env var that holds it. */
-const secretRef = z
+export const secretRef = z
   .object({ file: z.string().min(1).optional(), env: z.string().min(1).optional() })
   .strict()
   .refine((s) => (s.file === undefined) !== (s.env === undefined), {
@@ -12,7 +12,7 @@ const cidr = z.union([z.cidrv4(), z.cidrv6()], { error: "must be a CIDR such as 
 const seconds = z.number().int().positive();
 const ms = z.number().int().positive();
 
-const redisSchema = z
+export const redisSchema = z
   .object({
     url: z.string().url().optional(),
     sentinels: z

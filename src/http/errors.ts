@@ -92,10 +92,12 @@ export function tokenError(
     case "nonce_mismatch":
       return new ApiError("NONCE_MISMATCH", "nonce is not the current one of this token's chain");
     case "recovering":
+      // The monitor usually settles a restart within a second or two: ask for a retry soon,
+      // not at the end of the grace period, which is only this node's own deadline.
       return new ApiError(
         "STORE_RECOVERING",
-        "token store is recovering from a restart: retry",
-        (retryAfterMs ?? 1000) / 1000,
+        `token store is recovering from a restart: retry (grace period ends in ${Math.ceil((retryAfterMs ?? 0) / 1000)} s)`,
+        Math.min(1, (retryAfterMs ?? 1000) / 1000),
       );
     case "unavailable":
       return new ApiError("STORE_UNAVAILABLE", "token store is unavailable: retry on another node", 1);

@@ -31,7 +31,15 @@ function portFree(port: number): Promise<boolean> {
 async function threeFreePorts(): Promise<number> {
   for (;;) {
     const base = 20000 + Math.floor(Math.random() * 30000);
-    if ((await portFree(base)) && (await portFree(base + 1)) && (await portFree(base + 2))) return base;
+    // Three nodes on base..base+2, the monitor on base+10.
+    if (
+      (await portFree(base)) &&
+      (await portFree(base + 1)) &&
+      (await portFree(base + 2)) &&
+      (await portFree(base + 10))
+    ) {
+      return base;
+    }
   }
 }
 
@@ -64,6 +72,9 @@ test("npm start's cluster runs the README walkthrough as written", async () => {
     existsSync(info.keys.gpg) && existsSync(info.keys.sshsig) && existsSync(info.issuer.passwordFile),
   );
   assert.match(output, /signing cluster is up/);
+  assert.equal(info.monitor, `http://127.0.0.1:${base + 10}`);
+  const monitorReady = await fetch(`${info.monitor}/readyz`);
+  assert.equal(monitorReady.status, 200);
 
   const readme = readFileSync(join(root, "README.md"), "utf8");
   const block = /<!-- walkthrough[^>]*-->\s*```sh\n([\s\S]*?)```/.exec(readme)?.[1];

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { ConfigError } from "../src/config/load.js";
+import { loadMonitorConfigFile } from "./config.js";
+import { startMonitor } from "./monitor.js";
+
+const USAGE = `usage: signing-monitor --config FILE   (or SIGNING_MONITOR_CONFIG; SIGNING_MONITOR__a__b=value overrides key a.b)`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const file = values.config ?? process.env.SIGNING_MONITOR_CONFIG;
+  if (!file) {
+    console.error(`no configuration given\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const monitor = await startMonitor(loadMonitorConfigFile(file));
+    const stop = () => void monitor.close().then(() => process.exit(0));
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+    return -1;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`signing-monitor: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

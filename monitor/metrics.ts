@@ -1,0 +1,53 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+
+/** The monitor's metrics (DESIGN.md §8). */
+export class MonitorMetrics {
+  readonly registry = new Registry();
+  readonly redisUp = new Gauge({
+    name: "signing_monitor_redis_up",
+    help: "1 when the monitor reaches the Redis master, else 0.",
+    registers: [this.registry],
+  });
+  readonly restarts = new Counter({
+    name: "signing_monitor_redis_restarts_total",
+    help: "Redis restarts seen, by kind: data_loss, restart (no loss), failover (new master, no loss).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly reseeded = new Counter({
+    name: "signing_monitor_tokens_reseeded_total",
+    help: "Tokens put back into Redis from the snapshot after a data loss.",
+    registers: [this.registry],
+  });
+  readonly invalidated = new Counter({
+    name: "signing_monitor_tokens_invalidated_total",
+    help: "Live tokens (per the snapshot) invalidated after a data loss.",
+    registers: [this.registry],
+  });
+  readonly snapshotAge = new Gauge({
+    name: "signing_monitor_snapshot_age_seconds",
+    help: "Age of the last snapshot written (or loaded at start-up).",
+    registers: [this.registry],
+  });
+  readonly snapshotTokens = new Gauge({
+    name: "signing_monitor_snapshot_tokens",
+    help: "Live tokens in the last snapshot.",
+    registers: [this.registry],
+  });
+  readonly alertsSent = new Counter({
+    name: "signing_monitor_alerts_sent_total",
+    help: "Alert notifications delivered to the webhook (firing and resolved), by alert.",
+    labelNames: ["alert"] as const,
+    registers: [this.registry],
+  });
+  readonly invalidTokenRate = new Gauge({
+    name: "signing_monitor_invalid_token_rate",
+    help: "Rejected token checks per second across the scraped nodes, by result, at the last scrape.",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+}

@@ -1,0 +1,359 @@
+import { mkdirSync, renameSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { type ScheduledTask, schedule } from "node-cron";
+import type { Logger } from "pino";
+import { createLogger } from "../src/log/logger.js";
+import { ensureEpoch } from "../src/store/epoch.js";
+import { StoreKeys } from "../src/store/keys.js";
+import { createRedisClient, waitForReady } from "../src/store/redis.js";
+import { Alerter, type AlertName, type AlertText } from "./alerts.js";
+import type { LoadedMonitorConfig } from "./config.js";
+import { classify, type Observation, parseInfoServer } from "./detect.js";
+import { MonitorMetrics } from "./metrics.js";
+import { lockEpoch, reseed, settleEpoch } from "./restore.js";
+import {
+  readSnapshot,
+  type Snapshot,
+  SnapshotCorruptError,
+  takeSnapshot,
+  writeSnapshot,
+} from "./snapshot.js";
+import { REJECTED_RESULTS, rejectedCounts, SpikeDetector } from "./spike.js";
+
+export interface RunningMonitor {
+  url: string;
+  port: number;
+  metrics: MonitorMetrics;
+  log: Logger;
+  /** Runs one detection pass now (tests, and the admin CLI's "check now"). */
+  detectNow(): Promise<void>;
+  snapshotNow(): Promise<Snapshot | undefined>;
+  close(): Promise<void>;
+}
+
+const secondsAgo = (ms: number) => Math.round((Date.now() - ms) / 1000);
+
+/**
+ * The monitor: watches Redis every second, snapshots live tokens, re-seeds or invalidates them
+ * after a data loss, watches the nodes for invalid-token spikes, and alerts.
+ */
+export async function startMonitor(
+  loaded: LoadedMonitorConfig,
+  opts: { log?: Logger } = {},
+): Promise<RunningMonitor> {
+  const { config } = loaded;
+  const m = config.monitor;
+  const id = m.id ?? `${hostname()}:${m.port}`;
+  const log = opts.log ?? createLogger(config.log.level, id);
+  const metrics = new MonitorMetrics();
+  const keys = new StoreKeys(config.store.prefix);
+  const alerter = new Alerter({
+    ...(config.alerts.webhookUrl ? { webhookUrl: config.alerts.webhookUrl } : {}),
+    runbookBaseUrl: config.alerts.runbookBaseUrl,
+    timeoutMs: config.alerts.timeoutMs,
+    retries: config.alerts.retries,
+    monitorId: id,
+    log,
+    metrics,
+  });
+
+  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
+  const snapshotFile = join(m.stateDir, "snapshot.json");
+  let snapshot: Snapshot | undefined;
+  try {
+    snapshot = await readSnapshot(snapshotFile);
+    if (snapshot)
+      log.info({
+        event: "snapshot_loaded",
+        file: snapshotFile,
+        tokens: snapshot.tokens.length,
+        ageSeconds: secondsAgo(snapshot.takenAt),
+      });
+  } catch (err) {
+    if (!(err instanceof SnapshotCorruptError)) throw err;
+    // Keep the evidence, start without it: a monitor that refuses to start detects nothing.
+    const aside = `${snapshotFile}.corrupt-${Date.now()}`;
+    renameSync(snapshotFile, aside);
+    log.error({ event: "snapshot_corrupt", file: snapshotFile, movedTo: aside, reason: err.message });
+  }
+
+  const redis = createRedisClient({
+    redis: config.redis,
+    commandTimeoutMs: 1000,
+    password: loaded.redisPassword,
+  });
+  redis.on("error", () => {}); // reported by the detection loop as RedisUnreachable
+  // Start with a first look at Redis if it is there, so that a restart right after start-up
+  // is seen as one.
+  await waitForReady(redis, config.redis.connectTimeoutMs).catch(() => {});
+
+  const startedAt = Date.now();
+  let prev: Observation | undefined;
+  let knownEpochId = snapshot?.epochId;
+  let unreachableSince: number | undefined;
+  let lastDetect = 0;
+  const eventTimers = new Map<AlertName, NodeJS.Timeout>();
+
+  /** Restart alerts are events: (re)fire now, resolve after eventHoldSeconds. */
+  const event = (name: AlertName, text: AlertText) => {
+    if (alerter.isFiring(name)) alerter.resolve(name);
+    alerter.fire(name, text);
+    clearTimeout(eventTimers.get(name));
+    eventTimers.set(
+      name,
+      setTimeout(() => alerter.resolve(name), m.eventHoldSeconds * 1000),
+    );
+  };
+
+  const onDataLoss = async (cur: Observation, previousEpochId: string): Promise<void> => {
+    const base = `Redis (run_id ${cur.runId.slice(0, 8)}, up ${cur.uptimeSeconds}s) came back without its data: epoch ${previousEpochId} was replaced by ${cur.epoch.id}.`;
+    if (cur.epoch.state !== "fresh") {
+      log.info({ event: "data_loss_already_settled", epoch: cur.epoch.id, state: cur.epoch.state });
+      event("RedisRestartedWithDataLoss", {
+        summary: "Redis restarted and lost its data (already handled)",
+        description: `${base} The epoch is already ${cur.epoch.state} (another monitor or an operator acted).`,
+      });
+      return;
+    }
+    if (!(await lockEpoch(redis, keys, cur.epoch.id, id))) {
+      log.info({ event: "data_loss_other_monitor", epoch: cur.epoch.id });
+      return;
+    }
+    const started = Date.now();
+    let description: string;
+    if (m.onDataLoss === "reseed" && snapshot && snapshot.epochId !== cur.epoch.id) {
+      const r = await reseed(redis, keys, snapshot);
+      await settleEpoch(redis, keys, cur.epoch.id, "restored");
+      metrics.reseeded.inc(r.tokens);
+      description = `${base} Re-seeded ${r.tokens} tokens, ${r.revoked} revocations and ${r.nonces} nonce chains from the snapshot taken ${secondsAgo(snapshot.takenAt)}s before (${r.skippedExpired} expired entries skipped) in ${Date.now() - started} ms; tokens issued after that snapshot heal on first use. Builds should not notice.`;
+      log.warn({ event: "reseeded", epoch: cur.epoch.id, ...r, ms: Date.now() - started });
+    } else if (m.onDataLoss === "reseed") {
+      description = `${base} No snapshot from before the loss: nothing to re-seed. Nodes answer 503 STORE_RECOVERING for lost tokens for store.recoveryGraceMs, then apply their store.orphanPolicy.`;
+      log.error({
+        event: "reseed_impossible",
+        epoch: cur.epoch.id,
+        reason: snapshot ? "snapshot is from the new epoch" : "no snapshot",
+      });
+    } else {
+      const now = Date.now();
+      await settleEpoch(redis, keys, cur.epoch.id, "invalidated", now);
+      const lost = snapshot ? snapshot.tokens.filter((t) => t.expiresAt > now).length : 0;
+      metrics.invalidated.inc(lost);
+      description = `${base} monitor.onDataLoss is invalidate: every token issued before ${new Date(now).toISOString()} (${lost} live per the last snapshot) now gets 401 TOKEN_INVALIDATED; build masters must fetch new tokens.`;
+      log.warn({ event: "invalidated", epoch: cur.epoch.id, tokens: lost });
+    }
+    event("RedisRestartedWithDataLoss", { summary: "Redis restarted and lost its data", description });
+  };
+
+  const detect = async (): Promise<void> => {
+    const now = Date.now();
+    lastDetect = now;
+    let cur: Observation;
+    try {
+      const [info, role] = await Promise.all([
+        redis.info("server"),
+        redis.call("ROLE") as Promise<unknown[]>,
+      ]);
+      const server = parseInfoServer(info);
+      const roleName = Array.isArray(role) ? String(role[0]) : "unknown";
+      if (roleName !== "master") throw new Error(`connected to a ${roleName}, not the master`);
+      cur = { at: now, ...server, role: roleName, epoch: await ensureEpoch(redis, keys, now) };
+    } catch (err) {
+      metrics.redisUp.set(0);
+      if (unreachableSince === undefined) {
+        unreachableSince = now;
+        log.warn({ event: "redis_unreachable", err: (err as Error).message });
+      }
+      if (now - unreachableSince >= m.unreachableForSeconds * 1000) {
+        alerter.fire("RedisUnreachable", {
+          summary: "The signing cluster's Redis is unreachable",
+          description: `The monitor has not reached the Redis master for ${secondsAgo(unreachableSince)}s: ${(err as Error).message}. Nodes follow store.downPolicy meanwhile.`,
+        });
+      }
+      return;
+    }
+    metrics.redisUp.set(1);
+    if (unreachableSince !== undefined) {
+      log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachableSince) });
+      alerter.resolve("RedisUnreachable");
+      unreachableSince = undefined;
+    }
+    const finding = classify(prev, cur, knownEpochId);
+    if (finding.kind === "data_loss") {
+      metrics.restarts.inc({ kind: "data_loss" });
+      log.warn({
+        event: "redis_data_loss",
+        runId: cur.runId,
+        previousEpoch: finding.previousEpochId,
+        epoch: cur.epoch.id,
+      });
+      // Not marked known until handled, so a failure here is retried on the next tick.
+      await onDataLoss(cur, finding.previousEpochId);
+    } else if (finding.kind === "restart" || finding.kind === "failover") {
+      metrics.restarts.inc({ kind: finding.kind });
+      log.warn({
+        event: `redis_${finding.kind}`,
+        runId: cur.runId,
+        previousRunId: prev?.runId,
+        epoch: cur.epoch.id,
+      });
+      event("RedisRestarted", {
+        summary:
+          finding.kind === "failover"
+            ? "Redis failed over to another server, data intact"
+            : "Redis restarted, data intact",
+        description: `Redis run_id changed ${prev?.runId.slice(0, 8)} → ${cur.runId.slice(0, 8)} (up ${cur.uptimeSeconds}s); the epoch ${cur.epoch.id} is unchanged, so no token was lost. Nothing to do unless it repeats.`,
+      });
+    }
+    prev = cur;
+    knownEpochId = cur.epoch.id;
+
+    const age = snapshot ? (now - snapshot.takenAt) / 1000 : (now - startedAt) / 1000;
+    metrics.snapshotAge.set(snapshot ? age : 0);
+    if (age > m.snapshotMaxAgeSeconds) {
+      alerter.fire("SnapshotStale", {
+        summary: "The monitor's token snapshot is stale",
+        description: snapshot
+          ? `The last snapshot (${snapshotFile}) is ${Math.round(age)}s old (limit ${m.snapshotMaxAgeSeconds}s): a data loss now would lose the tokens issued since.`
+          : `No snapshot written in ${Math.round(age)}s since start-up (${snapshotFile}).`,
+      });
+    } else {
+      alerter.resolve("SnapshotStale");
+    }
+  };
+
+  const snapshotNow = async (): Promise<Snapshot | undefined> => {
+    if (!prev || knownEpochId === undefined) return undefined;
+    const epochId = knownEpochId;
+    const epoch = await ensureEpoch(redis, keys);
+    // Never replace the snapshot of lost tokens with a snapshot of the empty store.
+    if (epoch.id !== epochId) return undefined;
+    if (snapshot && snapshot.epochId !== epoch.id && epoch.state === "fresh") return undefined;
+    const snap = await takeSnapshot(redis, keys, epoch.id);
+    if ((await ensureEpoch(redis, keys)).id !== epoch.id) return undefined;
+    await writeSnapshot(snapshotFile, snap);
+    snapshot = snap;
+    metrics.snapshotTokens.set(snap.tokens.length);
+    metrics.snapshotAge.set(0);
+    log.debug({
+      event: "snapshot_written",
+      tokens: snap.tokens.length,
+      revoked: snap.revoked.length,
+      nonces: snap.nonces.length,
+    });
+    return snap;
+  };
+
+  const spike = new SpikeDetector(config.spike.ratePerSecond, config.spike.forSeconds * 1000);
+  const scrape = async (): Promise<void> => {
+    const readings = new Map<string, Map<string, number>>();
+    await Promise.all(
+      config.nodes.map(async (node) => {
+        try {
+          const res = await fetch(`${node.replace(/\/$/, "")}/metrics`, {
+            signal: AbortSignal.timeout(2000),
+          });
+          if (res.ok) readings.set(node, rejectedCounts(await res.text()));
+        } catch {
+          // A node that does not answer is the business of SigningNodeDown, not of this alert.
+        }
+      }),
+    );
+    const r = spike.update(Date.now(), readings);
+    for (const result of REJECTED_RESULTS)
+      metrics.invalidTokenRate.set({ result }, r.byResult.get(result) ?? 0);
+    const detail = [...r.byResult]
+      .filter(([, v]) => v > 0)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
+      .join(", ");
+    if (r.change === "fire") {
+      alerter.fire("InvalidTokenSpike", {
+        summary: "Spike of rejected signing tokens",
+        description: `Nodes reject ${r.rate.toFixed(1)} token checks/s (threshold ${config.spike.ratePerSecond}/s for ${config.spike.forSeconds}s): ${detail}.`,
+      });
+    } else if (r.change === "resolve") {
+      alerter.resolve("InvalidTokenSpike");
+    }
+  };
+
+  const task = (name: string, cron: string, fn: () => Promise<unknown>): ScheduledTask => {
+    const t = schedule(
+      cron,
+      async () => {
+        try {
+          await fn();
+        } catch (err) {
+          log.warn({ event: `${name}_failed`, err: (err as Error).message });
+        }
+      },
+      { name, noOverlap: true, suppressMissedWarning: true },
+    );
+    for (const e of ["execution:overlap", "execution:missed", "execution:failed"] as const) {
+      t.on(e, () => log.debug({ event: "cron", task: name, what: e }));
+    }
+    return t;
+  };
+  const tasks = [task("detect", m.detectCron, detect), task("snapshot", m.snapshotCron, snapshotNow)];
+  if (config.nodes.length) tasks.push(task("spike", config.spike.scrapeCron, scrape));
+
+  const server = createServer(async (req, res) => {
+    if (req.url === "/metrics") {
+      res.setHeader("Content-Type", metrics.registry.contentType);
+      res.end(await metrics.registry.metrics());
+    } else if (req.url === "/readyz" || req.url === "/livez") {
+      const looping = Date.now() - lastDetect < 5000;
+      const body = {
+        status: looping ? "ok" : "unavailable",
+        checks: {
+          loop: { ok: looping, detail: `last detection ${Date.now() - lastDetect} ms ago` },
+          redis: {
+            ok: unreachableSince === undefined && prev !== undefined,
+            detail: prev
+              ? `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}`
+              : "not reached yet",
+          },
+          snapshot: {
+            ok: snapshot !== undefined,
+            detail: snapshot
+              ? `${snapshot.tokens.length} tokens, ${secondsAgo(snapshot.takenAt)}s old`
+              : "none yet",
+          },
+        },
+      };
+      res.writeHead(looping || req.url === "/livez" ? 200 : 503, { "Content-Type": "application/json" });
+      res.end(JSON.stringify(body));
+    } else {
+      res.writeHead(404, { "Content-Type": "application/json" });
+      res.end(
+        JSON.stringify({ error: { code: "NOT_FOUND", message: "no such endpoint", retryable: false } }),
+      );
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(m.port, m.host, resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${m.host}:${port}`;
+  log.info({ event: "monitor_started", url, onDataLoss: m.onDataLoss, nodes: config.nodes.length });
+  await detect().catch(() => {});
+
+  return {
+    url,
+    port,
+    metrics,
+    log,
+    detectNow: detect,
+    snapshotNow,
+    async close() {
+      for (const t of tasks) await t.destroy();
+      for (const t of eventTimers.values()) clearTimeout(t);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,180 @@
+import { createHash, randomBytes } from "node:crypto";
+import { open, readFile, rename, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { z } from "zod";
+import type { StoreKeys } from "../src/store/keys.js";
+import type { RedisClient } from "../src/store/redis.js";
+
+/**
+ * What the monitor keeps to put tokens back after Redis lost its data: every live token
+ * record, revocation marker and nonce chain, with the absolute time each expires.
+ */
+const snapshotBody = z
+  .object({
+    format: z.literal("signing-snapshot/1"),
+    takenAt: z.number().int(),
+    epochId: z.string().min(1),
+    tokens: z.array(
+      z.object({ id: z.string().min(1), value: z.string(), expiresAt: z.number().int() }).strict(),
+    ),
+    revoked: z.array(
+      z.object({ id: z.string().min(1), reason: z.string(), expiresAt: z.number().int() }).strict(),
+    ),
+    nonces: z.array(
+      z
+        .object({
+          id: z.string().min(1),
+          n: z.number().int().min(0),
+          d: z.string(),
+          r: z.string(),
+          expiresAt: z.number().int(),
+        })
+        .strict(),
+    ),
+  })
+  .strict();
+
+export type Snapshot = z.infer<typeof snapshotBody>;
+
+export class SnapshotCorruptError extends Error {
+  constructor(
+    readonly file: string,
+    reason: string,
+  ) {
+    super(`snapshot ${file} is unusable: ${reason}`);
+    this.name = "SnapshotCorruptError";
+  }
+}
+
+const checksum = (body: string) => createHash("sha256").update(body).digest("hex");
+const idOf = (key: string) => key.slice(key.indexOf("{") + 1, key.lastIndexOf("}"));
+
+async function scanKeys(client: RedisClient, match: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, batch] = (await client.scan(cursor, "MATCH", match, "COUNT", 1000)) as [string, string[]];
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== "0");
+  return keys;
+}
+
+/** Reads every live token, revocation and nonce with SCAN (never KEYS) and pipelined reads. */
+export async function takeSnapshot(client: RedisClient, keys: StoreKeys, epochId: string): Promise<Snapshot> {
+  const takenAt = Date.now();
+  const p = keys.prefix;
+  const [tokenKeys, revokedKeys, nonceKeys] = await Promise.all([
+    scanKeys(client, `${p}token:*`),
+    scanKeys(client, `${p}revoked:*`),
+    scanKeys(client, `${p}nonce:*`),
+  ]);
+  const snap: Snapshot = {
+    format: "signing-snapshot/1",
+    takenAt,
+    epochId,
+    tokens: [],
+    revoked: [],
+    nonces: [],
+  };
+  const expiry = (pttl: unknown) => (typeof pttl === "number" && pttl > 0 ? takenAt + pttl : undefined);
+
+  const read = async <T>(
+    list: string[],
+    cmd: (pipe: ReturnType<RedisClient["pipeline"]>, key: string) => void,
+    add: (key: string, value: T, expiresAt: number) => void,
+  ) => {
+    for (let i = 0; i < list.length; i += 500) {
+      const chunk = list.slice(i, i + 500);
+      const pipe = client.pipeline();
+      for (const key of chunk) {
+        cmd(pipe, key);
+        pipe.pttl(key);
+      }
+      const replies = (await pipe.exec()) ?? [];
+      chunk.forEach((key, j) => {
+        const [err1, value] = replies[2 * j] ?? [];
+        const [err2, pttl] = replies[2 * j + 1] ?? [];
+        const at = expiry(pttl);
+        // Gone between SCAN and read, or without a TTL (not ours): skip.
+        if (!err1 && !err2 && value !== null && at !== undefined) add(key, value as T, at);
+      });
+    }
+  };
+  await read<string>(
+    tokenKeys,
+    (pipe, k) => pipe.get(k),
+    (k, value, expiresAt) => snap.tokens.push({ id: idOf(k), value, expiresAt }),
+  );
+  await read<string>(
+    revokedKeys,
+    (pipe, k) => pipe.get(k),
+    (k, reason, expiresAt) => snap.revoked.push({ id: idOf(k), reason, expiresAt }),
+  );
+  await read<Record<string, string>>(
+    nonceKeys,
+    (pipe, k) => pipe.hgetall(k),
+    (k, h, expiresAt) => {
+      if (h.n !== undefined)
+        snap.nonces.push({ id: idOf(k), n: Number(h.n), d: h.d ?? "", r: h.r ?? "0", expiresAt });
+    },
+  );
+  return snap;
+}
+
+/** Writes the snapshot so that a reader sees the old file or the new one: temp, fsync, rename. */
+export async function writeSnapshot(file: string, snap: Snapshot): Promise<void> {
+  const body = JSON.stringify(snap);
+  const text = `${JSON.stringify({ checksum: checksum(body), snapshot: snap })}\n`;
+  const tmp = join(dirname(file), `.snapshot.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    const fh = await open(tmp, "wx", 0o600);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, file);
+    // The rename itself must survive a crash: sync the directory entry.
+    const dir = await open(dirname(file), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+/** Reads and checks a snapshot; undefined when there is none yet. */
+export async function readSnapshot(file: string): Promise<Snapshot | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new SnapshotCorruptError(file, `cannot read it (${(err as NodeJS.ErrnoException).code})`);
+  }
+  let outer: { checksum?: unknown; snapshot?: unknown };
+  try {
+    outer = JSON.parse(text) as typeof outer;
+  } catch {
+    throw new SnapshotCorruptError(file, "not JSON (truncated or overwritten?)");
+  }
+  // JSON.parse keeps the written key order, so this re-serialises the exact bytes summed.
+  if (outer?.checksum !== checksum(JSON.stringify(outer?.snapshot))) {
+    throw new SnapshotCorruptError(file, "checksum does not match its content");
+  }
+  const parsed = snapshotBody.safeParse(outer.snapshot);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new SnapshotCorruptError(
+      file,
+      `unexpected content at ${issue?.path.join(".") || "top level"}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import request from "supertest";
+import { encodeToken, type TokenSecret } from "../../src/tokens/codec.js";
+import { getToken, upload } from "../helpers/api.js";
+import { TestCluster } from "../helpers/cluster.js";
+import { startTestMonitor } from "../helpers/monitor.js";
+import { TestRedis } from "../helpers/redis.js";
+import { WebhookReceiver } from "../helpers/webhook.js";
+
+const webhook = await WebhookReceiver.start();
+after(() => webhook.close());
+
+describe("the monitor against a Redis with persistence", () => {
+  test("a restart that keeps its data (AOF) is a no-loss restart: no re-seed, RedisRestarted", async () => {
+    const redis = await TestRedis.start(["--appendonly", "yes", "--appendfsync", "always"]);
+    const cluster = await TestCluster.start({ nodes: 1, redis });
+    const monitor = await startTestMonitor({ redisUrl: redis.url, webhookUrl: webhook.url });
+    try {
+      const url = cluster.node(0).url;
+      const token = await getToken(url, cluster.basicAuth);
+      assert.equal((await upload(url, { token, nonce: "", data: randomBytes(10) })).status, 202);
+      const seen = await request(monitor.url).get("/readyz");
+      assert.equal(seen.body.checks.redis.ok, true, "the monitor has seen this Redis before it restarts");
+      const client = new Redis(redis.url);
+      const epochBefore = await client.hget("signing:epoch", "id");
+      client.disconnect();
+
+      await redis.restart("SIGTERM");
+      await webhook.waitFor("RedisRestarted", "firing");
+      const restarts = (await monitor.metrics.restarts.get()).values;
+      assert.equal(restarts.find((v) => v.labels.kind === "restart")?.value, 1);
+      assert.equal(
+        restarts.find((v) => v.labels.kind === "data_loss"),
+        undefined,
+      );
+      assert.equal((await monitor.metrics.reseeded.get()).values[0]?.value ?? 0, 0);
+      const after = new Redis(redis.url);
+      assert.equal(await after.hget("signing:epoch", "id"), epochBefore, "same epoch: nothing was lost");
+      assert.equal(await after.hget("signing:epoch", "state"), "fresh", "no re-seed marked it restored");
+      after.disconnect();
+      assert.equal(webhook.alerts("RedisRestartedWithDataLoss").length, 0);
+    } finally {
+      await monitor.close();
+      await cluster.stop();
+    }
+  });
+});
+
+describe("the monitor's other alerts", () => {
+  test("RedisUnreachable fires while Redis is down and resolves when it is back", async () => {
+    const redis = await TestRedis.start();
+    const monitor = await startTestMonitor({
+      redisUrl: redis.url,
+      webhookUrl: webhook.url,
+      monitor: { unreachableForSeconds: 1 },
+    });
+    try {
+      await redis.kill();
+      const firing = await webhook.waitFor("RedisUnreachable", "firing");
+      assert.match(firing.annotations.summary ?? "", /unreachable/);
+      assert.equal((await monitor.metrics.redisUp.get()).values[0]?.value, 0);
+      await redis.restart();
+      const resolved = await webhook.waitFor("RedisUnreachable", "resolved");
+      assert.notEqual(resolved.endsAt, "0001-01-01T00:00:00Z");
+      assert.equal(webhook.alerts("RedisUnreachable", "firing").length, 1, "not re-sent while firing");
+    } finally {
+      await monitor.close();
+      await redis.stop();
+    }
+  });
+
+  test("a burst of forged and expired tokens fires InvalidTokenSpike, which resolves after the burst", async () => {
+    const cluster = await TestCluster.start({ nodes: 2 });
+    const monitor = await startTestMonitor({
+      redisUrl: cluster.redis.url,
+      nodes: cluster.nodes.map((n) => n.url),
+      webhookUrl: webhook.url,
+      spike: { ratePerSecond: 5, forSeconds: 2 },
+    });
+    try {
+      const urls = cluster.nodes.map((n) => n.url);
+      const token = await getToken(urls[0] as string, cluster.basicAuth);
+      const forged = `${token.slice(0, -4)}AAAA`;
+      const claims = JSON.parse(Buffer.from(token.split(".")[2] as string, "base64url").toString());
+      const now = Math.floor(Date.now() / 1000);
+      const expired = encodeToken(
+        { ...claims, iat: now - 100, exp: now - 10 },
+        cluster.loaded.tokenSecrets[0] as TokenSecret,
+      );
+      let burst = true;
+      const attackers = urls.map(async (url) => {
+        while (burst) {
+          await Promise.all([
+            upload(url, { token: forged, nonce: "", data: randomBytes(16) }),
+            upload(url, { token: "v1.x.y.z", nonce: "", data: randomBytes(16) }),
+            upload(url, { token: expired, nonce: "", data: randomBytes(16) }),
+          ]);
+        }
+      });
+      const firing = await webhook.waitFor("InvalidTokenSpike", "firing", 20_000);
+      assert.match(firing.annotations.description ?? "", /bad_signature/);
+      assert.match(firing.annotations.description ?? "", /malformed/);
+      assert.match(firing.annotations.description ?? "", /expired/);
+      burst = false;
+      await Promise.all(attackers);
+      const resolved = await webhook.waitFor("InvalidTokenSpike", "resolved", 20_000);
+      assert.ok(resolved);
+      const metrics = (await request(monitor.url).get("/metrics")).text;
+      assert.match(metrics, /signing_monitor_alerts_sent_total\{alert="InvalidTokenSpike"\} 2/);
+    } finally {
+      await monitor.close();
+      await cluster.stop();
+    }
+  });
+});
+
+test("the monitor serves /readyz and its DESIGN.md §8 metrics", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({ redisUrl: redis.url });
+  try {
+    await sleep(1200);
+    const ready = await request(monitor.url).get("/readyz");
+    assert.equal(ready.status, 200, ready.text);
+    assert.equal(ready.body.checks.redis.ok, true);
+    const text = (await request(monitor.url).get("/metrics")).text;
+    for (const name of [
+      "signing_monitor_redis_up",
+      "signing_monitor_redis_restarts_total",
+      "signing_monitor_tokens_reseeded_total",
+      "signing_monitor_tokens_invalidated_total",
+      "signing_monitor_snapshot_age_seconds",
+      "signing_monitor_snapshot_tokens",
+      "signing_monitor_alerts_sent_total",
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name.replace(/_total$/, "")}(_total)? `, "m"), name);
+    }
+  } finally {
+    await monitor.close();
+    await redis.stop();
+  }
+});

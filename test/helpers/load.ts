@@ -1,0 +1,64 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { SigningClient, type SigningClientOptions } from "../../src/client/signing-client.js";
+
+export interface LoadResult {
+  signed: number;
+  failed: number;
+  errors: string[];
+  retries: number;
+  latenciesMs: number[];
+}
+
+/**
+ * Build machines signing continuously: each client has its own token and nonce files and signs
+ * fresh random files one after another until stop() is called.
+ */
+export class SigningLoad {
+  readonly result: LoadResult = { signed: 0, failed: 0, errors: [], retries: 0, latenciesMs: [] };
+  private running = true;
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    dir: string,
+    clients: { tokenFile: string; nonceFile: string }[],
+    options: Omit<SigningClientOptions, "tokenFile" | "nonceFile">,
+    format = "gpg",
+  ) {
+    clients.forEach((c, i) => {
+      const client = new SigningClient({ ...options, ...c });
+      const work = join(dir, `load-${i}`);
+      mkdirSync(work, { recursive: true });
+      this.loops.push(
+        (async () => {
+          for (let n = 0; this.running; n++) {
+            const file = join(work, `f${n}.bin`);
+            writeFileSync(file, randomBytes(1000 + Math.floor(Math.random() * 30_000)));
+            const started = Date.now();
+            try {
+              const r = await client.sign(file, format);
+              this.result.signed++;
+              this.result.retries += r.retries;
+              this.result.latenciesMs.push(Date.now() - started);
+            } catch (err) {
+              this.result.failed++;
+              this.result.errors.push((err as Error).message);
+            }
+          }
+        })(),
+      );
+    });
+  }
+
+  async stop(): Promise<LoadResult> {
+    this.running = false;
+    await Promise.all(this.loops);
+    return this.result;
+  }
+}
+
+export function p99(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
+}

@@ -1,0 +1,39 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildMonitorConfig } from "../../monitor/config.js";
+import { type RunningMonitor, startMonitor } from "../../monitor/monitor.js";
+import { createLogger } from "../../src/log/logger.js";
+
+export interface TestMonitorOptions {
+  redisUrl: string;
+  nodes?: string[];
+  webhookUrl?: string;
+  stateDir?: string;
+  monitor?: Record<string, unknown>;
+  spike?: Record<string, unknown>;
+}
+
+/** A monitor in this process, checking every second and snapshotting every second. */
+export function startTestMonitor(o: TestMonitorOptions): Promise<RunningMonitor> {
+  const raw = {
+    monitor: {
+      port: 0,
+      stateDir: o.stateDir ?? mkdtempSync(join(tmpdir(), "signing-monitor-")),
+      detectCron: "* * * * * *",
+      snapshotCron: "* * * * * *",
+      eventHoldSeconds: 5,
+      ...o.monitor,
+    },
+    redis: { url: o.redisUrl },
+    nodes: o.nodes ?? [],
+    spike: { scrapeCron: "* * * * * *", ratePerSecond: 2, forSeconds: 2, ...o.spike },
+    alerts: { ...(o.webhookUrl ? { webhookUrl: o.webhookUrl } : {}), retries: 3 },
+    log: { level: "silent" },
+  };
+  const loaded = buildMonitorConfig(raw, "/", {});
+  // TEST_MONITOR_LOG=1 shows the monitor's log when a test needs explaining.
+  return startMonitor(loaded, {
+    log: createLogger(process.env.TEST_MONITOR_LOG ? "debug" : "silent", "monitor"),
+  });
+}
