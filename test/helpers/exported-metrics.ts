@@ -1,0 +1,97 @@
+import { MonitorMetrics } from "../../monitor/metrics.js";
+import { NodeMetrics } from "../../src/metrics/node-metrics.js";
+
+/**
+ * Every series name the nodes and the monitor export, histogram series included: what
+ * dashboards, alert rules and runbooks may query.
+ */
+export async function exportedMetricNames(): Promise<Set<string>> {
+  const names = new Set<string>();
+  for (const registry of [new NodeMetrics().registry, new MonitorMetrics().registry]) {
+    for (const m of await registry.getMetricsAsJSON()) {
+      names.add(m.name);
+      if (String(m.type) === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(`${m.name}${s}`);
+      if (String(m.type) === "summary") for (const s of ["_sum", "_count"]) names.add(`${m.name}${s}`);
+    }
+  }
+  // Prometheus' own series for every scrape target.
+  for (const n of ["up", "scrape_duration_seconds", "scrape_samples_scraped"]) names.add(n);
+  return names;
+}
+
+/** Metric names used in a PromQL expression (identifiers that are not functions or keywords). */
+export function metricsInQuery(expr: string): string[] {
+  const withoutStrings = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/\{[^}]*\}/g, "{}")
+    .replace(/\[[^\]]*\]/g, "[]");
+  const words = withoutStrings.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? [];
+  const keywords = new Set([
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "changes",
+    "resets",
+    "histogram_quantile",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "ceil",
+    "floor",
+    "round",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sqrt",
+    "time",
+    "timestamp",
+    "vector",
+    "scalar",
+    "sort",
+    "sort_desc",
+    "label_replace",
+    "label_join",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "present_over_time",
+    "quantile_over_time",
+    "predict_linear",
+    "day_of_week",
+    "hour",
+  ]);
+  return [...new Set(words.filter((w) => !keywords.has(w) && !/^(e|inf|nan)$/i.test(w)))];
+}
