@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { parseDuration } from "../client/duration.js";
 import { ClientError } from "../client/errors.js";
@@ -150,16 +150,31 @@ program
     });
 
     const started = Date.now();
-    const tasks = files.flatMap((file) => formats.map((format) => ({ file, format })));
+    const outputOf = (file: string, format: string): string =>
+      o.output ??
+      (o.outputDir
+        ? join(o.outputDir, `${basename(file)}${SUFFIXES[format] ?? ".sig"}`)
+        : `${file}${SUFFIXES[format] ?? ".sig"}`);
+    const tasks = files.flatMap((file) =>
+      formats.map((format) => ({ file, format, output: outputOf(file, format) })),
+    );
+    // Two inputs must never write one signature file: the last would silently win.
+    const seen = new Map<string, string>();
+    for (const t of tasks) {
+      const clash = seen.get(resolve(t.output));
+      if (clash !== undefined) {
+        throw new UsageError(
+          `${clash} and ${t.file} would both write ${t.output}: sign them in separate runs or directories`,
+        );
+      }
+      seen.set(resolve(t.output), t.file);
+    }
     const results: SignResult[] = [];
     const failures: string[] = [];
     let next = 0;
     const worker = async () => {
       for (let task = tasks[next++]; task; task = tasks[next++]) {
-        const { file, format } = task;
-        const output =
-          o.output ??
-          (o.outputDir ? join(o.outputDir, `${basename(file)}${SUFFIXES[format] ?? ".sig"}`) : undefined);
+        const { file, format, output } = task;
         try {
           const r = await client.sign(file, format, output);
           results.push(r);

@@ -40,11 +40,13 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     const maxBody = req.maxBodyBytes ?? 16 * 1024 * 1024;
     const make = url.protocol === "https:" ? httpsRequest : httpRequest;
     let done = false;
+    let upload: Readable | undefined;
     const fail = (code: string, message: string) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       r.destroy();
+      upload?.destroy(); // and the file under it: no descriptor left open per failed try
       reject(new TransportError(code, message));
     };
     const r = make(url, {
@@ -83,6 +85,7 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     else if (Buffer.isBuffer(body)) r.end(body);
     else {
       const stream = body();
+      upload = stream;
       stream.on("error", (err: NodeJS.ErrnoException) =>
         fail(err.code ?? "EIO", `reading the upload: ${err.message}`),
       );

@@ -33,6 +33,7 @@ export function multipartUpload(
       out.write(headBytes);
       const data = createReadStream(file.path);
       data.on("error", (err) => out.destroy(err));
+      out.on("close", () => data.destroy());
       data.on("end", () => out.end(tailBytes));
       data.pipe(out, { end: false });
       return out;

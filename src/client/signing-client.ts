@@ -55,6 +55,11 @@ export interface SignResult {
   durationMs: number;
 }
 
+/** A file whose signature keeps getting lost, or whose fresh tokens keep being refused, fails. */
+const MAX_REUPLOADS = 10;
+const MAX_TOKEN_REFRESHES = 2;
+const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
+
 const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /**
@@ -116,6 +121,8 @@ export class SigningClient {
     let attempt = 0;
     let uploaded = false;
     let needUpload = false;
+    let reuploads = 0;
+    let refreshes = 0;
     let last = "no attempt";
 
     for (;;) {
@@ -132,7 +139,7 @@ export class SigningClient {
           if (verdict.kind === "ok") {
             uploaded = true;
             needUpload = false;
-            attempt = 0;
+            refreshes = 0;
             emit("signing", node);
             continue;
           }
@@ -157,10 +164,24 @@ export class SigningClient {
             uploaded = true;
             if (wait === 0) await sleep(1000);
             continue;
-          } else if (res.status === 404) {
-            // Unknown, or lost with a node or a Redis restart: (re)upload.
-            needUpload = true;
+          } else if (res.status === 404 && !uploaded) {
+            needUpload = true; // unknown to the cluster: upload it
             continue;
+          } else if (res.status === 404) {
+            // Uploaded, then lost (a node died, Redis restarted, or the node that holds it
+            // during an outage is not this one): upload again, paced and bounded.
+            if (++reuploads > MAX_REUPLOADS) {
+              throw new ClientError(
+                "GAVE_UP",
+                `${basename(file)} (${format}): its signature was lost ${MAX_REUPLOADS} times`,
+              );
+            }
+            needUpload = true;
+            verdict = {
+              kind: "retry",
+              reason: "the signature was lost after the upload; uploading again",
+              demote: false,
+            };
           } else {
             const err = apiError(res.body);
             if (err.code === "SIGNING_FAILED") needUpload = true;
@@ -188,10 +209,15 @@ export class SigningClient {
             `the token was rejected (${verdict.reason}); fetch a new one with \`signtool token\` (or give --token-from issuer credentials)`,
           );
         }
+        if (++refreshes > MAX_TOKEN_REFRESHES) {
+          throw new ClientError(
+            "TOKEN_REJECTED",
+            `even a freshly fetched token was rejected (${verdict.reason}): check the nodes' clocks and token.secrets`,
+          );
+        }
         emit("token", node, verdict.reason);
         await this.refreshToken();
-        retries++;
-        continue;
+        verdict = { kind: "retry", reason: `new token after ${verdict.reason}`, demote: false };
       }
       if (verdict.kind !== "retry") continue; // "ok" answers continue above
       retries++;
@@ -263,19 +289,21 @@ export class SigningClient {
           await sleep(delay);
           continue;
         }
-        const next = res.headers["x-nonce"];
+        const error = apiError(res.body);
         const verdict: Verdict =
           res.status === 202
             ? { kind: "ok" }
             : classifyAnswer({
                 status: res.status,
-                ...apiError(res.body),
+                ...error,
                 retryAfter: res.headers["retry-after"] as string,
               });
-        return {
-          result: { verdict, node },
-          ...(res.status === 202 && typeof next === "string" ? { next } : {}),
-        };
+        // Our nodes always say which nonce comes next, also when they refuse (then it is the
+        // one presented); a proxy's or an impostor's answer says nothing we should keep.
+        const next = res.headers["x-nonce"];
+        const ours = res.status === 202 || error.code !== undefined;
+        const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
+        return { result: { verdict, node }, ...(keep ? { next } : {}) };
       }
     });
   }

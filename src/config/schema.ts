@@ -172,6 +172,10 @@ export const configSchema = z
          * get 503 OVERLOADED. Bounds memory, spool disk and queueing delay.
          */
         maxPending: z.number().int().positive().default(64),
+        /** Of those, at most this many from one client address. */
+        maxPendingPerIp: z.number().int().positive().default(16),
+        /** An upload that sends nothing for this long is dropped (slow-loris uploads hold slots). */
+        uploadIdleTimeoutMs: ms.default(30_000),
         /** Results kept in this node's memory while Redis is unreachable, bytes. */
         localResultBytes: z
           .number()

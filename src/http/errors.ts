@@ -89,6 +89,8 @@ export function tokenError(
         "TOKEN_INVALIDATED",
         "token was invalidated after a store reset: fetch a new token",
       );
+    case "format_not_allowed":
+      return new ApiError("FORMAT_NOT_ALLOWED", "this token may not sign this format");
     case "nonce_mismatch":
       return new ApiError("NONCE_MISMATCH", "nonce is not the current one of this token's chain");
     case "recovering":

@@ -36,7 +36,13 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       return;
     }
     const fields: Record<string, string> = {};
-    let spool: { path: string; done: Promise<ReceivedUpload["file"]> } | undefined;
+    let spool:
+      | {
+          path: string;
+          stream: NodeJS.ReadableStream & { destroy(e?: Error): void };
+          done: Promise<ReceivedUpload["file"]>;
+        }
+      | undefined;
     let settled = false;
 
     const fail = (err: ApiError) => {
@@ -47,6 +53,9 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       if (err.code !== "FILE_TOO_LARGE") req.resume();
       if (spool) {
         const path = spool.path;
+        // Unpiped, the part never ends by itself: destroy it so the spool write settles,
+        // its file descriptor closes and the file is removed.
+        spool.stream.destroy(err);
         spool.done.finally(() => unlink(path).catch(() => {})).catch(() => {});
       }
       reject(err);
@@ -89,7 +98,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
         partFilename: info.filename ?? "",
       }));
       done.catch(() => {});
-      spool = { path, done };
+      spool = { path, stream, done };
     });
     for (const limit of ["partsLimit", "filesLimit", "fieldsLimit"] as const) {
       parser.on(limit, () => badRequest("the form has too many parts"));

@@ -33,6 +33,8 @@ export interface SigningServiceOptions {
   local: LocalResults;
   /** Uploads being received plus jobs queued or running; beyond it, OVERLOADED. */
   maxPending: number;
+  /** The same, per client address, so one client cannot take every slot. */
+  maxPendingPerIp: number;
   log: Logger;
 }
 
@@ -53,6 +55,7 @@ export class SigningService {
   /** Jobs running without the store: `format:sha256` and `format:sha1` → sha256. */
   private readonly localPending = new Map<string, string>();
   private pending = 0;
+  private readonly pendingByIp = new Map<string, number>();
 
   constructor(private readonly opts: SigningServiceOptions) {}
 
@@ -66,16 +69,21 @@ export class SigningService {
     return this.inflight.size;
   }
 
-  /** A place for one more upload, or undefined when this node has as much as it may take. */
-  admit(): Slot | undefined {
-    if (this.pending >= this.opts.maxPending) return undefined;
+  /** A place for one more upload from `ip`, or undefined when this node (or that client) has enough. */
+  admit(ip: string): Slot | undefined {
+    const mine = this.pendingByIp.get(ip) ?? 0;
+    if (this.pending >= this.opts.maxPending || mine >= this.opts.maxPendingPerIp) return undefined;
     this.pending++;
+    this.pendingByIp.set(ip, mine + 1);
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
         this.pending--;
+        const left = (this.pendingByIp.get(ip) ?? 1) - 1;
+        if (left > 0) this.pendingByIp.set(ip, left);
+        else this.pendingByIp.delete(ip);
       },
     };
   }

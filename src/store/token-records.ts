@@ -15,8 +15,9 @@ export type StoredTokenState =
  * sha256 of the upload, token expiry (ms).
  * The chain advances by compare-and-set: the presented counter must be at least the stored
  * one (a counter ahead of the store means the store lost or restored an older chain; the
- * nonce's MAC was checked before). The previous counter is accepted once more for the same
- * digest, so an answer lost in transit does not strand the client.
+ * nonce's MAC was checked before). The previous counter is accepted again for the same
+ * digest, so answers lost in transit (however many) do not strand the client; replaying
+ * the same file gains an attacker nothing but a cache hit.
  */
 const CHECK_TOKEN = new LuaScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
@@ -30,8 +31,7 @@ if presented >= expected then
   redis.call('PEXPIREAT', KEYS[3], ARGV[4])
   return {'ok', presented + 1}
 end
-if presented == expected - 1 and rec[2] == ARGV[3] and rec[3] == '0' then
-  redis.call('HSET', KEYS[3], 'r', '1')
+if presented == expected - 1 and rec[2] == ARGV[3] then
   return {'ok', expected}
 end
 return {'nonce_mismatch'}

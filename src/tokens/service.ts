@@ -31,6 +31,7 @@ export type TokenCheckResult =
   | "invalidated"
   | "recovering"
   | "nonce_mismatch"
+  | "format_not_allowed"
   | "unavailable";
 
 export type TokenCheck =
@@ -105,9 +106,10 @@ export class TokenService {
     token: string,
     clientIp: string,
     nonce?: { value: string; sha256: string },
+    format?: string,
     nowMs = Date.now(),
   ): Promise<TokenCheck> {
-    const result = await this.decide(token, clientIp, nonce, nowMs);
+    const result = await this.decide(token, clientIp, nonce, format, nowMs);
     this.opts.metrics.tokenChecks.inc({ result: result.result });
     return result;
   }
@@ -115,12 +117,16 @@ export class TokenService {
   private async decide(
     token: string,
     clientIp: string,
-    nonce?: { value: string; sha256: string },
-    nowMs = Date.now(),
+    nonce: { value: string; sha256: string } | undefined,
+    format: string | undefined,
+    nowMs: number,
   ): Promise<TokenCheck> {
     const local = verifyTokenLocally(token, this.secrets, clientIp, Math.floor(nowMs / 1000));
     if (!local.ok) return local;
     const { claims, kid } = local;
+    // Before the store: a refused format must not consume the nonce.
+    if (format !== undefined && claims.fmt && !claims.fmt.includes(format))
+      return { ok: false, result: "format_not_allowed" };
     const secret = this.secrets.get(kid) as Buffer;
     let presented: { counter: number; sha256: string } | undefined;
     if (nonce) {

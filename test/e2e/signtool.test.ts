@@ -246,6 +246,30 @@ describe("signtool when things go wrong", () => {
     assert.equal(empty.code, 2, empty.stderr);
   });
 
+  test("two inputs that would write one signature file: usage error before anything is signed", async () => {
+    mkdirSync(join(work, "x"), { recursive: true });
+    mkdirSync(join(work, "y"), { recursive: true });
+    writeFileSync(join(work, "x", "app.bin"), "one");
+    writeFileSync(join(work, "y", "app.bin"), "two");
+    const out = join(work, "out-dup");
+    const run = await signtool([
+      "sign",
+      "-t",
+      "token",
+      "-n",
+      "nonce",
+      ...hosts(cluster.urls),
+      "-f",
+      "gpg",
+      "--output-dir",
+      out,
+      "x/app.bin",
+      "y/app.bin",
+    ]);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /would both write/);
+  });
+
   test("only unreachable nodes: gives up after --max-time, exit 1, no signature", async () => {
     const f = one();
     const dead = [await freePort(), await freePort()].map((p) => `127.0.0.1:${p}`);

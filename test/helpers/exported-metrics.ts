@@ -10,7 +10,8 @@ export async function exportedMetricNames(): Promise<Set<string>> {
   for (const registry of [new NodeMetrics().registry, new MonitorMetrics().registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
-      if (String(m.type) === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(`${m.name}${s}`);
+      if (String(m.type) === "histogram")
+        for (const s of ["_bucket", "_sum", "_count"]) names.add(`${m.name}${s}`);
       if (String(m.type) === "summary") for (const s of ["_sum", "_count"]) names.add(`${m.name}${s}`);
     }
   }
@@ -24,7 +25,10 @@ export function metricsInQuery(expr: string): string[] {
   const withoutStrings = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""')
     .replace(/\{[^}]*\}/g, "{}")
-    .replace(/\[[^\]]*\]/g, "[]");
+    .replace(/\[[^\]]*\]/g, "[]")
+    // Label lists of grouping and matching clauses, and offset durations, name no metrics.
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ")
+    .replace(/\boffset\s+-?[0-9a-z]+/g, " ");
   const words = withoutStrings.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? [];
   const keywords = new Set([
     "sum",

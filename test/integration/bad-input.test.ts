@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import request from "supertest";
 import { encodeToken } from "../../src/tokens/codec.js";
@@ -74,6 +76,19 @@ describe("bad tokens", () => {
   test("bound to another IP", async () => {
     const token = await getToken(url, cluster.basicAuth, { slave_ip: "10.1.2.3", duration: "60" });
     assertError(await upload(url, { token, nonce: "", data: randomBytes(8) }), 403, "IP_MISMATCH");
+  });
+
+  test("a nonce with CR/LF or junk: 403 NONCE_MISMATCH, never a 500", async () => {
+    const token = await validToken();
+    for (const nonce of ["x\r\nSet-Cookie: a=b", "\u0000", "1.short"]) {
+      assertError(await upload(url, { token, nonce, data: randomBytes(8) }), 403, "NONCE_MISMATCH");
+    }
+  });
+
+  test("the same upload retried with the same nonce, however many answers were lost", async () => {
+    const token = await validToken();
+    const data = randomBytes(32);
+    for (let i = 0; i < 4; i++) assert.equal((await upload(url, { token, nonce: "", data })).status, 202);
   });
 
   test("wrong nonce on a fresh token", async () => {
@@ -256,6 +271,26 @@ describe("bad uploads", () => {
     assertError(await request(url).get("/nowhere"), 404, "NOT_FOUND");
     assertError(await request(url).delete("/token"), 404, "NOT_FOUND");
   });
+});
+
+test("aborted and oversized uploads leave nothing in the spool", async () => {
+  const spool = join(cluster.state.dir, "spool");
+  for (let i = 0; i < 3; i++) {
+    await rawRequest(
+      port,
+      "POST /sign/gpg HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 500000\r\n\r\n" +
+        '--b\r\nContent-Disposition: form-data; name="filedata"; filename="a"\r\n\r\npartial data',
+      { end: false, timeoutMs: 300 },
+    ).catch(() => undefined);
+  }
+  await request(url)
+    .post("/sign/gpg")
+    .field("sha1", "0".repeat(40))
+    .field("token", await validToken())
+    .field("nonce", "")
+    .attach("filedata", randomBytes(MAX_SIZE + 10), "big");
+  for (let i = 0; i < 50 && readdirSync(spool).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(readdirSync(spool), []);
 });
 
 test("after all of the above the node still signs for a well-behaved client", async () => {

@@ -139,6 +139,11 @@ describe("two nodes over one Redis", () => {
     const up = await upload(b, { format: "gpg", token, nonce: "", data: randomBytes(10) });
     assert.equal(up.status, 403);
     assert.equal(up.body.error.code, "FORMAT_NOT_ALLOWED");
+    // The refusal did not consume the nonce: the allowed format still starts the chain.
+    assert.equal(
+      (await upload(b, { format: "sshsig", token, nonce: "", data: randomBytes(10) })).status,
+      202,
+    );
   });
 
   test("GET /formats, /keys/:format, health and version", async () => {

@@ -7,6 +7,7 @@ import request from "supertest";
 import { fetchSignature, getToken, upload } from "../helpers/api.js";
 import { TestCluster } from "../helpers/cluster.js";
 import { sample } from "../helpers/metrics.js";
+import { rawRequest } from "../helpers/raw-http.js";
 import { gpgVerify } from "../helpers/verify.js";
 
 const BREAKER = {
@@ -203,6 +204,35 @@ describe("backpressure and rate limits", () => {
       const grownMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
       assert.ok(grownMiB < 200, `RSS grew ${grownMiB.toFixed(0)} MiB`);
       assert.equal((await request(url).get("/readyz")).status, 200);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  test("uploads that go silent are dropped after uploadIdleTimeoutMs and give their slots back", async () => {
+    const cluster = await TestCluster.start({
+      nodes: 1,
+      overrides: { signing: { maxPending: 2, uploadIdleTimeoutMs: 500 } },
+    });
+    try {
+      const url = cluster.node(0).url;
+      const stalled = [0, 1].map(() =>
+        rawRequest(
+          cluster.node(0).port,
+          "POST /sign/gpg HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 9000\r\n\r\n--b\r\n",
+          { end: false, timeoutMs: 5000 },
+        ).catch((e: Error) => e.message),
+      );
+      await sleep(100);
+      const token = await getToken(url, cluster.basicAuth);
+      const refused = await upload(url, { token, nonce: "", data: randomBytes(10) });
+      assert.equal(refused.status, 503, "both slots are held");
+      await Promise.all(stalled);
+      assert.equal(
+        (await upload(url, { token, nonce: "", data: randomBytes(10) })).status,
+        202,
+        "slots were released",
+      );
     } finally {
       await cluster.stop();
     }

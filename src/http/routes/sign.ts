@@ -27,6 +27,7 @@ export interface SignRouteDeps {
   limits: ReadonlyMap<FormatName, FormatLimits>;
   spoolDir: string;
   maxWaitSeconds: number;
+  uploadIdleTimeoutMs: number;
   log: Logger;
 }
 
@@ -64,6 +65,8 @@ function abortOnClose(req: Request, res: Response): AbortSignal {
   req.on("aborted", () => ctl.abort());
   return ctl.signal;
 }
+
+const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
 const UNSAFE_FILENAME = /[/\\\u0000-\u001f\u007f]/;
@@ -127,7 +130,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
         new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`),
       );
     }
-    const slot = deps.signing.admit();
+    const slot = deps.signing.admit(ip);
     if (!slot)
       refuseUnread(
         res,
@@ -152,16 +155,23 @@ export function signRoutes(deps: SignRouteDeps): Router {
     let handedOver = false;
     try {
       try {
+        // A client that stops sending holds a slot: drop it after a while of silence.
+        req.setTimeout(deps.uploadIdleTimeoutMs, () => req.destroy(new Error("upload idle")));
         received = await receiveUpload(req, { maxSize: limits.maxSize, spoolDir: deps.spoolDir });
+        req.setTimeout(0); // received: ?wait may hold the connection quietly from here on
       } catch (err) {
         if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
         throw err;
       }
       const { fields, file } = received;
-      const { token, nonce } = fields;
+      const token = fields.token;
+      const nonce = fields.nonce?.trim();
       if (token === undefined || nonce === undefined) {
         throw new ApiError("BAD_REQUEST", "the form needs token and nonce fields (nonce may be empty)");
       }
+      // Only something shaped like one of our nonces is echoed (and it must be a valid header).
+      if (!NONCE_SHAPE.test(nonce))
+        throw new ApiError("NONCE_MISMATCH", "nonce is not one this cluster issued");
       res.set("X-Nonce", nonce);
       if (!file) throw new ApiError("BAD_REQUEST", "the form needs a filedata part");
       const sha1 = fields.sha1?.toLowerCase();
@@ -177,12 +187,14 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if (tokenWait !== undefined)
         throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
 
-      const check = await deps.tokens.check(token, clientIp(req), { value: nonce, sha256: file.sha256 });
+      const check = await deps.tokens.check(
+        token,
+        clientIp(req),
+        { value: nonce, sha256: file.sha256 },
+        format,
+      );
       if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
       if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
-      if (check.claims.fmt && !check.claims.fmt.includes(format)) {
-        throw new ApiError("FORMAT_NOT_ALLOWED", `this token may not sign ${format}`);
-      }
 
       handedOver = true;
       const outcome = await deps.signing.submit(
