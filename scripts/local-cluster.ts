@@ -73,6 +73,7 @@ async function main(): Promise<void> {
       redisUrl,
       nodes,
       monitor: monitor.url,
+      monitorStateDir: resolve(stateDir, "monitor"),
       issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
       keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
     };

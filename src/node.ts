@@ -18,11 +18,11 @@ import { SignerPool } from "./signing/pool.js";
 import { type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName } from "./signing/signer.js";
-import { StoreBreakers } from "./store/breakers.js";
+import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
 import { JobStore } from "./store/jobs.js";
 import { StoreKeys } from "./store/keys.js";
 import { createRedisClient, waitForReady } from "./store/redis.js";
-import { TokenService } from "./tokens/service.js";
+import { TOKEN_CHECK_RESULTS, TokenService } from "./tokens/service.js";
 
 export interface RunningNode {
   url: string;
@@ -102,6 +102,7 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
 
   const storeKeys = new StoreKeys(config.store.prefix);
   const metrics = new NodeMetrics();
+  metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
   const breakers = new StoreBreakers(
     { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker },
     metrics,

@@ -84,4 +84,25 @@ export class NodeMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
+
+  /**
+   * Exports every known label combination at zero from the start, so rates and ratios have
+   * series to work on before the first event (an absent series is not a zero in PromQL).
+   */
+  initialise(formats: readonly string[], tokenResults: readonly string[], breakers: readonly string[]): void {
+    for (const result of tokenResults) this.tokenChecks.inc({ result }, 0);
+    for (const format of formats) {
+      for (const outcome of ["queued", "in_progress", "cached", "rejected", "rate_limited", "overloaded", "unavailable", "error"]) {
+        this.requests.inc({ format, outcome }, 0);
+      }
+      for (const result of ["signed", "failed"]) this.jobs.inc({ format, result }, 0);
+      this.bytes.inc({ format }, 0);
+      this.cacheHits.inc({ format }, 0);
+    }
+    for (const breaker of breakers) {
+      for (const event of ["success", "failure", "timeout", "reject", "open", "half_open", "close"]) {
+        this.breakerEvents.inc({ breaker, event }, 0);
+      }
+    }
+  }
 }

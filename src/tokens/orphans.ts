@@ -32,8 +32,10 @@ export function decideOrphan(
   nowMs: number,
   policy: OrphanPolicy,
 ): OrphanDecision {
+  // Before anything else: an operator invalidated everything issued before minIat, in any epoch.
+  if (claims.iat * 1000 < epoch.minIat) return { action: "invalidated" };
   if (claims.ep === epoch.id) return { action: "revoked" };
-  if (epoch.state === "invalidated" || claims.iat * 1000 < epoch.minIat) return { action: "invalidated" };
+  if (epoch.state === "invalidated") return { action: "invalidated" };
   if (epoch.state === "restored") return { action: "heal" };
   const graceLeft = epoch.createdAt + policy.recoveryGraceMs - nowMs;
   if (graceLeft > 0) return { action: "recovering", retryAfterMs: graceLeft };

@@ -19,20 +19,22 @@ import { decodeNonce, encodeNonce } from "./nonce.js";
 import { decideOrphan, type OrphanPolicy } from "./orphans.js";
 
 /** Every outcome of a token check; the values of signing_token_checks_total{result}. */
-export type TokenCheckResult =
-  | "valid"
-  | "healed"
-  | "degraded"
-  | "malformed"
-  | "bad_signature"
-  | "expired"
-  | "ip_mismatch"
-  | "revoked"
-  | "invalidated"
-  | "recovering"
-  | "nonce_mismatch"
-  | "format_not_allowed"
-  | "unavailable";
+export const TOKEN_CHECK_RESULTS = [
+  "valid",
+  "healed",
+  "degraded",
+  "malformed",
+  "bad_signature",
+  "expired",
+  "ip_mismatch",
+  "revoked",
+  "invalidated",
+  "recovering",
+  "nonce_mismatch",
+  "format_not_allowed",
+  "unavailable",
+] as const;
+export type TokenCheckResult = (typeof TOKEN_CHECK_RESULTS)[number];
 
 export type TokenCheck =
   | { ok: true; result: "valid" | "healed" | "degraded"; claims: TokenClaims; nextNonce?: string }

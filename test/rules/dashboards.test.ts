@@ -1,10 +1,20 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import {
+  allPanels,
+  annotations,
+  type Json,
+  type Panel,
+  queries,
+  readDashboards,
+  substitute,
+  variables,
+} from "../helpers/dashboards.js";
 import { exportedMetricNames, metricsInQuery } from "../helpers/exported-metrics.js";
 
 /**
@@ -13,7 +23,6 @@ import { exportedMetricNames, metricsInQuery } from "../helpers/exported-metrics
  */
 
 const ROOT = new URL("../../../", import.meta.url);
-const DASHBOARDS_DIR = new URL("grafana/dashboards/", ROOT);
 const DATASOURCES_YML = new URL("grafana/provisioning/datasources/prometheus.yml", ROOT);
 const PROVIDER_YML = new URL("grafana/provisioning/dashboards/signing.yml", ROOT);
 
@@ -23,133 +32,12 @@ const EXPECTED_UIDS: Record<string, string> = {
   "signing-monitor.json": "signing-monitor",
 };
 
-// Grafana's built-in interval variables, replaced by a plain duration for promtool.
-const BUILTINS: Record<string, string> = {
-  __rate_interval: "5m",
-  __interval: "5m",
-  __range: "5m",
-};
-
-type Json = Record<string, unknown>;
-
-interface Panel {
-  id?: unknown;
-  type?: unknown;
-  title?: unknown;
-  datasource?: { type?: unknown; uid?: unknown };
-  targets?: { refId?: unknown; expr?: unknown; datasource?: { type?: unknown; uid?: unknown } }[];
-  panels?: Panel[];
-}
-
-interface Variable {
-  name: string;
-  type: string;
-  query?: unknown;
-  definition?: unknown;
-  current?: { value?: unknown };
-  datasource?: { type?: unknown; uid?: unknown };
-}
-
-interface Annotation {
-  name?: unknown;
-  expr?: unknown;
-  target?: { expr?: unknown };
-  datasource?: { type?: unknown; uid?: unknown };
-}
-
-interface Dashboard {
-  file: string;
-  raw: string;
-  json: Json;
-}
-
-interface Query {
-  where: string;
-  expr: string;
-}
-
-function readDashboards(): Dashboard[] {
-  const files = readdirSync(DASHBOARDS_DIR)
-    .filter((f) => f.endsWith(".json"))
-    .sort();
-  return files.map((file) => {
-    const raw = readFileSync(new URL(file, DASHBOARDS_DIR), "utf8");
-    let json: Json;
-    try {
-      json = JSON.parse(raw) as Json;
-    } catch (err) {
-      throw new Error(`grafana/dashboards/${file} is not valid JSON: ${(err as Error).message}`);
-    }
-    return { file, raw, json };
-  });
-}
-
 function datasourceUid(): string {
   const doc = parseYaml(readFileSync(DATASOURCES_YML, "utf8")) as { datasources?: Json[] };
   const ds = doc.datasources?.[0];
   assert.ok(ds, "the datasource yml defines no datasource");
   assert.equal(typeof ds.uid, "string");
   return ds.uid as string;
-}
-
-/** Every panel, rows' nested panels included. */
-function allPanels(panels: Panel[]): Panel[] {
-  return panels.flatMap((p) => [p, ...allPanels(p.panels ?? [])]);
-}
-
-function variables(d: Dashboard): Variable[] {
-  return ((d.json.templating as { list?: Variable[] } | undefined)?.list ?? []) as Variable[];
-}
-
-function annotations(d: Dashboard): Annotation[] {
-  return ((d.json.annotations as { list?: Annotation[] } | undefined)?.list ?? []) as Annotation[];
-}
-
-/** Every PromQL expression in a dashboard: panel targets and annotations. */
-function queries(d: Dashboard): Query[] {
-  const out: Query[] = [];
-  for (const p of allPanels(d.json.panels as Panel[])) {
-    for (const t of p.targets ?? []) {
-      if (typeof t.expr === "string")
-        out.push({ where: `${d.file} panel "${p.title}" ${t.refId}`, expr: t.expr });
-    }
-  }
-  for (const a of annotations(d)) {
-    const expr = a.expr ?? a.target?.expr;
-    if (typeof expr === "string") out.push({ where: `${d.file} annotation "${a.name}"`, expr });
-  }
-  return out;
-}
-
-/**
- * The expression as Prometheus would get it: Grafana's interval variables become 5m, query
- * variables (instances) match anything, textbox/constant/custom ones take their value.
- */
-function substitute(d: Dashboard, expr: string): string {
-  const values = new Map<string, string>(Object.entries(BUILTINS));
-  for (const v of variables(d)) {
-    if (v.type === "query") values.set(v.name, ".*");
-    else {
-      const current = v.current?.value;
-      values.set(v.name, String(typeof current === "string" ? current : (v.query ?? "")));
-    }
-  }
-  return expr.replace(/\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)/g, (whole, a, b, c) => {
-    const name = (a ?? b ?? c) as string;
-    return values.get(name) ?? whole;
-  });
-}
-
-/**
- * Metric names in an expression. metricsInQuery does not know grouping clauses or offsets:
- * `by (format)` would name a metric "format" and `offset 1m` one called "m", so drop them first.
- */
-function metricNames(expr: string): string[] {
-  return metricsInQuery(
-    expr
-      .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ")
-      .replace(/\boffset\s+-?[0-9a-z]+/gi, " "),
-  );
 }
 
 const dashboards = readDashboards();
@@ -247,7 +135,7 @@ describe("grafana dashboards", () => {
         const exported = await exportedMetricNames();
         const unknown: string[] = [];
         for (const q of queries(d)) {
-          for (const m of metricNames(substitute(d, q.expr)))
+          for (const m of metricsInQuery(substitute(d, q.expr)))
             if (!exported.has(m)) unknown.push(`${q.where}: ${m}`);
         }
         for (const v of variables(d)) {

@@ -154,7 +154,10 @@ describe("alert delivery", () => {
       assert.equal(a?.annotations.runbook_url, "https://runbooks.example/runbooks/SnapshotStale.md");
       assert.equal(a?.annotations.summary, "stale");
       assert.ok(a?.startsAt && !Number.isNaN(Date.parse(a.startsAt)));
-      assert.equal((await metrics.alertsSent.get()).values[0]?.value, 2);
+      assert.equal(
+        (await metrics.alertsSent.get()).values.find((v) => v.labels.alert === "SnapshotStale")?.value,
+        2,
+      );
     } finally {
       await hook.close();
     }

@@ -108,6 +108,13 @@ describe("the orphan decision table (DESIGN.md §4)", () => {
       action: "revoked",
     });
   });
+  test("issued before minIat: invalidated, also in the current epoch (an operator's invalidate)", () => {
+    const own = claims({ ep: "e2" });
+    const minIat = (own.iat + 1) * 1000;
+    assert.deepEqual(decideOrphan(own, epoch({ state: "invalidated", minIat }), NOW * 1000, policy), {
+      action: "invalidated",
+    });
+  });
   test("older epoch, restored: heal", () => {
     assert.deepEqual(decideOrphan(c, epoch({ state: "restored" }), NOW * 1000, policy), { action: "heal" });
   });

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { parse } from "yaml";
+import { SEVERITY } from "../../monitor/alerts.js";
+import { exportedMetricNames, metricsInQuery } from "../helpers/exported-metrics.js";
+
+const root = new URL("../../../", import.meta.url).pathname;
+const promDir = join(root, "prometheus");
+
+interface Rule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+const rules: Rule[] = (parse(readFileSync(join(promDir, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap(
+  (g) => g.rules,
+);
+
+/** promtool must be there: CI installs it (Debian's prometheus package); this never skips. */
+function promtool(args: string[]): { status: number | null; output: string } {
+  const r = spawnSync("promtool", args, { cwd: promDir, encoding: "utf8" });
+  if (r.error) throw new Error(`cannot run promtool (${r.error.message}): install the prometheus package`);
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+describe("prometheus/alerts.yml", () => {
+  test("promtool check rules, check config and test rules pass", () => {
+    for (const args of [["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"], ["test", "rules", "alerts.test.yml"]]) {
+      const r = promtool(args);
+      assert.equal(r.status, 0, `promtool ${args.join(" ")}:\n${r.output}`);
+    }
+  });
+
+  test("every rule has for, severity, summary, description and its runbook", () => {
+    const names = new Set<string>();
+    for (const r of rules) {
+      assert.ok(!names.has(r.alert), `one rule per alert name: ${r.alert}`);
+      names.add(r.alert);
+      assert.ok(r.for !== undefined, `${r.alert}: for:`);
+      assert.ok(["page", "ticket"].includes(r.labels?.severity ?? ""), `${r.alert}: severity`);
+      assert.ok(r.annotations?.summary && r.annotations.description, `${r.alert}: summary and description`);
+      assert.equal(r.annotations?.runbook_url, `runbooks/${r.alert}.md`);
+      assert.ok(existsSync(join(root, "runbooks", `${r.alert}.md`)), `runbooks/${r.alert}.md exists`);
+    }
+    for (const name of ["InvalidTokenSpike", "RedisRestartedWithDataLoss", "RedisUnreachable", "StoreBreakerOpen", "SigningNodeDown", "SigningErrorRateHigh", "SigningLatencyHigh", "MonitorDown", "SnapshotStale", "DegradedTokenChecks"]) {
+      assert.ok(names.has(name), `DESIGN.md §9 alert ${name}`);
+    }
+  });
+
+  test("every runbook belongs to an alert (a rule or one the monitor sends)", () => {
+    const alerts = new Set([...rules.map((r) => r.alert), ...Object.keys(SEVERITY)]);
+    for (const f of readdirSync(join(root, "runbooks")).filter((f) => f.endsWith(".md") && f !== "README.md")) {
+      assert.ok(alerts.has(f.replace(/\.md$/, "")), `runbooks/${f} has no alert`);
+    }
+    for (const name of Object.keys(SEVERITY)) assert.ok(existsSync(join(root, "runbooks", `${name}.md`)), `monitor alert ${name}`);
+  });
+
+  test("every alert has a case where it fires and one where it stays quiet", () => {
+    const cases = (parse(readFileSync(join(promDir, "alerts.test.yml"), "utf8")) as {
+      tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
+    }).tests.flatMap((t) => t.alert_rule_test);
+    for (const r of rules) {
+      assert.ok(cases.some((c) => c.alertname === r.alert && c.exp_alerts.length > 0), `${r.alert} fires in a case`);
+      assert.ok(cases.some((c) => c.alertname === r.alert && c.exp_alerts.length === 0), `${r.alert} stays quiet in a case`);
+    }
+  });
+
+  test("every expression uses only metrics that nodes and monitor export", async () => {
+    const exported = await exportedMetricNames();
+    for (const r of rules) {
+      for (const m of metricsInQuery(r.expr)) assert.ok(exported.has(m), `${r.alert} uses ${m}, which nothing exports`);
+    }
+  });
+});
