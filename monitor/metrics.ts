@@ -51,7 +51,13 @@ export class MonitorMetrics {
     collectDefaultMetrics({ register: this.registry });
     // Known label values at zero from the start: an absent series is not a zero in PromQL.
     for (const kind of ["data_loss", "restart", "failover"]) this.restarts.inc({ kind }, 0);
-    for (const alert of ["RedisRestartedWithDataLoss", "RedisRestarted", "RedisUnreachable", "InvalidTokenSpike", "SnapshotStale"]) {
+    for (const alert of [
+      "RedisRestartedWithDataLoss",
+      "RedisRestarted",
+      "RedisUnreachable",
+      "InvalidTokenSpike",
+      "SnapshotStale",
+    ]) {
       this.alertsSent.inc({ alert }, 0);
     }
   }

@@ -148,9 +148,26 @@ export async function startMonitor(
     event("RedisRestartedWithDataLoss", { summary: "Redis restarted and lost its data", description });
   };
 
+  /** Snapshot age, with or without Redis: the age since start-up when there is none yet. */
+  const checkSnapshotAge = (now: number): void => {
+    const age = snapshot ? (now - snapshot.takenAt) / 1000 : (now - startedAt) / 1000;
+    metrics.snapshotAge.set(age);
+    if (age > m.snapshotMaxAgeSeconds) {
+      alerter.fire("SnapshotStale", {
+        summary: "The monitor's token snapshot is stale",
+        description: snapshot
+          ? `The last snapshot (${snapshotFile}) is ${Math.round(age)}s old (limit ${m.snapshotMaxAgeSeconds}s): a data loss now would lose the tokens issued since.`
+          : `No snapshot written in ${Math.round(age)}s since start-up (${snapshotFile}).`,
+      });
+    } else {
+      alerter.resolve("SnapshotStale");
+    }
+  };
+
   const detect = async (): Promise<void> => {
     const now = Date.now();
     lastDetect = now;
+    checkSnapshotAge(now);
     let cur: Observation;
     try {
       const [info, role] = await Promise.all([
@@ -210,19 +227,6 @@ export async function startMonitor(
     }
     prev = cur;
     knownEpochId = cur.epoch.id;
-
-    const age = snapshot ? (now - snapshot.takenAt) / 1000 : (now - startedAt) / 1000;
-    metrics.snapshotAge.set(snapshot ? age : 0);
-    if (age > m.snapshotMaxAgeSeconds) {
-      alerter.fire("SnapshotStale", {
-        summary: "The monitor's token snapshot is stale",
-        description: snapshot
-          ? `The last snapshot (${snapshotFile}) is ${Math.round(age)}s old (limit ${m.snapshotMaxAgeSeconds}s): a data loss now would lose the tokens issued since.`
-          : `No snapshot written in ${Math.round(age)}s since start-up (${snapshotFile}).`,
-      });
-    } else {
-      alerter.resolve("SnapshotStale");
-    }
   };
 
   const snapshotNow = async (): Promise<Snapshot | undefined> => {

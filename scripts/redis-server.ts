@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -54,8 +54,30 @@ export class RedisServer {
   private constructor(
     readonly port: number,
     private readonly extraArgs: string[],
+    /** A Sentinel runs from a config file it rewrites: `redis-server FILE --sentinel`. */
+    private readonly sentinelConf?: string,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), "signing-redis-"));
+  }
+
+  /**
+   * A Sentinel watching the primary at `primaryPort` as `name`, declaring it down after
+   * `downAfterMs` without answers (quorum 2 of 3 in the rigs that use it).
+   */
+  static async startSentinel(primaryPort: number, name: string, downAfterMs = 1000): Promise<RedisServer> {
+    const port = await freePort();
+    const conf = [
+      `port ${port}`,
+      "bind 127.0.0.1",
+      `sentinel monitor ${name} 127.0.0.1 ${primaryPort} 2`,
+      `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
+      `sentinel failover-timeout ${name} 5000`,
+      `sentinel parallel-syncs ${name} 1`,
+    ].join("\n");
+    const r = new RedisServer(port, [], conf);
+    running.add(r);
+    await r.launch();
+    return r;
   }
 
   static async start(extraArgs: string[] = [], port?: number): Promise<RedisServer> {
@@ -70,6 +92,11 @@ export class RedisServer {
   }
 
   private async launch(): Promise<void> {
+    if (this.sentinelConf !== undefined) {
+      const file = join(this.dir, "sentinel.conf");
+      writeFileSync(file, `${this.sentinelConf}\n`);
+      return this.spawnAndWait([file, "--sentinel", "--loglevel", "warning"]);
+    }
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir];
     args.push(
       "--save",
@@ -82,6 +109,10 @@ export class RedisServer {
       "warning",
       ...this.extraArgs,
     );
+    return this.spawnAndWait(args);
+  }
+
+  private async spawnAndWait(args: string[]): Promise<void> {
     const proc = spawn("redis-server", args, { stdio: ["ignore", "ignore", "pipe"] });
     this.proc = proc;
     let exited = false;

@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
+import type { Config } from "../config/schema.js";
+import { redisSchema } from "../config/schema.js";
 import { StoreKeys } from "../store/keys.js";
 import { createRedisClient, type RedisClient, waitForReady } from "../store/redis.js";
 
@@ -29,7 +31,10 @@ export interface GlobalOptions {
 export interface Target {
   /** The cluster file used, if any. */
   clusterFile?: string;
+  /** A display name for Redis: its URL (password masked), or the Sentinel master. */
   redisUrl?: string;
+  /** Sentinel or Cluster Redis, from the cluster file's `redis` object (node config shape). */
+  redis?: Config["redis"];
   nodes: string[];
   monitor?: string;
   prefix: string;
@@ -51,6 +56,8 @@ const clusterFileSchema = z.looseObject({
   /** Optional extras an operator may add: key prefix and the monitor's state dir. */
   prefix: z.string().min(1).optional(),
   monitorStateDir: z.string().min(1).optional(),
+  /** Sentinel (or Cluster) deployments: the `redis` object of the nodes' configuration. */
+  redis: redisSchema.optional(),
 });
 
 const trimSlash = (url: string) => url.trim().replace(/\/+$/, "");
@@ -102,8 +109,14 @@ export function resolveTarget(
     json: Boolean(o.json),
   };
   if (clusterFile) target.clusterFile = clusterFile;
-  const redisUrl = o.redis ?? file.redisUrl;
+  const redisUrl = o.redis ?? file.redisUrl ?? file.redis?.url;
   if (redisUrl) target.redisUrl = redisUrl;
+  else if (file.redis) {
+    target.redis = file.redis;
+    target.redisUrl = file.redis.sentinels
+      ? `sentinel://${file.redis.sentinels.map((s) => `${s.host}:${s.port}`).join(",")}/${file.redis.name}`
+      : `cluster://${(file.redis.cluster ?? []).map((s) => `${s.host}:${s.port}`).join(",")}`;
+  }
   if (monitor) target.monitor = trimSlash(monitor);
   if (stateDir) target.stateDir = resolve(cwd, stateDir);
   return target;
@@ -144,7 +157,7 @@ export async function connectRedis(target: Target): Promise<Store> {
   let client: RedisClient;
   try {
     client = createRedisClient({
-      redis: { url, connectTimeoutMs: 2000 },
+      redis: target.redis ? { ...target.redis, connectTimeoutMs: 2000 } : { url, connectTimeoutMs: 2000 },
       commandTimeoutMs: 2000,
       password: process.env[REDIS_PASSWORD_ENV] || undefined,
     });

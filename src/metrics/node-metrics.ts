@@ -92,7 +92,16 @@ export class NodeMetrics {
   initialise(formats: readonly string[], tokenResults: readonly string[], breakers: readonly string[]): void {
     for (const result of tokenResults) this.tokenChecks.inc({ result }, 0);
     for (const format of formats) {
-      for (const outcome of ["queued", "in_progress", "cached", "rejected", "rate_limited", "overloaded", "unavailable", "error"]) {
+      for (const outcome of [
+        "queued",
+        "in_progress",
+        "cached",
+        "rejected",
+        "rate_limited",
+        "overloaded",
+        "unavailable",
+        "error",
+      ]) {
         this.requests.inc({ format, outcome }, 0);
       }
       for (const result of ["signed", "failed"]) this.jobs.inc({ format, result }, 0);

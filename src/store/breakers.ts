@@ -26,7 +26,8 @@ export class StoreUnavailableError extends Error {
 
 // Redis answered, so it is up: a reply error (wrong type, a script bug) is not an outage.
 // These replies do mean "cannot serve now" and count against the breaker.
-const OUTAGE_REPLIES = /^(OOM|READONLY|LOADING|MASTERDOWN|BUSY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)/;
+// Matched anywhere: inside a script the reply reads "ERR Error running script ... OOM ...".
+const OUTAGE_REPLIES = /\b(OOM|READONLY|LOADING|MASTERDOWN|BUSY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)\b/;
 function isAnswerNotOutage(err: unknown): boolean {
   const e = err as Error;
   return e?.name === "ReplyError" && !OUTAGE_REPLIES.test(e.message);

@@ -9,6 +9,8 @@ export interface LoadResult {
   errors: string[];
   retries: number;
   latenciesMs: number[];
+  /** Every job: when it started and ended (ms since the epoch), whether it was signed. */
+  jobs: { start: number; end: number; ok: boolean; retries: number }[];
 }
 
 /**
@@ -16,7 +18,7 @@ export interface LoadResult {
  * fresh random files one after another until stop() is called.
  */
 export class SigningLoad {
-  readonly result: LoadResult = { signed: 0, failed: 0, errors: [], retries: 0, latenciesMs: [] };
+  readonly result: LoadResult = { signed: 0, failed: 0, errors: [], retries: 0, latenciesMs: [], jobs: [] };
   private running = true;
   private readonly loops: Promise<void>[] = [];
 
@@ -41,9 +43,11 @@ export class SigningLoad {
               this.result.signed++;
               this.result.retries += r.retries;
               this.result.latenciesMs.push(Date.now() - started);
+              this.result.jobs.push({ start: started, end: Date.now(), ok: true, retries: r.retries });
             } catch (err) {
               this.result.failed++;
               this.result.errors.push((err as Error).message);
+              this.result.jobs.push({ start: started, end: Date.now(), ok: false, retries: 0 });
             }
           }
         })(),

@@ -17,9 +17,9 @@ interface Rule {
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
 }
-const rules: Rule[] = (parse(readFileSync(join(promDir, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap(
-  (g) => g.rules,
-);
+const rules: Rule[] = (
+  parse(readFileSync(join(promDir, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }
+).groups.flatMap((g) => g.rules);
 
 /** promtool must be there: CI installs it (Debian's prometheus package); this never skips. */
 function promtool(args: string[]): { status: number | null; output: string } {
@@ -30,7 +30,11 @@ function promtool(args: string[]): { status: number | null; output: string } {
 
 describe("prometheus/alerts.yml", () => {
   test("promtool check rules, check config and test rules pass", () => {
-    for (const args of [["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"], ["test", "rules", "alerts.test.yml"]]) {
+    for (const args of [
+      ["check", "rules", "alerts.yml"],
+      ["check", "config", "prometheus.yml"],
+      ["test", "rules", "alerts.test.yml"],
+    ]) {
       const r = promtool(args);
       assert.equal(r.status, 0, `promtool ${args.join(" ")}:\n${r.output}`);
     }
@@ -47,33 +51,56 @@ describe("prometheus/alerts.yml", () => {
       assert.equal(r.annotations?.runbook_url, `runbooks/${r.alert}.md`);
       assert.ok(existsSync(join(root, "runbooks", `${r.alert}.md`)), `runbooks/${r.alert}.md exists`);
     }
-    for (const name of ["InvalidTokenSpike", "RedisRestartedWithDataLoss", "RedisUnreachable", "StoreBreakerOpen", "SigningNodeDown", "SigningErrorRateHigh", "SigningLatencyHigh", "MonitorDown", "SnapshotStale", "DegradedTokenChecks"]) {
+    for (const name of [
+      "InvalidTokenSpike",
+      "RedisRestartedWithDataLoss",
+      "RedisUnreachable",
+      "StoreBreakerOpen",
+      "SigningNodeDown",
+      "SigningErrorRateHigh",
+      "SigningLatencyHigh",
+      "MonitorDown",
+      "SnapshotStale",
+      "DegradedTokenChecks",
+    ]) {
       assert.ok(names.has(name), `DESIGN.md §9 alert ${name}`);
     }
   });
 
   test("every runbook belongs to an alert (a rule or one the monitor sends)", () => {
     const alerts = new Set([...rules.map((r) => r.alert), ...Object.keys(SEVERITY)]);
-    for (const f of readdirSync(join(root, "runbooks")).filter((f) => f.endsWith(".md") && f !== "README.md")) {
+    for (const f of readdirSync(join(root, "runbooks")).filter(
+      (f) => f.endsWith(".md") && f !== "README.md",
+    )) {
       assert.ok(alerts.has(f.replace(/\.md$/, "")), `runbooks/${f} has no alert`);
     }
-    for (const name of Object.keys(SEVERITY)) assert.ok(existsSync(join(root, "runbooks", `${name}.md`)), `monitor alert ${name}`);
+    for (const name of Object.keys(SEVERITY))
+      assert.ok(existsSync(join(root, "runbooks", `${name}.md`)), `monitor alert ${name}`);
   });
 
   test("every alert has a case where it fires and one where it stays quiet", () => {
-    const cases = (parse(readFileSync(join(promDir, "alerts.test.yml"), "utf8")) as {
-      tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
-    }).tests.flatMap((t) => t.alert_rule_test);
+    const cases = (
+      parse(readFileSync(join(promDir, "alerts.test.yml"), "utf8")) as {
+        tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
+      }
+    ).tests.flatMap((t) => t.alert_rule_test);
     for (const r of rules) {
-      assert.ok(cases.some((c) => c.alertname === r.alert && c.exp_alerts.length > 0), `${r.alert} fires in a case`);
-      assert.ok(cases.some((c) => c.alertname === r.alert && c.exp_alerts.length === 0), `${r.alert} stays quiet in a case`);
+      assert.ok(
+        cases.some((c) => c.alertname === r.alert && c.exp_alerts.length > 0),
+        `${r.alert} fires in a case`,
+      );
+      assert.ok(
+        cases.some((c) => c.alertname === r.alert && c.exp_alerts.length === 0),
+        `${r.alert} stays quiet in a case`,
+      );
     }
   });
 
   test("every expression uses only metrics that nodes and monitor export", async () => {
     const exported = await exportedMetricNames();
     for (const r of rules) {
-      for (const m of metricsInQuery(r.expr)) assert.ok(exported.has(m), `${r.alert} uses ${m}, which nothing exports`);
+      for (const m of metricsInQuery(r.expr))
+        assert.ok(exported.has(m), `${r.alert} uses ${m}, which nothing exports`);
     }
   });
 });

@@ -39,7 +39,10 @@ test("runbooks have Meaning, Impact, Diagnosis and Mitigation, in that order", (
     const text = readFileSync(join(dir, f), "utf8");
     assert.match(text, new RegExp(`^# ${f.replace(/\.md$/, "")}\\b`), f);
     const at = ["Meaning", "Impact", "Diagnosis", "Mitigation"].map((s) => text.indexOf(`\n## ${s}`));
-    assert.ok(at.every((i) => i > 0) && at.every((v, i) => i === 0 || v > (at[i - 1] as number)), `${f}: sections`);
+    assert.ok(
+      at.every((i) => i > 0) && at.every((v, i) => i === 0 || v > (at[i - 1] as number)),
+      `${f}: sections`,
+    );
   }
 });
 
@@ -56,9 +59,15 @@ test("every signing-admin command in the runbooks exists (its --help works)", ()
         // "tokens list": try the two-word path, else the first word (then the second is an argument).
         for (const p of [path, path.slice(0, 1)]) {
           const key = p.join(" ");
-          if (!checked.has(key)) checked.set(key, spawnSync(process.execPath, [admin, ...p, "--help"], { encoding: "utf8" }).status);
+          if (!checked.has(key))
+            checked.set(
+              key,
+              spawnSync(process.execPath, [admin, ...p, "--help"], { encoding: "utf8" }).status,
+            );
         }
-        const ok = checked.get(path.join(" ")) === 0 || (path.length === 2 && checked.get(path[0] as string) === 0 && !isGroup(path[0] as string));
+        const ok =
+          checked.get(path.join(" ")) === 0 ||
+          (path.length === 2 && checked.get(path[0] as string) === 0 && !isGroup(path[0] as string));
         assert.ok(ok, `${f}: "${line}" is not a signing-admin command`);
       }
     }
@@ -76,20 +85,33 @@ test("every PromQL query in the runbooks parses and uses exported metrics", asyn
   const queries: { file: string; expr: string }[] = [];
   for (const f of runbooks) {
     for (const block of blocks(readFileSync(join(dir, f), "utf8"), "promql")) {
-      for (const expr of block.split("\n").map((l) => l.trim()).filter(Boolean)) queries.push({ file: f, expr });
+      for (const expr of block
+        .split("\n")
+        .map((l) => l.trim())
+        .filter(Boolean))
+        queries.push({ file: f, expr });
     }
   }
   assert.ok(queries.length >= 10, `runbooks carry queries (${queries.length})`);
   for (const q of queries) {
-    for (const m of metricsInQuery(q.expr)) assert.ok(exported.has(m), `${q.file}: ${m} is not exported (${q.expr})`);
+    for (const m of metricsInQuery(q.expr))
+      assert.ok(exported.has(m), `${q.file}: ${m} is not exported (${q.expr})`);
   }
   const tmp = mkdtempSync(join(tmpdir(), "runbook-promql-"));
   try {
-    const rules = { groups: [{ name: "runbooks", rules: queries.map((q, i) => ({ record: `runbook:q${i}`, expr: q.expr })) }] };
+    const rules = {
+      groups: [
+        { name: "runbooks", rules: queries.map((q, i) => ({ record: `runbook:q${i}`, expr: q.expr })) },
+      ],
+    };
     writeFileSync(join(tmp, "rules.yml"), stringify(rules));
     const r = spawnSync("promtool", ["check", "rules", join(tmp, "rules.yml")], { encoding: "utf8" });
     if (r.error) throw new Error(`cannot run promtool (${r.error.message}): install the prometheus package`);
-    assert.equal(r.status, 0, `${r.stdout}${r.stderr}\n${queries.map((q, i) => `q${i} ${q.file}: ${q.expr}`).join("\n")}`);
+    assert.equal(
+      r.status,
+      0,
+      `${r.stdout}${r.stderr}\n${queries.map((q, i) => `q${i} ${q.file}: ${q.expr}`).join("\n")}`,
+    );
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { ChaosRig, formatReport, MASTER_NAME, type ScenarioReport } from "../helpers/chaos.js";
+
+/**
+ * The promise, under faults: a Redis failover, a Redis restart, a paused Redis, lost nodes,
+ * a lost monitor, a full Redis. Each scenario runs signtool clients through it and reports.
+ */
+const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
+const reports: ScenarioReport[] = [];
+after(() => {
+  // The table the README's "Failure modes" section quotes.
+  if (reports.length) console.log(`\n${reports.map(formatReport).join("\n")}\n`);
+});
+
+function assertNoFailures(r: ScenarioReport): void {
+  reports.push(r);
+  assert.equal(r.failed, 0, `${r.scenario}: ${r.errors.slice(0, 5).join("\n")}`);
+  assert.ok(r.signed > 0, `${r.scenario}: nothing was signed`);
+}
+
+async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+describe("Redis Sentinel: primary, replica, three sentinels", () => {
+  let rig: ChaosRig;
+  before(async () => {
+    rig = await ChaosRig.start({ sentinel: true });
+  });
+  after(() => rig?.stop());
+
+  test("1. kill -9 the Redis primary: Sentinel fails over, no job fails, the monitor says failover", async (t) => {
+    const r = await rig.scenario("1. kill -9 primary, Sentinel failover", async () => {
+      await rig.primary.kill();
+      const sentinel = new Redis(rig.sentinels[0]?.port ?? 0);
+      try {
+        await until("a new primary", async () => {
+          const addr = (await sentinel.call("SENTINEL", "get-master-addr-by-name", MASTER_NAME)) as string[];
+          return addr[1] === String(rig.replica?.port);
+        });
+      } finally {
+        sentinel.disconnect();
+      }
+    });
+    t.diagnostic(formatReport(r));
+    assertNoFailures(r);
+    await until(
+      "the monitor to classify the failover",
+      async () => (await rig.monitorMetric("signing_monitor_redis_restarts_total", 'kind="failover"')) >= 1,
+    );
+    assert.equal(await rig.monitorMetric("signing_monitor_redis_restarts_total", 'kind="data_loss"'), 0);
+    // signing-admin through the Sentinels finds the new primary.
+    const status = spawnSync(
+      process.execPath,
+      [ADMIN, "--cluster", rig.writeClusterFile(), "--json", "status"],
+      { encoding: "utf8" },
+    );
+    const json = JSON.parse(status.stdout);
+    assert.equal(json.redis.role, "master", status.stdout);
+  });
+});
+
+describe("standalone Redis", () => {
+  let rig: ChaosRig;
+  before(async () => {
+    rig = await ChaosRig.start({ nodeEnv: { SIGNING__store__commandTimeoutMs: "500" } });
+  });
+  after(() => rig?.stop());
+
+  test("2. Redis restarts empty: the monitor re-seeds, no job fails", async (t) => {
+    const r = await rig.scenario("2. Redis restart without data (re-seed)", async () => {
+      await rig.primary.kill();
+      await sleep(300);
+      await rig.primary.restart();
+    });
+    t.diagnostic(formatReport(r));
+    assertNoFailures(r);
+    assert.ok((await rig.monitorMetric("signing_monitor_redis_restarts_total", 'kind="data_loss"')) >= 1);
+    assert.ok((await rig.monitorMetric("signing_monitor_tokens_reseeded_total")) >= 1);
+  });
+
+  test("3. Redis paused (SIGSTOP) longer than the command timeout, then resumed", async (t) => {
+    const r = await rig.scenario("3. Redis paused 3 s (command timeout 0.5 s)", async () => {
+      rig.primary.pause();
+      await sleep(3000);
+      rig.primary.resume();
+    });
+    t.diagnostic(formatReport(r));
+    assertNoFailures(r);
+  });
+
+  test("4. kill -9 one signing node, then SIGTERM another", async (t) => {
+    let graceful: number | null = null;
+    const r = await rig.scenario("4. kill -9 a node, SIGTERM another", async () => {
+      rig.nodes[0]?.child.kill("SIGKILL");
+      await sleep(1000);
+      const second = rig.nodes[1];
+      assert.ok(second);
+      const exited = new Promise<number | null>((res) => second.child.once("exit", (code) => res(code)));
+      second.child.kill("SIGTERM");
+      graceful = await exited;
+    });
+    t.diagnostic(formatReport(r));
+    assertNoFailures(r);
+    assert.equal(graceful, 0, "the SIGTERMed node drained and exited 0");
+    await rig.restartNode(0);
+    await rig.restartNode(1);
+  });
+
+  test("5. the monitor is killed during a data-loss restart: nodes heal tokens, the monitor catches up", async (t) => {
+    const r = await rig.scenario(
+      "5. monitor killed during data-loss restart",
+      async () => {
+        await rig.monitor?.stop("SIGKILL");
+        await rig.primary.kill();
+        await sleep(300);
+        await rig.primary.restart();
+        // Nodes alone: 503 STORE_RECOVERING for recoveryGraceMs (3 s), then orphanPolicy heal.
+        await sleep(4000);
+        await rig.startMonitor();
+      },
+      3000,
+    );
+    t.diagnostic(formatReport(r));
+    assertNoFailures(r);
+    const redis = rig.redis();
+    try {
+      await until(
+        "the restarted monitor to settle the epoch",
+        async () => (await redis.hget("signing:epoch", "state")) === "restored",
+      );
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  test("6. Redis out of memory: clear 503s for new tokens, signing goes on, no corrupted data", async (t) => {
+    const redis = rig.redis();
+    try {
+      const epochBefore = await redis.hgetall("signing:epoch");
+      let tokenAnswer = 0;
+      let tokenCode = "";
+      const r = await rig.scenario("6. Redis maxmemory reached (OOM on writes)", async () => {
+        const used = Number(/used_memory:(\d+)/.exec(await redis.info("memory"))?.[1]);
+        await redis.config("SET", "maxmemory-policy", "noeviction");
+        await redis.config("SET", "maxmemory", String(used - 1024));
+        const res = await fetch(`${rig.urls[0]}/token`, {
+          method: "POST",
+          headers: {
+            Authorization: `Basic ${Buffer.from(`${rig.state.issuer.user}:${rig.state.issuer.password}`).toString("base64")}`,
+            "Content-Type": "application/x-www-form-urlencoded",
+          },
+          body: "slave_ip=127.0.0.1&duration=600",
+        });
+        tokenAnswer = res.status;
+        tokenCode = ((await res.json()) as { error: { code: string } }).error.code;
+        await sleep(3000);
+        await redis.config("SET", "maxmemory", "0");
+      });
+      t.diagnostic(formatReport(r));
+      assertNoFailures(r);
+      assert.equal(tokenAnswer, 503);
+      assert.equal(tokenCode, "STORE_UNAVAILABLE");
+      // Nothing half-written: the epoch is the same, every token record and chain parses.
+      assert.deepEqual(await redis.hgetall("signing:epoch"), epochBefore);
+      for (const key of await redis.keys("signing:token:*")) JSON.parse((await redis.get(key)) ?? "");
+      for (const key of await redis.keys("signing:nonce:*"))
+        assert.match((await redis.hget(key, "n")) ?? "", /^\d+$/);
+      for (const url of rig.urls) {
+        const metrics = await (await fetch(`${url}/metrics`)).text();
+        assert.doesNotMatch(
+          metrics,
+          /signing_requests_total\{format="\w+",outcome="error"\} [1-9]/,
+          `${url}: no 500s`,
+        );
+      }
+    } finally {
+      await redis.config("SET", "maxmemory", "0").catch(() => {});
+      redis.disconnect();
+    }
+  });
+});
