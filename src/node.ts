@@ -1,5 +1,6 @@
 import { mkdirSync, readFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import { errorBody } from "./http/errors.js";
 import type { Lifecycle } from "./http/lifecycle.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
+import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
@@ -52,6 +54,26 @@ function enabledKeys({ config, gpgPassphrase }: LoadedConfig): EnabledKeys {
     };
   if (sshsig?.enabled) keys.sshsig = { keyFile: sshsig.keyFile, namespace: sshsig.namespace };
   return keys;
+}
+
+/**
+ * HTTPS when `tls` is configured (with `clientCa`, a client certificate it signed is required:
+ * the handshake fails without one); plain HTTP only when the config says allowPlaintext.
+ */
+function listenerFor({ config }: LoadedConfig, app: RequestListener): Server {
+  const limits = { maxHeaderSize: 16 * 1024, headersTimeout: 20_000 };
+  if (!config.tls) return createServer(limits, app);
+  return createHttpsServer(
+    {
+      ...limits,
+      cert: readFileSync(config.tls.cert),
+      key: readFileSync(config.tls.key),
+      ...(config.tls.clientCa
+        ? { ca: readFileSync(config.tls.clientCa), requestCert: true, rejectUnauthorized: true }
+        : {}),
+    },
+    app,
+  );
 }
 
 /** A header block over node's limit never reaches express: answer it in the API's JSON shape. */
@@ -122,7 +144,9 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     recoveryGraceMs: config.store.recoveryGraceMs,
     log,
   });
+  const audit = new AuditLog(config.audit.file, nodeId);
   const signing = new SigningService({
+    audit,
     breakers,
     metrics,
     local: new LocalResults(config.signing.localResultBytes, config.signing.resultTtl * 1000),
@@ -138,11 +162,14 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
 
   const { limits: rates } = config;
   const app = createApp({
+    audit,
     metrics,
     breakers,
     pool,
     lifecycle,
     downPolicy: config.store.downPolicy,
+    trustProxy: new CidrList(config.node.trustProxy),
+    allowedClients: new CidrList(config.node.allowedClients),
     tokenPerIp: new RateLimiter(rates.tokenPerIp.ratePerSecond, rates.tokenPerIp.burst),
     signPerIp: new RateLimiter(rates.signPerIp.ratePerSecond, rates.signPerIp.burst),
     signPerToken: new RateLimiter(rates.signPerToken.ratePerSecond, rates.signPerToken.burst),
@@ -159,14 +186,15 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     version: { version: PACKAGE_VERSION, commit: process.env.SIGNING_COMMIT ?? "unknown", node: nodeId },
     log,
   });
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, app);
+  const server = listenerFor(loaded, app);
   answerClientErrors(server);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.node.port, config.node.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const url = `http://${config.node.host.includes(":") ? `[${config.node.host}]` : config.node.host}:${port}`;
+  const scheme = config.tls ? "https" : "http";
+  const url = `${scheme}://${config.node.host.includes(":") ? `[${config.node.host}]` : config.node.host}:${port}`;
   log.info({ event: "node_started", url, formats: [...limits.keys()] });
 
   let closing: Promise<boolean> | undefined;
@@ -194,6 +222,7 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
         await pool.close();
         breakers.shutdown();
         redis.disconnect();
+        await audit.close();
         log.info({ event: "stopped", drained });
         return drained;
       })();

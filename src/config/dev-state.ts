@@ -36,7 +36,9 @@ export async function prepareDevState(dir: string, redisUrl: string): Promise<De
   const password = readOrCreate(passwordFile, () => randomBytes(18).toString("base64url"));
 
   const config: Record<string, unknown> = {
-    node: { host: "127.0.0.1", port: 0 },
+    // Plain HTTP on loopback: development only (production serves tls).
+    node: { host: "127.0.0.1", port: 0, allowPlaintext: true },
+    audit: { file: join(dir, "audit.log") },
     redis: { url: redisUrl },
     token: {
       secrets: [{ kid: "dev1", file: secretFile }],

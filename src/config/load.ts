@@ -102,6 +102,43 @@ export function buildConfig(
   if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
   if (config.signing.spoolDir) config.signing.spoolDir = abs(config.signing.spoolDir);
   if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
+  if (config.tls) {
+    config.tls.cert = abs(config.tls.cert);
+    config.tls.key = abs(config.tls.key);
+    if (config.tls.clientCa) config.tls.clientCa = abs(config.tls.clientCa);
+  }
+  if (config.audit.file) config.audit.file = abs(config.audit.file);
+
+  for (const [what, file] of Object.entries(config.tls ?? {})) {
+    try {
+      readFileSync(file);
+    } catch (e) {
+      problems.push(`tls.${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
+    }
+  }
+
+  // Private keys and secrets others can read are refused: whoever reads them can sign.
+  const privateFiles: [string, string | undefined][] = [
+    ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
+    ["signing.formats.gpg.keyFile", gpg?.enabled ? gpg.keyFile : undefined],
+    ["signing.formats.gpg.passphrase", gpg?.enabled ? gpg.passphrase?.file : undefined],
+    ["signing.formats.sshsig.keyFile", sshsig?.enabled ? sshsig.keyFile : undefined],
+    ["redis.password", config.redis.password?.file],
+    ["tls.key", config.tls?.key],
+  ];
+  for (const [what, file] of privateFiles) {
+    if (file === undefined) continue;
+    try {
+      const mode = statSync(file).mode & 0o777;
+      if (mode & 0o007) {
+        problems.push(
+          `${what}: ${file} is accessible to other users (mode ${mode.toString(8)}): chmod 600 it`,
+        );
+      }
+    } catch {
+      // a missing file is reported where it is read
+    }
+  }
 
   for (const [name, f] of Object.entries(config.signing.formats)) {
     if (!f?.enabled) continue;

@@ -78,9 +78,31 @@ export const configSchema = z
         id: z.string().min(1).optional(),
         host: z.string().default("127.0.0.1"),
         port: z.number().int().min(0).max(65535).default(9110),
+        /** Serve plain HTTP (no `tls` section): only behind a TLS-terminating proxy, or for development. */
+        allowPlaintext: z.boolean().default(false),
+        /** Peers whose X-Forwarded-For is believed (your proxies). Empty: never believed. */
+        trustProxy: z.array(cidr).default([]),
+        /** Clients allowed to make any request; others get 403 before anything is parsed. */
+        allowedClients: z.array(cidr).min(1).default(["0.0.0.0/0", "::/0"]),
       })
       .strict()
-      .default({ host: "127.0.0.1", port: 9110 }),
+      .default({
+        host: "127.0.0.1",
+        port: 9110,
+        allowPlaintext: false,
+        trustProxy: [],
+        allowedClients: ["0.0.0.0/0", "::/0"],
+      }),
+    /** HTTPS: certificate chain and key (PEM files); with clientCa, clients must present a certificate it signed. */
+    tls: z
+      .object({ cert: z.string().min(1), key: z.string().min(1), clientCa: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    /** Append-only JSON lines of every token issued or revoked and every signature made. */
+    audit: z
+      .object({ file: z.string().min(1).optional() })
+      .strict()
+      .default({}),
     redis: redisSchema,
     store: z
       .object({
@@ -144,7 +166,18 @@ export const configSchema = z
         /** Build-master credentials: user and scrypt hash (`signing-node hash-password`). */
         credentials: z
           .array(
-            z.object({ user: z.string().min(1), passwordHash: z.string().startsWith("scrypt$") }).strict(),
+            z
+              .object({
+                user: z.string().min(1),
+                passwordHash: z.string().startsWith("scrypt$"),
+                /** Where this issuer may call from (within token.issuers); default: anywhere in it. */
+                from: z.array(cidr).min(1).optional(),
+                /** Build machines this issuer may request tokens for; default: any. */
+                slaveIps: z.array(cidr).min(1).optional(),
+                /** A lower maximum token lifetime for this issuer, seconds. */
+                maxDuration: seconds.optional(),
+              })
+              .strict(),
           )
           .min(1),
         maxDuration: seconds.default(8 * 3600),
@@ -234,7 +267,11 @@ export const configSchema = z
       .strict()
       .default({ level: "info" }),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.tls !== undefined || c.node.allowPlaintext, {
+    path: ["tls"],
+    message: "give tls.cert and tls.key, or set node.allowPlaintext: true (behind a TLS-terminating proxy)",
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type SecretRef = z.infer<typeof secretRef>;

@@ -1,12 +1,16 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "pino";
 import { StoreUnavailableError } from "../store/breakers.js";
+import type { CidrList } from "./cidr.js";
+import { clientGate } from "./client-ip.js";
 import { ApiError, sendError } from "./errors.js";
 import { type MetaRouteDeps, metaRoutes } from "./routes/meta.js";
 import { type SignRouteDeps, signRoutes } from "./routes/sign.js";
 import { type TokenRouteDeps, tokenRoutes } from "./routes/token.js";
 
-export type AppDeps = TokenRouteDeps & SignRouteDeps & MetaRouteDeps & { log: Logger };
+export type AppDeps = TokenRouteDeps &
+  SignRouteDeps &
+  MetaRouteDeps & { log: Logger; trustProxy: CidrList; allowedClients: CidrList };
 
 /** Our store failing is never the client's fault: 503, retry elsewhere. */
 function storeError(err: unknown): ApiError | undefined {
@@ -49,6 +53,7 @@ export function createApp(deps: AppDeps): express.Express {
     next();
   });
 
+  app.use(clientGate(deps.trustProxy, deps.allowedClients));
   app.use(tokenRoutes(deps));
   app.use(signRoutes(deps));
   app.use(metaRoutes(deps));

@@ -1,7 +1,41 @@
-import type { Request } from "express";
+import type { NextFunction, Request, Response } from "express";
 import { normalizeIp } from "../tokens/codec.js";
+import type { CidrList } from "./cidr.js";
+import { ApiError } from "./errors.js";
 
-/** The peer's address. X-Forwarded-For is not believed: there is no trusted proxy yet. */
+/**
+ * The client's address: the peer's, unless the peer is one of our proxies (`node.trustProxy`);
+ * then the right-most X-Forwarded-For entry that is not a trusted proxy. Never believed from
+ * anyone else: a client cannot claim another build machine's address.
+ */
+export function resolveClientIp(peer: string, forwardedFor: string | undefined, trusted: CidrList): string {
+  let ip = normalizeIp(peer);
+  if (!forwardedFor || !trusted.has(ip)) return ip;
+  const hops = forwardedFor
+    .split(",")
+    .map((h) => normalizeIp(h.trim()))
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) {
+    ip = hops[i] as string;
+    if (!trusted.has(ip)) break;
+  }
+  return ip;
+}
+
+/** Resolves the client address once per request and refuses clients outside `node.allowedClients`. */
+export function clientGate(trustProxy: CidrList, allowed: CidrList) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const ip = resolveClientIp(req.socket.remoteAddress ?? "", req.get("x-forwarded-for"), trustProxy);
+    res.locals.clientIp = ip;
+    if (!allowed.has(ip)) {
+      res.set("Connection", "close");
+      next(new ApiError("CLIENT_NOT_ALLOWED", "this address may not use the signing service"));
+      return;
+    }
+    next();
+  };
+}
+
 export function clientIp(req: Request): string {
-  return normalizeIp(req.socket.remoteAddress ?? "");
+  return (req.res?.locals.clientIp as string | undefined) ?? normalizeIp(req.socket.remoteAddress ?? "");
 }

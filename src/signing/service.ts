@@ -1,6 +1,7 @@
 import { unlink } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import type { AuditLog } from "../log/audit.js";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import type { JobStore, Lookup } from "../store/jobs.js";
@@ -15,8 +16,10 @@ export interface SpooledUpload {
   sha1: string;
   sha256: string;
   filename: string;
-  /** Hash of the id of the token that uploaded it, for the job's log line. */
+  /** Hash of the id of the token that uploaded it, for the job's log and audit lines. */
   tokenHash?: string;
+  /** The uploading client's address, for the audit line. */
+  clientIp?: string;
 }
 
 export type SubmitOutcome = "cached" | "queued" | "in_progress";
@@ -35,6 +38,7 @@ export interface SigningServiceOptions {
   maxPending: number;
   /** The same, per client address, so one client cannot take every slot. */
   maxPendingPerIp: number;
+  audit: AuditLog;
   log: Logger;
 }
 
@@ -225,6 +229,15 @@ export class SigningService {
         // The store went away (or never was there): the uploading client collects it here.
         this.opts.local.put(format, upload.sha256, upload.sha1, result);
       }
+      this.opts.audit.write({
+        event: "signed",
+        format,
+        sha256: upload.sha256,
+        bytes: upload.size,
+        keyFingerprint: fingerprint,
+        ...(upload.tokenHash ? { tokenHash: upload.tokenHash } : {}),
+        ...(upload.clientIp ? { from: upload.clientIp } : {}),
+      });
       log.info({
         event: "signed",
         format,

@@ -29,17 +29,25 @@ export async function verifyPassword(password: string, stored: string): Promise<
 }
 
 /**
- * Checks a user/password pair against the configured credentials. An unknown user costs the
- * same scrypt as a known one, so timing does not tell which users exist.
+ * The issuer a user/password pair belongs to, or undefined. An unknown user costs the same
+ * scrypt as a known one, so timing does not tell which users exist.
  */
+export async function findIssuer<T extends { user: string; passwordHash: string }>(
+  user: string,
+  password: string,
+  credentials: readonly T[],
+): Promise<T | undefined> {
+  const entry = credentials.find((c) => c.user === user);
+  const ok = await verifyPassword(password, entry?.passwordHash ?? DUMMY_HASH);
+  return ok ? entry : undefined;
+}
+
 export async function checkCredentials(
   user: string,
   password: string,
   credentials: readonly { user: string; passwordHash: string }[],
 ): Promise<boolean> {
-  const entry = credentials.find((c) => c.user === user);
-  const ok = await verifyPassword(password, entry?.passwordHash ?? DUMMY_HASH);
-  return ok && entry !== undefined;
+  return (await findIssuer(user, password, credentials)) !== undefined;
 }
 
 const DUMMY_HASH = `scrypt$${DEFAULT.N}$${DEFAULT.r}$${DEFAULT.p}$${Buffer.alloc(16).toString("base64")}$${Buffer.alloc(32).toString("base64")}`;

@@ -9,11 +9,13 @@ import { configSchema } from "../../src/config/schema.js";
 
 const dir = mkdtempSync(join(tmpdir(), "signing-config-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
-writeFileSync(join(dir, "secret"), "s".repeat(40));
-writeFileSync(join(dir, "short"), "tooshort");
-writeFileSync(join(dir, "key.asc"), "not really a key, but a file");
+writeFileSync(join(dir, "secret"), "s".repeat(40), { mode: 0o600 });
+writeFileSync(join(dir, "short"), "tooshort", { mode: 0o600 });
+writeFileSync(join(dir, "key.asc"), "not really a key, but a file", { mode: 0o600 });
+writeFileSync(join(dir, "open-key.asc"), "a key anyone on the host can read", { mode: 0o644 });
 
 const valid = {
+  node: { allowPlaintext: true },
   redis: { url: "redis://127.0.0.1:6379" },
   token: {
     secrets: [{ kid: "k1", file: "secret" }],
@@ -101,6 +103,27 @@ describe("configuration", () => {
     );
     assert.equal(found.length, 6, found.join("\n"));
     assert.ok(!found.join("\n").includes("tooshort"));
+  });
+
+  test("a private key or secret that other users can read is refused", () => {
+    const found = problems(() =>
+      buildConfig({ ...valid, signing: { formats: { gpg: { keyFile: "open-key.asc" } } } }, dir, {}),
+    );
+    assert.deepEqual(found, [
+      `signing.formats.gpg.keyFile: ${join(dir, "open-key.asc")} is accessible to other users (mode 644): chmod 600 it`,
+    ]);
+  });
+
+  test("plain HTTP only when asked for; TLS files must be readable", () => {
+    const { node: _plain, ...noNode } = valid;
+    assert.match(
+      problems(() => buildConfig(noNode, dir, {})).join("\n"),
+      /tls: give tls.cert and tls.key, or set node.allowPlaintext/,
+    );
+    const tls = problems(() =>
+      buildConfig({ ...noNode, tls: { cert: "nope.pem", key: "key.asc" } }, dir, {}),
+    );
+    assert.deepEqual(tls, [`tls.cert: cannot read ${join(dir, "nope.pem")}: ENOENT`]);
   });
 
   test("environment variables override single keys, JSON-typed", () => {

@@ -199,7 +199,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       handedOver = true;
       const outcome = await deps.signing.submit(
         format,
-        { ...file, filename, tokenHash: tokenHash(check.claims.id) },
+        { ...file, filename, tokenHash: tokenHash(check.claims.id), clientIp: clientIp(req) },
         slot,
       );
       deps.log.info({

@@ -2,9 +2,10 @@ import { isIP } from "node:net";
 import express, { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
 import type { Config } from "../../config/schema.js";
-import { checkCredentials } from "../../tokens/credentials.js";
+import type { AuditLog } from "../../log/audit.js";
+import { findIssuer } from "../../tokens/credentials.js";
 import { type TokenService, tokenHash } from "../../tokens/service.js";
-import type { CidrList } from "../cidr.js";
+import { CidrList } from "../cidr.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
@@ -12,6 +13,7 @@ import type { RateLimiter } from "../rate-limit.js";
 
 export interface TokenRouteDeps {
   tokens: TokenService;
+  audit: AuditLog;
   lifecycle: Lifecycle;
   tokenPerIp: RateLimiter;
   issuers: CidrList;
@@ -39,6 +41,15 @@ function field(body: Record<string, unknown>, name: string): string | undefined 
 export function tokenRoutes(deps: TokenRouteDeps): Router {
   const router = Router();
   const { tokenConfig } = deps;
+  const scopes = new Map(
+    tokenConfig.credentials.map((c) => [
+      c.user,
+      {
+        ...(c.from ? { from: new CidrList(c.from) } : {}),
+        ...(c.slaveIps ? { slaveIps: new CidrList(c.slaveIps) } : {}),
+      },
+    ]),
+  );
   router.post(
     "/token",
     express.urlencoded({ extended: false, limit: "16kb", parameterLimit: 10 }),
@@ -55,9 +66,14 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
         throw new ApiError("RATE_LIMITED", "too many token requests from this address", ipWait / 1000);
       }
       const auth = basicAuth(req);
-      if (!auth || !(await checkCredentials(auth.user, auth.password, tokenConfig.credentials))) {
+      const issuer = auth && (await findIssuer(auth.user, auth.password, tokenConfig.credentials));
+      if (!auth || !issuer) {
         res.set("WWW-Authenticate", 'Basic realm="signing", charset="UTF-8"');
         throw new ApiError("BAD_CREDENTIALS", "issuer credentials are missing or wrong");
+      }
+      const scope = scopes.get(issuer.user);
+      if (scope?.from && !scope.from.has(ip)) {
+        throw new ApiError("ISSUER_NOT_ALLOWED", "this issuer may not request tokens from this address");
       }
       if (!req.is("application/x-www-form-urlencoded") || typeof req.body !== "object" || req.body === null) {
         throw new ApiError("BAD_REQUEST", "expected an application/x-www-form-urlencoded body");
@@ -69,6 +85,12 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
         const revoked = await deps.tokens.revoke(expire);
         if (!revoked.ok) throw tokenError(revoked.result);
         deps.log.info({ event: "token_revoked", issuer: auth.user, tokenHash: tokenHash(revoked.claims.id) });
+        deps.audit.write({
+          event: "token_revoked",
+          issuer: auth.user,
+          from: ip,
+          tokenHash: tokenHash(revoked.claims.id),
+        });
         res.type("text/plain").send("revoked\n");
         return;
       }
@@ -76,13 +98,14 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
       const slaveIp = field(body, "slave_ip");
       if (!slaveIp || isIP(slaveIp) === 0)
         throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
+      if (scope?.slaveIps && !scope.slaveIps.has(slaveIp)) {
+        throw new ApiError("ISSUER_NOT_ALLOWED", "this issuer may not request tokens for that build machine");
+      }
+      const maxDuration = Math.min(tokenConfig.maxDuration, issuer.maxDuration ?? Number.POSITIVE_INFINITY);
       const durationText = field(body, "duration");
       const duration = durationText === undefined ? tokenConfig.defaultDuration : Number(durationText);
-      if (!Number.isInteger(duration) || duration < 1 || duration > tokenConfig.maxDuration) {
-        throw new ApiError(
-          "BAD_REQUEST",
-          `duration must be whole seconds between 1 and ${tokenConfig.maxDuration}`,
-        );
+      if (!Number.isInteger(duration) || duration < 1 || duration > maxDuration) {
+        throw new ApiError("BAD_REQUEST", `duration must be whole seconds between 1 and ${maxDuration}`);
       }
       const formatsText = field(body, "formats");
       const formats = formatsText ? formatsText.split(",").map((f) => f.trim()) : undefined;
@@ -104,6 +127,15 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
         slaveIp,
         duration,
         tokenHash: tokenHash(claims.id),
+      });
+      deps.audit.write({
+        event: "token_issued",
+        issuer: auth.user,
+        from: ip,
+        slaveIp,
+        tokenHash: tokenHash(claims.id),
+        expiresAt: new Date(claims.exp * 1000).toISOString(),
+        ...(claims.fmt ? { formats: claims.fmt } : {}),
       });
       res.type("text/plain").send(token);
     },
