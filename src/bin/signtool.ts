@@ -46,6 +46,13 @@ function nodesFrom(specs: string[], tls: boolean): string[] {
   return nodes.map((h) => nodeUrl(h, tls));
 }
 
+/** --client-cert and --client-key, both or neither. */
+function clientCertFrom(o: { clientCert?: string; clientKey?: string }): { clientCert?: { cert: Buffer; key: Buffer } } {
+  if (!o.clientCert && !o.clientKey) return {};
+  if (!o.clientCert || !o.clientKey) throw new UsageError("--client-cert and --client-key go together");
+  return { clientCert: { cert: readFileSync(o.clientCert), key: readFileSync(o.clientKey) } };
+}
+
 /** `USER:PASSWORD_FILE` → issuer credentials. */
 function issuerFrom(spec: string): { user: string; password: string } {
   const colon = spec.indexOf(":");
@@ -83,11 +90,13 @@ program
   .option("--formats <list>", "restrict the token to these formats (comma-separated)")
   .requiredOption("-o, --output <file>", "where to write the token (mode 0600)")
   .option("-c, --cacert <file>", "CA or pinned server certificate (https)")
+  .option("--client-cert <file>", "client certificate (PEM), for nodes that require mutual TLS")
+  .option("--client-key <file>", "the client certificate's key (PEM, mode 0600)")
   .option("--max-time <time>", "give up after this long", durationArg, 120)
   .action(async (o) => {
     const ca = o.cacert ? readFileSync(o.cacert) : undefined;
     const token = await requestToken({
-      nodes: nodesFrom(o.host, Boolean(ca)),
+      nodes: nodesFrom(o.host, Boolean(ca || o.clientCert)),
       user: o.user,
       password: readSecretFile(o.passwordFile, "password file"),
       slaveIp: o.slaveIp,
@@ -95,6 +104,7 @@ program
       maxTimeMs: o.maxTime * 1000,
       ...(o.formats ? { formats: String(o.formats).split(",") } : {}),
       ...(ca ? { ca } : {}),
+      ...clientCertFrom(o),
     });
     await writeFileAtomic(o.output, token, 0o600);
     process.stderr.write(`signtool: token for ${o.slaveIp} written to ${o.output}\n`);
@@ -109,6 +119,8 @@ program
   .requiredOption("-H, --host <host:port>", "a signing node (repeat for each node)", collect, [])
   .requiredOption("-f, --format <format>", "signing format, e.g. gpg or sshsig (repeatable)", collect, [])
   .option("-c, --cacert <file>", "CA or pinned server certificate (https)")
+  .option("--client-cert <file>", "client certificate (PEM), for nodes that require mutual TLS")
+  .option("--client-key <file>", "the client certificate's key (PEM, mode 0600)")
   .option("--cachedir <dir>", "keep signatures here by digest; a rerun uploads nothing")
   .addOption(
     new Option("-o, --output <file>", "signature file (one file, one format)").conflicts("outputDir"),
@@ -139,13 +151,14 @@ program
     }
     const progress = new Progress(process.stderr);
     const client = new SigningClient({
-      nodes: nodesFrom(o.host, Boolean(ca)),
+      nodes: nodesFrom(o.host, Boolean(ca || o.clientCert)),
       tokenFile: o.tokenFile,
       nonceFile: o.nonceFile,
       maxTimeMs: o.maxTime * 1000,
       onEvent: (e) => progress.event(e),
       ...(o.cachedir ? { cacheDir: o.cachedir } : {}),
       ...(ca ? { ca } : {}),
+      ...clientCertFrom(o),
       ...(issuer ? { issuer } : {}),
     });
 

@@ -18,6 +18,8 @@ export interface HttpRequest {
   timeoutMs: number;
   /** CA or pinned server certificate for https. */
   ca?: Buffer;
+  /** Client certificate and key, for nodes that require mutual TLS. */
+  clientCert?: { cert: Buffer; key: Buffer };
   /** Answers larger than this are a misbehaving node, not a signature. */
   maxBodyBytes?: number;
 }
@@ -54,6 +56,7 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
       headers: req.headers,
       agent: false,
       ...(req.ca ? { ca: req.ca } : {}),
+      ...(req.clientCert ?? {}),
     });
     const timer = setTimeout(
       () => fail("ETIMEDOUT", `no complete answer from ${url.host} in ${req.timeoutMs} ms`),

@@ -28,6 +28,8 @@ export interface SigningClientOptions {
   /** `?wait=` while polling: the node holds the answer until signed. */
   pollWaitSeconds?: number;
   ca?: Buffer;
+  /** Client certificate and key, for nodes that require mutual TLS. */
+  clientCert?: { cert: Buffer; key: Buffer };
   /** With issuer credentials, a rejected or missing token is fetched again instead of failing. */
   issuer?: Omit<TokenRequest, "nodes" | "ca" | "random">;
   random?: () => number;
@@ -240,7 +242,7 @@ export class SigningClient {
       method: "GET",
       url: `${node}/sign/${encodeURIComponent(format)}/${sha256}${wait ? `?wait=${wait}` : ""}`,
       timeoutMs: this.timeout() + wait * 1000,
-      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+      ...this.tls(),
     });
   }
 
@@ -273,7 +275,7 @@ export class SigningClient {
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
             body: () => form.open(),
             timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
-            ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+            ...this.tls(),
           });
         } catch (err) {
           const { reason } = classifyNetworkError(err) as { reason: string };
@@ -306,6 +308,14 @@ export class SigningClient {
         return { result: { verdict, node }, ...(keep ? { next } : {}) };
       }
     });
+  }
+
+  /** TLS settings for every request: the pinned CA or certificate, and our own certificate. */
+  private tls(): { ca?: Buffer; clientCert?: { cert: Buffer; key: Buffer } } {
+    return {
+      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+      ...(this.opts.clientCert ? { clientCert: this.opts.clientCert } : {}),
+    };
   }
 
   private timeout(): number {
@@ -342,7 +352,7 @@ export class SigningClient {
       const token = await requestToken({
         ...issuer,
         nodes: this.nodes.all,
-        ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+        ...this.tls(),
         ...(this.opts.random ? { random: this.opts.random } : {}),
       });
       await this.nonces.use(async () => ({ result: undefined, next: "" }));

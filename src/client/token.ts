@@ -14,6 +14,7 @@ export interface TokenRequest {
   maxTimeMs?: number;
   requestTimeoutMs?: number;
   ca?: Buffer;
+  clientCert?: { cert: Buffer; key: Buffer };
   random?: () => number;
 }
 
@@ -42,6 +43,7 @@ export async function requestToken(req: TokenRequest): Promise<string> {
         timeoutMs: req.requestTimeoutMs ?? 30_000,
         maxBodyBytes: 8192,
         ...(req.ca ? { ca: req.ca } : {}),
+        ...(req.clientCert ? { clientCert: req.clientCert } : {}),
       });
       const token = res.body.toString("utf8").trim();
       if (res.status === 200 && /^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token))
