@@ -33,6 +33,9 @@ const STATUS = {
 
 export type ApiErrorCode = keyof typeof STATUS;
 
+/** Every documented error code: what a client may ever see in `error.code`. */
+export const ERROR_CODES: ReadonlySet<string> = new Set(Object.keys(STATUS));
+
 /** Retrying (on this or another node) can succeed for these. */
 const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
   "RATE_LIMITED",
