@@ -47,7 +47,9 @@ function nodesFrom(specs: string[], tls: boolean): string[] {
 }
 
 /** --client-cert and --client-key, both or neither. */
-function clientCertFrom(o: { clientCert?: string; clientKey?: string }): { clientCert?: { cert: Buffer; key: Buffer } } {
+function clientCertFrom(o: { clientCert?: string; clientKey?: string }): {
+  clientCert?: { cert: Buffer; key: Buffer };
+} {
   if (!o.clientCert && !o.clientKey) return {};
   if (!o.clientCert || !o.clientKey) throw new UsageError("--client-cert and --client-key go together");
   return { clientCert: { cert: readFileSync(o.clientCert), key: readFileSync(o.clientKey) } };
