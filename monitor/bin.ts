@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
+import { runMain } from "../src/bin/run-main.js";
 import { ConfigError } from "../src/config/load.js";
 import { loadMonitorConfigFile } from "./config.js";
 import { startMonitor } from "./monitor.js";
 
 const USAGE = `usage: signing-monitor --config FILE   (or SIGNING_MONITOR_CONFIG; SIGNING_MONITOR__a__b=value overrides key a.b)`;
 
-async function main(): Promise<number> {
+async function main(): Promise<number | "serving"> {
   const { values } = parseArgs({
     options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
   });
@@ -19,27 +20,11 @@ async function main(): Promise<number> {
     console.error(`no configuration given\n${USAGE}`);
     return 2;
   }
-  try {
-    const monitor = await startMonitor(loadMonitorConfigFile(file));
-    const stop = () => void monitor.close().then(() => process.exit(0));
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-    return -1;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`signing-monitor: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+  const monitor = await startMonitor(loadMonitorConfigFile(file));
+  const stop = () => void monitor.close().then(() => process.exit(0));
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  return "serving";
 }
 
-main().then(
-  (code) => {
-    if (code >= 0) process.exit(code);
-  },
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain("signing-monitor", main, (err) => err instanceof ConfigError);

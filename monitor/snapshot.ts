@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { open, readFile, rename, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { writeFileAtomic } from "../src/files/write-atomic.js";
 import type { StoreKeys } from "../src/store/keys.js";
 import type { RedisClient } from "../src/store/redis.js";
 
@@ -122,31 +123,10 @@ export async function takeSnapshot(client: RedisClient, keys: StoreKeys, epochId
   return snap;
 }
 
-/** Writes the snapshot so that a reader sees the old file or the new one: temp, fsync, rename. */
+/** Writes the snapshot so that a reader sees the old file or the new one (temp, fsync, rename). */
 export async function writeSnapshot(file: string, snap: Snapshot): Promise<void> {
   const body = JSON.stringify(snap);
-  const text = `${JSON.stringify({ checksum: checksum(body), snapshot: snap })}\n`;
-  const tmp = join(dirname(file), `.snapshot.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    const fh = await open(tmp, "wx", 0o600);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-    // The rename itself must survive a crash: sync the directory entry.
-    const dir = await open(dirname(file), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch (err) {
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
+  await writeFileAtomic(file, `${JSON.stringify({ checksum: checksum(body), snapshot: snap })}\n`, 0o600);
 }
 
 /** Reads and checks a snapshot; undefined when there is none yet. */

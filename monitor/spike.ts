@@ -1,13 +1,7 @@
+import { REJECTED_TOKEN_RESULTS } from "../src/tokens/service.js";
+
 /** Token check results that are a client's token being refused (not our own outages). */
-export const REJECTED_RESULTS = [
-  "malformed",
-  "bad_signature",
-  "expired",
-  "ip_mismatch",
-  "revoked",
-  "invalidated",
-  "nonce_mismatch",
-] as const;
+export const REJECTED_RESULTS = REJECTED_TOKEN_RESULTS;
 
 /** Sums of signing_token_checks_total by result, read from one node's /metrics text. */
 export function rejectedCounts(metricsText: string): Map<string, number> {

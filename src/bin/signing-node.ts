@@ -4,6 +4,7 @@ import { ConfigError, loadConfigFile } from "../config/load.js";
 import { startNode } from "../node.js";
 import { KeyLoadError } from "../signing/signer.js";
 import { hashPassword } from "../tokens/credentials.js";
+import { runMain } from "./run-main.js";
 
 const USAGE = `usage:
   signing-node --config FILE      serve (or set SIGNING_CONFIG); SIGNING__a__b=value overrides key a.b
@@ -17,7 +18,7 @@ async function readStdin(): Promise<string> {
     .replace(/\r?\n$/, "");
 }
 
-async function main(): Promise<number> {
+async function main(): Promise<number | "serving"> {
   const { values, positionals } = parseArgs({
     options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
     allowPositionals: true,
@@ -44,33 +45,17 @@ async function main(): Promise<number> {
     console.error(`no configuration given\n${USAGE}`);
     return 2;
   }
-  try {
-    const node = await startNode(loadConfigFile(file));
-    const stop = (signal: string) => {
-      node.log.info({ event: "shutdown", signal });
-      node.close().then(
-        (drained) => process.exit(drained ? 0 : 1),
-        () => process.exit(1),
-      );
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-    return -1;
-  } catch (err) {
-    if (err instanceof ConfigError || err instanceof KeyLoadError) {
-      console.error(`signing-node: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+  const node = await startNode(loadConfigFile(file));
+  const stop = (signal: string) => {
+    node.log.info({ event: "shutdown", signal });
+    node.close().then(
+      (drained) => process.exit(drained ? 0 : 1),
+      () => process.exit(1),
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+  return "serving";
 }
 
-main().then(
-  (code) => {
-    if (code >= 0) process.exit(code);
-  },
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain("signing-node", main, (err) => err instanceof ConfigError || err instanceof KeyLoadError);

@@ -4,11 +4,11 @@ import { basename, join, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { parseDuration } from "../client/duration.js";
 import { ClientError } from "../client/errors.js";
-import { writeFileAtomic } from "../client/files.js";
 import { nodeUrl } from "../client/nodes.js";
 import { describeResult, Progress } from "../client/progress.js";
 import { SigningClient, type SignResult, SUFFIXES } from "../client/signing-client.js";
 import { requestToken } from "../client/token.js";
+import { writeFileAtomic } from "../files/write-atomic.js";
 
 /** A mistake on the command line: exit 2, like commander's own usage errors. */
 class UsageError extends Error {}

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { writeFileAtomic } from "./files.js";
+import { writeFileAtomic } from "../files/write-atomic.js";
 
 /**
  * The token's nonce chain as the client keeps it: the classic nonce file (empty or missing

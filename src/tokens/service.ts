@@ -36,6 +36,18 @@ export const TOKEN_CHECK_RESULTS = [
 ] as const;
 export type TokenCheckResult = (typeof TOKEN_CHECK_RESULTS)[number];
 
+/** The results that are a client's token being refused, as opposed to our own outages. */
+export const REJECTED_TOKEN_RESULTS = [
+  "malformed",
+  "bad_signature",
+  "expired",
+  "ip_mismatch",
+  "revoked",
+  "invalidated",
+  "nonce_mismatch",
+  "format_not_allowed",
+] as const satisfies readonly TokenCheckResult[];
+
 export type TokenCheck =
   | { ok: true; result: "valid" | "healed" | "degraded"; claims: TokenClaims; nextNonce?: string }
   | { ok: false; result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">; retryAfterMs?: number };

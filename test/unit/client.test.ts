@@ -4,11 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { parseDuration } from "../../src/client/duration.js";
-import { writeFileAtomic } from "../../src/client/files.js";
 import { TransportError } from "../../src/client/http.js";
 import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
 import { NonceChain } from "../../src/client/nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError } from "../../src/client/retry.js";
+import { writeFileAtomic } from "../../src/files/write-atomic.js";
 
 const dir = mkdtempSync(join(tmpdir(), "signtool-unit-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,5 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
@@ -18,27 +17,15 @@ export async function writeFileAtomic(path: string, data: Buffer | string, mode 
       await fh.close();
     }
     await rename(tmp, path);
+    // The rename itself must survive a crash: sync the directory entry too.
+    const dir = await open(dirname(path), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
   }
-}
-
-export interface FileDigests {
-  size: number;
-  sha1: string;
-  sha256: string;
-}
-
-/** Hashes a file as a stream (native crypto), sha1 for classic nodes and sha256 for ours. */
-export async function hashFile(path: string): Promise<FileDigests> {
-  const sha1 = createHash("sha1");
-  const sha256 = createHash("sha256");
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
-    sha1.update(chunk as Buffer);
-    sha256.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha1: sha1.digest("hex"), sha256: sha256.digest("hex") };
 }
