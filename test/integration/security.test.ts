@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { stringify } from "yaml";
@@ -343,5 +344,61 @@ test("a world-readable private key stops signing-node at start-up (exit 2, named
     chmodSync(keyFile, 0o600);
   } finally {
     await cluster.stop();
+  }
+});
+
+test("secret rotation: a token signed with a rotated-out secret is refused, one signed with a kept old secret is not", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "signing-rotation-"));
+  const secret = (name: string) => {
+    writeFileSync(join(dir, name), randomBytes(32).toString("hex"), { mode: 0o600 });
+    return join(dir, name);
+  };
+  const [oldFile, newFile] = [secret("old"), secret("new")];
+  const before = await TestCluster.start({
+    nodes: 1,
+    overrides: { token: { secrets: [{ kid: "old", file: oldFile }] } },
+  });
+  let oldToken: string;
+  try {
+    oldToken = await getToken(before.node(0).url, before.basicAuth);
+  } finally {
+    await before.stop();
+  }
+  // Step 1 of a rotation: the new secret signs, the old one still verifies.
+  const during = await TestCluster.start({
+    nodes: 1,
+    overrides: {
+      token: {
+        secrets: [
+          { kid: "new", file: newFile },
+          { kid: "old", file: oldFile },
+        ],
+      },
+    },
+  });
+  try {
+    const res = await upload(during.node(0).url, { token: oldToken, nonce: "", data: randomBytes(8) });
+    assert.notEqual(
+      res.body?.error?.code,
+      "TOKEN_BAD_SIGNATURE",
+      "the old secret still verifies during the rotation",
+    );
+    const fresh = await getToken(during.node(0).url, during.basicAuth);
+    assert.equal(fresh.split(".")[1], "new", "new tokens carry the new kid");
+  } finally {
+    await during.stop();
+  }
+  // Step 2: the old secret removed: its tokens are forged as far as the cluster knows.
+  const after2 = await TestCluster.start({
+    nodes: 1,
+    overrides: { token: { secrets: [{ kid: "new", file: newFile }] } },
+  });
+  try {
+    const res = await upload(after2.node(0).url, { token: oldToken, nonce: "", data: randomBytes(8) });
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error.code, "TOKEN_BAD_SIGNATURE");
+  } finally {
+    await after2.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
