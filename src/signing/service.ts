@@ -47,6 +47,7 @@ export interface Slot {
   release(): void;
 }
 
+/** Jobs on other nodes are only seen in the store; this node's own jobs wake their waiters. */
 const POLL_MS = 100;
 
 /**
@@ -60,6 +61,8 @@ export class SigningService {
   private readonly localPending = new Map<string, string>();
   private pending = 0;
   private readonly pendingByIp = new Map<string, number>();
+  /** Requests waiting (?wait=) for a job this node runs, by `format:digest` (sha256 and sha1). */
+  private readonly waiters = new Map<string, Set<() => void>>();
 
   constructor(private readonly opts: SigningServiceOptions) {}
 
@@ -126,7 +129,29 @@ export class SigningService {
       const found = await this.lookup(format, digest);
       const pending = found.found.kind === "job" && found.found.job.state === "pending";
       if (!pending || Date.now() + POLL_MS > deadline || signal?.aborted) return found;
-      await sleep(POLL_MS);
+      await this.jobEndOrPoll(`${format}:${digest}`);
+    }
+  }
+
+  /** Resolves when this node finishes the job for `key`, or after one poll interval. */
+  private jobEndOrPoll(key: string): Promise<void> {
+    return new Promise((resolve) => {
+      const set = this.waiters.get(key) ?? new Set();
+      this.waiters.set(key, set);
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
+        resolve();
+      };
+      const timer = setTimeout(done, POLL_MS);
+      set.add(done);
+    });
+  }
+
+  private wake(format: string, upload: SpooledUpload): void {
+    for (const key of [`${format}:${upload.sha256}`, `${format}:${upload.sha1}`]) {
+      for (const done of [...(this.waiters.get(key) ?? [])]) done();
     }
   }
 
@@ -263,6 +288,7 @@ export class SigningService {
       clearInterval(renew);
       this.localPending.delete(`${format}:${upload.sha256}`);
       this.localPending.delete(`${format}:${upload.sha1}`);
+      this.wake(format, upload);
       await discard(upload.path);
     }
   }

@@ -34,7 +34,8 @@ export interface Signer {
   readonly suffix: string;
   /** Public key (armored OpenPGP key, or an OpenSSH public key line) for verification. */
   publicKey(): string;
-  sign(input: Readable): Promise<Buffer>;
+  /** A stream for large inputs; small ones may come whole (much faster through openpgp.js). */
+  sign(input: Readable | Uint8Array): Promise<Buffer>;
 }
 
 /** A key that cannot be loaded: the node refuses to start and says which and why. */

@@ -83,7 +83,12 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
     fingerprint,
     suffix: ".asc",
     publicKey: () => publicArmored,
-    async sign(input: Readable): Promise<Buffer> {
+    async sign(input: Readable | Uint8Array): Promise<Buffer> {
+      if (input instanceof Uint8Array) {
+        const message = await openpgp.createMessage({ binary: input });
+        const armored = await openpgp.sign({ message, signingKeys: key, detached: true, format: "armored" });
+        return Buffer.from(armored, "utf8");
+      }
       // An input error must reject even if openpgp were to swallow it somewhere in its pipeline.
       let onError: ((err: Error) => void) | undefined;
       const inputFailed = new Promise<never>((_, reject) => {

@@ -44,9 +44,11 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
     fingerprint,
     suffix: ".sig",
     publicKey: () => pubLine,
-    async sign(input: Readable): Promise<Buffer> {
+    async sign(input: Readable | Uint8Array): Promise<Buffer> {
       const hash = createHash(HASH_ALG);
-      for await (const chunk of input) hash.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+      if (input instanceof Uint8Array) hash.update(input);
+      else
+        for await (const chunk of input) hash.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
       const digest = hash.digest();
       const signedData = Buffer.concat([
         MAGIC,

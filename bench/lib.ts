@@ -1,0 +1,378 @@
+/**
+ * Shared pieces of the benchmarks: statistics, tables, JSON results, an SVG line chart, a
+ * throwaway GNUPGHOME with the dev key, /proc readings and token issuing.
+ */
+import { execFile, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+
+/** The repository root (this file runs as dist/bench/lib.js). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const RESULTS_DIR = join(ROOT, "bench", "results");
+
+// ---------------------------------------------------------------- statistics
+
+/** Nearest-rank percentile (p in 0..100) of unsorted values; 0 for none. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length) - 1;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))] ?? 0;
+}
+
+export interface Summary {
+  n: number;
+  mean: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export function summarize(values: readonly number[]): Summary {
+  const n = values.length;
+  const mean = n ? values.reduce((a, b) => a + b, 0) / n : 0;
+  return {
+    n,
+    mean,
+    p50: percentile(values, 50),
+    p99: percentile(values, 99),
+    max: n ? Math.max(...values) : 0,
+  };
+}
+
+/** A number with sensible precision for a table. */
+export function fmt(v: number | undefined, digits?: number): string {
+  if (v === undefined || Number.isNaN(v)) return "-";
+  if (!Number.isFinite(v)) return "∞";
+  if (digits === undefined && Number.isInteger(v)) return String(v);
+  const d = digits ?? (Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2);
+  return v.toFixed(d);
+}
+
+export const ratio = (a: number, b: number): number => (b > 0 ? a / b : Number.NaN);
+
+// ---------------------------------------------------------------- output
+
+export type Cell = string | number | undefined;
+
+/** Prints an aligned text table (numbers right-aligned) under a title. */
+export function printTable(title: string, headers: string[], rows: Cell[][]): string {
+  const text = rows.map((r) => r.map((c) => (typeof c === "number" ? fmt(c) : (c ?? "-"))));
+  const widths = headers.map((h, i) => Math.max(h.length, ...text.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[], numeric: boolean[]) =>
+    cells
+      .map((c, i) => (numeric[i] ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  const numeric = headers.map((_, i) => rows.some((r) => typeof r[i] === "number"));
+  const out = [
+    "",
+    `## ${title}`,
+    line(headers, numeric),
+    widths.map((w) => "-".repeat(w)).join("  "),
+    ...text.map((r) => line(r, numeric)),
+    "",
+  ].join("\n");
+  console.log(out);
+  return out;
+}
+
+/** Writes bench/results/<name>.json with the machine's description, and returns its path. */
+export function writeResult(name: string, data: Record<string, unknown>): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}.json`);
+  const body = {
+    benchmark: name,
+    at: new Date().toISOString(),
+    machine: machine(),
+    ...data,
+  };
+  writeFileSync(file, `${JSON.stringify(body, null, 2)}\n`);
+  console.log(`results: ${file}`);
+  return file;
+}
+
+export function machine(): Record<string, unknown> {
+  const c = cpus();
+  return {
+    cpus: c.length,
+    cpuModel: c[0]?.model,
+    node: process.version,
+    platform: process.platform,
+    loadAverage: loadavg(),
+  };
+}
+
+// ---------------------------------------------------------------- SVG chart
+
+export interface Series {
+  name: string;
+  points: [number, number][];
+  color?: string;
+  dashed?: boolean;
+}
+
+export interface ChartOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: Series[];
+  /** Vertical marker lines, e.g. the fault injection. */
+  markers?: { x: number; label: string }[];
+  width?: number;
+  height?: number;
+}
+
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+function niceStep(range: number, ticks: number): number {
+  const raw = range / Math.max(1, ticks);
+  const mag = 10 ** Math.floor(Math.log10(raw || 1));
+  const norm = raw / mag;
+  return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * mag;
+}
+
+/** A hand-written SVG line chart: axes with ticks, one polyline per series, a legend, markers. */
+export function svgLineChart(o: ChartOptions): string {
+  const W = o.width ?? 900;
+  const H = o.height ?? 420;
+  const m = { l: 60, r: 190, t: 40, b: 50 };
+  const all = o.series.flatMap((s) => s.points);
+  const xs = [...all.map((p) => p[0]), ...(o.markers ?? []).map((k) => k.x)];
+  const xMin = Math.min(0, ...xs);
+  const xMax = Math.max(xMin + 1, ...xs);
+  const yMax = Math.max(1, ...all.map((p) => p[1])) * 1.1;
+  const px = (x: number) => m.l + ((x - xMin) / (xMax - xMin)) * (W - m.l - m.r);
+  const py = (y: number) => H - m.b - (y / yMax) * (H - m.t - m.b);
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12" role="img" aria-label="${esc(o.title)}">`,
+    `<title>${esc(o.title)}</title>`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2 - m.r / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(o.title)}</text>`,
+  ];
+  const xStep = niceStep(xMax - xMin, 10);
+  for (let x = Math.ceil(xMin / xStep) * xStep; x <= xMax + 1e-9; x += xStep) {
+    parts.push(
+      `<line x1="${px(x)}" y1="${m.t}" x2="${px(x)}" y2="${H - m.b}" stroke="#eee"/>`,
+      `<text x="${px(x)}" y="${H - m.b + 16}" text-anchor="middle">${fmt(x, xStep < 1 ? 1 : 0)}</text>`,
+    );
+  }
+  const yStep = niceStep(yMax, 6);
+  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
+    parts.push(
+      `<line x1="${m.l}" y1="${py(y)}" x2="${W - m.r}" y2="${py(y)}" stroke="#eee"/>`,
+      `<text x="${m.l - 6}" y="${py(y) + 4}" text-anchor="end">${fmt(y, yStep < 1 ? 1 : 0)}</text>`,
+    );
+  }
+  parts.push(
+    `<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/>`,
+    `<line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="black"/>`,
+    `<text x="${(m.l + W - m.r) / 2}" y="${H - 10}" text-anchor="middle">${esc(o.xLabel)}</text>`,
+    `<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
+  );
+  for (const k of o.markers ?? []) {
+    parts.push(
+      `<line x1="${px(k.x)}" y1="${m.t}" x2="${px(k.x)}" y2="${H - m.b}" stroke="#555" stroke-dasharray="2 3"/>`,
+      `<text x="${px(k.x) + 4}" y="${m.t + 12}" fill="#555">${esc(k.label)}</text>`,
+    );
+  }
+  o.series.forEach((s, i) => {
+    const color = s.color ?? PALETTE[i % PALETTE.length];
+    const pts = s.points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
+    parts.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""} points="${pts}"/>`,
+      `<line x1="${W - m.r + 12}" y1="${m.t + 10 + i * 20}" x2="${W - m.r + 36}" y2="${m.t + 10 + i * 20}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
+      `<text x="${W - m.r + 42}" y="${m.t + 14 + i * 20}">${esc(s.name)}</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return `${parts.join("\n")}\n`;
+}
+
+export function writeSvg(name: string, svg: string): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}.svg`);
+  writeFileSync(file, svg);
+  console.log(`chart: ${file}`);
+  return file;
+}
+
+// ---------------------------------------------------------------- processes
+
+/** Peak resident set size (VmHWM) of a process, bytes. */
+export function peakRss(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+/** Current resident set size (VmRSS), bytes. */
+export function rss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+/** Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`); false when not allowed. */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** User + system CPU time a process has used, ms (from /proc/PID/stat, USER_HZ = 100). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Runs a program to its end; rejects on a non-zero exit. Returns its wall time in ms. */
+export async function timed(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<number> {
+  const t0 = performance.now();
+  await execFileP(cmd, args, { env: env ?? process.env, maxBuffer: 16 * 1024 * 1024 });
+  return performance.now() - t0;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `signing-bench-${prefix}-`));
+}
+
+// ---------------------------------------------------------------- gpg
+
+export interface GpgHome {
+  home: string;
+  env: NodeJS.ProcessEnv;
+  /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process. */
+  sign(input: string, output: string): Promise<number>;
+  verify(signature: string, input: string): boolean;
+  close(): void;
+}
+
+/**
+ * A temp GNUPGHOME holding the dev key (imported with loopback pinentry), signing the way
+ * a classic signing server shells out to gpg for every file.
+ */
+export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgHome {
+  const home = mkdtempSync(join(tmpdir(), "signing-bench-gnupg-"));
+  const env = { ...process.env, GNUPGHOME: home };
+  writeFileSync(join(home, "gpg-agent.conf"), "allow-loopback-pinentry\n");
+  const imp = spawnSync(
+    "gpg",
+    [
+      "--batch",
+      "--pinentry-mode",
+      "loopback",
+      "--passphrase-file",
+      keys.passphraseFile,
+      "--import",
+      keys.keyFile,
+    ],
+    { env, encoding: "utf8" },
+  );
+  if (imp.status !== 0) throw new Error(`gpg --import failed: ${imp.stderr}`);
+  return {
+    home,
+    env,
+    sign: (input, output) =>
+      timed(
+        "gpg",
+        [
+          "--batch",
+          "--yes",
+          "--pinentry-mode",
+          "loopback",
+          "--passphrase-file",
+          keys.passphraseFile,
+          "--detach-sign",
+          "--armor",
+          "-o",
+          output,
+          input,
+        ],
+        env,
+      ),
+    verify(signature, input) {
+      return spawnSync("gpg", ["--batch", "--verify", signature, input], { env }).status === 0;
+    },
+    close() {
+      spawnSync("gpgconf", ["--kill", "gpg-agent"], { env });
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- the cluster
+
+/**
+ * SIGNING__… settings for benchmark nodes. Every benchmark client connects from 127.0.0.1,
+ * so the per-IP limits (meant for one build machine each) are lifted: 128 clients here stand
+ * for 128 build machines. The node-wide limits (maxPending) keep their defaults.
+ */
+export function benchNodeEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const lots = JSON.stringify({ ratePerSecond: 1_000_000, burst: 1_000_000 });
+  return {
+    SIGNING__log__level: "warn",
+    SIGNING__limits__tokenPerIp: lots,
+    SIGNING__limits__signPerIp: lots,
+    SIGNING__limits__signPerToken: lots,
+    SIGNING__signing__maxPendingPerIp: "64",
+    ...extra,
+  };
+}
+
+/** Issues `n` tokens for 127.0.0.1 from `url` (a few at a time: each is an scrypt check). */
+export async function issueTokens(url: string, auth: string, n: number, duration = 3600): Promise<string[]> {
+  const out: string[] = [];
+  const one = async (): Promise<string> => {
+    const res = await fetch(`${url}/token`, {
+      method: "POST",
+      headers: { Authorization: auth, "Content-Type": "application/x-www-form-urlencoded" },
+      body: `slave_ip=127.0.0.1&duration=${duration}`,
+    });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`POST /token: ${res.status} ${text}`);
+    return text;
+  };
+  while (out.length < n) {
+    const batch = Math.min(8, n - out.length);
+    out.push(...(await Promise.all(Array.from({ length: batch }, one))));
+  }
+  return out;
+}
+
+export function basicAuth(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+}
+
+/** A 1 KiB checksums file: lines of "<sha256>  <name>" padded to exactly 1024 bytes. */
+export function checksumsFile(seed: string): Buffer {
+  const lines: string[] = [];
+  let i = 0;
+  while (lines.join("").length < 1024) {
+    const h = randomBytes(32).toString("hex");
+    lines.push(`${h}  build-${seed}-${i++}.tar.xz\n`);
+  }
+  return Buffer.from(lines.join("").slice(0, 1024));
+}
+
+/** Exits non-zero on an unhandled failure, after printing it: run-all reports the crash. */
+export function main(fn: () => Promise<void>): void {
+  fn().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,267 @@
+/**
+ * Outage: sustained signing load (signtool clients, tokens issued before the fault) through a
+ * 3-node cluster of real processes while Redis restarts empty (data loss), and while Sentinel
+ * fails over after the primary is killed. Each fault runs twice: the product (monitor running,
+ * orphanPolicy heal) and the classic behaviour (no monitor, orphanPolicy reject, no grace).
+ * Prints throughput per second, failed jobs, time to detect and to recover; writes SVG charts.
+ *
+ *   node dist/bench/outage.js        BENCH_CLIENTS=8 BENCH_WARM_S=4 BENCH_AFTER_S=10
+ *   BENCH_FAULTS=data-loss           only one of data-loss,failover
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ChaosRig } from "../test/helpers/chaos.js";
+import { type LoadResult, SigningLoad } from "../test/helpers/load.js";
+import {
+  basicAuth,
+  benchNodeEnv,
+  fmt,
+  issueTokens,
+  main,
+  printTable,
+  type Series,
+  sleep,
+  svgLineChart,
+  writeResult,
+  writeSvg,
+} from "./lib.js";
+
+type Fault = "data-loss" | "failover";
+type Mode = "product" | "classic";
+
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
+const WARM_MS = Number(process.env.BENCH_WARM_S ?? 4) * 1000;
+const AFTER_MS = Number(process.env.BENCH_AFTER_S ?? 10) * 1000;
+const FAULTS = (process.env.BENCH_FAULTS ?? "data-loss,failover").split(",") as Fault[];
+
+interface RunResult {
+  fault: Fault;
+  mode: Mode;
+  signed: number;
+  failed: number;
+  /** First failed job, ms after the fault. */
+  firstFailureMs: number | null;
+  retries: number;
+  baselinePerSec: number;
+  detectMs: number | null;
+  recoveryMs: number | null;
+  dipped: boolean;
+  /** Seconds relative to the fault (bucket start) → signed / failed in that second. */
+  perSecond: { t: number; signed: number; failed: number }[];
+  errors: string[];
+}
+
+/** When (ms after the fault) a 1 s trailing window is back to ≥ 90% of the pre-fault rate. */
+function recovery(
+  ends: number[],
+  faultAt: number,
+  untilMs: number,
+  baseline: number,
+): { dipped: boolean; recoveryMs: number | null } {
+  const rate = (t: number) => ends.filter((e) => e > t - 1000 && e <= t).length;
+  let dipAt: number | undefined;
+  for (let t = faultAt + 100; t <= faultAt + untilMs; t += 100) {
+    const r = rate(t);
+    if (dipAt === undefined && r < 0.9 * baseline) dipAt = t;
+    if (dipAt !== undefined && r >= 0.9 * baseline) return { dipped: true, recoveryMs: t - faultAt };
+  }
+  return { dipped: dipAt !== undefined, recoveryMs: dipAt === undefined ? 0 : null };
+}
+
+async function run(fault: Fault, mode: Mode): Promise<RunResult> {
+  const classic = mode === "classic";
+  const rig = await ChaosRig.start({
+    sentinel: fault === "failover",
+    nodes: 3,
+    clients: CLIENTS,
+    nodeEnv: {
+      ...benchNodeEnv(),
+      ...(classic ? { SIGNING__store__orphanPolicy: "reject", SIGNING__store__recoveryGraceMs: "1" } : {}),
+    },
+  });
+  try {
+    if (classic) await rig.monitor?.stop("SIGKILL");
+    const auth = basicAuth(rig.state.issuer.user, rig.state.issuer.password);
+    const tokens = await issueTokens(rig.urls[0] as string, auth, CLIENTS);
+    const clients = tokens.map((t, i) => {
+      const tokenFile = join(rig.dir, `bench-token-${i}`);
+      writeFileSync(tokenFile, t);
+      return { tokenFile, nonceFile: join(rig.dir, `bench-nonce-${i}`) };
+    });
+    await sleep(1500); // the monitor snapshots the new tokens (every second)
+    const kind = fault === "data-loss" ? "data_loss" : "failover";
+    const metric = () => rig.monitorMetric("signing_monitor_redis_restarts_total", `kind="${kind}"`);
+    const before = classic ? Number.NaN : await metric();
+
+    const load = new SigningLoad(join(rig.dir, "bench-load"), clients, {
+      nodes: rig.urls,
+      maxTimeMs: 30_000,
+      requestTimeoutMs: 10_000,
+    });
+    await sleep(WARM_MS);
+    const faultAt = Date.now();
+    let detectedAt: number | undefined;
+    let polling = !classic;
+    const poller = (async () => {
+      while (polling && detectedAt === undefined) {
+        try {
+          if ((await metric()) > before) detectedAt = Date.now();
+        } catch {
+          // the monitor is busy: try again
+        }
+        await sleep(100);
+      }
+    })();
+    if (fault === "data-loss") {
+      await rig.primary.kill();
+      await sleep(300);
+      await rig.primary.restart();
+    } else {
+      await rig.primary.kill();
+    }
+    await sleep(Math.max(0, faultAt + AFTER_MS - Date.now()));
+    polling = false;
+    const r: LoadResult = await load.stop();
+    await poller;
+
+    const ok = r.jobs.filter((j) => j.ok).map((j) => j.end);
+    const baseline = ok.filter((e) => e >= faultAt - 3000 && e < faultAt).length / 3;
+    const rec = recovery(ok, faultAt, AFTER_MS, baseline);
+    const perSecond: RunResult["perSecond"] = [];
+    for (let s = -Math.floor(WARM_MS / 1000) + 1; s < AFTER_MS / 1000; s++) {
+      const lo = faultAt + s * 1000;
+      const inSec = r.jobs.filter((j) => j.end >= lo && j.end < lo + 1000);
+      perSecond.push({
+        t: s,
+        signed: inSec.filter((j) => j.ok).length,
+        failed: inSec.filter((j) => !j.ok).length,
+      });
+    }
+    // SigningLoad's loops keep signing after a failure; a build would stop at its first one.
+    return {
+      fault,
+      mode,
+      signed: r.signed,
+      failed: r.failed,
+      firstFailureMs: r.failed ? Math.min(...r.jobs.filter((j) => !j.ok).map((j) => j.end)) - faultAt : null,
+      retries: r.retries,
+      baselinePerSec: baseline,
+      detectMs: detectedAt === undefined ? null : detectedAt - faultAt,
+      recoveryMs: rec.recoveryMs,
+      dipped: rec.dipped,
+      perSecond,
+      errors: [...new Set(r.errors)].slice(0, 5),
+    };
+  } finally {
+    await rig.stop();
+  }
+}
+
+main(async () => {
+  const runs: RunResult[] = [];
+  for (const fault of FAULTS) {
+    for (const mode of ["product", "classic"] as Mode[]) {
+      console.log(`  ${fault}, ${mode}…`);
+      runs.push(await run(fault, mode));
+    }
+    const pair = runs.filter((r) => r.fault === fault);
+    const series: Series[] = pair.flatMap((r, i) => [
+      {
+        name: `${r.mode}: signed/s`,
+        points: r.perSecond.map((p) => [p.t + 0.5, p.signed] as [number, number]),
+        color: i === 0 ? "#1f77b4" : "#d62728",
+      },
+      {
+        name: `${r.mode}: failed/s`,
+        points: r.perSecond.map((p) => [p.t + 0.5, p.failed] as [number, number]),
+        color: i === 0 ? "#1f77b4" : "#d62728",
+        dashed: true,
+      },
+    ]);
+    const product = pair.find((r) => r.mode === "product");
+    writeSvg(
+      `outage-${fault}`,
+      svgLineChart({
+        title: `Signing through a Redis ${fault === "data-loss" ? "restart with data loss" : "Sentinel failover"} (${CLIENTS} clients, 3 nodes)`,
+        xLabel: "seconds since the fault",
+        yLabel: "jobs per second",
+        series,
+        markers: [
+          { x: 0, label: fault === "data-loss" ? "Redis killed, restarted empty" : "primary killed" },
+          ...(product?.detectMs != null ? [{ x: product.detectMs / 1000, label: "monitor detects" }] : []),
+        ],
+      }),
+    );
+  }
+
+  printTable(
+    "Outage: per second, signed (failed) — t = seconds since the fault",
+    ["run", ...(runs[0]?.perSecond.map((p) => `${p.t}`) ?? [])],
+    runs.map((r) => [
+      `${r.fault} ${r.mode}`,
+      ...r.perSecond.map((p) => (p.failed ? `${p.signed}(${p.failed})` : `${p.signed}`)),
+    ]),
+  );
+  printTable(
+    "Outage: summary",
+    [
+      "fault",
+      "mode",
+      "signed",
+      "failed jobs",
+      "first failure ms",
+      "retries",
+      "pre-fault /s",
+      "detect ms",
+      "recover ms (≥90%)",
+    ],
+    runs.map((r) => [
+      r.fault,
+      r.mode,
+      r.signed,
+      r.failed,
+      r.firstFailureMs === null ? "-" : fmt(r.firstFailureMs, 0),
+      r.retries,
+      r.baselinePerSec,
+      r.detectMs === null ? "n/a" : fmt(r.detectMs, 0),
+      r.recoveryMs === null ? "never" : fmt(r.recoveryMs, 0),
+    ]),
+  );
+  for (const r of runs.filter((x) => x.errors.length))
+    console.log(`${r.fault} ${r.mode} errors: ${r.errors.join(" | ")}`);
+  const products = runs.filter((r) => r.mode === "product");
+  const met = {
+    zeroFailed: products.every((r) => r.failed === 0),
+    detectWithin2s: products.every((r) => r.detectMs !== null && r.detectMs <= 2000),
+    recoverWithin5s: products.every((r) => r.recoveryMs !== null && r.recoveryMs <= 5000),
+  };
+  printTable(
+    "Outage: targets (product runs)",
+    ["target", "wanted", "measured", "met"],
+    [
+      [
+        "failed jobs",
+        "0",
+        products.map((r) => `${r.fault}: ${r.failed}`).join(", "),
+        met.zeroFailed ? "yes" : "NO",
+      ],
+      [
+        "time to detect",
+        "≤ 2000 ms",
+        products.map((r) => `${r.fault}: ${r.detectMs ?? "never"}`).join(", "),
+        met.detectWithin2s ? "yes" : "NO",
+      ],
+      [
+        "throughput ≥ 90% again",
+        "≤ 5000 ms",
+        products.map((r) => `${r.fault}: ${r.recoveryMs ?? "never"}`).join(", "),
+        met.recoverWithin5s ? "yes" : "NO",
+      ],
+    ],
+  );
+  writeResult("outage", {
+    settings: { clients: CLIENTS, warmMs: WARM_MS, afterMs: AFTER_MS, nodes: 3, workersPerNode: 1 },
+    runs,
+    met,
+  });
+});

@@ -1,0 +1,318 @@
+/**
+ * Small files (1 KiB checksums files): signatures/s and latency through the full HTTP path of
+ * one signing node (token check, nonce, upload, sign, fetch) at 1, 8, 32, 128 concurrent
+ * clients, next to `gpg --detach-sign` one process per file and openpgp.js in-process.
+ *
+ *   node dist/bench/small-files.js        BENCH_SECONDS=5  BENCH_LEVELS=1,8,32,128
+ */
+import { rmSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { SigningClient } from "../src/client/signing-client.js";
+import { loadGpgSigner } from "../src/signing/signers/gpg.js";
+import { ProcessCluster } from "../test/helpers/process-cluster.js";
+import {
+  basicAuth,
+  benchNodeEnv,
+  checksumsFile,
+  cpuMs,
+  fmt,
+  gpgHome,
+  issueTokens,
+  main,
+  printTable,
+  ratio,
+  sleep,
+  summarize,
+  tempDir,
+  writeResult,
+} from "./lib.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const LEVELS = (process.env.BENCH_LEVELS ?? "1,8,32,128").split(",").map(Number);
+const WARM_MS = 1000;
+const CORES = cpus().length;
+
+interface LevelResult {
+  clients: number;
+  signed: number;
+  failed: number;
+  retries: number;
+  sigsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  nodeCpuMsPerSig: number;
+  benchCpuMsPerSig: number;
+  errors: string[];
+}
+
+interface BaselineResult {
+  name: string;
+  concurrency: number;
+  signed: number;
+  sigsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** Runs `work` from `concurrency` loops for `ms`; latencies of the calls that ended in time. */
+async function closedLoop(
+  concurrency: number,
+  ms: number,
+  work: (worker: number, n: number) => Promise<void>,
+): Promise<{ count: number; latencies: number[]; elapsedMs: number }> {
+  const latencies: number[] = [];
+  const start = performance.now();
+  const end = start + ms;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      for (let n = 0; performance.now() < end; n++) {
+        const t0 = performance.now();
+        await work(w, n);
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { count: latencies.length, latencies, elapsedMs: performance.now() - start };
+}
+
+main(async () => {
+  const dir = tempDir("small");
+  const cluster = await ProcessCluster.start({
+    nodes: 1,
+    env: benchNodeEnv({ SIGNING__signing__workers: String(CORES) }),
+  });
+  const gpg = gpgHome(cluster.state.keys.gpg);
+  try {
+    const node = cluster.nodes[0];
+    if (!node?.child.pid) throw new Error("no node");
+    const nodePid = node.child.pid;
+    const url = node.url;
+    const maxClients = Math.max(...LEVELS);
+    const tokens = await issueTokens(
+      url,
+      basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
+      maxClients,
+    );
+    tokens.forEach((t, i) => {
+      writeFileSync(join(dir, `token-${i}`), t);
+    });
+    console.log(
+      `one node at ${url}, ${CORES} worker threads; ${SECONDS} s per level after ${WARM_MS} ms warm-up`,
+    );
+
+    // -------- the full HTTP path of one node
+    const levels: LevelResult[] = [];
+    let sampleSig = "";
+    let sampleFile = "";
+    for (const c of LEVELS) {
+      const clients = Array.from(
+        { length: c },
+        (_, i) =>
+          new SigningClient({
+            nodes: [url],
+            tokenFile: join(dir, `token-${i}`),
+            nonceFile: join(dir, `nonce-${i}`),
+            maxTimeMs: 60_000,
+            requestTimeoutMs: 30_000,
+          }),
+      );
+      const jobs: { end: number; ms: number }[] = [];
+      const errors: string[] = [];
+      let failed = 0;
+      let retries = 0;
+      let running = true;
+      const loops = clients.map(async (client, i) => {
+        for (let n = 0; running; n++) {
+          const file = join(dir, `c${c}-${i}-${n}.txt`);
+          writeFileSync(file, checksumsFile(`${c}-${i}-${n}`));
+          const t0 = performance.now();
+          try {
+            const r = await client.sign(file, "gpg");
+            const t1 = performance.now();
+            jobs.push({ end: t1, ms: t1 - t0 });
+            retries += r.retries;
+            sampleSig = r.output;
+            sampleFile = file;
+          } catch (err) {
+            failed++;
+            if (errors.length < 5) errors.push((err as Error).message);
+          }
+        }
+      });
+      await sleep(WARM_MS);
+      const from = performance.now();
+      const cpu0 = cpuMs(nodePid);
+      const bench0 = process.cpuUsage();
+      await sleep(SECONDS * 1000);
+      const to = performance.now();
+      const cpu1 = cpuMs(nodePid);
+      const bench1 = process.cpuUsage(bench0);
+      running = false;
+      await Promise.all(loops);
+      const inWindow = jobs.filter((j) => j.end >= from && j.end < to);
+      const s = summarize(inWindow.map((j) => j.ms));
+      const n = Math.max(1, inWindow.length);
+      levels.push({
+        clients: c,
+        signed: inWindow.length,
+        failed,
+        retries,
+        sigsPerSec: inWindow.length / ((to - from) / 1000),
+        p50Ms: s.p50,
+        p99Ms: s.p99,
+        maxMs: s.max,
+        nodeCpuMsPerSig: (cpu1 - cpu0) / n,
+        benchCpuMsPerSig: (bench1.user + bench1.system) / 1000 / n,
+        errors,
+      });
+      console.log(
+        `  ${c} clients: ${fmt(inWindow.length / ((to - from) / 1000))} sigs/s, p99 ${fmt(s.p99)} ms`,
+      );
+    }
+    const nodeVerified = sampleSig ? gpg.verify(sampleSig, sampleFile) : false;
+
+    // -------- gpg --detach-sign, one process per file
+    const gpgFile = (w: number, n: number) => {
+      const f = join(dir, `gpg-${w}-${n}.txt`);
+      writeFileSync(f, checksumsFile(`gpg-${w}-${n}`));
+      return f;
+    };
+    const baselines: BaselineResult[] = [];
+    let gpgVerified = false;
+    await gpg.sign(gpgFile(9, 9), join(dir, "warm.asc")); // starts gpg-agent, untimed
+    for (const conc of [1, CORES]) {
+      const r = await closedLoop(conc, SECONDS * 1000, async (w, n) => {
+        const f = gpgFile(w, n);
+        await gpg.sign(f, `${f}.asc`);
+        if (!gpgVerified) gpgVerified = gpg.verify(`${f}.asc`, f);
+      });
+      const s = summarize(r.latencies);
+      baselines.push({
+        name: "gpg --detach-sign per file",
+        concurrency: conc,
+        signed: r.count,
+        sigsPerSec: r.count / (r.elapsedMs / 1000),
+        p50Ms: s.p50,
+        p99Ms: s.p99,
+      });
+    }
+
+    // -------- openpgp.js in this process, no HTTP, no Redis
+    const passphrase = (await readFile(cluster.state.keys.gpg.passphraseFile, "utf8")).trim();
+    const signer = await loadGpgSigner({ keyFile: cluster.state.keys.gpg.keyFile, passphrase });
+    const probe = checksumsFile("openpgp");
+    const probeFile = join(dir, "openpgp.txt");
+    writeFileSync(probeFile, probe);
+    writeFileSync(`${probeFile}.asc`, await signer.sign(Readable.from([probe])));
+    const openpgpVerified = gpg.verify(`${probeFile}.asc`, probeFile);
+    {
+      const data = checksumsFile("openpgp-loop");
+      const r = await closedLoop(1, SECONDS * 1000, async () => {
+        await signer.sign(Readable.from([data]));
+      });
+      const s = summarize(r.latencies);
+      baselines.push({
+        name: "openpgp.js in-process (1 thread)",
+        concurrency: 1,
+        signed: r.count,
+        sigsPerSec: r.count / (r.elapsedMs / 1000),
+        p50Ms: s.p50,
+        p99Ms: s.p99,
+      });
+    }
+
+    // -------- report
+    const gpgBest = Math.max(...baselines.filter((b) => b.name.startsWith("gpg")).map((b) => b.sigsPerSec));
+    const inproc = baselines.find((b) => b.name.startsWith("openpgp"))?.sigsPerSec ?? Number.NaN;
+    printTable(
+      "Small files (1 KiB): one node, full HTTP path (token check, nonce, upload, sign, fetch)",
+      [
+        "clients",
+        "signed",
+        "sigs/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "failed",
+        "retries",
+        "node CPU ms/sig",
+        "client CPU ms/sig",
+        "× gpg/file",
+        "× openpgp in-proc",
+      ],
+      levels.map((l) => [
+        l.clients,
+        l.signed,
+        l.sigsPerSec,
+        l.p50Ms,
+        l.p99Ms,
+        l.maxMs,
+        l.failed,
+        l.retries,
+        l.nodeCpuMsPerSig,
+        l.benchCpuMsPerSig,
+        ratio(l.sigsPerSec, gpgBest),
+        ratio(l.sigsPerSec, inproc),
+      ]),
+    );
+    printTable(
+      "Small files (1 KiB): baselines, same files, same key, same run",
+      ["signer", "concurrency", "signed", "sigs/s", "p50 ms", "p99 ms"],
+      baselines.map((b) => [b.name, b.concurrency, b.signed, b.sigsPerSec, b.p50Ms, b.p99Ms]),
+    );
+    const at32 = levels.find((l) => l.clients === 32);
+    const targets = {
+      sigsPerSecVsGpgAt32: { target: ">= 20x", value: at32 ? ratio(at32.sigsPerSec, gpgBest) : null },
+      p99At32Ms: { target: "<= 50", value: at32?.p99Ms ?? null },
+      zeroFailed: { target: 0, value: levels.reduce((a, l) => a + l.failed, 0) },
+    };
+    const met = {
+      sigsPerSecVsGpgAt32: (targets.sigsPerSecVsGpgAt32.value ?? 0) >= 20,
+      p99At32Ms: (targets.p99At32Ms.value ?? Number.POSITIVE_INFINITY) <= 50,
+      zeroFailed: targets.zeroFailed.value === 0,
+    };
+    printTable(
+      "Small files: targets",
+      ["target", "wanted", "measured", "met"],
+      [
+        [
+          "sigs/s at 32 clients vs gpg per file",
+          "≥ 20×",
+          `${fmt(targets.sigsPerSecVsGpgAt32.value ?? Number.NaN)}×`,
+          met.sigsPerSecVsGpgAt32 ? "yes" : "NO",
+        ],
+        [
+          "p99 at 32 clients",
+          "≤ 50 ms",
+          `${fmt(targets.p99At32Ms.value ?? Number.NaN)} ms`,
+          met.p99At32Ms ? "yes" : "NO",
+        ],
+        ["failed jobs", "0", String(targets.zeroFailed.value), met.zeroFailed ? "yes" : "NO"],
+        [
+          "signatures verify with gpg --verify (node, gpg, openpgp.js)",
+          "yes",
+          `${nodeVerified}, ${gpgVerified}, ${openpgpVerified}`,
+          nodeVerified && gpgVerified && openpgpVerified ? "yes" : "NO",
+        ],
+      ],
+    );
+    writeResult("small-files", {
+      settings: { seconds: SECONDS, warmMs: WARM_MS, levels: LEVELS, nodeWorkers: CORES, fileBytes: 1024 },
+      levels,
+      baselines,
+      gpgBestSigsPerSec: gpgBest,
+      openpgpInProcessSigsPerSec: inproc,
+      verified: { node: nodeVerified, gpg: gpgVerified, openpgp: openpgpVerified },
+      targets,
+      met,
+    });
+  } finally {
+    gpg.close();
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
