@@ -204,7 +204,7 @@ program
     await Promise.all(Array.from({ length: Math.min(o.jobs, tasks.length) }, worker));
 
     const count = (s: SignResult["source"]) => results.filter((r) => r.source === s).length;
-    const retries = results.reduce((n, r) => n + r.retries, 0);
+    const retries = client.retriesTotal;
     const skipped = tasks.length - results.length - failures.length;
     process.stderr.write(
       `signtool: ${results.length} signed (${count("signed")} uploaded, ${count("local-cache")} from local cache, ` +

@@ -76,6 +76,8 @@ export class SigningClient {
   /** Bumped when the token is replaced, so concurrent 401s fetch it only once. */
   private tokenGeneration = 0;
   private refreshing: Promise<void> | undefined;
+  /** Retries across every file this client handled, the failed ones included. */
+  retriesTotal = 0;
 
   constructor(private readonly opts: SigningClientOptions) {
     this.nodes = new NodeRotation(opts.nodes, opts.random);
@@ -136,6 +138,7 @@ export class SigningClient {
           emit("uploading", node);
           const up = await this.upload(file, format, digests, deadline, (n, reason) => {
             retries++;
+            this.retriesTotal++;
             emit("retrying", n, reason);
           });
           verdict = up.verdict;
@@ -224,6 +227,7 @@ export class SigningClient {
       }
       if (verdict.kind !== "retry") continue; // "ok" answers continue above
       retries++;
+      this.retriesTotal++;
       last = `${node}: ${verdict.reason}`;
       if (verdict.demote) this.nodes.demote(node);
       const delay = Math.max(verdict.retryAfterMs ?? 0, backoffMs(attempt++, this.opts.random));
