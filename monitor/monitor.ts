@@ -13,7 +13,7 @@ import { Alerter, type AlertName, type AlertText } from "./alerts.js";
 import type { LoadedMonitorConfig } from "./config.js";
 import { classify, type Observation, parseInfoServer } from "./detect.js";
 import { MonitorMetrics } from "./metrics.js";
-import { lockEpoch, reseed, settleEpoch } from "./restore.js";
+import { lockEpoch, reseed, settleEpoch, unlockEpoch } from "./restore.js";
 import {
   readSnapshot,
   type Snapshot,
@@ -94,6 +94,8 @@ export async function startMonitor(
   let prev: Observation | undefined;
   let knownEpochId = snapshot?.epochId;
   let unreachableSince: number | undefined;
+  /** The epoch whose data loss was counted, so a retried one is counted once. */
+  let countedLoss: string | undefined;
   let lastDetect = 0;
   const eventTimers = new Map<AlertName, NodeJS.Timeout>();
 
@@ -108,7 +110,8 @@ export async function startMonitor(
     );
   };
 
-  const onDataLoss = async (cur: Observation, previousEpochId: string): Promise<void> => {
+  /** Acts on a data loss; false when another monitor holds it (look again next tick). */
+  const onDataLoss = async (cur: Observation, previousEpochId: string): Promise<boolean> => {
     const base = `Redis (run_id ${cur.runId.slice(0, 8)}, up ${cur.uptimeSeconds}s) came back without its data: epoch ${previousEpochId} was replaced by ${cur.epoch.id}.`;
     if (cur.epoch.state !== "fresh") {
       log.info({ event: "data_loss_already_settled", epoch: cur.epoch.id, state: cur.epoch.state });
@@ -116,17 +119,29 @@ export async function startMonitor(
         summary: "Redis restarted and lost its data (already handled)",
         description: `${base} The epoch is already ${cur.epoch.state} (another monitor or an operator acted).`,
       });
-      return;
+      return true;
     }
     if (!(await lockEpoch(redis, keys, cur.epoch.id, id))) {
-      log.info({ event: "data_loss_other_monitor", epoch: cur.epoch.id });
-      return;
+      log.debug({ event: "data_loss_other_monitor", epoch: cur.epoch.id });
+      return false;
     }
+    try {
+      await settle(cur, base);
+    } catch (err) {
+      // Let the next tick (ours or another monitor's) try again from the start.
+      await unlockEpoch(redis, keys, cur.epoch.id).catch(() => {});
+      throw err;
+    }
+    return true;
+  };
+
+  const settle = async (cur: Observation, base: string): Promise<void> => {
     const started = Date.now();
     let description: string;
     if (m.onDataLoss === "reseed" && snapshot && snapshot.epochId !== cur.epoch.id) {
       const r = await reseed(redis, keys, snapshot);
-      await settleEpoch(redis, keys, cur.epoch.id, "restored");
+      // An operator's earlier invalidation (minIat) stays in force in the new epoch.
+      await settleEpoch(redis, keys, cur.epoch.id, "restored", snapshot.minIat || undefined);
       metrics.reseeded.inc(r.tokens);
       description = `${base} Re-seeded ${r.tokens} tokens, ${r.revoked} revocations and ${r.nonces} nonce chains from the snapshot taken ${secondsAgo(snapshot.takenAt)}s before (${r.skippedExpired} expired entries skipped) in ${Date.now() - started} ms; tokens issued after that snapshot heal on first use. Builds should not notice.`;
       log.warn({ event: "reseeded", epoch: cur.epoch.id, ...r, ms: Date.now() - started });
@@ -200,15 +215,22 @@ export async function startMonitor(
     }
     const finding = classify(prev, cur, knownEpochId);
     if (finding.kind === "data_loss") {
-      metrics.restarts.inc({ kind: "data_loss" });
-      log.warn({
-        event: "redis_data_loss",
-        runId: cur.runId,
-        previousEpoch: finding.previousEpochId,
-        epoch: cur.epoch.id,
-      });
-      // Not marked known until handled, so a failure here is retried on the next tick.
-      await onDataLoss(cur, finding.previousEpochId);
+      if (countedLoss !== cur.epoch.id) {
+        countedLoss = cur.epoch.id;
+        metrics.restarts.inc({ kind: "data_loss" });
+        log.warn({
+          event: "redis_data_loss",
+          runId: cur.runId,
+          previousEpoch: finding.previousEpochId,
+          epoch: cur.epoch.id,
+        });
+      }
+      // Not marked known until handled, so a failure, or another monitor still at it, is
+      // looked at again on the next tick.
+      if (!(await onDataLoss(cur, finding.previousEpochId))) {
+        prev = cur;
+        return;
+      }
     } else if (finding.kind === "restart" || finding.kind === "failover") {
       metrics.restarts.inc({ kind: finding.kind });
       log.warn({
@@ -236,7 +258,7 @@ export async function startMonitor(
     // Never replace the snapshot of lost tokens with a snapshot of the empty store.
     if (epoch.id !== epochId) return undefined;
     if (snapshot && snapshot.epochId !== epoch.id && epoch.state === "fresh") return undefined;
-    const snap = await takeSnapshot(redis, keys, epoch.id);
+    const snap = await takeSnapshot(redis, keys, epoch.id, epoch.minIat);
     if ((await ensureEpoch(redis, keys)).id !== epoch.id) return undefined;
     await writeSnapshot(snapshotFile, snap);
     snapshot = snap;

@@ -86,5 +86,14 @@ export async function lockEpoch(
   owner: string,
   ttlMs = 60_000,
 ): Promise<boolean> {
-  return (await client.set(`${keys.prefix}monitor:lock:${epochId}`, owner, "PX", ttlMs, "NX")) === "OK";
+  const key = lockKey(keys, epochId);
+  if ((await client.set(key, owner, "PX", ttlMs, "NX")) === "OK") return true;
+  // Ours from an attempt that failed half-way: take it up again.
+  return (await client.get(key)) === owner;
 }
+
+export async function unlockEpoch(client: RedisClient, keys: StoreKeys, epochId: string): Promise<void> {
+  await client.del(lockKey(keys, epochId));
+}
+
+const lockKey = (keys: StoreKeys, epochId: string) => `${keys.prefix}monitor:lock:${epochId}`;

@@ -15,6 +15,8 @@ const snapshotBody = z
     format: z.literal("signing-snapshot/1"),
     takenAt: z.number().int(),
     epochId: z.string().min(1),
+    /** The epoch's minIat when taken (ms, 0 = unset): an invalidation outlives a later data loss. */
+    minIat: z.number().int().min(0).optional(),
     tokens: z.array(
       z.object({ id: z.string().min(1), value: z.string(), expiresAt: z.number().int() }).strict(),
     ),
@@ -62,7 +64,12 @@ async function scanKeys(client: RedisClient, match: string): Promise<string[]> {
 }
 
 /** Reads every live token, revocation and nonce with SCAN (never KEYS) and pipelined reads. */
-export async function takeSnapshot(client: RedisClient, keys: StoreKeys, epochId: string): Promise<Snapshot> {
+export async function takeSnapshot(
+  client: RedisClient,
+  keys: StoreKeys,
+  epochId: string,
+  minIat = 0,
+): Promise<Snapshot> {
   const takenAt = Date.now();
   const p = keys.prefix;
   const [tokenKeys, revokedKeys, nonceKeys] = await Promise.all([
@@ -74,6 +81,7 @@ export async function takeSnapshot(client: RedisClient, keys: StoreKeys, epochId
     format: "signing-snapshot/1",
     takenAt,
     epochId,
+    ...(minIat ? { minIat } : {}),
     tokens: [],
     revoked: [],
     nonces: [],

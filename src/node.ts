@@ -144,7 +144,9 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     recoveryGraceMs: config.store.recoveryGraceMs,
     log,
   });
-  const audit = new AuditLog(config.audit.file, nodeId);
+  const audit = new AuditLog(config.audit.file, nodeId, (err) =>
+    log.error({ event: "audit_write_failed", err: err.message }),
+  );
   const signing = new SigningService({
     audit,
     breakers,

@@ -163,7 +163,8 @@ export async function reseedFrom(store: Store, file: string, force: boolean): Pr
   const restored = await reseed(client, keys, snap);
   let after: Epoch["state"] = epoch.state;
   if (epoch.state === "fresh") {
-    await settleEpoch(client, keys, epoch.id, "restored");
+    // An earlier invalidation (the snapshot's minIat) stays in force in the new epoch.
+    await settleEpoch(client, keys, epoch.id, "restored", snap.minIat || undefined);
     after = (await ensureEpoch(client, keys)).state;
   } else if (epoch.state === "invalidated") {
     await setEpochState(client, keys, "restored", 0);
@@ -221,7 +222,7 @@ export async function snapshotTo(store: Store, file: string, force: boolean): Pr
         `${file} holds the snapshot of epoch ${old.epochId}, which Redis lost (now ${epoch.id}, not yet re-seeded): overwriting it would throw those tokens away; run reseed first, write elsewhere with --out, or use --force`,
       );
   }
-  const snap = await takeSnapshot(client, keys, epoch.id);
+  const snap = await takeSnapshot(client, keys, epoch.id, epoch.minIat);
   if ((await ensureEpoch(client, keys)).id !== epoch.id)
     throw new AdminError("Redis lost its data while the snapshot was taken: not written");
   try {

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
@@ -117,6 +117,16 @@ export function buildConfig(
     }
   }
 
+  if (config.audit.file) {
+    try {
+      closeSync(openSync(config.audit.file, "a", 0o600));
+    } catch (e) {
+      problems.push(
+        `audit.file: cannot append to ${config.audit.file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`,
+      );
+    }
+  }
+
   // Private keys and secrets others can read are refused: whoever reads them can sign.
   const privateFiles: [string, string | undefined][] = [
     ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
@@ -130,7 +140,7 @@ export function buildConfig(
     if (file === undefined) continue;
     try {
       const mode = statSync(file).mode & 0o777;
-      if (mode & 0o007) {
+      if (mode & 0o077) {
         problems.push(
           `${what}: ${file} is accessible to other users (mode ${mode.toString(8)}): chmod 600 it`,
         );

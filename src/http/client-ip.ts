@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import type { NextFunction, Request, Response } from "express";
 import { normalizeIp } from "../tokens/codec.js";
 import type { CidrList } from "./cidr.js";
@@ -9,17 +10,17 @@ import { ApiError } from "./errors.js";
  * anyone else: a client cannot claim another build machine's address.
  */
 export function resolveClientIp(peer: string, forwardedFor: string | undefined, trusted: CidrList): string {
-  let ip = normalizeIp(peer);
-  if (!forwardedFor || !trusted.has(ip)) return ip;
-  const hops = forwardedFor
-    .split(",")
-    .map((h) => normalizeIp(h.trim()))
-    .filter(Boolean);
+  const peerIp = normalizeIp(peer);
+  if (!forwardedFor || !trusted.has(peerIp)) return peerIp;
+  const hops = forwardedFor.split(",").map((h) => normalizeIp(h.trim()));
   for (let i = hops.length - 1; i >= 0; i--) {
-    ip = hops[i] as string;
-    if (!trusted.has(ip)) break;
+    const hop = hops[i] as string;
+    // Garbage in the chain, or a chain of trusted addresses only (whose left end the client
+    // may have written itself): fail closed, the client is the proxy.
+    if (isIP(hop) === 0) return peerIp;
+    if (!trusted.has(hop)) return hop;
   }
-  return ip;
+  return peerIp;
 }
 
 /** Resolves the client address once per request and refuses clients outside `node.allowedClients`. */

@@ -32,8 +32,11 @@ export class AuditLog {
   constructor(
     file: string | undefined,
     private readonly node: string,
+    onError: (err: Error) => void = () => {},
   ) {
     this.stream = file ? createWriteStream(file, { flags: "a", mode: 0o600 }) : undefined;
+    // A full disk must not take the node down: it is reported (logged) instead.
+    this.stream?.on("error", onError);
   }
 
   write(record: AuditRecord): void {

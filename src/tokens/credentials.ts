@@ -37,9 +37,14 @@ export async function findIssuer<T extends { user: string; passwordHash: string 
   password: string,
   credentials: readonly T[],
 ): Promise<T | undefined> {
-  const entry = credentials.find((c) => c.user === user);
-  const ok = await verifyPassword(password, entry?.passwordHash ?? DUMMY_HASH);
-  return ok ? entry : undefined;
+  // Several entries for one user: an old and a new password during a rotation.
+  const entries = credentials.filter((c) => c.user === user);
+  if (entries.length === 0) {
+    await verifyPassword(password, DUMMY_HASH);
+    return undefined;
+  }
+  for (const entry of entries) if (await verifyPassword(password, entry.passwordHash)) return entry;
+  return undefined;
 }
 
 export async function checkCredentials(

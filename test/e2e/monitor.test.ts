@@ -140,3 +140,37 @@ test("the monitor serves /readyz and its DESIGN.md §8 metrics", async () => {
     await redis.stop();
   }
 });
+
+test("a re-seed that fails half-way is taken up again on the next tick", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({
+    redisUrl: redis.url,
+    monitor: { detectCron: "0 0 1 1 *", snapshotCron: "0 0 1 1 *" },
+  });
+  const client = new Redis(redis.url);
+  try {
+    await monitor.detectNow();
+    const exp = Date.now() + 600_000;
+    await client.set("signing:token:{t1}", '{"claims":{}}', "PXAT", exp);
+    await client.hset("signing:nonce:{t1}", { n: "3", d: "x", r: "0" });
+    await client.pexpireat("signing:nonce:{t1}", exp);
+    assert.ok(await monitor.snapshotNow());
+    await client.flushall();
+    // The restore cannot write the nonce chain over a key of the wrong type: it fails.
+    await client.set("signing:nonce:{t1}", "not a hash");
+    await assert.rejects(monitor.detectNow(), /WRONGTYPE/);
+    assert.equal(await client.hget("signing:epoch", "state"), "fresh");
+    await client.del("signing:nonce:{t1}");
+    await monitor.detectNow();
+    assert.equal(await client.hget("signing:epoch", "state"), "restored");
+    assert.equal(await client.hget("signing:nonce:{t1}", "n"), "3");
+    assert.equal(
+      (await monitor.metrics.restarts.get()).values.find((v) => v.labels.kind === "data_loss")?.value,
+      1,
+    );
+  } finally {
+    client.disconnect();
+    await monitor.close();
+    await redis.stop();
+  }
+});

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 import { lockEpoch, reseed, settleEpoch } from "../../monitor/restore.js";
 import type { Snapshot } from "../../monitor/snapshot.js";
-import { takeSnapshot } from "../../monitor/snapshot.js";
+import { readSnapshot, takeSnapshot, writeSnapshot } from "../../monitor/snapshot.js";
 import { ensureEpoch } from "../../src/store/epoch.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { TestRedis } from "../helpers/redis.js";
@@ -61,6 +64,18 @@ test("snapshot round trip: SCAN finds tokens, revocations and nonces with their 
   await reseed(redis, keys, withExpired);
   assert.equal(await redis.get(keys.token("live")), '{"healed":true}');
   assert.equal(await redis.hget(keys.nonce("live"), "n"), "9");
+});
+
+test("an epoch's minIat travels in the snapshot, so an invalidation outlives a later data loss", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "reseed-minIat-"));
+  try {
+    const snap = await takeSnapshot(redis, keys, "e1", 1_700_000_000_000);
+    await writeSnapshot(join(dir, "s.json"), snap);
+    assert.equal((await readSnapshot(join(dir, "s.json")))?.minIat, 1_700_000_000_000);
+    assert.equal((await takeSnapshot(redis, keys, "e1")).minIat, undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("one monitor acts on a data loss, and the epoch is settled once", async () => {

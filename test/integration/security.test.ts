@@ -189,6 +189,8 @@ describe("per-issuer scopes", () => {
           localAddress,
         });
       assert.equal((await post("slave_ip=10.1.2.3&duration=600")).status, 200);
+      // No duration given: the default, capped at this issuer's maximum.
+      assert.equal((await post("slave_ip=10.1.2.3")).status, 200);
       assert.equal(
         JSON.parse((await post("slave_ip=10.2.0.1&duration=60")).body).error.code,
         "ISSUER_NOT_ALLOWED",

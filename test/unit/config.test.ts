@@ -114,6 +114,25 @@ describe("configuration", () => {
     ]);
   });
 
+  test("group-readable secrets are refused too; the audit log must be appendable", () => {
+    writeFileSync(join(dir, "group-secret"), "g".repeat(40), { mode: 0o640 });
+    const found = problems(() =>
+      buildConfig(
+        {
+          ...valid,
+          token: { ...valid.token, secrets: [{ kid: "k1", file: "group-secret" }] },
+          audit: { file: "no-such-dir/audit.log" },
+        },
+        dir,
+        {},
+      ),
+    );
+    assert.deepEqual(found.sort(), [
+      `audit.file: cannot append to ${join(dir, "no-such-dir/audit.log")}: ENOENT`,
+      `token.secrets.0: ${join(dir, "group-secret")} is accessible to other users (mode 640): chmod 600 it`,
+    ]);
+  });
+
   test("plain HTTP only when asked for; TLS files must be readable", () => {
     const { node: _plain, ...noNode } = valid;
     assert.match(

@@ -150,5 +150,10 @@ describe("issuer credentials", () => {
     assert.equal(await checkCredentials("bm", "correct horse", creds), true);
     assert.equal(await checkCredentials("someone", "correct horse", creds), false);
     assert.equal(await verifyPassword("x", "scrypt$broken"), false);
+    // During a password rotation an issuer has two entries: either password works.
+    const rotating = [...creds, { user: "bm", passwordHash: await hashPassword("new horse") }];
+    assert.equal(await checkCredentials("bm", "new horse", rotating), true);
+    assert.equal(await checkCredentials("bm", "correct horse", rotating), true);
+    assert.equal(await checkCredentials("bm", "no horse", rotating), false);
   });
 });

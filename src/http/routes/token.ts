@@ -103,7 +103,10 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
       }
       const maxDuration = Math.min(tokenConfig.maxDuration, issuer.maxDuration ?? Number.POSITIVE_INFINITY);
       const durationText = field(body, "duration");
-      const duration = durationText === undefined ? tokenConfig.defaultDuration : Number(durationText);
+      const duration =
+        durationText === undefined
+          ? Math.min(tokenConfig.defaultDuration, maxDuration)
+          : Number(durationText);
       if (!Number.isInteger(duration) || duration < 1 || duration > maxDuration) {
         throw new ApiError("BAD_REQUEST", `duration must be whole seconds between 1 and ${maxDuration}`);
       }
