@@ -9,6 +9,7 @@ import { createLogger } from "../src/log/logger.js";
 import { ensureEpoch } from "../src/store/epoch.js";
 import { StoreKeys } from "../src/store/keys.js";
 import { createRedisClient, waitForReady } from "../src/store/redis.js";
+import { REJECTED_TOKEN_RESULTS } from "../src/tokens/service.js";
 import { Alerter, type AlertName, type AlertText } from "./alerts.js";
 import type { LoadedMonitorConfig } from "./config.js";
 import { classify, type Observation, parseInfoServer } from "./detect.js";
@@ -21,7 +22,7 @@ import {
   takeSnapshot,
   writeSnapshot,
 } from "./snapshot.js";
-import { REJECTED_RESULTS, rejectedCounts, SpikeDetector } from "./spike.js";
+import { rejectedCounts, SpikeDetector } from "./spike.js";
 
 export interface RunningMonitor {
   url: string;
@@ -289,7 +290,7 @@ export async function startMonitor(
       }),
     );
     const r = spike.update(Date.now(), readings);
-    for (const result of REJECTED_RESULTS)
+    for (const result of REJECTED_TOKEN_RESULTS)
       metrics.invalidTokenRate.set({ result }, r.byResult.get(result) ?? 0);
     const detail = [...r.byResult]
       .filter(([, v]) => v > 0)

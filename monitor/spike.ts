@@ -1,14 +1,11 @@
 import { REJECTED_TOKEN_RESULTS } from "../src/tokens/service.js";
 
-/** Token check results that are a client's token being refused (not our own outages). */
-export const REJECTED_RESULTS = REJECTED_TOKEN_RESULTS;
-
 /** Sums of signing_token_checks_total by result, read from one node's /metrics text. */
 export function rejectedCounts(metricsText: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const m of metricsText.matchAll(/^signing_token_checks_total\{result="([a-z_]+)"\} (\S+)$/gm)) {
     const result = m[1] as string;
-    if ((REJECTED_RESULTS as readonly string[]).includes(result)) out.set(result, Number(m[2]));
+    if ((REJECTED_TOKEN_RESULTS as readonly string[]).includes(result)) out.set(result, Number(m[2]));
   }
   return out;
 }

@@ -47,12 +47,4 @@ export async function findIssuer<T extends { user: string; passwordHash: string 
   return undefined;
 }
 
-export async function checkCredentials(
-  user: string,
-  password: string,
-  credentials: readonly { user: string; passwordHash: string }[],
-): Promise<boolean> {
-  return (await findIssuer(user, password, credentials)) !== undefined;
-}
-
 const DUMMY_HASH = `scrypt$${DEFAULT.N}$${DEFAULT.r}$${DEFAULT.p}$${Buffer.alloc(16).toString("base64")}$${Buffer.alloc(32).toString("base64")}`;
