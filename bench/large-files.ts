@@ -13,7 +13,6 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { SigningClient } from "../src/client/signing-client.js";
-import { loadGpgSigner } from "../src/signing/signers/gpg.js";
 import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
@@ -31,6 +30,7 @@ import {
   timed,
   writeResult,
 } from "./lib.js";
+import { openpgpJsSigner } from "./openpgp-baseline.js";
 
 const MiB = 1024 * 1024;
 const SIZES_MIB = process.env.BENCH_SIZES_MIB
@@ -84,7 +84,6 @@ main(async () => {
   const cluster = await ProcessCluster.start({
     nodes: 1,
     env: benchNodeEnv({
-      SIGNING__signing__workers: "2",
       SIGNING__signing__formats__gpg__maxSize: String(2 * maxBytes),
     }),
   });
@@ -108,7 +107,7 @@ main(async () => {
       pollWaitSeconds: 60,
     });
     const passphrase = (await readFile(cluster.state.keys.gpg.passphraseFile, "utf8")).trim();
-    const signer = await loadGpgSigner({ keyFile: cluster.state.keys.gpg.keyFile, passphrase });
+    const openpgpSign = await openpgpJsSigner(cluster.state.keys.gpg.keyFile, passphrase);
     // gpg-agent start-up is not part of any measurement.
     writeFileSync(join(dir, "warm.txt"), "warm");
     await gpg.sign(join(dir, "warm.txt"), join(dir, "warm.txt.asc"));
@@ -123,7 +122,7 @@ main(async () => {
       const nodeSha256Ms = await nodeSha256(file);
       const gpgMs = await gpg.sign(file, join(dir, `gpg-${mib}.asc`));
       const t0 = performance.now();
-      await signer.sign(createReadStream(file, { highWaterMark: MiB }));
+      await openpgpSign(createReadStream(file, { highWaterMark: MiB }));
       const openpgpInProcessMs = performance.now() - t0;
 
       const nodeRssBefore = rss(pid);

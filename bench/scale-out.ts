@@ -48,7 +48,7 @@ async function run(nodes: number): Promise<ScaleResult> {
   const dir = tempDir(`scale-${nodes}`);
   const cluster = await ProcessCluster.start({
     nodes,
-    env: benchNodeEnv({ SIGNING__signing__workers: "1" }),
+    env: benchNodeEnv(),
   });
   try {
     const auth = basicAuth(cluster.state.issuer.user, cluster.state.issuer.password);

@@ -9,8 +9,8 @@ import { rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { SigningClient } from "../src/client/signing-client.js";
+import { hashInput } from "../src/signing/signer.js";
 import { loadGpgSigner } from "../src/signing/signers/gpg.js";
 import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
@@ -29,6 +29,7 @@ import {
   tempDir,
   writeResult,
 } from "./lib.js";
+import { openpgpJsSigner } from "./openpgp-baseline.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const LEVELS = (process.env.BENCH_LEVELS ?? "1,8,32,128").split(",").map(Number);
@@ -83,7 +84,7 @@ main(async () => {
   const dir = tempDir("small");
   const cluster = await ProcessCluster.start({
     nodes: 1,
-    env: benchNodeEnv({ SIGNING__signing__workers: String(CORES) }),
+    env: benchNodeEnv(),
   });
   const gpg = gpgHome(cluster.state.keys.gpg);
   try {
@@ -100,9 +101,7 @@ main(async () => {
     tokens.forEach((t, i) => {
       writeFileSync(join(dir, `token-${i}`), t);
     });
-    console.log(
-      `one node at ${url}, ${CORES} worker threads; ${SECONDS} s per level after ${WARM_MS} ms warm-up`,
-    );
+    console.log(`one node at ${url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up`);
 
     // -------- the full HTTP path of one node
     const levels: LevelResult[] = [];
@@ -203,20 +202,29 @@ main(async () => {
 
     // -------- openpgp.js in this process, no HTTP, no Redis
     const passphrase = (await readFile(cluster.state.keys.gpg.passphraseFile, "utf8")).trim();
-    const signer = await loadGpgSigner({ keyFile: cluster.state.keys.gpg.keyFile, passphrase });
+    const openpgpSign = await openpgpJsSigner(cluster.state.keys.gpg.keyFile, passphrase);
     const probe = checksumsFile("openpgp");
     const probeFile = join(dir, "openpgp.txt");
     writeFileSync(probeFile, probe);
-    writeFileSync(`${probeFile}.asc`, await signer.sign(Readable.from([probe])));
+    writeFileSync(`${probeFile}.asc`, await openpgpSign(probe));
     const openpgpVerified = gpg.verify(`${probeFile}.asc`, probeFile);
-    {
-      const data = checksumsFile("openpgp-loop");
+    // -------- the node's own signer in this process: native sha256 + Ed25519, no HTTP, no Redis
+    const signer = await loadGpgSigner({ keyFile: cluster.state.keys.gpg.keyFile, passphrase });
+    const nativeFile = join(dir, "native.txt");
+    writeFileSync(nativeFile, probe);
+    writeFileSync(`${nativeFile}.asc`, await signer.sign(await hashInput(probe)));
+    const nativeVerified = gpg.verify(`${nativeFile}.asc`, nativeFile);
+    for (const [name, signOnce] of [
+      ["openpgp.js in-process (1 thread)", (data: Buffer) => openpgpSign(data)],
+      ["node's signer in-process (1 thread)", async (data: Buffer) => signer.sign(await hashInput(data))],
+    ] as const) {
+      const data = checksumsFile(name);
       const r = await closedLoop(1, SECONDS * 1000, async () => {
-        await signer.sign(Readable.from([data]));
+        await signOnce(data);
       });
       const s = summarize(r.latencies);
       baselines.push({
-        name: "openpgp.js in-process (1 thread)",
+        name,
         concurrency: 1,
         signed: r.count,
         sigsPerSec: r.count / (r.elapsedMs / 1000),
@@ -293,20 +301,20 @@ main(async () => {
         ],
         ["failed jobs", "0", String(targets.zeroFailed.value), met.zeroFailed ? "yes" : "NO"],
         [
-          "signatures verify with gpg --verify (node, gpg, openpgp.js)",
+          "signatures verify with gpg --verify (node, gpg, openpgp.js, signer in-process)",
           "yes",
-          `${nodeVerified}, ${gpgVerified}, ${openpgpVerified}`,
-          nodeVerified && gpgVerified && openpgpVerified ? "yes" : "NO",
+          `${nodeVerified}, ${gpgVerified}, ${openpgpVerified}, ${nativeVerified}`,
+          nodeVerified && gpgVerified && openpgpVerified && nativeVerified ? "yes" : "NO",
         ],
       ],
     );
     writeResult("small-files", {
-      settings: { seconds: SECONDS, warmMs: WARM_MS, levels: LEVELS, nodeWorkers: CORES, fileBytes: 1024 },
+      settings: { seconds: SECONDS, warmMs: WARM_MS, levels: LEVELS, fileBytes: 1024 },
       levels,
       baselines,
       gpgBestSigsPerSec: gpgBest,
       openpgpInProcessSigsPerSec: inproc,
-      verified: { node: nodeVerified, gpg: gpgVerified, openpgp: openpgpVerified },
+      verified: { node: nodeVerified, gpg: gpgVerified, openpgp: openpgpVerified, signer: nativeVerified },
       targets,
       met,
     });

@@ -1,9 +1,7 @@
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer, type RequestListener, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
 import { createApp } from "./http/app.js";
@@ -16,7 +14,6 @@ import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
-import { SignerPool } from "./signing/pool.js";
 import { type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName } from "./signing/signer.js";
@@ -108,8 +105,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   ][]) {
     if (f?.enabled) limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern) });
   }
-  const spoolDir = config.signing.spoolDir ?? join(tmpdir(), `signing-spool-${process.pid}`);
-  mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
 
   const redis = createRedisClient({
     redis: config.redis,
@@ -131,7 +126,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     log,
   );
   const lifecycle: Lifecycle = { shuttingDown: false };
-  const pool = new SignerPool(keys, config.signing.workers);
   const tokens = new TokenService({
     breakers,
     metrics,
@@ -155,7 +149,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     maxPending: config.signing.maxPending,
     maxPendingPerIp: config.signing.maxPendingPerIp,
     jobs: new JobStore(redis, storeKeys, config.signing.resultTtl),
-    pool,
     signers,
     nodeId,
     leaseMs: config.signing.jobLeaseMs,
@@ -167,7 +160,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     audit,
     metrics,
     breakers,
-    pool,
     lifecycle,
     downPolicy: config.store.downPolicy,
     trustProxy: new CidrList(config.node.trustProxy),
@@ -181,7 +173,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     tokenConfig: config.token,
     formats: new Set(limits.keys()),
     limits,
-    spoolDir,
     maxWaitSeconds: config.signing.maxWait,
     uploadIdleTimeoutMs: config.signing.uploadIdleTimeoutMs,
     redis,
@@ -221,7 +212,6 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
         );
         await closed;
         clearTimeout(forced);
-        await pool.close();
         breakers.shutdown();
         redis.disconnect();
         await audit.close();

@@ -267,7 +267,7 @@ export class SigningClient {
     const token = await this.currentToken();
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
-        { sha1: d.sha1, sha256: d.sha256, filename: basename(file), token, nonce },
+        { sha256: d.sha256, filename: basename(file), token, nonce },
         { path: file, size: d.size, name: basename(file) },
       );
       for (let attempt = 0; ; attempt++) {

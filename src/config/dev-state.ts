@@ -46,7 +46,6 @@ export async function prepareDevState(dir: string, redisUrl: string): Promise<De
       credentials: [{ user: DEV_ISSUER, passwordHash: await hashPassword(password) }],
     },
     signing: {
-      spoolDir: join(dir, "spool"),
       formats: {
         gpg: { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
         sshsig: { keyFile: keys.sshsig.keyFile, namespace: "file" },

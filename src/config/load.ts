@@ -100,7 +100,6 @@ export function buildConfig(
     if (gpg.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
   }
   if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
-  if (config.signing.spoolDir) config.signing.spoolDir = abs(config.signing.spoolDir);
   if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
   if (config.tls) {
     config.tls.cert = abs(config.tls.cert);

@@ -190,19 +190,15 @@ export const configSchema = z
       }),
     signing: z
       .object({
-        /** Worker threads that run signers; default: CPU count. */
-        workers: z.number().int().positive().optional(),
         /** How long signed results stay in Redis, seconds. */
         resultTtl: seconds.default(3600),
         /** A job not refreshed for this long is abandoned and may be uploaded again. */
         jobLeaseMs: ms.default(30_000),
         /** Longest `?wait=` a client may ask for, seconds. */
         maxWait: seconds.default(60),
-        /** Where uploads are spooled while they are hashed and signed. */
-        spoolDir: z.string().optional(),
         /**
          * Uploads being received plus jobs queued or signing on this node; beyond it uploads
-         * get 503 OVERLOADED. Bounds memory, spool disk and queueing delay.
+         * get 503 OVERLOADED. Bounds memory, sockets and queueing delay.
          */
         maxPending: z.number().int().positive().default(64),
         /** Of those, at most this many from one client address. */

@@ -1,30 +1,37 @@
-import { createHash, randomUUID } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { unlink } from "node:fs/promises";
-import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
+import { createHash, type Hash } from "node:crypto";
 import busboy from "busboy";
 import type { Request } from "express";
-import type { SpooledUpload } from "../signing/service.js";
 import { ApiError } from "./errors.js";
 
 export interface UploadLimits {
   maxSize: number;
-  spoolDir: string;
+}
+
+/** The `filedata` part, hashed while it arrived; its bytes are not kept anywhere. */
+export interface ReceivedFile {
+  size: number;
+  sha256: string;
+  /**
+   * Only for clients that poll by sha1: computed unless a `sha256` field came before the file
+   * part (our signtool sends one; classic clients send `sha1`), saving a hash pass per byte.
+   */
+  sha1?: string;
+  /** The running SHA-256 of the bytes, not yet digested: what the signers sign. */
+  hash: Hash;
+  partFilename: string;
 }
 
 export interface ReceivedUpload {
   fields: Record<string, string>;
-  /** The `filedata` part, spooled to disk and hashed while it arrived. */
-  file?: Omit<SpooledUpload, "filename"> & { partFilename: string };
+  file?: ReceivedFile;
 }
 
 const FIELD_LIMITS = { fields: 10, fieldSize: 8 * 1024, files: 1, parts: 12, headerPairs: 20 };
 
 /**
- * Streams a multipart upload to a spool file, hashing it on the way: the file never sits in
- * memory. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and with BAD_REQUEST
- * for anything that is not a well-formed form with at most one `filedata` part.
+ * Reads a multipart upload, hashing the file part as it streams by: the file is never held in
+ * memory or written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
+ * with BAD_REQUEST for anything that is not a well-formed form with at most one `filedata` part.
  */
 export function receiveUpload(req: Request, limits: UploadLimits): Promise<ReceivedUpload> {
   return new Promise((resolve, reject) => {
@@ -36,13 +43,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       return;
     }
     const fields: Record<string, string> = {};
-    let spool:
-      | {
-          path: string;
-          stream: NodeJS.ReadableStream & { destroy(e?: Error): void };
-          done: Promise<ReceivedUpload["file"]>;
-        }
-      | undefined;
+    let file: Promise<ReceivedFile> | undefined;
     let settled = false;
 
     const fail = (err: ApiError) => {
@@ -51,13 +52,6 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       req.unpipe(parser);
       // An oversized upload is not read further: the answer goes out with Connection: close.
       if (err.code !== "FILE_TOO_LARGE") req.resume();
-      if (spool) {
-        const path = spool.path;
-        // Unpiped, the part never ends by itself: destroy it so the spool write settles,
-        // its file descriptor closes and the file is removed.
-        spool.stream.destroy(err);
-        spool.done.finally(() => unlink(path).catch(() => {})).catch(() => {});
-      }
       reject(err);
     };
     const badRequest = (message: string) => fail(new ApiError("BAD_REQUEST", message));
@@ -68,18 +62,17 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       else fields[name] = value;
     });
     parser.on("file", (name, stream, info) => {
-      if (name !== "filedata" || spool) {
+      if (name !== "filedata" || file) {
         stream.resume();
         badRequest("the form must carry exactly one file part, named filedata");
         return;
       }
-      const path = join(limits.spoolDir, randomUUID());
-      const sha1 = createHash("sha1");
       const sha256 = createHash("sha256");
+      const sha1 = fields.sha256 === undefined ? createHash("sha1") : undefined;
       let size = 0;
       stream.on("data", (chunk: Buffer) => {
-        sha1.update(chunk);
         sha256.update(chunk);
+        sha1?.update(chunk);
         size += chunk.length;
       });
       stream.on("limit", () =>
@@ -90,15 +83,21 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
           ),
         ),
       );
-      const done = pipeline(stream, createWriteStream(path, { mode: 0o600 })).then(() => ({
-        path,
-        size,
-        sha1: sha1.digest("hex"),
-        sha256: sha256.digest("hex"),
-        partFilename: info.filename ?? "",
-      }));
-      done.catch(() => {});
-      spool = { path, stream, done };
+      file = new Promise<ReceivedFile>((done, broken) => {
+        stream.on("error", broken);
+        stream.on("end", () => {
+          // Copied before digesting: a digested hash cannot be continued by the signer.
+          const hash = sha256.copy();
+          done({
+            size,
+            sha256: sha256.digest("hex"),
+            ...(sha1 ? { sha1: sha1.digest("hex") } : {}),
+            hash,
+            partFilename: info.filename ?? "",
+          });
+        });
+      });
+      file.catch(() => {});
     });
     for (const limit of ["partsLimit", "filesLimit", "fieldsLimit"] as const) {
       parser.on(limit, () => badRequest("the form has too many parts"));
@@ -107,10 +106,10 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
     parser.on("close", async () => {
       if (settled) return;
       try {
-        const file = await spool?.done;
+        const received = await file;
         if (settled) return;
         settled = true;
-        resolve(file ? { fields, file } : { fields });
+        resolve(received ? { fields, file: received } : { fields });
       } catch {
         badRequest("upload was interrupted");
       }

@@ -51,7 +51,7 @@ export class NodeMetrics {
   });
   readonly inflight = new Gauge({
     name: "signing_inflight_jobs",
-    help: "Signing jobs queued or running on this node.",
+    help: "Uploads this node is receiving or signing (its share of signing.maxPending).",
     registers: [this.registry],
   });
   readonly breakerState = new Gauge({

@@ -2,7 +2,7 @@ import type { SignedResult } from "../store/jobs.js";
 
 interface Entry {
   result: SignedResult;
-  sha1: string;
+  sha1s: Set<string>;
   expiresAt: number;
 }
 
@@ -21,15 +21,29 @@ export class LocalResults {
     private readonly ttlMs: number,
   ) {}
 
-  put(format: string, sha256: string, sha1: string, result: SignedResult, now = Date.now()): void {
+  put(
+    format: string,
+    sha256: string,
+    sha1: string | undefined,
+    result: SignedResult,
+    now = Date.now(),
+  ): void {
     this.delete(`${format}:${sha256}`);
-    this.entries.set(`${format}:${sha256}`, { result, sha1, expiresAt: now + this.ttlMs });
-    this.sha1Alias.set(`${format}:${sha1}`, sha256);
+    this.entries.set(`${format}:${sha256}`, { result, sha1s: new Set(), expiresAt: now + this.ttlMs });
+    if (sha1) this.alias(format, sha1, sha256);
     this.bytes += result.output.length;
     for (const key of this.entries.keys()) {
       if (this.bytes <= this.maxBytes) break;
       this.delete(key);
     }
+  }
+
+  /** Lets a classic client find a result held here by the input's sha1. */
+  alias(format: string, sha1: string, sha256: string): void {
+    const entry = this.entries.get(`${format}:${sha256}`);
+    if (!entry) return;
+    entry.sha1s.add(sha1);
+    this.sha1Alias.set(`${format}:${sha1}`, sha256);
   }
 
   /** By sha256 or sha1 of the input. */
@@ -54,7 +68,8 @@ export class LocalResults {
     const entry = this.entries.get(key);
     if (!entry) return;
     this.entries.delete(key);
-    this.sha1Alias.delete(`${key.slice(0, key.indexOf(":"))}:${entry.sha1}`);
+    const format = key.slice(0, key.indexOf(":"));
+    for (const sha1 of entry.sha1s) this.sha1Alias.delete(`${format}:${sha1}`);
     this.bytes -= entry.result.output.length;
   }
 }

@@ -1,4 +1,4 @@
-import { unlink } from "node:fs/promises";
+import type { Hash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AuditLog } from "../log/audit.js";
@@ -6,15 +6,16 @@ import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import type { JobStore, Lookup } from "../store/jobs.js";
 import type { LocalResults } from "./local-results.js";
-import type { SignerPool } from "./pool.js";
 import type { FormatName, Signer } from "./signer.js";
 
-/** An upload that has been spooled to disk and hashed on the way in. */
-export interface SpooledUpload {
-  path: string;
+/** An upload received in full and hashed on the way in; its bytes are gone. */
+export interface Upload {
   size: number;
-  sha1: string;
   sha256: string;
+  /** Present when the client may poll by sha1 (see ReceivedFile). */
+  sha1?: string;
+  /** The running SHA-256 of its bytes, for the signer. */
+  hash: Hash;
   filename: string;
   /** Hash of the id of the token that uploaded it, for the job's log and audit lines. */
   tokenHash?: string;
@@ -26,7 +27,6 @@ export type SubmitOutcome = "cached" | "queued" | "in_progress";
 
 export interface SigningServiceOptions {
   jobs: JobStore;
-  pool: SignerPool;
   signers: ReadonlyMap<FormatName, Signer>;
   nodeId: string;
   leaseMs: number;
@@ -81,6 +81,7 @@ export class SigningService {
     const mine = this.pendingByIp.get(ip) ?? 0;
     if (this.pending >= this.opts.maxPending || mine >= this.opts.maxPendingPerIp) return undefined;
     this.pending++;
+    this.opts.metrics.inflight.set(this.pending);
     this.pendingByIp.set(ip, mine + 1);
     let released = false;
     return {
@@ -88,6 +89,7 @@ export class SigningService {
         if (released) return;
         released = true;
         this.pending--;
+        this.opts.metrics.inflight.set(this.pending);
         const left = (this.pendingByIp.get(ip) ?? 1) - 1;
         if (left > 0) this.pendingByIp.set(ip, left);
         else this.pendingByIp.delete(ip);
@@ -149,46 +151,50 @@ export class SigningService {
     });
   }
 
-  private wake(format: string, upload: SpooledUpload): void {
-    for (const key of [`${format}:${upload.sha256}`, `${format}:${upload.sha1}`]) {
+  private wake(format: string, upload: Upload): void {
+    for (const key of digestKeys(format, upload)) {
       for (const done of [...(this.waiters.get(key) ?? [])]) done();
     }
   }
 
-  /**
-   * Accepts a spooled upload; the spool file and the slot are this service's from here on.
-   */
-  async submit(format: FormatName, upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+  /** Accepts a received upload; the slot is this service's from here on. */
+  async submit(format: FormatName, upload: Upload, slot: Slot): Promise<SubmitOutcome> {
     const { jobs, nodeId, leaseMs, breakers } = this.opts;
     const fingerprint = this.signer(format).fingerprint;
     const key = `${format}:${upload.sha256}`;
     try {
       if (this.opts.local.get(format, upload.sha256)?.fingerprint === fingerprint)
         return this.cached(format, upload, slot);
-      if (this.localPending.has(key)) return this.duplicate(upload, slot);
+      if (this.localPending.has(key)) return this.duplicate(slot);
       const found = await breakers.run("jobs", "job_lookup", () =>
         jobs.lookup(format, upload.sha256, fingerprint),
       );
-      if (found.kind === "signed") return this.cached(format, upload, slot);
+      if (found.kind === "signed") {
+        // A classic client may poll this input by sha1 next, and the upload that signed it may
+        // not have named one.
+        if (upload.sha1) {
+          const sha1 = upload.sha1;
+          await breakers.run("jobs", "job_alias", () => jobs.aliasSha1(format, sha1, upload.sha256));
+        }
+        return this.cached(format, upload, slot);
+      }
       // A failed attempt does not block a new one.
       if (found.kind === "job" && found.job.state === "failed") {
         await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
       }
       const claimed = await breakers.run("jobs", "job_claim", () =>
-        jobs.claim(format, upload.sha256, upload.sha1, nodeId, leaseMs),
+        jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
       );
-      if (!claimed) return this.duplicate(upload, slot);
+      if (!claimed) return this.duplicate(slot);
       this.start(format, upload, slot, true);
       return "queued";
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) {
         slot.release();
-        await discard(upload.path);
         throw err;
       }
       // No store: sign here, keep the result here. Builds keep signing through the outage.
-      this.localPending.set(key, upload.sha256);
-      this.localPending.set(`${format}:${upload.sha1}`, upload.sha256);
+      for (const k of digestKeys(format, upload)) this.localPending.set(k, upload.sha256);
       this.start(format, upload, slot, false);
       return "queued";
     }
@@ -207,32 +213,30 @@ export class SigningService {
     return true;
   }
 
-  private async cached(format: FormatName, upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+  private async cached(format: FormatName, upload: Upload, slot: Slot): Promise<SubmitOutcome> {
     this.opts.metrics.cacheHits.inc({ format });
+    if (upload.sha1) this.opts.local.alias(format, upload.sha1, upload.sha256);
     slot.release();
-    await discard(upload.path);
     return "cached";
   }
 
-  private async duplicate(upload: SpooledUpload, slot: Slot): Promise<SubmitOutcome> {
+  private async duplicate(slot: Slot): Promise<SubmitOutcome> {
     slot.release();
-    await discard(upload.path);
     return "in_progress";
   }
 
-  private start(format: FormatName, upload: SpooledUpload, slot: Slot, shared: boolean): void {
+  private start(format: FormatName, upload: Upload, slot: Slot, shared: boolean): void {
     const job = this.run(format, upload, shared).finally(() => {
       this.inflight.delete(job);
-      this.opts.metrics.inflight.set(this.inflight.size);
       slot.release();
     });
     this.inflight.add(job);
-    this.opts.metrics.inflight.set(this.inflight.size);
   }
 
-  private async run(format: FormatName, upload: SpooledUpload, shared: boolean): Promise<void> {
-    const { jobs, pool, nodeId, leaseMs, log, breakers, metrics } = this.opts;
-    const fingerprint = this.signer(format).fingerprint;
+  private async run(format: FormatName, upload: Upload, shared: boolean): Promise<void> {
+    const { jobs, nodeId, leaseMs, log, breakers, metrics } = this.opts;
+    const signer = this.signer(format);
+    const fingerprint = signer.fingerprint;
     const endTimer = metrics.duration.startTimer({ format });
     const started = process.hrtime.bigint();
     const renew = shared
@@ -243,8 +247,7 @@ export class SigningService {
         }, leaseMs / 3)
       : undefined;
     try {
-      const output = await pool.sign({ format, path: upload.path });
-      endTimer();
+      const output = await signer.sign(upload.hash);
       metrics.jobs.inc({ format, result: "signed" });
       metrics.bytes.inc({ format }, upload.size);
       const result = { output, fingerprint };
@@ -254,6 +257,7 @@ export class SigningService {
         // The store went away (or never was there): the uploading client collects it here.
         this.opts.local.put(format, upload.sha256, upload.sha1, result);
       }
+      endTimer();
       this.opts.audit.write({
         event: "signed",
         format,
@@ -286,14 +290,15 @@ export class SigningService {
       }
     } finally {
       clearInterval(renew);
-      this.localPending.delete(`${format}:${upload.sha256}`);
-      this.localPending.delete(`${format}:${upload.sha1}`);
+      for (const k of digestKeys(format, upload)) this.localPending.delete(k);
       this.wake(format, upload);
-      await discard(upload.path);
     }
   }
 }
 
-async function discard(path: string): Promise<void> {
-  await unlink(path).catch(() => {});
+/** The `format:digest` keys an upload may be asked for by: its sha256, and its sha1 if known. */
+function digestKeys(format: string, upload: Upload): string[] {
+  return upload.sha1
+    ? [`${format}:${upload.sha256}`, `${format}:${upload.sha1}`]
+    : [`${format}:${upload.sha256}`];
 }

@@ -1,3 +1,4 @@
+import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
@@ -23,8 +24,9 @@ export interface KeyConfigs {
 }
 
 /**
- * One signing format with its key, loaded once. `sign` consumes the whole input stream and
- * returns the detached signature; it never needs the input in memory at once.
+ * One signing format with its key, loaded once. A node hashes each upload once, with native
+ * SHA-256, while it arrives; both formats sign over that running hash, so signing costs the
+ * same few microseconds whatever the file size, and nothing re-reads the input.
  */
 export interface Signer {
   readonly format: FormatName;
@@ -34,8 +36,11 @@ export interface Signer {
   readonly suffix: string;
   /** Public key (armored OpenPGP key, or an OpenSSH public key line) for verification. */
   publicKey(): string;
-  /** A stream for large inputs; small ones may come whole (much faster through openpgp.js). */
-  sign(input: Readable | Uint8Array): Promise<Buffer>;
+  /**
+   * The detached signature of an input whose bytes have all gone into `inputSha256`, a running
+   * SHA-256 not yet digested. It is copied, not consumed: the caller may still digest it.
+   */
+  sign(inputSha256: Hash): Promise<Buffer>;
 }
 
 /** A key that cannot be loaded: the node refuses to start and says which and why. */
@@ -48,4 +53,12 @@ export class KeyLoadError extends Error {
     super(`cannot load ${format} key from ${file}: ${reason}`);
     this.name = "KeyLoadError";
   }
+}
+
+/** Feeds a whole input (bytes or a stream) into a fresh SHA-256, ready for `Signer.sign`. */
+export async function hashInput(input: Readable | Uint8Array): Promise<Hash> {
+  const hash = createHash("sha256");
+  if (input instanceof Uint8Array) return hash.update(input);
+  for await (const chunk of input) hash.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  return hash;
 }

@@ -47,13 +47,24 @@ export class JobStore {
   }
 
   /** Takes the lease on signing this input; false when another node holds it. */
-  async claim(format: string, sha256: string, sha1: string, node: string, leaseMs: number): Promise<boolean> {
+  async claim(
+    format: string,
+    sha256: string,
+    node: string,
+    leaseMs: number,
+    sha1?: string,
+  ): Promise<boolean> {
     const job: JobState = { state: "pending", node };
     const [claimed] = await Promise.all([
       this.client.set(this.keys.job(format, sha256), JSON.stringify(job), "PX", leaseMs, "NX"),
-      this.client.set(this.keys.sha1Alias(format, sha1), sha256, "EX", this.resultTtlSeconds),
+      sha1 ? this.aliasSha1(format, sha1, sha256) : undefined,
     ]);
     return claimed === "OK";
+  }
+
+  /** Lets a classic client find this input's job and result by its sha1. */
+  async aliasSha1(format: string, sha1: string, sha256: string): Promise<void> {
+    await this.client.set(this.keys.sha1Alias(format, sha1), sha256, "EX", this.resultTtlSeconds);
   }
 
   async renewLease(format: string, sha256: string, leaseMs: number): Promise<void> {

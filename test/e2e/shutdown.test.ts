@@ -15,7 +15,7 @@ before(async () => {
 });
 after(() => cluster?.stop());
 
-test("SIGTERM with jobs in flight: they complete, clients get their signatures, exit 0", async () => {
+test("SIGTERM with uploads in flight: they complete, clients get their signatures, exit 0", async () => {
   const [a, b] = cluster.urls as [string, string];
   const auth = `Basic ${Buffer.from(`${cluster.state.issuer.user}:${cluster.state.issuer.password}`).toString("base64")}`;
   const files = [randomBytes(96 * 1024 * 1024), randomBytes(1000), randomBytes(2000)];
@@ -27,7 +27,7 @@ test("SIGTERM with jobs in flight: they complete, clients get their signatures, 
 
   const inflight = async () => sample((await request(a).get("/metrics")).text, "signing_inflight_jobs") ?? 0;
   for (let i = 0; i < 200 && (await inflight()) < 1; i++) await sleep(20);
-  assert.ok((await inflight()) >= 1, "a job is in flight");
+  assert.ok((await inflight()) >= 1, "an upload is in flight");
 
   const node = cluster.nodes[0];
   assert.ok(node);

@@ -126,7 +126,6 @@ export class ChaosRig {
       env: {
         SIGNING__redis: JSON.stringify(this.redisConfig),
         SIGNING__log__level: "warn",
-        SIGNING__signing__workers: "1",
         SIGNING__signing__jobLeaseMs: "3000",
         SIGNING__store__recoveryGraceMs: "3000",
         ...this.opts.nodeEnv,

@@ -43,7 +43,6 @@ export class TestCluster {
       state.config,
       merge(
         {
-          signing: { workers: 1 },
           log: { level: "silent" },
           limits: { tokenPerIp: generous, signPerIp: generous },
         },

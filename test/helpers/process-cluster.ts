@@ -17,7 +17,7 @@ export class ProcessCluster {
   static async start(opts: { nodes?: number; env?: Record<string, string> } = {}): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
     const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url);
-    const env = { SIGNING__log__level: "warn", SIGNING__signing__workers: "1", ...opts.env };
+    const env = { SIGNING__log__level: "warn", ...opts.env };
     const cluster = new ProcessCluster(redis, state, [], env);
     try {
       for (let i = 0; i < (opts.nodes ?? 3); i++) {

@@ -177,7 +177,7 @@ describe("backpressure and rate limits", () => {
   test("more concurrent uploads than maxPending: 503 OVERLOADED with Retry-After, never a crash", async () => {
     const cluster = await TestCluster.start({
       nodes: 1,
-      overrides: { signing: { maxPending: 3, workers: 1 } },
+      overrides: { signing: { maxPending: 3 } },
     });
     try {
       const url = cluster.node(0).url;

@@ -1,6 +1,5 @@
 import { type Request, type Response, Router } from "express";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
-import type { SignerPool } from "../../signing/pool.js";
 import type { SigningService } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
 import { BREAKER_NAMES, type StoreBreakers } from "../../store/breakers.js";
@@ -14,7 +13,6 @@ export interface MetaRouteDeps {
   limits: ReadonlyMap<FormatName, FormatLimits>;
   redis: RedisClient;
   breakers: StoreBreakers;
-  pool: SignerPool;
   lifecycle: Lifecycle;
   metrics: NodeMetrics;
   downPolicy: "hmac" | "reject";
@@ -83,16 +81,12 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
     const checks = {
       redis: await redisCheck(deps.breakers, deps.redis),
       keys: { ok: deps.limits.size > 0, detail: `${deps.limits.size} formats loaded` },
-      workers: {
-        ok: deps.pool.threads > 0,
-        detail: `${deps.pool.threads} threads, ${deps.pool.queued} queued`,
-      },
       lifecycle: {
         ok: !deps.lifecycle.shuttingDown,
         detail: deps.lifecycle.shuttingDown ? "shutting down" : "serving",
       },
     };
-    const essential = checks.keys.ok && checks.workers.ok && checks.lifecycle.ok;
+    const essential = checks.keys.ok && checks.lifecycle.ok;
     const status = !essential
       ? "unavailable"
       : checks.redis.ok

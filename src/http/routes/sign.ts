@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import { unlink } from "node:fs/promises";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
@@ -9,7 +8,7 @@ import { type TokenService, tokenHash } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
-import { receiveUpload } from "../multipart.js";
+import { type ReceivedUpload, receiveUpload } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
 
 export interface FormatLimits {
@@ -25,7 +24,6 @@ export interface SignRouteDeps {
   signPerToken: RateLimiter;
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
-  spoolDir: string;
   maxWaitSeconds: number;
   uploadIdleTimeoutMs: number;
   log: Logger;
@@ -151,13 +149,13 @@ export function signRoutes(deps: SignRouteDeps): Router {
     wait: number,
     slot: Slot,
   ): Promise<string> => {
-    let received: Awaited<ReturnType<typeof receiveUpload>> | undefined;
     let handedOver = false;
     try {
+      let received: ReceivedUpload;
       try {
         // A client that stops sending holds a slot: drop it after a while of silence.
         req.setTimeout(deps.uploadIdleTimeoutMs, () => req.destroy(new Error("upload idle")));
-        received = await receiveUpload(req, { maxSize: limits.maxSize, spoolDir: deps.spoolDir });
+        received = await receiveUpload(req, { maxSize: limits.maxSize });
         req.setTimeout(0); // received: ?wait may hold the connection quietly from here on
       } catch (err) {
         if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
@@ -180,7 +178,10 @@ export function signRoutes(deps: SignRouteDeps): Router {
         throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
       const filename = fields.filename ?? file.partFilename;
       checkFilename(filename, limits.filenamePattern);
-      if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
+      // A sha1 field is checked when the node hashed sha1 (no sha256 field came first); when it
+      // did not, the field is ignored: only digests the node computed name results.
+      const sha1Wrong = sha1 !== undefined && file.sha1 !== undefined && sha1 !== file.sha1;
+      if (sha1Wrong || (sha256 !== undefined && sha256 !== file.sha256)) {
         throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
       }
       const tokenWait = deps.signPerToken.take(createHash("sha256").update(token).digest("base64url"));
@@ -217,10 +218,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       res.status(202).json({ status: outcome, sha1: file.sha1, sha256: file.sha256 });
       return outcome;
     } finally {
-      if (!handedOver) {
-        slot.release();
-        if (received?.file) await unlink(received.file.path).catch(() => {});
-      }
+      if (!handedOver) slot.release();
     }
   };
 

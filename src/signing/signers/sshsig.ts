@@ -1,6 +1,5 @@
-import { createHash, sign as cryptoSign } from "node:crypto";
+import { sign as cryptoSign, type Hash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import type { Readable } from "node:stream";
 import {
   parseOpenSshEd25519,
   publicKeyLine,
@@ -12,7 +11,8 @@ import {
 import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
 
 const MAGIC = Buffer.from("SSHSIG", "latin1");
-const HASH_ALG = "sha512";
+// SSHSIG allows sha256 or sha512; sha256 is the hash the node already runs over every upload.
+const HASH_ALG = "sha256";
 const SIG_VERSION = 1;
 
 /** Loads the OpenSSH ed25519 key once; the signer produces armored SSHSIG signatures (as `ssh-keygen -Y sign`). */
@@ -44,12 +44,8 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
     fingerprint,
     suffix: ".sig",
     publicKey: () => pubLine,
-    async sign(input: Readable | Uint8Array): Promise<Buffer> {
-      const hash = createHash(HASH_ALG);
-      if (input instanceof Uint8Array) hash.update(input);
-      else
-        for await (const chunk of input) hash.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-      const digest = hash.digest();
+    async sign(inputSha256: Hash): Promise<Buffer> {
+      const digest = inputSha256.copy().digest();
       const signedData = Buffer.concat([
         MAGIC,
         sshString(namespace),
@@ -57,7 +53,10 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
         sshString(HASH_ALG),
         sshString(digest),
       ]);
-      const sig = cryptoSign(null, signedData, privateKey);
+      // The callback form runs on libuv's thread pool, off the event loop.
+      const sig = await new Promise<Buffer>((resolve, reject) =>
+        cryptoSign(null, signedData, privateKey, (err, out) => (err ? reject(err) : resolve(out))),
+      );
       const blob = Buffer.concat([
         MAGIC,
         sshUint32(SIG_VERSION),
