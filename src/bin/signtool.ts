@@ -207,7 +207,7 @@ program
     const retries = client.retriesTotal;
     const skipped = tasks.length - results.length - failures.length;
     process.stderr.write(
-      `signtool: ${results.length} signed (${count("signed")} uploaded, ${count("local-cache")} from local cache, ` +
+      `signtool: ${results.length} signed (${count("signed")} newly, ${count("local-cache")} from local cache, ` +
         `${count("cluster-cache")} from cluster cache), ${failures.length} failed${skipped ? `, ${skipped} not attempted` : ""}, ` +
         `${retries} retries, ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
     );

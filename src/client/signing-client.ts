@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
-import { type FileDigests, hashFile } from "./digests.js";
+import { hashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
 import { apiError, type HttpAnswer, send } from "./http.js";
 import { multipartUpload } from "./multipart.js";
@@ -65,6 +65,16 @@ const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
 
 const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
+/** The `status` of a 202 answer to an upload ("queued", "in_progress", "cached"), if it says. */
+function answerStatus(body: Buffer): string | undefined {
+  try {
+    const status = (JSON.parse(body.toString("utf8")) as { status?: unknown }).status;
+    return typeof status === "string" ? status : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Signs files through any node of a cluster: rotation on failures, backoff with jitter, a
  * retry budget per file, one nonce chain shared by concurrent files, local and cluster caches.
@@ -94,10 +104,18 @@ export class SigningClient {
     const emit = (phase: Phase, node?: string, detail?: string) =>
       this.opts.onEvent?.({ file, format, phase, ...(node ? { node } : {}), ...(detail ? { detail } : {}) });
 
-    emit("hashing");
-    let digests: FileDigests;
+    // With a local cache the file is hashed first, to look it up. Otherwise it goes straight
+    // to a node, hashed as it is sent: one read of the file, and the upload's answer says
+    // whether the cluster had signed it already.
+    let size: number;
+    let sha256: string | undefined;
     try {
-      digests = await hashFile(file);
+      if (this.opts.cacheDir) {
+        emit("hashing");
+        ({ size, sha256 } = await hashFile(file));
+      } else {
+        size = (await stat(file)).size;
+      }
     } catch (err) {
       throw new ClientError(
         "LOCAL_IO",
@@ -107,7 +125,7 @@ export class SigningClient {
     const done = async (signature: Buffer, source: ResultSource, retries: number): Promise<SignResult> => {
       try {
         await writeFileAtomic(output, signature);
-        if (source !== "local-cache") await this.cachePut(format, digests.sha256, signature);
+        if (source !== "local-cache" && sha256) await this.cachePut(format, sha256, signature);
       } catch (err) {
         throw new ClientError(
           "LOCAL_IO",
@@ -117,7 +135,7 @@ export class SigningClient {
       return { file, format, output, source, retries, durationMs: Date.now() - started };
     };
 
-    const cached = await this.cacheGet(format, digests.sha256);
+    const cached = sha256 ? await this.cacheGet(format, sha256) : undefined;
     if (cached) return done(cached, "local-cache", 0);
 
     const deadline = Date.now() + (this.opts.maxTimeMs ?? 15 * 60_000);
@@ -125,7 +143,8 @@ export class SigningClient {
     let retries = 0;
     let attempt = 0;
     let uploaded = false;
-    let needUpload = false;
+    let alreadySigned = false;
+    let needUpload = sha256 === undefined;
     let reuploads = 0;
     let refreshes = 0;
     let last = "no attempt";
@@ -136,13 +155,15 @@ export class SigningClient {
       try {
         if (needUpload) {
           emit("uploading", node);
-          const up = await this.upload(file, format, digests, deadline, (n, reason) => {
+          const up = await this.upload(file, format, { size, sha256 }, deadline, (n, reason) => {
             retries++;
             this.retriesTotal++;
             emit("retrying", n, reason);
           });
           verdict = up.verdict;
           if (verdict.kind === "ok") {
+            sha256 = up.sha256;
+            alreadySigned = up.cached;
             uploaded = true;
             needUpload = false;
             refreshes = 0;
@@ -151,7 +172,7 @@ export class SigningClient {
           }
         } else {
           emit(uploaded ? "signing" : "checking", node);
-          const res = await this.get(node, format, digests.sha256, uploaded ? wait : 0);
+          const res = await this.get(node, format, sha256 as string, uploaded ? wait : 0);
           if (res.status === 200) {
             const signature = res.body;
             if (res.headers["x-sha256-digest"] !== sha256hex(signature)) {
@@ -162,7 +183,8 @@ export class SigningClient {
               };
             } else {
               emit("downloading", node);
-              return await done(signature, uploaded ? "signed" : "cluster-cache", retries);
+              const source = uploaded && !alreadySigned ? "signed" : "cluster-cache";
+              return await done(signature, source, retries);
             }
           } else if (res.status === 404 && res.headers["x-pending"] === "True") {
             // Being signed (maybe on another node): keep polling; ?wait does the pacing.
@@ -260,14 +282,14 @@ export class SigningClient {
   private async upload(
     file: string,
     format: string,
-    d: FileDigests,
+    d: { size: number; sha256: string | undefined },
     deadline: number,
     onRetry: (node: string, reason: string) => void,
-  ): Promise<{ verdict: Verdict; node: string }> {
+  ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean }> {
     const token = await this.currentToken();
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
-        { sha256: d.sha256, filename: basename(file), token, nonce },
+        { ...(d.sha256 ? { sha256: d.sha256 } : {}), filename: basename(file), token, nonce },
         { path: file, size: d.size, name: basename(file) },
       );
       for (let attempt = 0; ; attempt++) {
@@ -289,7 +311,7 @@ export class SigningClient {
           if (Date.now() + delay > deadline) {
             throw new ClientError(
               "GAVE_UP",
-              `${basename(file)} (${format}): upload failed on every node; last error: ${node}: ${reason}`,
+              `${basename(file)} (${format}): gave up after ${attempt} retries; last error: ${node}: ${reason}`,
             );
           }
           onRetry(node, reason);
@@ -310,7 +332,12 @@ export class SigningClient {
         const next = res.headers["x-nonce"];
         const ours = res.status === 202 || error.code !== undefined;
         const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
-        return { result: { verdict, node }, ...(keep ? { next } : {}) };
+        const cached = res.status === 202 && answerStatus(res.body) === "cached";
+        const sha256 = form.sentSha256;
+        return {
+          result: { verdict, node, cached, ...(sha256 ? { sha256 } : {}) },
+          ...(keep ? { next } : {}),
+        };
       }
     });
   }

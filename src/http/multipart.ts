@@ -12,8 +12,8 @@ export interface ReceivedFile {
   size: number;
   sha256: string;
   /**
-   * Only for clients that poll by sha1: computed unless a `sha256` field came before the file
-   * part (our signtool sends one; classic clients send `sha1`), saving a hash pass per byte.
+   * Only for clients that poll by sha1: computed when a `sha1` field came before the file part,
+   * as classic clients send it. signtool sends none, sparing the node a hash pass per byte.
    */
   sha1?: string;
   /** The running SHA-256 of the bytes, not yet digested: what the signers sign. */
@@ -68,7 +68,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
         return;
       }
       const sha256 = createHash("sha256");
-      const sha1 = fields.sha256 === undefined ? createHash("sha1") : undefined;
+      const sha1 = fields.sha1 !== undefined ? createHash("sha1") : undefined;
       let size = 0;
       stream.on("data", (chunk: Buffer) => {
         sha256.update(chunk);

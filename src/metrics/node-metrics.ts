@@ -32,9 +32,9 @@ export class NodeMetrics {
   });
   readonly duration = new Histogram({
     name: "signing_duration_seconds",
-    help: "Time to sign one input, queueing in the worker pool included.",
+    help: "From the start of a signing job (upload received, token checked) to its stored signature.",
     labelNames: ["format"] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
   });
   readonly bytes = new Counter({

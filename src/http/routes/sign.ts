@@ -178,10 +178,10 @@ export function signRoutes(deps: SignRouteDeps): Router {
         throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
       const filename = fields.filename ?? file.partFilename;
       checkFilename(filename, limits.filenamePattern);
-      // A sha1 field is checked when the node hashed sha1 (no sha256 field came first); when it
-      // did not, the field is ignored: only digests the node computed name results.
-      const sha1Wrong = sha1 !== undefined && file.sha1 !== undefined && sha1 !== file.sha1;
-      if (sha1Wrong || (sha256 !== undefined && sha256 !== file.sha256)) {
+      // The node hashes sha1 only when the field comes first; only digests it computed name results.
+      if (sha1 !== undefined && file.sha1 === undefined)
+        throw new ApiError("BAD_REQUEST", "the sha1 field must come before the filedata part");
+      if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
         throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
       }
       const tokenWait = deps.signPerToken.take(createHash("sha256").update(token).digest("base64url"));
