@@ -65,13 +65,24 @@ const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
 
 const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-/** The `status` of a 202 answer to an upload ("queued", "in_progress", "cached"), if it says. */
-function answerStatus(body: Buffer): string | undefined {
+/** Seconds an upload may wait for its signature: see `upload`. */
+const UPLOAD_WAIT_SECONDS = 1;
+
+/** A 202 answer to an upload: its status ("queued", "in_progress", "cached") and, with ?wait, the signature. */
+function uploadAnswer(body: Buffer): { status?: string; signature?: Buffer } {
   try {
-    const status = (JSON.parse(body.toString("utf8")) as { status?: unknown }).status;
-    return typeof status === "string" ? status : undefined;
+    const { status, signature } = JSON.parse(body.toString("utf8")) as {
+      status?: unknown;
+      signature?: unknown;
+    };
+    return {
+      ...(typeof status === "string" ? { status } : {}),
+      ...(typeof signature === "string" && signature !== ""
+        ? { signature: Buffer.from(signature, "utf8") }
+        : {}),
+    };
   } catch {
-    return undefined;
+    return {};
   }
 }
 
@@ -164,6 +175,10 @@ export class SigningClient {
           if (verdict.kind === "ok") {
             sha256 = up.sha256;
             alreadySigned = up.cached;
+            if (up.signature) {
+              emit("downloading", up.node);
+              return await done(up.signature, alreadySigned ? "cluster-cache" : "signed", retries);
+            }
             uploaded = true;
             needUpload = false;
             refreshes = 0;
@@ -285,7 +300,7 @@ export class SigningClient {
     d: { size: number; sha256: string | undefined },
     deadline: number,
     onRetry: (node: string, reason: string) => void,
-  ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean }> {
+  ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean; signature?: Buffer }> {
     const token = await this.currentToken();
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
@@ -298,7 +313,9 @@ export class SigningClient {
         try {
           res = await send({
             method: "POST",
-            url: `${node}/sign/${encodeURIComponent(format)}`,
+            // A short ?wait: the node answers with the signature it makes within milliseconds,
+            // sparing a GET; short, because the answer holds this token's nonce chain.
+            url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}`,
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
             body: () => form.open(),
             timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
@@ -332,12 +349,17 @@ export class SigningClient {
         const next = res.headers["x-nonce"];
         const ours = res.status === 202 || error.code !== undefined;
         const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
-        const cached = res.status === 202 && answerStatus(res.body) === "cached";
+        const answer = res.status === 202 ? uploadAnswer(res.body) : {};
         const sha256 = form.sentSha256;
-        return {
-          result: { verdict, node, cached, ...(sha256 ? { sha256 } : {}) },
-          ...(keep ? { next } : {}),
+        const result = {
+          verdict,
+          node,
+          // After a lost answer, "cached" is most likely this client's own earlier attempt.
+          cached: answer.status === "cached" && attempt === 0,
+          ...(sha256 ? { sha256 } : {}),
+          ...(answer.signature ? { signature: answer.signature } : {}),
         };
+        return { result, ...(keep ? { next } : {}) };
       }
     });
   }

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { AuditLog } from "../log/audit.js";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
-import type { JobStore, Lookup } from "../store/jobs.js";
+import type { JobStore, Lookup, SignedResult } from "../store/jobs.js";
 import type { LocalResults } from "./local-results.js";
 import type { FormatName, Signer } from "./signer.js";
 
@@ -24,6 +24,15 @@ export interface Upload {
 }
 
 export type SubmitOutcome = "cached" | "queued" | "in_progress";
+
+export interface Submitted {
+  outcome: SubmitOutcome;
+  /**
+   * The signed result when this node has it or is making it (cached, or queued here): it
+   * settles within milliseconds, undefined if signing failed. Absent when another node signs.
+   */
+  result?: Promise<SignedResult | undefined>;
+}
 
 export interface SigningServiceOptions {
   jobs: JobStore;
@@ -56,7 +65,7 @@ const POLL_MS = 100;
  * the store is unreachable it signs anyway and keeps the result in this node's memory.
  */
 export class SigningService {
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly inflight = new Set<Promise<unknown>>();
   /** Jobs running without the store: `format:sha256` and `format:sha1` → sha256. */
   private readonly localPending = new Map<string, string>();
   private pending = 0;
@@ -158,13 +167,13 @@ export class SigningService {
   }
 
   /** Accepts a received upload; the slot is this service's from here on. */
-  async submit(format: FormatName, upload: Upload, slot: Slot): Promise<SubmitOutcome> {
+  async submit(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
     const { jobs, nodeId, leaseMs, breakers } = this.opts;
     const fingerprint = this.signer(format).fingerprint;
     const key = `${format}:${upload.sha256}`;
     try {
-      if (this.opts.local.get(format, upload.sha256)?.fingerprint === fingerprint)
-        return this.cached(format, upload, slot);
+      const local = this.opts.local.get(format, upload.sha256);
+      if (local?.fingerprint === fingerprint) return this.cached(format, upload, slot, local);
       if (this.localPending.has(key)) return this.duplicate(slot);
       const found = await breakers.run("jobs", "job_lookup", () =>
         jobs.lookup(format, upload.sha256, fingerprint),
@@ -176,7 +185,7 @@ export class SigningService {
           const sha1 = upload.sha1;
           await breakers.run("jobs", "job_alias", () => jobs.aliasSha1(format, sha1, upload.sha256));
         }
-        return this.cached(format, upload, slot);
+        return this.cached(format, upload, slot, found.result);
       }
       // A failed attempt does not block a new one.
       if (found.kind === "job" && found.job.state === "failed") {
@@ -186,8 +195,7 @@ export class SigningService {
         jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
       );
       if (!claimed) return this.duplicate(slot);
-      this.start(format, upload, slot, true);
-      return "queued";
+      return { outcome: "queued", result: this.start(format, upload, slot, true) };
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) {
         slot.release();
@@ -195,8 +203,7 @@ export class SigningService {
       }
       // No store: sign here, keep the result here. Builds keep signing through the outage.
       for (const k of digestKeys(format, upload)) this.localPending.set(k, upload.sha256);
-      this.start(format, upload, slot, false);
-      return "queued";
+      return { outcome: "queued", result: this.start(format, upload, slot, false) };
     }
   }
 
@@ -213,27 +220,33 @@ export class SigningService {
     return true;
   }
 
-  private async cached(format: FormatName, upload: Upload, slot: Slot): Promise<SubmitOutcome> {
+  private cached(format: FormatName, upload: Upload, slot: Slot, result: SignedResult): Submitted {
     this.opts.metrics.cacheHits.inc({ format });
     if (upload.sha1) this.opts.local.alias(format, upload.sha1, upload.sha256);
     slot.release();
-    return "cached";
+    return { outcome: "cached", result: Promise.resolve(result) };
   }
 
-  private async duplicate(slot: Slot): Promise<SubmitOutcome> {
+  private duplicate(slot: Slot): Submitted {
     slot.release();
-    return "in_progress";
+    return { outcome: "in_progress" };
   }
 
-  private start(format: FormatName, upload: Upload, slot: Slot, shared: boolean): void {
+  private start(
+    format: FormatName,
+    upload: Upload,
+    slot: Slot,
+    shared: boolean,
+  ): Promise<SignedResult | undefined> {
     const job = this.run(format, upload, shared).finally(() => {
       this.inflight.delete(job);
       slot.release();
     });
     this.inflight.add(job);
+    return job;
   }
 
-  private async run(format: FormatName, upload: Upload, shared: boolean): Promise<void> {
+  private async run(format: FormatName, upload: Upload, shared: boolean): Promise<SignedResult | undefined> {
     const { jobs, nodeId, leaseMs, log, breakers, metrics } = this.opts;
     const signer = this.signer(format);
     const fingerprint = signer.fingerprint;
@@ -277,6 +290,7 @@ export class SigningService {
         node: nodeId,
         tokenHash: upload.tokenHash,
       });
+      return result;
     } catch (err) {
       metrics.jobs.inc({ format, result: "failed" });
       log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
@@ -288,6 +302,7 @@ export class SigningService {
           )
           .catch(() => {});
       }
+      return undefined;
     } finally {
       clearInterval(renew);
       for (const k of digestKeys(format, upload)) this.localPending.delete(k);

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
 import type { SigningService, Slot } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
+import type { SignedResult } from "../../store/jobs.js";
 import { type TokenService, tokenHash } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
@@ -59,7 +60,11 @@ function waitSeconds(req: Request, max: number): number {
 
 function abortOnClose(req: Request, res: Response): AbortSignal {
   const ctl = new AbortController();
-  res.on("close", () => ctl.abort());
+  // Only a client that left before its answer aborts: abort() builds a DOMException, too
+  // costly to pay on every finished request.
+  res.on("close", () => {
+    if (!res.writableFinished) ctl.abort();
+  });
   req.on("aborted", () => ctl.abort());
   return ctl.signal;
 }
@@ -198,7 +203,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
 
       handedOver = true;
-      const outcome = await deps.signing.submit(
+      const { outcome, result } = await deps.signing.submit(
         format,
         { ...file, filename, tokenHash: tokenHash(check.claims.id), clientIp: clientIp(req) },
         slot,
@@ -212,10 +217,27 @@ export function signRoutes(deps: SignRouteDeps): Router {
         tokenCheck: check.result,
         tokenHash: tokenHash(check.claims.id),
       });
-      if (wait > 0 && outcome !== "cached") {
-        await deps.signing.waitFor(format, file.sha256, wait * 1000, abortOnClose(req, res));
+      // ?wait: answer with the signature itself (it is ready within milliseconds when this node
+      // makes it), which spares the client its GET; when another node signs, wait for that one.
+      let signed: SignedResult | undefined;
+      if (wait > 0) {
+        signed = result ? await result : undefined;
+        if (!signed && outcome !== "cached") {
+          const { found } = await deps.signing.waitFor(
+            format,
+            file.sha256,
+            wait * 1000,
+            abortOnClose(req, res),
+          );
+          if (found.kind === "signed") signed = found.result;
+        }
       }
-      res.status(202).json({ status: outcome, sha1: file.sha1, sha256: file.sha256 });
+      res.status(202).json({
+        status: outcome,
+        sha1: file.sha1,
+        sha256: file.sha256,
+        ...(signed ? { signature: signed.output.toString("utf8") } : {}),
+      });
       return outcome;
     } finally {
       if (!handedOver) slot.release();
