@@ -1,6 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
-import { open, readFile, rename, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { writeFileAtomic } from "../src/files/write-atomic.js";
 import type { StoreKeys } from "../src/store/keys.js";
@@ -134,7 +133,9 @@ export async function takeSnapshot(
 /** Writes the snapshot so that a reader sees the old file or the new one (temp, fsync, rename). */
 export async function writeSnapshot(file: string, snap: Snapshot): Promise<void> {
   const body = JSON.stringify(snap);
-  await writeFileAtomic(file, `${JSON.stringify({ checksum: checksum(body), snapshot: snap })}\n`, 0o600);
+  await writeFileAtomic(file, `${JSON.stringify({ checksum: checksum(body), snapshot: snap })}\n`, 0o600, {
+    durable: true,
+  });
 }
 
 /** Reads and checks a snapshot; undefined when there is none yet. */

@@ -1,4 +1,4 @@
-import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { type Agent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { Readable } from "node:stream";
 
@@ -22,6 +22,8 @@ export interface HttpRequest {
   clientCert?: { cert: Buffer; key: Buffer };
   /** Answers larger than this are a misbehaving node, not a signature. */
   maxBodyBytes?: number;
+  /** A keep-alive agent to reuse connections; without one, a fresh connection per exchange. */
+  agent?: Agent;
 }
 
 /** A transport failure: refused, reset, timed out, cut short, oversized. Always worth another node. */
@@ -54,7 +56,7 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     const r = make(url, {
       method: req.method,
       headers: req.headers,
-      agent: false,
+      agent: req.agent ?? false,
       ...(req.ca ? { ca: req.ca } : {}),
       ...(req.clientCert ?? {}),
     });

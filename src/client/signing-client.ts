@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile, stat } from "node:fs/promises";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
@@ -99,6 +101,15 @@ export class SigningClient {
   private refreshing: Promise<void> | undefined;
   /** Retries across every file this client handled, the failed ones included. */
   retriesTotal = 0;
+  /**
+   * Connections are kept and reused: a TCP (and TLS) handshake per request cost more than the
+   * signing. Idle ones do not keep the process alive, and close before the node's keep-alive
+   * timeout (node's agent honours its Keep-Alive hint); a reset one is a retry like any other.
+   */
+  private readonly agents = {
+    http: new HttpAgent({ keepAlive: true }),
+    https: new HttpsAgent({ keepAlive: true }),
+  };
 
   constructor(private readonly opts: SigningClientOptions) {
     this.nodes = new NodeRotation(opts.nodes, opts.random);
@@ -281,6 +292,7 @@ export class SigningClient {
 
   private get(node: string, format: string, sha256: string, wait: number): Promise<HttpAnswer> {
     return send({
+      agent: this.agentFor(node),
       method: "GET",
       url: `${node}/sign/${encodeURIComponent(format)}/${sha256}${wait ? `?wait=${wait}` : ""}`,
       timeoutMs: this.timeout() + wait * 1000,
@@ -312,6 +324,7 @@ export class SigningClient {
         let res: HttpAnswer;
         try {
           res = await send({
+            agent: this.agentFor(node),
             method: "POST",
             // A short ?wait: the node answers with the signature it makes within milliseconds,
             // sparing a GET; short, because the answer holds this token's nonce chain.
@@ -362,6 +375,10 @@ export class SigningClient {
         return { result, ...(keep ? { next } : {}) };
       }
     });
+  }
+
+  private agentFor(node: string): HttpAgent {
+    return node.startsWith("https:") ? this.agents.https : this.agents.http;
   }
 
   /** TLS settings for every request: the pinned CA or certificate, and our own certificate. */

@@ -3,26 +3,36 @@ import { open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
- * Writes a file so that readers see the old content or the new one, never a part: a temp
- * file in the same directory, fsync, rename. A failure leaves nothing behind.
+ * Writes a file so that readers see the old content or the new one, never a part: a temp file
+ * in the same directory, then rename. `durable` also fsyncs the file and its directory, for
+ * files that must survive a power loss (the monitor's snapshots). signtool's files (signatures,
+ * the nonce, a token) need not: a machine that crashes reruns its build with a fresh token, and
+ * two fsyncs per file would cost more than the signing itself.
  */
-export async function writeFileAtomic(path: string, data: Buffer | string, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: Buffer | string,
+  mode = 0o644,
+  { durable = false } = {},
+): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
   try {
     const fh = await open(tmp, "wx", mode);
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      if (durable) await fh.sync();
     } finally {
       await fh.close();
     }
     await rename(tmp, path);
-    // The rename itself must survive a crash: sync the directory entry too.
-    const dir = await open(dirname(path), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
+    if (durable) {
+      // The rename itself must survive a crash: sync the directory entry too.
+      const dir = await open(dirname(path), "r");
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
     }
   } catch (err) {
     await unlink(tmp).catch(() => {});

@@ -13,7 +13,7 @@ const admin = join(root, "dist/src/bin/signing-admin.js");
 const runbooks = readdirSync(dir).filter((f) => f.endsWith(".md"));
 
 function blocks(text: string, lang: string): string[] {
-  return [...text.matchAll(new RegExp("```" + lang + "\\n([\\s\\S]*?)```", "g"))].map((m) => m[1] as string);
+  return [...text.matchAll(new RegExp(`\`\`\`${lang}\\n([\\s\\S]*?)\`\`\``, "g"))].map((m) => m[1] as string);
 }
 
 /** The subcommand path of a `signing-admin …` line: options and arguments dropped. */
