@@ -252,6 +252,20 @@ export async function startMonitor(
     knownEpochId = cur.epoch.id;
   };
 
+  // One detection at a time, whoever asks: the schedule, or a reconnect.
+  let detecting: Promise<void> | undefined;
+  const detectOnce = (): Promise<void> => {
+    detecting ??= detect().finally(() => {
+      detecting = undefined;
+    });
+    return detecting;
+  };
+  // A reconnect (Redis restarted, or Sentinel switched the primary: the client follows
+  // +switch-master) is looked at now, not at the next tick.
+  redis.on("ready", () => {
+    detectOnce().catch((err: Error) => log.warn({ event: "detect_failed", err: err.message }));
+  });
+
   const snapshotNow = async (): Promise<Snapshot | undefined> => {
     if (!prev || knownEpochId === undefined) return undefined;
     const epochId = knownEpochId;
@@ -323,7 +337,7 @@ export async function startMonitor(
     }
     return t;
   };
-  const tasks = [task("detect", m.detectCron, detect), task("snapshot", m.snapshotCron, snapshotNow)];
+  const tasks = [task("detect", m.detectCron, detectOnce), task("snapshot", m.snapshotCron, snapshotNow)];
   if (config.nodes.length) tasks.push(task("spike", config.spike.scrapeCron, scrape));
 
   const server = createServer(async (req, res) => {
@@ -366,14 +380,14 @@ export async function startMonitor(
   const port = (server.address() as AddressInfo).port;
   const url = `http://${m.host}:${port}`;
   log.info({ event: "monitor_started", url, onDataLoss: m.onDataLoss, nodes: config.nodes.length });
-  await detect().catch(() => {});
+  await detectOnce().catch(() => {});
 
   return {
     url,
     port,
     metrics,
     log,
-    detectNow: detect,
+    detectNow: detectOnce,
     snapshotNow,
     async close() {
       for (const t of tasks) await t.destroy();

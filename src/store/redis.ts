@@ -33,7 +33,14 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
     });
   }
   if (redis.sentinels) {
-    return new Redis({ ...common, sentinels: redis.sentinels, name: redis.name as string });
+    // failoverDetector: listen for Sentinel's +switch-master and reconnect to the new primary
+    // at once, instead of on the next retry against a dead one.
+    return new Redis({
+      ...common,
+      sentinels: redis.sentinels,
+      name: redis.name as string,
+      failoverDetector: true,
+    });
   }
   return new Redis(redis.url as string, common);
 }
