@@ -203,9 +203,10 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
 
       handedOver = true;
+      const hashOfToken = tokenHash(check.claims.id);
       const { outcome, result } = await deps.signing.submit(
         format,
-        { ...file, filename, tokenHash: tokenHash(check.claims.id), clientIp: clientIp(req) },
+        { ...file, filename, tokenHash: hashOfToken, clientIp: clientIp(req) },
         slot,
       );
       deps.log.info({
@@ -215,7 +216,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
         bytes: file.size,
         outcome,
         tokenCheck: check.result,
-        tokenHash: tokenHash(check.claims.id),
+        tokenHash: hashOfToken,
       });
       // ?wait: answer with the signature itself (it is ready within milliseconds when this node
       // makes it), which spares the client its GET; when another node signs, wait for that one.
