@@ -91,9 +91,14 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     else {
       const stream = body();
       upload = stream;
-      stream.on("error", (err: NodeJS.ErrnoException) =>
-        fail(err.code ?? "EIO", `reading the upload: ${err.message}`),
-      );
+      stream.on("error", (err: NodeJS.ErrnoException) => {
+        // The body's own failure (a local file) is passed on as it is: it is not the node's.
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        r.destroy();
+        reject(err);
+      });
       stream.pipe(r);
     }
   });

@@ -1,6 +1,16 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
 import { Readable } from "node:stream";
+
+/** The file could not be read, or changed while it was sent: the client's problem, not a node's. */
+export class LocalFileError extends Error {
+  readonly code = "LOCAL_IO";
+  constructor(message: string) {
+    super(message);
+    this.name = "LocalFileError";
+  }
+}
 
 export interface MultipartUpload {
   contentType: string;
@@ -18,7 +28,7 @@ export interface MultipartUpload {
  */
 export function multipartUpload(
   fields: Record<string, string>,
-  file: { path: string; size: number; name: string },
+  file: { path: string; size: number; mtimeMs: number; name: string },
 ): MultipartUpload {
   // As long as RFC 2046 allows (70): a node's boundary search skips ahead by its length.
   const boundary = `----signtool${randomBytes(29).toString("hex")}`;
@@ -44,12 +54,31 @@ export function multipartUpload(
       const hash = hashAfter ? createHash("sha256") : undefined;
       // 1 MiB reads: a large file goes out in few, large socket writes. Destroying the body
       // ends the generator, which closes the file.
+      // Exactly `size` bytes go out, as Content-Length promised: a file that shrank, grew or
+      // was rewritten while it was sent fails here instead of desynchronising the connection.
       async function* body() {
         yield headBytes;
-        for await (const chunk of createReadStream(file.path, { highWaterMark: 1024 * 1024 })) {
-          hash?.update(chunk as Buffer);
-          yield chunk as Buffer;
+        let sent = 0;
+        const changed = () => new LocalFileError(`${file.path} changed while it was being uploaded`);
+        try {
+          const data = createReadStream(file.path, {
+            highWaterMark: 1024 * 1024,
+            ...(file.size > 0 ? { end: file.size - 1 } : { end: -1 }),
+          });
+          for await (const chunk of data) {
+            hash?.update(chunk as Buffer);
+            sent += (chunk as Buffer).length;
+            yield chunk as Buffer;
+          }
+        } catch (err) {
+          if (err instanceof LocalFileError) throw err;
+          throw new LocalFileError(
+            `cannot read ${file.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+          );
         }
+        const after = await stat(file.path).catch(() => undefined);
+        if (sent !== file.size || after?.size !== file.size || after.mtimeMs !== file.mtimeMs)
+          throw changed();
         if (hash) {
           const hex = hash.digest("hex");
           (upload as { sentSha256: string | undefined }).sentSha256 = hex;

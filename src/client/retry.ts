@@ -37,6 +37,8 @@ export function classifyAnswer(a: Answer): Verdict {
       ? { kind: "fail", reason: what }
       : { kind: "new-token", reason: what };
   }
+  // Every node signs with the same key: another one will not do better.
+  if (a.code === "KEY_EXPIRED") return { kind: "fail", reason: what };
   const after = retryAfterMs(a.retryAfter);
   const retry = (demote: boolean): Verdict => ({
     kind: "retry",

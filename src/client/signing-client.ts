@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, open, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { basename, join } from "node:path";
@@ -8,7 +8,7 @@ import { writeFileAtomic } from "../files/write-atomic.js";
 import { hashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
 import { apiError, type HttpAnswer, send } from "./http.js";
-import { multipartUpload } from "./multipart.js";
+import { LocalFileError, multipartUpload } from "./multipart.js";
 import { NodeRotation } from "./nodes.js";
 import { NonceChain } from "./nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
@@ -130,13 +130,22 @@ export class SigningClient {
     // to a node, hashed as it is sent: one read of the file, and the upload's answer says
     // whether the cluster had signed it already.
     let size: number;
+    let mtimeMs: number;
     let sha256: string | undefined;
     try {
+      // Opened, not only stat'ed: an unreadable file fails here, once, not on every node.
+      const fh = await open(file, "r");
+      try {
+        const st = await fh.stat();
+        if (!st.isFile())
+          throw Object.assign(new Error("not a regular file"), { code: "not a regular file" });
+        ({ size, mtimeMs } = st);
+      } finally {
+        await fh.close();
+      }
       if (this.opts.cacheDir) {
         emit("hashing");
-        ({ size, sha256 } = await hashFile(file));
-      } else {
-        size = (await stat(file)).size;
+        sha256 = (await hashFile(file)).sha256;
       }
     } catch (err) {
       throw new ClientError(
@@ -177,7 +186,7 @@ export class SigningClient {
       try {
         if (needUpload) {
           emit("uploading", node);
-          const up = await this.upload(file, format, { size, sha256 }, deadline, (n, reason) => {
+          const up = await this.upload(file, format, { size, mtimeMs, sha256 }, deadline, (n, reason) => {
             retries++;
             this.retriesTotal++;
             emit("retrying", n, reason);
@@ -309,7 +318,7 @@ export class SigningClient {
   private async upload(
     file: string,
     format: string,
-    d: { size: number; sha256: string | undefined },
+    d: { size: number; mtimeMs: number; sha256: string | undefined },
     deadline: number,
     onRetry: (node: string, reason: string) => void,
   ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean; signature?: Buffer }> {
@@ -317,7 +326,7 @@ export class SigningClient {
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
         { ...(d.sha256 ? { sha256: d.sha256 } : {}), filename: basename(file), token, nonce },
-        { path: file, size: d.size, name: basename(file) },
+        { path: file, size: d.size, mtimeMs: d.mtimeMs, name: basename(file) },
       );
       for (let attempt = 0; ; attempt++) {
         const node = this.nodes.current;
@@ -328,13 +337,15 @@ export class SigningClient {
             method: "POST",
             // A short ?wait: the node answers with the signature it makes within milliseconds,
             // sparing a GET; short, because the answer holds this token's nonce chain.
-            url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}`,
+            // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
+            url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
             body: () => form.open(),
             timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
             ...this.tls(),
           });
         } catch (err) {
+          if (err instanceof LocalFileError) throw new ClientError("LOCAL_IO", err.message);
           const { reason } = classifyNetworkError(err) as { reason: string };
           this.nodes.demote(node);
           const delay = backoffMs(attempt, this.opts.random);

@@ -25,6 +25,8 @@ const STATUS = {
   RATE_LIMITED: 429,
   INTERNAL: 500,
   SIGNING_FAILED: 500,
+  /** Every node has the same key: not retryable, an operator must install a renewed one. */
+  KEY_EXPIRED: 500,
   STORE_UNAVAILABLE: 503,
   STORE_RECOVERING: 503,
   OVERLOADED: 503,

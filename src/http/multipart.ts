@@ -5,6 +5,8 @@ import { ApiError } from "./errors.js";
 
 export interface UploadLimits {
   maxSize: number;
+  /** Hash sha1 too: classic clients name files by it. False when the client said `?digest=sha256`. */
+  sha1: boolean;
 }
 
 /** The `filedata` part, hashed while it arrived; its bytes are not kept anywhere. */
@@ -12,8 +14,8 @@ export interface ReceivedFile {
   size: number;
   sha256: string;
   /**
-   * Only for clients that poll by sha1: computed when a `sha1` field came before the file part,
-   * as classic clients send it. signtool sends none, sparing the node a hash pass per byte.
+   * For clients that name files by sha1 (classic ones, whatever their field order). signtool
+   * asks `?digest=sha256`, sparing the node a hash pass over every byte.
    */
   sha1?: string;
   /** The running SHA-256 of the bytes, not yet digested: what the signers sign. */
@@ -68,7 +70,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
         return;
       }
       const sha256 = createHash("sha256");
-      const sha1 = fields.sha1 !== undefined ? createHash("sha1") : undefined;
+      const sha1 = limits.sha1 ? createHash("sha1") : undefined;
       let size = 0;
       stream.on("data", (chunk: Buffer) => {
         sha256.update(chunk);

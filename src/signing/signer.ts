@@ -34,6 +34,8 @@ export interface Signer {
   readonly fingerprint: string;
   /** Suffix a client gives the signature file: ".asc" for gpg, ".sig" for sshsig. */
   readonly suffix: string;
+  /** When the signing key stops being valid (OpenPGP keys may expire); undefined: never. */
+  readonly expiresAt?: Date;
   /** Public key (armored OpenPGP key, or an OpenSSH public key line) for verification. */
   publicKey(): string;
   /**

@@ -240,6 +240,30 @@ describe("signtool when things go wrong", () => {
     assert.equal(existsSync(`${f}.asc`), false);
   });
 
+  test("an input that is not a readable file fails at once as a local error; the others sign", async () => {
+    const good = one();
+    const notAFile = join(work, "bad", `dir-${randomBytes(4).toString("hex")}`);
+    mkdirSync(notAFile);
+    const started = Date.now();
+    const run = await signtool([
+      "sign",
+      "-t",
+      "token",
+      "-n",
+      "nonce",
+      ...hosts(cluster.urls),
+      "-f",
+      "gpg",
+      notAFile,
+      good,
+    ]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /cannot read .*not a regular file/);
+    assert.match(summary(run.stderr), /1 signed .*, 1 failed, 0 retries/, run.stderr);
+    assert.ok(existsSync(`${good}.asc`));
+    assert.ok(Date.now() - started < 10_000, "no retries through the nodes");
+  });
+
   test("no node given: usage error, exit 2", async () => {
     const run = await signtool(["sign", "-t", "token", "-n", "n", "-f", "gpg", one()]);
     assert.equal(run.code, 2);

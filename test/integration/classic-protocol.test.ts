@@ -43,13 +43,15 @@ test("the classic client's exact sequence works unchanged", async () => {
   const job = keys.job("gpg", sha256(file));
   await redis.set(job, JSON.stringify({ state: "pending", node: "other-node" }), "PX", 30_000);
   try {
+    // The classic client's form comes from a Python dict: under Python 2.7 its fields go out
+    // as nonce, filedata, sha1, token, filename, so the file comes before its sha1.
     const upload = await request(url)
       .post("/sign/gpg")
-      .field("sha1", digest)
-      .field("filename", "SHA512SUMS")
-      .field("token", token)
       .field("nonce", "")
-      .attach("filedata", file, "SHA512SUMS");
+      .attach("filedata", file, "SHA512SUMS")
+      .field("sha1", digest)
+      .field("token", token)
+      .field("filename", "SHA512SUMS");
     assert.equal(upload.status, 202, upload.text);
     assert.equal(upload.body.status, "in_progress");
     const nonce = upload.headers["x-nonce"];
@@ -63,11 +65,11 @@ test("the classic client's exact sequence works unchanged", async () => {
     await redis.del(job);
     const again = await request(url)
       .post("/sign/gpg")
-      .field("sha1", digest)
-      .field("filename", "SHA512SUMS")
-      .field("token", token)
       .field("nonce", nonce)
-      .attach("filedata", file, "SHA512SUMS");
+      .attach("filedata", file, "SHA512SUMS")
+      .field("sha1", digest)
+      .field("token", token)
+      .field("filename", "SHA512SUMS");
     assert.equal(again.status, 202, again.text);
     assert.equal(again.body.status, "queued");
   } finally {
@@ -87,4 +89,41 @@ test("the classic client's exact sequence works unchanged", async () => {
   assert.match(body.toString(), /^-----BEGIN PGP SIGNATURE-----/);
   const verified = gpgVerify(readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"), file, body);
   assert.ok(verified.ok, verified.output);
+});
+
+test("?digest=sha256 with ?wait: no sha1 hashed, and the answer carries the signature", async () => {
+  const { url } = cluster.node(0);
+  const file = Buffer.from(`sha256-only ${Date.now()}\n`);
+  const refused = await request(url)
+    .post("/sign/gpg?digest=sha256&wait=5")
+    .field("sha1", sha1(file))
+    .field("token", await classicToken(url))
+    .field("nonce", "")
+    .field("filename", "a.txt")
+    .attach("filedata", file, "a.txt");
+  assert.equal(refused.status, 400, refused.text);
+  assert.equal(refused.body.error.code, "BAD_REQUEST");
+  assert.equal((await request(url).post("/sign/gpg?digest=md5")).body.error.code, "BAD_REQUEST");
+
+  // As signtool sends it: the sha256 after the file part.
+  const res = await request(url)
+    .post("/sign/gpg?digest=sha256&wait=5")
+    .field("token", await classicToken(url))
+    .field("nonce", "")
+    .field("filename", "a.txt")
+    .attach("filedata", file, "a.txt")
+    .field("sha256", sha256(file));
+  assert.equal(res.status, 202, res.text);
+  assert.equal(res.body.status, "queued");
+  assert.equal(res.body.sha256, sha256(file));
+  assert.equal(res.body.sha1, undefined, "no sha1 was computed");
+  const verified = gpgVerify(
+    readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"),
+    file,
+    Buffer.from(res.body.signature, "utf8"),
+  );
+  assert.ok(verified.ok, verified.output);
+  // Not named by sha1, so not found by it; found by sha256.
+  assert.equal((await fetchSignature(url, "gpg", sha1(file))).status, 404);
+  assert.equal((await fetchSignature(url, "gpg", sha256(file))).status, 200);
 });

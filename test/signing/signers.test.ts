@@ -407,3 +407,18 @@ describe("generateDevKeys", () => {
     assert.match(passphrase, /^[A-Za-z0-9_-]{32}$/);
   });
 });
+
+test("a gpg signer refuses to sign past its key's expiry", async () => {
+  const { privateKey } = await openpgp.generateKey({
+    type: "ecc",
+    curve: "curve25519Legacy",
+    userIDs: [{ email: "short@signing.invalid" }],
+    keyExpirationTime: 2,
+    format: "armored",
+  });
+  const signer = await loadGpgSigner({ keyFile: await writeKey("short.asc", privateKey) });
+  assert.ok(signer.expiresAt && signer.expiresAt.getTime() > Date.now());
+  await signer.sign(await hashInput(Buffer.from("in time")));
+  await new Promise((r) => setTimeout(r, (signer.expiresAt as Date).getTime() - Date.now() + 100));
+  await assert.rejects(signer.sign(await hashInput(Buffer.from("too late"))), /expired at/);
+});

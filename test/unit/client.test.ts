@@ -1,10 +1,20 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { parseDuration } from "../../src/client/duration.js";
 import { TransportError } from "../../src/client/http.js";
+import { LocalFileError, multipartUpload } from "../../src/client/multipart.js";
 import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
 import { NonceChain } from "../../src/client/nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError } from "../../src/client/retry.js";
@@ -160,5 +170,57 @@ describe("the nonce file", () => {
       readdirSync(dir).filter((f) => f.includes(".tmp")),
       [],
     );
+  });
+});
+
+describe("the upload body", () => {
+  const dir = mkdtempSync(join(tmpdir(), "multipart-test-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const drain = async (body: NodeJS.ReadableStream): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for await (const chunk of body) parts.push(chunk as Buffer);
+    return Buffer.concat(parts);
+  };
+  const formFor = (path: string) => {
+    const st = statSync(path);
+    return multipartUpload(
+      { token: "t", nonce: "" },
+      { path, size: st.size, mtimeMs: st.mtimeMs, name: "f" },
+    );
+  };
+
+  test("sends exactly Content-Length bytes, with the sha256 after the file", async () => {
+    const path = join(dir, "ok.bin");
+    writeFileSync(path, Buffer.alloc(3000, 7));
+    const form = formFor(path);
+    const body = await drain(form.open());
+    assert.equal(body.length, form.contentLength);
+    assert.match(form.sentSha256 ?? "", /^[0-9a-f]{64}$/);
+    assert.ok(body.indexOf(`name="sha256"\r\n\r\n${form.sentSha256}`) > body.indexOf('name="filedata"'));
+  });
+
+  for (const [name, change] of [
+    ["shrinks", (p: string) => truncateSync(p, 100)],
+    ["grows", (p: string) => appendFileSync(p, "more")],
+    ["is rewritten at the same size", (p: string) => writeFileSync(p, Buffer.alloc(3000, 9))],
+  ] as const) {
+    test(`a file that ${name} after it was measured fails as a local error, not a node's`, async () => {
+      const path = join(dir, `${name.replace(/\W/g, "")}.bin`);
+      writeFileSync(path, Buffer.alloc(3000, 7));
+      const form = formFor(path);
+      await new Promise((r) => setTimeout(r, 20)); // a later mtime
+      change(path);
+      await assert.rejects(drain(form.open()), (err: unknown) => {
+        assert.ok(err instanceof LocalFileError, String(err));
+        assert.match((err as Error).message, /changed while it was being uploaded/);
+        return true;
+      });
+    });
+  }
+
+  test("a file that cannot be read fails as a local error", async () => {
+    const form = multipartUpload({}, { path: join(dir, "gone.bin"), size: 10, mtimeMs: 0, name: "gone" });
+    await assert.rejects(drain(form.open()), LocalFileError);
   });
 });

@@ -19,6 +19,20 @@ export interface MetaRouteDeps {
   version: { version: string; commit: string; node: string };
 }
 
+/** Keys are loaded at start-up; an OpenPGP key may expire while the node runs. */
+function keysCheck(deps: MetaRouteDeps): { ok: boolean; expired: boolean; detail: string } {
+  const now = Date.now();
+  const expired = [...deps.limits.keys()].flatMap((format) => {
+    const at = deps.signing.signer(format).expiresAt;
+    return at && at.getTime() <= now ? [`${format} key expired at ${at.toISOString()}`] : [];
+  });
+  return {
+    ok: deps.limits.size > 0,
+    expired: expired.length > 0,
+    detail: expired.length ? expired.join("; ") : `${deps.limits.size} formats loaded`,
+  };
+}
+
 /**
  * Pings Redis through every breaker: a half-open breaker gets its trial call from the probe,
  * so a node that the load balancer took out (no traffic) still closes its breakers and
@@ -80,20 +94,21 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
   const ready = async (_req: Request, res: Response) => {
     const checks = {
       redis: await redisCheck(deps.breakers, deps.redis),
-      keys: { ok: deps.limits.size > 0, detail: `${deps.limits.size} formats loaded` },
+      keys: keysCheck(deps),
       lifecycle: {
         ok: !deps.lifecycle.shuttingDown,
         detail: deps.lifecycle.shuttingDown ? "shutting down" : "serving",
       },
     };
     const essential = checks.keys.ok && checks.lifecycle.ok;
+    // An expired key stops one format, not the node: the others still sign (degraded, 200).
     const status = !essential
       ? "unavailable"
-      : checks.redis.ok
-        ? "ok"
-        : deps.downPolicy === "hmac"
+      : !checks.redis.ok && deps.downPolicy !== "hmac"
+        ? "unavailable"
+        : !checks.redis.ok || checks.keys.expired
           ? "degraded"
-          : "unavailable";
+          : "ok";
     res.status(status === "unavailable" ? 503 : 200).json({ status, checks });
   };
   router.get("/__heartbeat__", ready);

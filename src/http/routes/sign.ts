@@ -58,6 +58,14 @@ function waitSeconds(req: Request, max: number): number {
   return Math.min(n, max);
 }
 
+/** `?digest=sha256`: the client names this file by its sha256 only, so the node skips sha1. */
+function digestParam(req: Request): "sha1" | "sha256" | undefined {
+  const raw = req.query.digest;
+  if (raw === undefined) return undefined;
+  if (raw === "sha256" || raw === "sha1") return raw;
+  throw new ApiError("BAD_REQUEST", "digest must be sha1 or sha256");
+}
+
 function abortOnClose(req: Request, res: Response): AbortSignal {
   const ctl = new AbortController();
   // Only a client that left before its answer aborts: abort() builds a DOMException, too
@@ -118,6 +126,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
     limits: FormatLimits,
   ): Promise<string> => {
     const wait = waitSeconds(req, deps.maxWaitSeconds);
+    const sha256Only = digestParam(req) === "sha256";
     if (deps.lifecycle.shuttingDown) {
       refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
     }
@@ -133,6 +142,16 @@ export function signRoutes(deps: SignRouteDeps): Router {
         new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`),
       );
     }
+    const expiresAt = deps.signing.signer(format).expiresAt;
+    if (expiresAt && Date.now() >= expiresAt.getTime()) {
+      refuseUnread(
+        res,
+        new ApiError(
+          "KEY_EXPIRED",
+          `this format's signing key expired at ${expiresAt.toISOString()}: the nodes need a renewed key`,
+        ),
+      );
+    }
     const slot = deps.signing.admit(ip);
     if (!slot)
       refuseUnread(
@@ -143,7 +162,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
           1,
         ),
       );
-    return withSlot(req, res, format, limits, wait, slot as Slot);
+    return withSlot(req, res, format, limits, { wait, sha256Only }, slot as Slot);
   };
 
   const withSlot = async (
@@ -151,7 +170,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
     res: Response,
     format: FormatName,
     limits: FormatLimits,
-    wait: number,
+    { wait, sha256Only }: { wait: number; sha256Only: boolean },
     slot: Slot,
   ): Promise<string> => {
     let handedOver = false;
@@ -160,7 +179,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       try {
         // A client that stops sending holds a slot: drop it after a while of silence.
         req.setTimeout(deps.uploadIdleTimeoutMs, () => req.destroy(new Error("upload idle")));
-        received = await receiveUpload(req, { maxSize: limits.maxSize });
+        received = await receiveUpload(req, { maxSize: limits.maxSize, sha1: !sha256Only });
         req.setTimeout(0); // received: ?wait may hold the connection quietly from here on
       } catch (err) {
         if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
@@ -183,9 +202,8 @@ export function signRoutes(deps: SignRouteDeps): Router {
         throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
       const filename = fields.filename ?? file.partFilename;
       checkFilename(filename, limits.filenamePattern);
-      // The node hashes sha1 only when the field comes first; only digests it computed name results.
-      if (sha1 !== undefined && file.sha1 === undefined)
-        throw new ApiError("BAD_REQUEST", "the sha1 field must come before the filedata part");
+      if (sha1 !== undefined && sha256Only)
+        throw new ApiError("BAD_REQUEST", "an upload with ?digest=sha256 carries no sha1 field");
       if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
         throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
       }

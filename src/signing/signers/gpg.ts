@@ -144,6 +144,13 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   if (packet.version !== 4) fail(`a v${packet.version} key: only v4 keys are supported`);
   const signDigest = digestSigner(packet);
   if (typeof signDigest === "string") return fail(signDigest);
+  // The primary key's expiry bounds its subkeys'; openpgp.sign used to refuse past it, so must we.
+  const expiries = [
+    await key.getExpirationTime(),
+    signingKey === key ? null : await signingKey.getExpirationTime(),
+  ];
+  const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
+  const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
   const fingerprintBytes = packet.getFingerprintBytes() as Uint8Array;
   const keyId = fingerprintBytes.subarray(12);
   const publicArmored = key.toPublic().armor();
@@ -152,8 +159,11 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
     format: "gpg",
     fingerprint: key.getFingerprint().toUpperCase(),
     suffix: ".asc",
+    ...(expiresAt ? { expiresAt } : {}),
     publicKey: () => publicArmored,
     async sign(inputSha256: Hash): Promise<Buffer> {
+      if (expiresAt && Date.now() >= expiresAt.getTime())
+        throw new Error(`the signing key expired at ${expiresAt.toISOString()}`);
       const params: SignatureParams = {
         pubkeyAlgorithm: packet.algorithm as number,
         fingerprint: fingerprintBytes,
