@@ -260,7 +260,7 @@ main(async () => {
     ],
   );
   writeResult("outage", {
-    settings: { clients: CLIENTS, warmMs: WARM_MS, afterMs: AFTER_MS, nodes: 3, workersPerNode: 1 },
+    settings: { clients: CLIENTS, warmMs: WARM_MS, afterMs: AFTER_MS, nodes: 3 },
     runs,
     met,
   });
