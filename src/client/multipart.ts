@@ -15,8 +15,11 @@ export class LocalFileError extends Error {
 export interface MultipartUpload {
   contentType: string;
   contentLength: number;
-  /** A fresh body stream each call: the file is streamed from disk, never held in memory. */
-  open(): Readable;
+  /**
+   * The whole body, for a file already in memory (small ones are read whole: one read, no
+   * stream); or a fresh body stream per call, the file streamed from disk, never held whole.
+   */
+  body: Buffer | (() => Readable);
   /** The sha256 of the file as the last body sent it, once that body has ended. */
   readonly sentSha256: string | undefined;
 }
@@ -28,7 +31,7 @@ export interface MultipartUpload {
  */
 export function multipartUpload(
   fields: Record<string, string>,
-  file: { path: string; size: number; mtimeMs: number; name: string },
+  file: { path: string; size: number; mtimeMs: number; name: string; bytes?: Buffer },
 ): MultipartUpload {
   // As long as RFC 2046 allows (70): a node's boundary search skips ahead by its length.
   const boundary = `----signtool${randomBytes(29).toString("hex")}`;
@@ -46,11 +49,18 @@ export function multipartUpload(
   const sha256Field = (hex: string) =>
     Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${hex}`);
   const trailerLength = hashAfter ? sha256Field("0".repeat(64)).length : 0;
+  const contentType = `multipart/form-data; boundary=${boundary}`;
+  if (file.bytes) {
+    const hex = fields.sha256 ?? createHash("sha256").update(file.bytes).digest("hex");
+    const parts = [headBytes, file.bytes, ...(hashAfter ? [sha256Field(hex)] : []), tailBytes];
+    const body = Buffer.concat(parts);
+    return { contentType, contentLength: body.length, body, sentSha256: hex };
+  }
   const upload: MultipartUpload = {
-    contentType: `multipart/form-data; boundary=${boundary}`,
+    contentType,
     contentLength: headBytes.length + file.size + trailerLength + tailBytes.length,
     sentSha256: fields.sha256,
-    open() {
+    body() {
       const hash = hashAfter ? createHash("sha256") : undefined;
       // 1 MiB reads: a large file goes out in few, large socket writes. Destroying the body
       // ends the generator, which closes the file.

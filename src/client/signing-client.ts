@@ -67,6 +67,9 @@ const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
 
 const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
+/** Files up to this size are read whole (at most -j of them in memory at once). */
+const WHOLE_FILE_BYTES = 1024 * 1024;
+
 /** Seconds an upload may wait for its signature: see `upload`. */
 const UPLOAD_WAIT_SECONDS = 1;
 
@@ -131,21 +134,27 @@ export class SigningClient {
     // whether the cluster had signed it already.
     let size: number;
     let mtimeMs: number;
+    let bytes: Buffer | undefined;
     let sha256: string | undefined;
     try {
       // Opened, not only stat'ed: an unreadable file fails here, once, not on every node.
+      // A small one is read whole now: one read instead of a stream per attempt.
       const fh = await open(file, "r");
       try {
         const st = await fh.stat();
         if (!st.isFile())
           throw Object.assign(new Error("not a regular file"), { code: "not a regular file" });
         ({ size, mtimeMs } = st);
+        if (size <= WHOLE_FILE_BYTES) {
+          bytes = await fh.readFile();
+          size = bytes.length;
+        }
       } finally {
         await fh.close();
       }
       if (this.opts.cacheDir) {
         emit("hashing");
-        sha256 = (await hashFile(file)).sha256;
+        sha256 = bytes ? createHash("sha256").update(bytes).digest("hex") : (await hashFile(file)).sha256;
       }
     } catch (err) {
       throw new ClientError(
@@ -186,11 +195,17 @@ export class SigningClient {
       try {
         if (needUpload) {
           emit("uploading", node);
-          const up = await this.upload(file, format, { size, mtimeMs, sha256 }, deadline, (n, reason) => {
-            retries++;
-            this.retriesTotal++;
-            emit("retrying", n, reason);
-          });
+          const up = await this.upload(
+            file,
+            format,
+            { size, mtimeMs, bytes, sha256 },
+            deadline,
+            (n, reason) => {
+              retries++;
+              this.retriesTotal++;
+              emit("retrying", n, reason);
+            },
+          );
           verdict = up.verdict;
           if (verdict.kind === "ok") {
             sha256 = up.sha256;
@@ -318,7 +333,7 @@ export class SigningClient {
   private async upload(
     file: string,
     format: string,
-    d: { size: number; mtimeMs: number; sha256: string | undefined },
+    d: { size: number; mtimeMs: number; bytes: Buffer | undefined; sha256: string | undefined },
     deadline: number,
     onRetry: (node: string, reason: string) => void,
   ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean; signature?: Buffer }> {
@@ -326,7 +341,13 @@ export class SigningClient {
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
         { ...(d.sha256 ? { sha256: d.sha256 } : {}), filename: basename(file), token, nonce },
-        { path: file, size: d.size, mtimeMs: d.mtimeMs, name: basename(file) },
+        {
+          path: file,
+          size: d.size,
+          mtimeMs: d.mtimeMs,
+          name: basename(file),
+          ...(d.bytes ? { bytes: d.bytes } : {}),
+        },
       );
       for (let attempt = 0; ; attempt++) {
         const node = this.nodes.current;
@@ -340,7 +361,7 @@ export class SigningClient {
             // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
             url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
-            body: () => form.open(),
+            body: form.body,
             timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
             ...this.tls(),
           });

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink } from "node:fs/promises";
+import { open, rename, unlink, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
@@ -17,12 +17,16 @@ export async function writeFileAtomic(
 ): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
   try {
-    const fh = await open(tmp, "wx", mode);
-    try {
-      await fh.writeFile(data);
-      if (durable) await fh.sync();
-    } finally {
-      await fh.close();
+    if (durable) {
+      const fh = await open(tmp, "wx", mode);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } else {
+      await writeFile(tmp, data, { flag: "wx", mode });
     }
     await rename(tmp, path);
     if (durable) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import {
   appendFileSync,
   mkdtempSync,
@@ -182,6 +183,10 @@ describe("the upload body", () => {
     for await (const chunk of body) parts.push(chunk as Buffer);
     return Buffer.concat(parts);
   };
+  const streamOf = (form: ReturnType<typeof multipartUpload>) => {
+    assert.equal(typeof form.body, "function", "a file not read whole is streamed");
+    return (form.body as () => NodeJS.ReadableStream)();
+  };
   const formFor = (path: string) => {
     const st = statSync(path);
     return multipartUpload(
@@ -194,7 +199,7 @@ describe("the upload body", () => {
     const path = join(dir, "ok.bin");
     writeFileSync(path, Buffer.alloc(3000, 7));
     const form = formFor(path);
-    const body = await drain(form.open());
+    const body = await drain(streamOf(form));
     assert.equal(body.length, form.contentLength);
     assert.match(form.sentSha256 ?? "", /^[0-9a-f]{64}$/);
     assert.ok(body.indexOf(`name="sha256"\r\n\r\n${form.sentSha256}`) > body.indexOf('name="filedata"'));
@@ -211,7 +216,7 @@ describe("the upload body", () => {
       const form = formFor(path);
       await new Promise((r) => setTimeout(r, 20)); // a later mtime
       change(path);
-      await assert.rejects(drain(form.open()), (err: unknown) => {
+      await assert.rejects(drain(streamOf(form)), (err: unknown) => {
         assert.ok(err instanceof LocalFileError, String(err));
         assert.match((err as Error).message, /changed while it was being uploaded/);
         return true;
@@ -219,8 +224,21 @@ describe("the upload body", () => {
     });
   }
 
+  test("a file read whole goes out as one buffer, the sha256 after it", () => {
+    const bytes = Buffer.from("checksums\n");
+    const form = multipartUpload(
+      { token: "t", nonce: "" },
+      { path: "unused", size: bytes.length, mtimeMs: 0, name: "f", bytes },
+    );
+    assert.ok(Buffer.isBuffer(form.body));
+    assert.equal((form.body as Buffer).length, form.contentLength);
+    assert.equal(form.sentSha256, createHash("sha256").update(bytes).digest("hex"));
+    const body = form.body as Buffer;
+    assert.ok(body.indexOf(`name="sha256"\r\n\r\n${form.sentSha256}`) > body.indexOf("checksums"));
+  });
+
   test("a file that cannot be read fails as a local error", async () => {
     const form = multipartUpload({}, { path: join(dir, "gone.bin"), size: 10, mtimeMs: 0, name: "gone" });
-    await assert.rejects(drain(form.open()), LocalFileError);
+    await assert.rejects(drain(streamOf(form)), LocalFileError);
   });
 });
