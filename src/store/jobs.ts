@@ -18,6 +18,20 @@ export type Lookup =
 const FAILED_JOB_TTL_MS = 60_000;
 
 /**
+ * A result is one string: the key's fingerprint, a newline, the signed output. One SET with
+ * its TTL writes it, one GET reads it (a hash needed MULTI, HSET, EXPIRE, EXEC).
+ */
+function encodeResult(r: SignedResult): Buffer {
+  return Buffer.concat([Buffer.from(`${r.fingerprint}\n`, "utf8"), r.output]);
+}
+
+function decodeResult(stored: Buffer): SignedResult | undefined {
+  const nl = stored.indexOf(0x0a);
+  if (nl <= 0) return undefined;
+  return { fingerprint: stored.subarray(0, nl).toString("utf8"), output: stored.subarray(nl + 1) };
+}
+
+/**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and
  * poll another. A job key is a lease: the signing node refreshes it, and when the node dies
  * it expires and the next upload of the same file starts over.
@@ -35,13 +49,16 @@ export class JobStore {
   }
 
   async lookup(format: string, sha256: string, fingerprint: string): Promise<Lookup> {
-    const [result, job] = await Promise.all([
-      this.client.hgetallBuffer(this.keys.result(format, sha256)),
+    const [stored, job] = await Promise.all([
+      this.client.getBuffer(this.keys.result(format, sha256)).catch((err: Error) => {
+        // A result written as a hash by an older node: treated as absent, signed again.
+        if (err.message.startsWith("WRONGTYPE")) return null;
+        throw err;
+      }),
       this.client.get(this.keys.job(format, sha256)),
     ]);
-    const output = result.output;
-    const fp = result.fingerprint?.toString();
-    if (output && fp === fingerprint) return { kind: "signed", result: { output, fingerprint: fp } };
+    const result = stored ? decodeResult(stored) : undefined;
+    if (result && result.fingerprint === fingerprint) return { kind: "signed", result };
     if (job) return { kind: "job", job: JSON.parse(job) as JobState };
     return { kind: "none" };
   }
@@ -72,14 +89,12 @@ export class JobStore {
   }
 
   async complete(format: string, sha256: string, result: SignedResult): Promise<void> {
-    const key = this.keys.result(format, sha256);
-    // Result first, then the job: a poller never sees neither.
-    await this.client
-      .multi()
-      .hset(key, { output: result.output, fingerprint: result.fingerprint })
-      .expire(key, this.resultTtlSeconds)
-      .exec();
-    await this.client.del(this.keys.job(format, sha256));
+    // One pipeline, in this order: the result (with its TTL, atomically), then the job, so a
+    // poller never sees neither.
+    await Promise.all([
+      this.client.set(this.keys.result(format, sha256), encodeResult(result), "EX", this.resultTtlSeconds),
+      this.client.del(this.keys.job(format, sha256)),
+    ]);
   }
 
   async release(format: string, sha256: string): Promise<void> {
