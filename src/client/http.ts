@@ -82,6 +82,8 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
         if (!res.complete) return fail("ECONNRESET", `${url.host} closed the connection mid-answer`);
         done = true;
         clearTimeout(timer);
+        // A node may answer (503, 413, …) before reading the whole upload: close the file.
+        upload?.destroy();
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
       });
     });

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { constants } from "node:fs";
 import { mkdir, open, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -139,7 +140,8 @@ export class SigningClient {
     try {
       // Opened, not only stat'ed: an unreadable file fails here, once, not on every node.
       // A small one is read whole now: one read instead of a stream per attempt.
-      const fh = await open(file, "r");
+      // O_NONBLOCK: a FIFO must not hang the open (regular files ignore the flag).
+      const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
         const st = await fh.stat();
         if (!st.isFile())

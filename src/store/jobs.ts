@@ -1,5 +1,6 @@
 import type { StoreKeys } from "./keys.js";
 import type { RedisClient } from "./redis.js";
+import { LuaScript } from "./script.js";
 
 /** A signed output and what it was made with. */
 export interface SignedResult {
@@ -18,18 +19,14 @@ export type Lookup =
 const FAILED_JOB_TTL_MS = 60_000;
 
 /**
- * A result is one string: the key's fingerprint, a newline, the signed output. One SET with
- * its TTL writes it, one GET reads it (a hash needed MULTI, HSET, EXPIRE, EXEC).
+ * A result is a hash {output, fingerprint} with a TTL, as every node version reads it: one
+ * script sets both atomically (MULTI, HSET, EXPIRE, EXEC took four commands).
  */
-function encodeResult(r: SignedResult): Buffer {
-  return Buffer.concat([Buffer.from(`${r.fingerprint}\n`, "utf8"), r.output]);
-}
-
-function decodeResult(stored: Buffer): SignedResult | undefined {
-  const nl = stored.indexOf(0x0a);
-  if (nl <= 0) return undefined;
-  return { fingerprint: stored.subarray(0, nl).toString("utf8"), output: stored.subarray(nl + 1) };
-}
+const STORE_RESULT = new LuaScript(`
+redis.call('HSET', KEYS[1], 'output', ARGV[1], 'fingerprint', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+`);
 
 /**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and
@@ -49,16 +46,13 @@ export class JobStore {
   }
 
   async lookup(format: string, sha256: string, fingerprint: string): Promise<Lookup> {
-    const [stored, job] = await Promise.all([
-      this.client.getBuffer(this.keys.result(format, sha256)).catch((err: Error) => {
-        // A result written as a hash by an older node: treated as absent, signed again.
-        if (err.message.startsWith("WRONGTYPE")) return null;
-        throw err;
-      }),
+    const [result, job] = await Promise.all([
+      this.client.hgetallBuffer(this.keys.result(format, sha256)),
       this.client.get(this.keys.job(format, sha256)),
     ]);
-    const result = stored ? decodeResult(stored) : undefined;
-    if (result && result.fingerprint === fingerprint) return { kind: "signed", result };
+    const output = result.output;
+    const fp = result.fingerprint?.toString();
+    if (output && fp === fingerprint) return { kind: "signed", result: { output, fingerprint: fp } };
     if (job) return { kind: "job", job: JSON.parse(job) as JobState };
     return { kind: "none" };
   }
@@ -89,12 +83,14 @@ export class JobStore {
   }
 
   async complete(format: string, sha256: string, result: SignedResult): Promise<void> {
-    // One pipeline, in this order: the result (with its TTL, atomically), then the job, so a
-    // poller never sees neither.
-    await Promise.all([
-      this.client.set(this.keys.result(format, sha256), encodeResult(result), "EX", this.resultTtlSeconds),
-      this.client.del(this.keys.job(format, sha256)),
-    ]);
+    // Result first, then the job, in that order even on Redis Cluster (where the two keys may
+    // live on different shards): a poller never sees neither.
+    await STORE_RESULT.run(
+      this.client,
+      [this.keys.result(format, sha256)],
+      [result.output, result.fingerprint, this.resultTtlSeconds],
+    );
+    await this.client.del(this.keys.job(format, sha256));
   }
 
   async release(format: string, sha256: string): Promise<void> {

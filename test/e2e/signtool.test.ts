@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   existsSync,
@@ -244,6 +244,10 @@ describe("signtool when things go wrong", () => {
     const good = one();
     const notAFile = join(work, "bad", `dir-${randomBytes(4).toString("hex")}`);
     mkdirSync(notAFile);
+    // A FIFO nobody writes to: opening it must not hang.
+    const fifo = join(work, "bad", `fifo-${randomBytes(4).toString("hex")}`);
+    const made = spawnSync("mkfifo", [fifo]);
+    assert.equal(made.status, 0, String(made.stderr));
     const started = Date.now();
     const run = await signtool([
       "sign",
@@ -255,11 +259,13 @@ describe("signtool when things go wrong", () => {
       "-f",
       "gpg",
       notAFile,
+      fifo,
       good,
     ]);
     assert.equal(run.code, 1, run.stderr);
-    assert.match(run.stderr, /cannot read .*not a regular file/);
-    assert.match(summary(run.stderr), /1 signed .*, 1 failed, 0 retries/, run.stderr);
+    assert.match(run.stderr, /cannot read .*dir-.*not a regular file/);
+    assert.match(run.stderr, /cannot read .*fifo-.*not a regular file/);
+    assert.match(summary(run.stderr), /1 signed .*, 2 failed, 0 retries/, run.stderr);
     assert.ok(existsSync(`${good}.asc`));
     assert.ok(Date.now() - started < 10_000, "no retries through the nodes");
   });

@@ -127,30 +127,3 @@ test("?digest=sha256 with ?wait: no sha1 hashed, and the answer carries the sign
   assert.equal((await fetchSignature(url, "gpg", sha1(file))).status, 404);
   assert.equal((await fetchSignature(url, "gpg", sha256(file))).status, 200);
 });
-
-test("a result left as a hash by an older node is signed again, not a 500", async () => {
-  const { url } = cluster.node(0);
-  const file = Buffer.from(`old-format ${Date.now()}\n`);
-  const redis = new Redis(cluster.redis.url);
-  try {
-    await redis.hset(new StoreKeys("signing:").result("gpg", sha256(file)), {
-      output: "x",
-      fingerprint: "y",
-    });
-  } finally {
-    redis.disconnect();
-  }
-  const res = await request(url)
-    .post("/sign/gpg?wait=5")
-    .field("sha1", sha1(file))
-    .field("token", await classicToken(url))
-    .field("nonce", "")
-    .field("filename", "a.txt")
-    .attach("filedata", file, "a.txt");
-  assert.equal(res.status, 202, res.text);
-  assert.equal(res.body.status, "queued");
-  const got = await fetchSignature(url, "gpg", sha1(file));
-  assert.equal(got.status, 200, got.text);
-  const verified = gpgVerify(readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"), file, got.body);
-  assert.ok(verified.ok, verified.output);
-});

@@ -10,11 +10,14 @@ import {
   truncateSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { parseDuration } from "../../src/client/duration.js";
-import { TransportError } from "../../src/client/http.js";
+import { send, TransportError } from "../../src/client/http.js";
 import { LocalFileError, multipartUpload } from "../../src/client/multipart.js";
 import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
 import { NonceChain } from "../../src/client/nonce-file.js";
@@ -241,4 +244,37 @@ describe("the upload body", () => {
     const form = multipartUpload({}, { path: join(dir, "gone.bin"), size: 10, mtimeMs: 0, name: "gone" });
     await assert.rejects(drain(streamOf(form)), LocalFileError);
   });
+});
+
+test("an answer that comes before the whole upload was read closes the upload's file", async () => {
+  const server = createServer((req, res) => {
+    // A node refusing unread (OVERLOADED, FILE_TOO_LARGE…): answers, reads nothing.
+    res.writeHead(503, { "Content-Type": "application/json", Connection: "close" });
+    res.end('{"error":{"code":"OVERLOADED","message":"busy","retryable":true}}');
+    req.socket.end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as AddressInfo;
+  let body: Readable | undefined;
+  try {
+    const answer = await send({
+      method: "POST",
+      url: `http://127.0.0.1:${port}/sign/gpg`,
+      headers: { "Content-Length": 64 * 1024 * 1024 },
+      body: () => {
+        // Endless, like a large file read in 1 MiB chunks.
+        body = new Readable({
+          read() {
+            this.push(Buffer.alloc(1024 * 1024));
+          },
+        });
+        return body;
+      },
+      timeoutMs: 10_000,
+    }).catch((err: Error) => err);
+    if (!(answer instanceof Error)) assert.equal(answer.status, 503);
+    assert.ok(body?.destroyed, "the upload stream (and its file) is closed");
+  } finally {
+    server.close();
+  }
 });
