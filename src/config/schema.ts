@@ -192,7 +192,7 @@ export const configSchema = z
       .object({
         /** How long signed results stay in Redis, seconds. */
         resultTtl: seconds.default(3600),
-        /** A job not refreshed for this long is abandoned and may be uploaded again. */
+        /** A job whose node died before finishing it is abandoned after this long. */
         jobLeaseMs: ms.default(30_000),
         /** Longest `?wait=` a client may ask for, seconds. */
         maxWait: seconds.default(60),

@@ -175,27 +175,22 @@ export class SigningService {
       const local = this.opts.local.get(format, upload.sha256);
       if (local?.fingerprint === fingerprint) return this.cached(format, upload, slot, local);
       if (this.localPending.has(key)) return this.duplicate(slot);
-      const found = await breakers.run("jobs", "job_lookup", () =>
-        jobs.lookup(format, upload.sha256, fingerprint),
+      const found = await breakers.run("jobs", "job_claim", () =>
+        jobs.lookupOrClaim(format, upload.sha256, fingerprint, nodeId, leaseMs, upload.sha1),
       );
-      if (found.kind === "signed") {
-        // A classic client may poll this input by sha1 next, and the upload that signed it may
-        // not have named one.
-        if (upload.sha1) {
-          const sha1 = upload.sha1;
-          await breakers.run("jobs", "job_alias", () => jobs.aliasSha1(format, sha1, upload.sha256));
-        }
-        return this.cached(format, upload, slot, found.result);
-      }
+      if (found.kind === "signed") return this.cached(format, upload, slot, found.result);
+      if (found.kind === "claimed")
+        return { outcome: "queued", result: this.start(format, upload, slot, true) };
       // A failed attempt does not block a new one.
       if (found.kind === "job" && found.job.state === "failed") {
         await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
+        const claimed = await breakers.run("jobs", "job_claim", () =>
+          jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
+        );
+        if (claimed) return { outcome: "queued", result: this.start(format, upload, slot, true) };
       }
-      const claimed = await breakers.run("jobs", "job_claim", () =>
-        jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
-      );
-      if (!claimed) return this.duplicate(slot);
-      return { outcome: "queued", result: this.start(format, upload, slot, true) };
+      // Another node holds the job (or just finished it): the client waits for that one.
+      return this.duplicate(slot);
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) {
         slot.release();
@@ -247,18 +242,11 @@ export class SigningService {
   }
 
   private async run(format: FormatName, upload: Upload, shared: boolean): Promise<SignedResult | undefined> {
-    const { jobs, nodeId, leaseMs, log, breakers, metrics } = this.opts;
+    const { jobs, nodeId, log, breakers, metrics } = this.opts;
     const signer = this.signer(format);
     const fingerprint = signer.fingerprint;
     const endTimer = metrics.duration.startTimer({ format });
     const started = process.hrtime.bigint();
-    const renew = shared
-      ? setInterval(() => {
-          breakers
-            .run("jobs", "job_renew", () => jobs.renewLease(format, upload.sha256, leaseMs))
-            .catch(() => {});
-        }, leaseMs / 3)
-      : undefined;
     try {
       const output = await signer.sign(upload.hash);
       metrics.jobs.inc({ format, result: "signed" });
@@ -304,7 +292,6 @@ export class SigningService {
       }
       return undefined;
     } finally {
-      clearInterval(renew);
       for (const k of digestKeys(format, upload)) this.localPending.delete(k);
       this.wake(format, upload);
     }

@@ -30,7 +30,7 @@ return 1
 
 /**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and
- * poll another. A job key is a lease: the signing node refreshes it, and when the node dies
+ * poll another. A job key is a lease: a node signs within milliseconds of taking it, and when the node dies
  * it expires and the next upload of the same file starts over.
  */
 export class JobStore {
@@ -73,13 +73,37 @@ export class JobStore {
     return claimed === "OK";
   }
 
+  /**
+   * An upload's first step, in one round trip: reads the result and tries to take the job at
+   * the same time. A lease taken for an input that turns out to be signed is given back.
+   */
+  async lookupOrClaim(
+    format: string,
+    sha256: string,
+    fingerprint: string,
+    node: string,
+    leaseMs: number,
+    sha1?: string,
+  ): Promise<Lookup | { kind: "claimed" }> {
+    const jobKey = this.keys.job(format, sha256);
+    const [result, claimed] = await Promise.all([
+      this.client.hgetallBuffer(this.keys.result(format, sha256)),
+      this.claim(format, sha256, node, leaseMs, sha1),
+    ]);
+    const output = result.output;
+    const fp = result.fingerprint?.toString();
+    if (output && fp === fingerprint) {
+      if (claimed) await this.client.del(jobKey);
+      return { kind: "signed", result: { output, fingerprint: fp } };
+    }
+    if (claimed) return { kind: "claimed" };
+    const job = await this.client.get(jobKey);
+    return job ? { kind: "job", job: JSON.parse(job) as JobState } : { kind: "none" };
+  }
+
   /** Lets a classic client find this input's job and result by its sha1. */
   async aliasSha1(format: string, sha1: string, sha256: string): Promise<void> {
     await this.client.set(this.keys.sha1Alias(format, sha1), sha256, "EX", this.resultTtlSeconds);
-  }
-
-  async renewLease(format: string, sha256: string, leaseMs: number): Promise<void> {
-    await this.client.pexpire(this.keys.job(format, sha256), leaseMs);
   }
 
   async complete(format: string, sha256: string, result: SignedResult): Promise<void> {

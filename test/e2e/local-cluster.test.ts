@@ -71,6 +71,8 @@ test("npm start's cluster runs the README walkthrough as written", async () => {
   assert.ok(
     existsSync(info.keys.gpg) && existsSync(info.keys.sshsig) && existsSync(info.issuer.passwordFile),
   );
+  // cluster.json is written just before the banner: give the pipe a moment to deliver it.
+  for (let i = 0; i < 50 && !/signing cluster is up/.test(output); i++) await sleep(100);
   assert.match(output, /signing cluster is up/);
   assert.equal(info.monitor, `http://127.0.0.1:${base + 10}`);
   const monitorReady = await fetch(`${info.monitor}/readyz`);
