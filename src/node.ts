@@ -120,6 +120,9 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const storeKeys = new StoreKeys(config.store.prefix);
   const metrics = new NodeMetrics();
   metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
+  // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
+  for (const [format, signer] of signers)
+    if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
   const breakers = new StoreBreakers(
     { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker },
     metrics,

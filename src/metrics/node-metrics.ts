@@ -54,6 +54,12 @@ export class NodeMetrics {
     help: "Uploads this node is receiving or signing (its share of signing.maxPending).",
     registers: [this.registry],
   });
+  readonly keyExpiry = new Gauge({
+    name: "signing_key_expiry_timestamp_seconds",
+    help: "When a format's signing key expires (Unix seconds); absent for keys that never do.",
+    labelNames: ["format"] as const,
+    registers: [this.registry],
+  });
   readonly breakerState = new Gauge({
     name: "signing_store_breaker_state",
     help: "Redis circuit breaker state: 0 closed, 1 half-open, 2 open.",

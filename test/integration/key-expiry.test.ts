@@ -47,6 +47,11 @@ test("a gpg key that expires while the node runs: KEY_EXPIRED for gpg, sshsig st
   });
   assert.equal(before.status, 202, before.text);
   assert.equal((await request(url).get("/readyz")).body.status, "ok");
+  // Known from start-up, so SigningKeyExpiresSoon can warn weeks ahead; sshsig keys never expire.
+  const metrics = (await request(url).get("/metrics")).text;
+  const gauge = /^signing_key_expiry_timestamp_seconds\{format="gpg"\} (\d+)$/m.exec(metrics);
+  assert.equal(Number(gauge?.[1]), Math.floor(expiresAt / 1000), metrics);
+  assert.doesNotMatch(metrics, /signing_key_expiry_timestamp_seconds\{format="sshsig"\}/);
 
   await sleep(Math.max(0, expiresAt - Date.now()) + 200);
   const token = await getToken(url, cluster.basicAuth);
