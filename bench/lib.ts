@@ -366,6 +366,27 @@ export function checksumsFile(seed: string): Buffer {
   return Buffer.from(lines.join("").slice(0, 1024));
 }
 
+/**
+ * Input files for `clients` closed-loop clients, made before the clock starts (enough for
+ * `seconds` at ~2000 signatures/s): a build's artifacts exist before it signs them, and making
+ * them must not take the cores the node shares. `file(i, n)` makes more if a client runs out.
+ */
+export function premadeInputs(
+  dir: string,
+  prefix: string,
+  clients: number,
+  seconds: number,
+): (client: number, n: number) => string {
+  const premade = Math.ceil((2000 * seconds) / clients);
+  const path = (i: number, n: number) => join(dir, `${prefix}-c${i}-${n}.txt`);
+  const make = (i: number, n: number) => writeFileSync(path(i, n), checksumsFile(`${prefix}-${i}-${n}`));
+  for (let i = 0; i < clients; i++) for (let n = 0; n < premade; n++) make(i, n);
+  return (i, n) => {
+    if (n >= premade) make(i, n);
+    return path(i, n);
+  };
+}
+
 /** Exits non-zero on an unhandled failure, after printing it: run-all reports the crash. */
 export function main(fn: () => Promise<void>): void {
   fn().then(

@@ -12,11 +12,11 @@ import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,
-  checksumsFile,
   cpuMs,
   fmt,
   issueTokens,
   main,
+  premadeInputs,
   printTable,
   ratio,
   sleep,
@@ -69,16 +69,10 @@ async function run(nodes: number): Promise<ScaleResult> {
     let failed = 0;
     let retries = 0;
     let running = true;
-    // As in small-files: the inputs exist before the clock starts, so making them does not
-    // take the cores the nodes share; a client that runs out makes more as it goes.
-    const premade = Math.ceil((2000 * (SECONDS + WARM_MS / 1000)) / CLIENTS);
-    const inputFile = (i: number, n: number) => join(dir, `n${nodes}-c${i}-${n}.txt`);
-    for (let i = 0; i < CLIENTS; i++)
-      for (let n = 0; n < premade; n++) writeFileSync(inputFile(i, n), checksumsFile(`${nodes}-${i}-${n}`));
+    const inputFile = premadeInputs(dir, `n${nodes}`, CLIENTS, SECONDS + WARM_MS / 1000);
     const loops = clients.map(async (client, i) => {
       for (let n = 0; running; n++) {
         const file = inputFile(i, n);
-        if (n >= premade) writeFileSync(file, checksumsFile(`${nodes}-${i}-${n}`));
         const t0 = performance.now();
         try {
           const r = await client.sign(file, "gpg");

@@ -22,6 +22,7 @@ import {
   gpgHome,
   issueTokens,
   main,
+  premadeInputs,
   printTable,
   ratio,
   sleep,
@@ -124,17 +125,10 @@ main(async () => {
       let failed = 0;
       let retries = 0;
       let running = true;
-      // The build's artifacts exist before it signs them: files are made before the clock
-      // starts (enough for this level at ~2000/s), so making them does not take the cores the
-      // node and clients share. A client that runs out makes more as it goes.
-      const premade = Math.ceil((2000 * (SECONDS + WARM_MS / 1000)) / c);
-      const inputFile = (i: number, n: number) => join(dir, `c${c}-${i}-${n}.txt`);
-      for (let i = 0; i < c; i++)
-        for (let n = 0; n < premade; n++) writeFileSync(inputFile(i, n), checksumsFile(`${c}-${i}-${n}`));
+      const inputFile = premadeInputs(dir, `l${c}`, c, SECONDS + WARM_MS / 1000);
       const loops = clients.map(async (client, i) => {
         for (let n = 0; running; n++) {
           const file = inputFile(i, n);
-          if (n >= premade) writeFileSync(file, checksumsFile(`${c}-${i}-${n}`));
           const t0 = performance.now();
           try {
             const r = await client.sign(file, "gpg");

@@ -47,14 +47,18 @@ export class JobStore {
 
   async lookup(format: string, sha256: string, fingerprint: string): Promise<Lookup> {
     const [result, job] = await Promise.all([
-      this.client.hgetallBuffer(this.keys.result(format, sha256)),
+      this.signedResult(format, sha256, fingerprint),
       this.client.get(this.keys.job(format, sha256)),
     ]);
-    const output = result.output;
-    const fp = result.fingerprint?.toString();
-    if (output && fp === fingerprint) return { kind: "signed", result: { output, fingerprint: fp } };
+    if (result) return { kind: "signed", result };
     if (job) return { kind: "job", job: JSON.parse(job) as JobState };
     return { kind: "none" };
+  }
+
+  /** The stored result, if there is one made with the key of `fingerprint`. */
+  private async signedResult(format: string, sha256: string, fingerprint: string) {
+    const { output, fingerprint: fp } = await this.client.hgetallBuffer(this.keys.result(format, sha256));
+    return output && fp?.toString() === fingerprint ? { output, fingerprint } : undefined;
   }
 
   /** Takes the lease on signing this input; false when another node holds it. */
@@ -85,19 +89,16 @@ export class JobStore {
     leaseMs: number,
     sha1?: string,
   ): Promise<Lookup | { kind: "claimed" }> {
-    const jobKey = this.keys.job(format, sha256);
     const [result, claimed] = await Promise.all([
-      this.client.hgetallBuffer(this.keys.result(format, sha256)),
+      this.signedResult(format, sha256, fingerprint),
       this.claim(format, sha256, node, leaseMs, sha1),
     ]);
-    const output = result.output;
-    const fp = result.fingerprint?.toString();
-    if (output && fp === fingerprint) {
-      if (claimed) await this.client.del(jobKey);
-      return { kind: "signed", result: { output, fingerprint: fp } };
+    if (result) {
+      if (claimed) await this.release(format, sha256);
+      return { kind: "signed", result };
     }
     if (claimed) return { kind: "claimed" };
-    const job = await this.client.get(jobKey);
+    const job = await this.client.get(this.keys.job(format, sha256));
     return job ? { kind: "job", job: JSON.parse(job) as JobState } : { kind: "none" };
   }
 
@@ -114,7 +115,7 @@ export class JobStore {
       [this.keys.result(format, sha256)],
       [result.output, result.fingerprint, this.resultTtlSeconds],
     );
-    await this.client.del(this.keys.job(format, sha256));
+    await this.release(format, sha256);
   }
 
   async release(format: string, sha256: string): Promise<void> {
