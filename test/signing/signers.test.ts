@@ -260,6 +260,34 @@ describe("gpg signer: key types", () => {
       assert.equal(gpgVerify(sigFile, file).status, 0);
     }
   });
+
+  test("a signature whose packet is a multiple of 3 bytes verifies with gpg (armor checksum, GnuPG T7071)", async () => {
+    // An EdDSA value with a leading zero byte is one byte shorter; with both shorter (about
+    // one signature in 25 000) the packet is 117 bytes, its base64 ends without '=' padding,
+    // and gpg 2.2/2.4 cannot read such armor unless a CRC-24 line ends it.
+    const packetLength = (sig: Buffer) =>
+      Buffer.from(
+        sig
+          .toString("utf8")
+          .split("\n")
+          .filter((l) => l !== "" && !l.startsWith("-----") && !l.startsWith("="))
+          .join(""),
+        "base64",
+      ).length;
+    for (let tries = 0; tries < 1_000_000; tries++) {
+      const data = randomBytes(16);
+      const sig = await gpgSigner.sign(await hashInput(data));
+      if (packetLength(sig) % 3 !== 0) continue;
+      const file = join(dir, "padless");
+      writeFileSync(file, data);
+      writeFileSync(`${file}.asc`, sig);
+      const r = gpgVerify(`${file}.asc`, file);
+      assert.equal(r.status, 0, `${sig.toString("utf8")}\n${r.stdout}${r.stderr}`);
+      assert.match(sig.toString("utf8"), /\n=[A-Za-z0-9+/]{4}\n-----END PGP SIGNATURE-----\n$/);
+      return;
+    }
+    assert.fail("no signature with a 117-byte packet in a million tries");
+  });
 });
 
 describe("sshsig signer", () => {

@@ -173,7 +173,17 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
       const { hashedFields, trailer } = hashedSuffix(params);
       const digest = inputSha256.copy().update(hashedFields).update(trailer).digest();
       const binary = signaturePacket(params, hashedFields, digest, await signDigest(digest));
-      return Buffer.from(openpgp.armor(openpgp.enums.armor.signature, binary), "utf8");
+      // With its CRC-24 line, as openpgp.js armors v4 signatures: without it, gpg 2.2/2.4 cannot
+      // read armor whose base64 ends without '=' padding (GnuPG T7071), one signature in ~25 000.
+      const armored = openpgp.armor(
+        openpgp.enums.armor.signature,
+        binary,
+        undefined,
+        undefined,
+        undefined,
+        true,
+      );
+      return Buffer.from(armored, "utf8");
     },
   };
 
