@@ -1,0 +1,71 @@
+/**
+ * What the machine gives right now, so the other benchmarks' figures can be read: the cost of
+ * touching fresh memory (a page fault per 4 KiB page), copying warm memory, and native SHA-256.
+ * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
+ * the figures that allocate (HTTP, GC, socket buffers) swung by up to 2× between runs while
+ * SHA-256 and gpg did not move. Run it before comparing two runs of anything else.
+ *
+ *   node dist/bench/machine.js        BENCH_ROUNDS=5
+ */
+import { createHash } from "node:crypto";
+import { fmt, main, printTable, writeResult } from "./lib.js";
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const MiB = 1024 * 1024;
+const PAGE = 4096;
+
+/** µs per fresh page: a new zeroed buffer is mapped lazily, so each first write faults. */
+function freshPageMicros(bytes: number): number {
+  const t0 = performance.now();
+  const b = Buffer.alloc(bytes);
+  for (let i = 0; i < b.length; i += PAGE) b[i] = 1;
+  return ((performance.now() - t0) * 1000) / (bytes / PAGE);
+}
+
+function warmCopyGBps(bytes: number): number {
+  const from = Buffer.alloc(bytes, 1);
+  const to = Buffer.alloc(bytes, 2);
+  from.copy(to); // both mapped before the clock starts
+  const n = 8;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) from.copy(to);
+  return (n * bytes) / 1e9 / ((performance.now() - t0) / 1000);
+}
+
+function sha256MBps(bytes: number): number {
+  const data = Buffer.alloc(bytes, 3);
+  createHash("sha256").update(data).digest(); // warm
+  const n = 4;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) createHash("sha256").update(data).digest();
+  return (n * bytes) / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+main(async () => {
+  const rounds = Array.from({ length: ROUNDS }, () => ({
+    freshPageUs: freshPageMicros(64 * MiB),
+    warmCopyGBps: warmCopyGBps(64 * MiB),
+    sha256MBps: sha256MBps(64 * MiB),
+  }));
+  const median = (k: keyof (typeof rounds)[number]) =>
+    rounds.map((r) => r[k]).sort((a, b) => a - b)[Math.floor(rounds.length / 2)] as number;
+  const result = {
+    freshPageUs: median("freshPageUs"),
+    warmCopyGBps: median("warmCopyGBps"),
+    sha256MBps: median("sha256MBps"),
+  };
+  printTable(
+    `Machine: medians of ${ROUNDS} rounds`,
+    ["probe", "value", "what it drives"],
+    [
+      [
+        "fresh page (64 MiB, 4 KiB pages)",
+        `${fmt(result.freshPageUs, 2)} µs/page`,
+        "GC, socket buffers, HTTP per request",
+      ],
+      ["warm memcpy", `${fmt(result.warmCopyGBps, 1)} GB/s`, "loopback copies"],
+      ["native SHA-256", `${fmt(result.sha256MBps, 0)} MB/s`, "every upload, twice (client, node)"],
+    ],
+  );
+  writeResult("machine", { rounds, ...result });
+});
