@@ -1,6 +1,6 @@
 import { type Agent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
-import type { Readable } from "node:stream";
+import type { Writable } from "node:stream";
 
 export interface HttpAnswer {
   status: number;
@@ -12,8 +12,8 @@ export interface HttpRequest {
   method: "GET" | "POST";
   url: string;
   headers?: Record<string, string | number>;
-  /** A Buffer, or a stream factory: a retry needs a fresh stream. */
-  body?: Buffer | (() => Readable);
+  /** A Buffer, or a writer called once per exchange (a retry sends the body afresh). */
+  body?: Buffer | BodyWriter;
   /** The whole exchange, connect to last byte. */
   timeoutMs: number;
   /** CA or pinned server certificate for https. */
@@ -25,6 +25,12 @@ export interface HttpRequest {
   /** A keep-alive agent to reuse connections; without one, a fresh connection per exchange. */
   agent?: Agent;
 }
+
+/**
+ * Writes a request body into `out`, resolving once every chunk has been handed to the
+ * connection, rejecting with its own error (a local file's) or when the exchange ends first.
+ */
+export type BodyWriter = (out: Writable) => Promise<void>;
 
 /** A transport failure: refused, reset, timed out, cut short, oversized. Always worth another node. */
 export class TransportError extends Error {
@@ -44,13 +50,12 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     const maxBody = req.maxBodyBytes ?? 16 * 1024 * 1024;
     const make = url.protocol === "https:" ? httpsRequest : httpRequest;
     let done = false;
-    let upload: Readable | undefined;
+    let bodySent = req.body === undefined || Buffer.isBuffer(req.body);
     const fail = (code: string, message: string) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      r.destroy();
-      upload?.destroy(); // and the file under it: no descriptor left open per failed try
+      r.destroy(); // a body writer sees the close and shuts its file
       reject(new TransportError(code, message));
     };
     const r = make(url, {
@@ -82,8 +87,9 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
         if (!res.complete) return fail("ECONNRESET", `${url.host} closed the connection mid-answer`);
         done = true;
         clearTimeout(timer);
-        // A node may answer (503, 413, …) before reading the whole upload: close the file.
-        upload?.destroy();
+        // A node may answer (503, 413, …) before reading the whole upload: stop sending it
+        // (the connection cannot be reused mid-body) and the writer closes its file.
+        if (!bodySent) r.destroy();
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
       });
     });
@@ -91,17 +97,21 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
     if (body === undefined) r.end();
     else if (Buffer.isBuffer(body)) r.end(body);
     else {
-      const stream = body();
-      upload = stream;
-      stream.on("error", (err: NodeJS.ErrnoException) => {
-        // The body's own failure (a local file) is passed on as it is: it is not the node's.
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        r.destroy();
-        reject(err);
-      });
-      stream.pipe(r);
+      body(r).then(
+        () => {
+          bodySent = true;
+          r.end();
+        },
+        (err: Error) => {
+          bodySent = true;
+          // The body's own failure (a local file) is passed on as it is: it is not the node's.
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          r.destroy();
+          reject(err);
+        },
+      );
     }
   });
 }

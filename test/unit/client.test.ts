@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   appendFileSync,
   mkdtempSync,
@@ -10,14 +10,14 @@ import {
   truncateSync,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { Agent } from "node:http";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { parseDuration } from "../../src/client/duration.js";
-import { send, TransportError } from "../../src/client/http.js";
+import { type BodyWriter, send, TransportError } from "../../src/client/http.js";
 import { LocalFileError, multipartUpload } from "../../src/client/multipart.js";
 import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
 import { NonceChain } from "../../src/client/nonce-file.js";
@@ -181,14 +181,18 @@ describe("the upload body", () => {
   const dir = mkdtempSync(join(tmpdir(), "multipart-test-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const drain = async (body: NodeJS.ReadableStream): Promise<Buffer> => {
-    const parts: Buffer[] = [];
-    for await (const chunk of body) parts.push(chunk as Buffer);
-    return Buffer.concat(parts);
-  };
-  const streamOf = (form: ReturnType<typeof multipartUpload>) => {
+  /** Runs the body writer into a sink that copies what it takes, as a socket would. */
+  const sent = async (form: ReturnType<typeof multipartUpload>): Promise<Buffer> => {
     assert.equal(typeof form.body, "function", "a file not read whole is streamed");
-    return (form.body as () => NodeJS.ReadableStream)();
+    const parts: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        parts.push(Buffer.from(chunk));
+        setImmediate(done); // taken later, like a socket that is not always writable at once
+      },
+    });
+    await (form.body as BodyWriter)(sink);
+    return Buffer.concat(parts);
   };
   const formFor = (path: string) => {
     const st = statSync(path);
@@ -202,10 +206,22 @@ describe("the upload body", () => {
     const path = join(dir, "ok.bin");
     writeFileSync(path, Buffer.alloc(3000, 7));
     const form = formFor(path);
-    const body = await drain(streamOf(form));
+    const body = await sent(form);
     assert.equal(body.length, form.contentLength);
     assert.match(form.sentSha256 ?? "", /^[0-9a-f]{64}$/);
     assert.ok(body.indexOf(`name="sha256"\r\n\r\n${form.sentSha256}`) > body.indexOf('name="filedata"'));
+  });
+
+  test("a file of several read buffers goes out byte for byte (the buffers are reused)", async () => {
+    const path = join(dir, "large.bin");
+    const data = randomBytes(3.5 * 1024 * 1024);
+    writeFileSync(path, data);
+    const form = formFor(path);
+    const body = await sent(form);
+    assert.equal(body.length, form.contentLength);
+    const start = body.indexOf("\r\n\r\n", body.indexOf('name="filedata"')) + 4;
+    assert.ok(body.subarray(start, start + data.length).equals(data), "the file part is the file");
+    assert.equal(form.sentSha256, createHash("sha256").update(data).digest("hex"));
   });
 
   for (const [name, change] of [
@@ -219,7 +235,7 @@ describe("the upload body", () => {
       const form = formFor(path);
       await new Promise((r) => setTimeout(r, 20)); // a later mtime
       change(path);
-      await assert.rejects(drain(streamOf(form)), (err: unknown) => {
+      await assert.rejects(sent(form), (err: unknown) => {
         assert.ok(err instanceof LocalFileError, String(err));
         assert.match((err as Error).message, /changed while it was being uploaded/);
         return true;
@@ -242,39 +258,55 @@ describe("the upload body", () => {
 
   test("a file that cannot be read fails as a local error", async () => {
     const form = multipartUpload({}, { path: join(dir, "gone.bin"), size: 10, mtimeMs: 0, name: "gone" });
-    await assert.rejects(drain(streamOf(form)), LocalFileError);
+    await assert.rejects(sent(form), LocalFileError);
   });
 });
 
 test("an answer that comes before the whole upload was read closes the upload's file", async () => {
-  const server = createServer((req, res) => {
-    // A node refusing unread (OVERLOADED, FILE_TOO_LARGE…): answers, reads nothing.
-    res.writeHead(503, { "Content-Type": "application/json", Connection: "close" });
-    res.end('{"error":{"code":"OVERLOADED","message":"busy","retryable":true}}');
-    req.socket.end();
+  // A node refusing unread (OVERLOADED, FILE_TOO_LARGE…): answers at once, then discards what
+  // comes and keeps the connection open, so only the client can stop the upload.
+  const answerBody = '{"error":{"code":"OVERLOADED","message":"busy","retryable":true}}';
+  let connectionClosed: Promise<string> | undefined;
+  const server = createServer((socket) => {
+    connectionClosed = new Promise((resolve) => socket.on("close", () => resolve("closed")));
+    socket.write(
+      `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${answerBody.length}\r\n\r\n${answerBody}`,
+    );
+    socket.resume();
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address() as AddressInfo;
-  let body: Readable | undefined;
+  let writer: Promise<void> | undefined;
+  const agent = new Agent({ keepAlive: true });
   try {
     const answer = await send({
       method: "POST",
       url: `http://127.0.0.1:${port}/sign/gpg`,
       headers: { "Content-Length": 64 * 1024 * 1024 },
-      body: () => {
-        // Endless, like a large file read in 1 MiB chunks.
-        body = new Readable({
-          read() {
-            this.push(Buffer.alloc(1024 * 1024));
-          },
-        });
-        return body;
+      agent, // as signtool's: a keep-alive connection would otherwise wait for the rest of the body
+      body: (out) => {
+        // Endless, like a large file read in 1 MiB chunks, each sent once the last is taken.
+        writer = (async () => {
+          for (;;) {
+            await new Promise<void>((resolve, reject) => {
+              out.once("close", () => reject(new Error("closed")));
+              out.write(Buffer.alloc(1024 * 1024), (err) => (err ? reject(err) : resolve()));
+            });
+          }
+        })();
+        return writer;
       },
       timeoutMs: 10_000,
     }).catch((err: Error) => err);
     if (!(answer instanceof Error)) assert.equal(answer.status, 503);
-    assert.ok(body?.destroyed, "the upload stream (and its file) is closed");
+    // The writer stops (and a file under it would be closed) instead of waiting forever.
+    const stuck = new Promise((resolve) => setTimeout(resolve, 5000, "still writing after 5 s"));
+    assert.equal(await Promise.race([(writer as Promise<void>).catch(() => "stopped"), stuck]), "stopped");
+    // …and the half-sent connection is closed, not left open in the keep-alive pool.
+    const open = new Promise((resolve) => setTimeout(resolve, 5000, "still open after 5 s"));
+    assert.equal(await Promise.race([connectionClosed, open]), "closed");
   } finally {
+    agent.destroy();
     server.close();
   }
 });
