@@ -17,10 +17,12 @@ import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,
+  cpuMs,
   fmt,
   gpgHome,
   issueTokens,
   main,
+  minorFaults,
   peakRss,
   printTable,
   ratio,
@@ -75,6 +77,11 @@ interface SizeResult {
   nodeSha256MBps: number;
   openpgpInProcessMs: number;
   openpgpInProcessMBps: number;
+  /** CPU and fresh pages (minor faults) per GiB end to end, on each side of the upload. */
+  nodeCpuMsPerGiB: number;
+  clientCpuMsPerGiB: number;
+  nodeFaultsPerGiB: number;
+  clientFaultsPerGiB: number;
   verified: boolean;
 }
 
@@ -127,9 +134,13 @@ main(async () => {
 
       const nodeRssBefore = rss(pid);
       const resetWorked = resetPeakRss(pid);
+      const node0 = { cpu: cpuMs(pid), faults: minorFaults(pid) };
+      const client0 = { cpu: process.cpuUsage(), faults: process.resourceUsage().minorPageFault };
       const e0 = performance.now();
       const r = await client.sign(file, "gpg", join(dir, `node-${mib}.asc`));
       const endToEndMs = performance.now() - e0;
+      const clientCpu = process.cpuUsage(client0.cpu);
+      const perGiB = (v: number) => (v * 1024) / mib;
       const peak = peakRss(pid);
       const verified = gpg.verify(r.output, file);
       results.push({
@@ -147,6 +158,10 @@ main(async () => {
         nodeSha256MBps: MB / (nodeSha256Ms / 1000),
         openpgpInProcessMs,
         openpgpInProcessMBps: MB / (openpgpInProcessMs / 1000),
+        nodeCpuMsPerGiB: perGiB(cpuMs(pid) - node0.cpu),
+        clientCpuMsPerGiB: perGiB((clientCpu.user + clientCpu.system) / 1000),
+        nodeFaultsPerGiB: perGiB(minorFaults(pid) - node0.faults),
+        clientFaultsPerGiB: perGiB(process.resourceUsage().minorPageFault - client0.faults),
         verified,
       });
       console.log(
@@ -182,6 +197,17 @@ main(async () => {
         r.verified ? "yes" : "NO",
       ]),
     );
+    printTable(
+      "Large files: CPU and fresh pages (minor faults) per GiB through the node, each side",
+      ["size MiB", "node CPU ms", "client CPU ms", "node faults", "client faults"],
+      results.map((r) => [
+        r.sizeMiB,
+        r.nodeCpuMsPerGiB,
+        r.clientCpuMsPerGiB,
+        r.nodeFaultsPerGiB,
+        r.clientFaultsPerGiB,
+      ]),
+    );
     const biggest = results[results.length - 1];
     const worstRatio = Math.min(...results.map((r) => ratio(r.endToEndMBps, r.gpgMBps)));
     const gib = results.find((r) => r.sizeMiB >= 1024);
@@ -209,7 +235,11 @@ main(async () => {
       ],
     );
     writeResult("large-files", {
-      settings: { sizesMiB: SIZES_MIB, nodeWorkers: 2, huge: Boolean(process.env.BENCH_HUGE) },
+      settings: {
+        sizesMiB: SIZES_MIB,
+        huge: Boolean(process.env.BENCH_HUGE),
+        glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+      },
       results,
       met,
     });

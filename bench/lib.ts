@@ -235,6 +235,12 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** Minor page faults a process has taken (first touches of fresh pages), from /proc/PID/stat. */
+export function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
+}
+
 /** Runs a program to its end; rejects on a non-zero exit. Returns its wall time in ms. */
 export async function timed(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<number> {
   const t0 = performance.now();
