@@ -13,7 +13,8 @@ function handOver(out: Writable, chunk: Buffer): Promise<void> {
     out.once("close", closed);
     out.write(chunk, (err) => {
       out.off("close", closed);
-      if (err) reject(err);
+      // Node 20 calls back without an error for writes pending when the request was destroyed.
+      if (err || out.destroyed) reject(err ?? new Error("the connection closed"));
       else resolve();
     });
   });
@@ -97,6 +98,7 @@ export function multipartUpload(
         let sent = 0;
         for (let i = 0; sent < file.size; i = 1 - i) {
           await sending[i]; // that buffer is the connection's until then
+          if (out.destroyed) throw new Error("the connection closed");
           const buffer = buffers[i] as Buffer;
           const { bytesRead } = await fh
             .read(buffer, 0, Math.min(CHUNK_BYTES, file.size - sent), sent)

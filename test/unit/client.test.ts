@@ -187,8 +187,12 @@ describe("the upload body", () => {
     const parts: Buffer[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
-        parts.push(Buffer.from(chunk));
-        setImmediate(done); // taken later, like a socket that is not always writable at once
+        // Taken later, like a socket that is not always writable at once: a buffer reused
+        // before the callback would show here as corrupted file bytes.
+        setTimeout(() => {
+          parts.push(Buffer.from(chunk));
+          done();
+        }, 20);
       },
     });
     await (form.body as BodyWriter)(sink);
