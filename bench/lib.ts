@@ -106,7 +106,18 @@ export function machine(): Record<string, unknown> {
     node: process.version,
     platform: process.platform,
     loadAverage: loadavg(),
+    // What makes two runs on a shared VM differ (bench/machine.ts): read figures by it.
+    freshPageUs: freshPageMicros(16 * 1024 * 1024),
   };
+}
+
+/** µs per fresh 4 KiB page: a new zeroed buffer is mapped lazily, so each first write faults. */
+export function freshPageMicros(bytes: number): number {
+  const page = 4096;
+  const t0 = performance.now();
+  const b = Buffer.alloc(bytes);
+  for (let i = 0; i < b.length; i += page) b[i] = 1;
+  return ((performance.now() - t0) * 1000) / (bytes / page);
 }
 
 // ---------------------------------------------------------------- SVG chart

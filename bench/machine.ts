@@ -8,19 +8,10 @@
  *   node dist/bench/machine.js        BENCH_ROUNDS=5
  */
 import { createHash } from "node:crypto";
-import { fmt, main, printTable, writeResult } from "./lib.js";
+import { fmt, freshPageMicros, main, printTable, writeResult } from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const MiB = 1024 * 1024;
-const PAGE = 4096;
-
-/** µs per fresh page: a new zeroed buffer is mapped lazily, so each first write faults. */
-function freshPageMicros(bytes: number): number {
-  const t0 = performance.now();
-  const b = Buffer.alloc(bytes);
-  for (let i = 0; i < b.length; i += PAGE) b[i] = 1;
-  return ((performance.now() - t0) * 1000) / (bytes / PAGE);
-}
 
 function warmCopyGBps(bytes: number): number {
   const from = Buffer.alloc(bytes, 1);
