@@ -43,6 +43,8 @@ interface RunResult {
   firstFailureMs: number | null;
   retries: number;
   baselinePerSec: number;
+  /** When the monitor first reported Redis down (`signing_monitor_redis_up` 0), ms after the fault. */
+  downSeenMs: number | null;
   detectMs: number | null;
   recoveryMs: number | null;
   dipped: boolean;
@@ -101,10 +103,13 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
     await sleep(WARM_MS);
     const faultAt = Date.now();
     let detectedAt: number | undefined;
+    let downSeenAt: number | undefined;
     let polling = !classic;
     const poller = (async () => {
       while (polling && detectedAt === undefined) {
         try {
+          if (downSeenAt === undefined && (await rig.monitorMetric("signing_monitor_redis_up")) === 0)
+            downSeenAt = Date.now();
           if ((await metric()) > before) detectedAt = Date.now();
         } catch {
           // the monitor is busy: try again
@@ -146,6 +151,7 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
       firstFailureMs: r.failed ? Math.min(...r.jobs.filter((j) => !j.ok).map((j) => j.end)) - faultAt : null,
       retries: r.retries,
       baselinePerSec: baseline,
+      downSeenMs: downSeenAt === undefined ? null : downSeenAt - faultAt,
       detectMs: detectedAt === undefined ? null : detectedAt - faultAt,
       recoveryMs: rec.recoveryMs,
       dipped: rec.dipped,
@@ -212,6 +218,7 @@ main(async () => {
       "first failure ms",
       "retries",
       "pre-fault /s",
+      "Redis seen down ms",
       "detect ms",
       "recover ms (≥90%)",
     ],
@@ -223,6 +230,7 @@ main(async () => {
       r.firstFailureMs === null ? "-" : fmt(r.firstFailureMs, 0),
       r.retries,
       r.baselinePerSec,
+      r.downSeenMs === null ? (r.mode === "classic" ? "n/a" : "-") : fmt(r.downSeenMs, 0),
       r.detectMs === null ? "n/a" : fmt(r.detectMs, 0),
       r.recoveryMs === null ? "never" : fmt(r.recoveryMs, 0),
     ]),
