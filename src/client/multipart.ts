@@ -6,15 +6,17 @@ import type { BodyWriter } from "./http.js";
 /** Read size for a streamed file: a large file goes out in few, large socket writes. */
 const CHUNK_BYTES = 1024 * 1024;
 
+const connectionClosed = () => new Error("the connection closed");
+
 /** Writes `chunk`; resolves once the connection has taken it (the buffer may then be reused). */
 function handOver(out: Writable, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    const closed = () => reject(new Error("the connection closed"));
+    const closed = () => reject(connectionClosed());
     out.once("close", closed);
     out.write(chunk, (err) => {
       out.off("close", closed);
       // Node 20 calls back without an error for writes pending when the request was destroyed.
-      if (err || out.destroyed) reject(err ?? new Error("the connection closed"));
+      if (err || out.destroyed) reject(err ?? connectionClosed());
       else resolve();
     });
   });
@@ -98,7 +100,7 @@ export function multipartUpload(
         let sent = 0;
         for (let i = 0; sent < file.size; i = 1 - i) {
           await sending[i]; // that buffer is the connection's until then
-          if (out.destroyed) throw new Error("the connection closed");
+          if (out.destroyed) throw connectionClosed();
           const buffer = buffers[i] as Buffer;
           const { bytesRead } = await fh
             .read(buffer, 0, Math.min(CHUNK_BYTES, file.size - sent), sent)
