@@ -69,6 +69,20 @@ async function epochStateAfter(since: number, want: string): Promise<number> {
   }
 }
 
+/**
+ * Until its breakers close again after the outage, a node under `downPolicy: hmac` checks
+ * tokens by their MAC alone (README: store.downPolicy); /readyz says "ok" once it reads Redis.
+ */
+async function readsRedisAgain(url: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const body = (await (await fetch(`${url}/readyz`)).json()) as { status?: string };
+    if (body.status === "ok") return;
+    if (Date.now() > deadline) throw new Error(`${url} still ${body.status} after the outage`);
+    await sleep(100);
+  }
+}
+
 describe("Redis restarts empty in the middle of a signing load", () => {
   test("onDataLoss: reseed — zero failed jobs, re-seeded within 2 s, alert posted", async (t) => {
     const monitor = await startTestMonitor({
@@ -76,10 +90,11 @@ describe("Redis restarts empty in the middle of a signing load", () => {
       nodes: cluster.urls,
       webhookUrl: webhook.url,
     });
+    let load: SigningLoad | undefined;
     try {
       const clients = await clientsWithTokens("reseed");
       await snapshotHolds(monitor, CLIENTS);
-      const load = new SigningLoad(work, clients, {
+      load = new SigningLoad(work, clients, {
         nodes: cluster.urls,
         maxTimeMs: 60_000,
         requestTimeoutMs: 10_000,
@@ -106,6 +121,7 @@ describe("Redis restarts empty in the middle of a signing load", () => {
       assert.match(alert.annotations.description ?? "", /Re-seeded \d+ tokens/);
       assert.match(alert.annotations.runbook_url ?? "", /runbooks\/RedisRestartedWithDataLoss\.md$/);
     } finally {
+      await load?.stop(); // a failed assertion must not leave the load signing into a removed directory
       await monitor.close();
     }
   });
@@ -117,6 +133,7 @@ describe("Redis restarts empty in the middle of a signing load", () => {
       webhookUrl: webhook.url,
       monitor: { onDataLoss: "invalidate" },
     });
+    let load: SigningLoad | undefined;
     try {
       const clients = await clientsWithTokens("invalidate");
       const oldToken = await getToken(cluster.urls[0] as string, auth());
@@ -127,7 +144,7 @@ describe("Redis restarts empty in the middle of a signing load", () => {
         slaveIp: "127.0.0.1",
         durationSeconds: 3600,
       };
-      const load = new SigningLoad(work, clients, {
+      load = new SigningLoad(work, clients, {
         nodes: cluster.urls,
         maxTimeMs: 60_000,
         requestTimeoutMs: 10_000,
@@ -136,6 +153,7 @@ describe("Redis restarts empty in the middle of a signing load", () => {
       await sleep(1500);
       const accepting = await dataLossRestart();
       await epochStateAfter(accepting, "invalidated");
+      await readsRedisAgain(cluster.urls[1] as string);
       const refused = await upload(cluster.urls[1] as string, {
         token: oldToken,
         nonce: "",
@@ -158,6 +176,7 @@ describe("Redis restarts empty in the middle of a signing load", () => {
           .some((a) => /invalidate/.test(a.annotations.description ?? "")),
       );
     } finally {
+      await load?.stop();
       await monitor.close();
     }
   });
