@@ -5,6 +5,7 @@ import { startNode } from "../node.js";
 import { KeyLoadError } from "../signing/signer.js";
 import { hashPassword } from "../tokens/credentials.js";
 import { runMain } from "./run-main.js";
+import { tuneHeapForUploads } from "./upload-heap.js";
 
 const USAGE = `usage:
   signing-node --config FILE      serve (or set SIGNING_CONFIG); SIGNING__a__b=value overrides key a.b
@@ -45,6 +46,7 @@ async function main(): Promise<number | "serving"> {
     console.error(`no configuration given\n${USAGE}`);
     return 2;
   }
+  tuneHeapForUploads();
   const node = await startNode(loadConfigFile(file));
   const stop = (signal: string) => {
     node.log.info({ event: "shutdown", signal });
