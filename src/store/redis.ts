@@ -1,5 +1,6 @@
 import { Cluster, Redis } from "ioredis";
 import type { Config } from "../config/schema.js";
+import { followSwitchMaster } from "./sentinel-switch.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -33,14 +34,11 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
     });
   }
   if (redis.sentinels) {
-    // failoverDetector: listen for Sentinel's +switch-master and reconnect to the new primary
-    // at once, instead of on the next retry against a dead one.
-    return new Redis({
-      ...common,
-      sentinels: redis.sentinels,
-      name: redis.name as string,
-      failoverDetector: true,
-    });
+    // Sentinel's +switch-master moves the client to the new primary at once, instead of on
+    // its next retry against a dead one (followSwitchMaster says why not failoverDetector).
+    const client = new Redis({ ...common, sentinels: redis.sentinels, name: redis.name as string });
+    followSwitchMaster(client, redis.sentinels, redis.name as string);
+    return client;
   }
   return new Redis(redis.url as string, common);
 }
