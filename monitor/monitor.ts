@@ -260,11 +260,14 @@ export async function startMonitor(
     });
     return detecting;
   };
-  // A reconnect (Redis restarted, or Sentinel switched the primary: the client follows
-  // +switch-master) is looked at now, not at the next tick.
-  redis.on("ready", () => {
+  // A lost connection (Redis down: signing_monitor_redis_up 0) and a reconnect (Redis
+  // restarted, or Sentinel switched the primary: the client follows +switch-master) are
+  // looked at now, not at the next tick.
+  const lookNow = () => {
     detectOnce().catch((err: Error) => log.warn({ event: "detect_failed", err: err.message }));
-  });
+  };
+  redis.on("ready", lookNow);
+  redis.on("close", lookNow);
 
   const snapshotNow = async (): Promise<Snapshot | undefined> => {
     if (!prev || knownEpochId === undefined) return undefined;
@@ -394,6 +397,7 @@ export async function startMonitor(
       for (const t of eventTimers.values()) clearTimeout(t);
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
+      redis.off("close", lookNow); // our own disconnect is no outage
       redis.disconnect();
     },
   };

@@ -70,6 +70,27 @@ describe("the monitor's other alerts", () => {
     }
   });
 
+  test("the monitor shows Redis down as soon as its connection drops, not at its next scheduled look", async () => {
+    const redis = await TestRedis.start();
+    // Scheduled looks once a year: only the connection's own events can move the gauge.
+    const monitor = await startTestMonitor({ redisUrl: redis.url, monitor: { detectCron: "0 0 0 1 1 *" } });
+    const up = async () => (await monitor.metrics.redisUp.get()).values[0]?.value;
+    const becomes = async (value: number) => {
+      for (let i = 0; i < 50 && (await up()) !== value; i++) await sleep(100);
+      return up();
+    };
+    try {
+      assert.equal(await becomes(1), 1, "up once connected");
+      await redis.kill();
+      assert.equal(await becomes(0), 0, "down within 5 s of the kill");
+      await redis.restart();
+      assert.equal(await becomes(1), 1, "up again once reconnected");
+    } finally {
+      await monitor.close();
+      await redis.stop();
+    }
+  });
+
   test("a burst of forged and expired tokens fires InvalidTokenSpike, which resolves after the burst", async () => {
     const cluster = await TestCluster.start({ nodes: 2 });
     const monitor = await startTestMonitor({
