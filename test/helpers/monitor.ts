@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildMonitorConfig } from "../../monitor/config.js";
@@ -14,12 +14,19 @@ export interface TestMonitorOptions {
   spike?: Record<string, unknown>;
 }
 
-/** A monitor in this process, checking every second and snapshotting every second. */
-export function startTestMonitor(o: TestMonitorOptions): Promise<RunningMonitor> {
+/**
+ * A monitor in this process, checking every second and snapshotting every second. A state
+ * directory it made itself is removed when it closes.
+ */
+export async function startTestMonitor(o: TestMonitorOptions): Promise<RunningMonitor> {
+  const ownDir = o.stateDir === undefined ? mkdtempSync(join(tmpdir(), "signing-monitor-")) : undefined;
+  const removeOwnDir = () => {
+    if (ownDir) rmSync(ownDir, { recursive: true, force: true });
+  };
   const raw = {
     monitor: {
       port: 0,
-      stateDir: o.stateDir ?? mkdtempSync(join(tmpdir(), "signing-monitor-")),
+      stateDir: o.stateDir ?? ownDir,
       detectCron: "* * * * * *",
       snapshotCron: "* * * * * *",
       eventHoldSeconds: 5,
@@ -31,9 +38,21 @@ export function startTestMonitor(o: TestMonitorOptions): Promise<RunningMonitor>
     alerts: { ...(o.webhookUrl ? { webhookUrl: o.webhookUrl } : {}), retries: 3 },
     log: { level: "silent" },
   };
-  const loaded = buildMonitorConfig(raw, "/", {});
-  // TEST_MONITOR_LOG=1 shows the monitor's log when a test needs explaining.
-  return startMonitor(loaded, {
-    log: createLogger(process.env.TEST_MONITOR_LOG ? "debug" : "silent", "monitor"),
-  });
+  try {
+    const loaded = buildMonitorConfig(raw, "/", {});
+    // TEST_MONITOR_LOG=1 shows the monitor's log when a test needs explaining.
+    const monitor = await startMonitor(loaded, {
+      log: createLogger(process.env.TEST_MONITOR_LOG ? "debug" : "silent", "monitor"),
+    });
+    return {
+      ...monitor,
+      async close() {
+        await monitor.close();
+        removeOwnDir();
+      },
+    };
+  } catch (err) {
+    removeOwnDir();
+    throw err;
+  }
 }
