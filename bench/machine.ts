@@ -1,6 +1,8 @@
 /**
  * What the machine gives right now, so the other benchmarks' figures can be read: the cost of
- * touching fresh memory (a page fault per 4 KiB page), copying warm memory, and native SHA-256.
+ * touching fresh memory (a page fault per 4 KiB page), copying warm memory, native SHA-256, and
+ * a small file written and renamed into place (what signtool does twice per signature) on the
+ * disk and in the benchmark clients' directory.
  * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
  * the figures that allocate (HTTP, GC, socket buffers) swung by up to 2× between runs while
  * SHA-256 and gpg did not move. Run it before comparing two runs of anything else.
@@ -8,7 +10,16 @@
  *   node dist/bench/machine.js        BENCH_ROUNDS=5
  */
 import { createHash } from "node:crypto";
-import { fmt, freshPageMicros, main, printTable, writeResult } from "./lib.js";
+import { tmpdir } from "node:os";
+import {
+  CLIENT_PARENT_DIR,
+  fmt,
+  freshPageMicros,
+  main,
+  printTable,
+  writeRenameMicros,
+  writeResult,
+} from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const MiB = 1024 * 1024;
@@ -37,6 +48,8 @@ main(async () => {
     freshPageUs: freshPageMicros(64 * MiB),
     warmCopyGBps: warmCopyGBps(64 * MiB),
     sha256MBps: sha256MBps(64 * MiB),
+    diskWriteRenameUs: writeRenameMicros(tmpdir()),
+    clientDirWriteRenameUs: writeRenameMicros(CLIENT_PARENT_DIR),
   }));
   const median = (k: keyof (typeof rounds)[number]) =>
     rounds.map((r) => r[k]).sort((a, b) => a - b)[Math.floor(rounds.length / 2)] as number;
@@ -44,6 +57,8 @@ main(async () => {
     freshPageUs: median("freshPageUs"),
     warmCopyGBps: median("warmCopyGBps"),
     sha256MBps: median("sha256MBps"),
+    diskWriteRenameUs: median("diskWriteRenameUs"),
+    clientDirWriteRenameUs: median("clientDirWriteRenameUs"),
   };
   printTable(
     `Machine: medians of ${ROUNDS} rounds`,
@@ -56,7 +71,17 @@ main(async () => {
       ],
       ["warm memcpy", `${fmt(result.warmCopyGBps, 1)} GB/s`, "loopback copies"],
       ["native SHA-256", `${fmt(result.sha256MBps, 0)} MB/s`, "every upload, twice (client, node)"],
+      [
+        `small write + rename, ${tmpdir()}`,
+        `${fmt(result.diskWriteRenameUs, 0)} µs`,
+        "signtool writing to a disk",
+      ],
+      [
+        `small write + rename, ${CLIENT_PARENT_DIR}`,
+        `${fmt(result.clientDirWriteRenameUs, 0)} µs`,
+        "the benchmark clients' files, twice per signature",
+      ],
     ],
   );
-  writeResult("machine", { rounds, ...result });
+  writeResult("machine", { rounds, clientDir: CLIENT_PARENT_DIR, ...result });
 });

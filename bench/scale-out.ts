@@ -12,6 +12,8 @@ import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,
+  CLIENT_PARENT_DIR,
+  clientDir,
   cpuMs,
   fmt,
   issueTokens,
@@ -21,7 +23,6 @@ import {
   ratio,
   sleep,
   summarize,
-  tempDir,
   writeResult,
 } from "./lib.js";
 
@@ -45,7 +46,7 @@ interface ScaleResult {
 }
 
 async function run(nodes: number): Promise<ScaleResult> {
-  const dir = tempDir(`scale-${nodes}`);
+  const dir = clientDir(`scale-${nodes}`);
   const cluster = await ProcessCluster.start({
     nodes,
     env: benchNodeEnv(),
@@ -151,7 +152,7 @@ main(async () => {
   for (const r of results.filter((x) => x.errors.length))
     console.log(`${r.nodes} nodes errors: ${r.errors.join(" | ")}`);
   writeResult("scale-out", {
-    settings: { seconds: SECONDS, clients: CLIENTS, nodes: NODES },
+    settings: { seconds: SECONDS, clients: CLIENTS, nodes: NODES, clientDir: CLIENT_PARENT_DIR },
     results,
   });
 });

@@ -16,7 +16,9 @@ import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,
+  CLIENT_PARENT_DIR,
   checksumsFile,
+  clientDir,
   cpuMs,
   fmt,
   gpgHome,
@@ -27,7 +29,6 @@ import {
   ratio,
   sleep,
   summarize,
-  tempDir,
   writeResult,
 } from "./lib.js";
 import { openpgpJsSigner } from "./openpgp-baseline.js";
@@ -82,7 +83,7 @@ async function closedLoop(
 }
 
 main(async () => {
-  const dir = tempDir("small");
+  const dir = clientDir("small");
   const cluster = await ProcessCluster.start({
     nodes: 1,
     env: benchNodeEnv(),
@@ -102,7 +103,9 @@ main(async () => {
     tokens.forEach((t, i) => {
       writeFileSync(join(dir, `token-${i}`), t);
     });
-    console.log(`one node at ${url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up`);
+    console.log(
+      `one node at ${url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
+    );
 
     // -------- the full HTTP path of one node
     const levels: LevelResult[] = [];
@@ -310,7 +313,13 @@ main(async () => {
       ],
     );
     writeResult("small-files", {
-      settings: { seconds: SECONDS, warmMs: WARM_MS, levels: LEVELS, fileBytes: 1024 },
+      settings: {
+        seconds: SECONDS,
+        warmMs: WARM_MS,
+        levels: LEVELS,
+        fileBytes: 1024,
+        clientDir: CLIENT_PARENT_DIR,
+      },
       levels,
       baselines,
       gpgBestSigsPerSec: gpgBest,
