@@ -1,6 +1,6 @@
 import { Cluster, Redis } from "ioredis";
 import type { Config } from "../config/schema.js";
-import { followSwitchMaster } from "./sentinel-switch.js";
+import { SentinelFollowingRedis } from "./sentinel-switch.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -35,10 +35,8 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
   }
   if (redis.sentinels) {
     // Sentinel's +switch-master moves the client to the new primary at once, instead of on
-    // its next retry against a dead one (followSwitchMaster says why not failoverDetector).
-    const client = new Redis({ ...common, sentinels: redis.sentinels, name: redis.name as string });
-    followSwitchMaster(client, redis.sentinels, redis.name as string);
-    return client;
+    // its next retry against a dead one (SentinelFollowingRedis says why not failoverDetector).
+    return new SentinelFollowingRedis({ ...common, sentinels: redis.sentinels, name: redis.name as string });
   }
   return new Redis(redis.url as string, common);
 }

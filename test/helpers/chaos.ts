@@ -8,6 +8,7 @@ import { freePort, RedisServer } from "../../scripts/redis-server.js";
 import { type DevState, prepareDevState, writeMonitorConfig } from "../../src/config/dev-state.js";
 import { getToken } from "./api.js";
 import { type LoadResult, p99, SigningLoad } from "./load.js";
+import { waitForReplica } from "./redis.js";
 
 export const MASTER_NAME = "signing";
 
@@ -61,7 +62,7 @@ export class ChaosRig {
         rig.sentinels = await Promise.all(
           [0, 1, 2].map(() => RedisServer.startSentinel(primary.port, MASTER_NAME)),
         );
-        await rig.waitForReplication();
+        await waitForReplica(primary.url);
       }
       for (let i = 0; i < (opts.nodes ?? 3); i++) rig.nodes.push(rig.spawnNode(i, await freePort()));
       await Promise.all(rig.nodes.map((n) => n.ready()));
@@ -155,20 +156,6 @@ export class ChaosRig {
     await old.stop("SIGKILL");
     this.nodes[i] = this.spawnNode(i, old.opts.port);
     await (this.nodes[i] as NodeProcess).ready();
-  }
-
-  private async waitForReplication(): Promise<void> {
-    const client = new Redis(this.primary.url);
-    try {
-      for (let i = 0; i < 100; i++) {
-        const info = await client.info("replication");
-        if (/connected_slaves:1/.test(info) && /state=online/.test(info)) return;
-        await sleep(100);
-      }
-      throw new Error("the replica never caught up with the primary");
-    } finally {
-      client.disconnect();
-    }
   }
 
   /** Monitor metric value (first sample matching), from its /metrics. */

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { followSwitchMaster } from "../../src/store/sentinel-switch.js";
-import { TestRedis } from "../helpers/redis.js";
+import { waitForReady } from "../../src/store/redis.js";
+import { SentinelFollowingRedis } from "../../src/store/sentinel-switch.js";
+import { TestRedis, waitForReplica } from "../helpers/redis.js";
 
 const NAME = "signing-switch";
 let primary: TestRedis;
@@ -13,72 +14,86 @@ let sentinels: TestRedis[] = [];
 before(async () => {
   primary = await TestRedis.start();
   replica = await TestRedis.start(["--replicaof", "127.0.0.1", String(primary.port)]);
+  await waitForReplica(primary.url);
   sentinels = await Promise.all([0, 1, 2].map(() => TestRedis.startSentinel(primary.port, NAME)));
-  const probe = new Redis(primary.url);
-  try {
-    for (let i = 0; !/state=online/.test(await probe.info("replication")); i++) {
-      assert.ok(i < 100, "the replica never caught up");
-      await sleep(100);
-    }
-  } finally {
-    probe.disconnect();
-  }
 });
 after(async () => {
   for (const s of [...sentinels, replica, primary]) await s?.stop();
 });
 
-function readyOn(client: Redis): Promise<void> {
-  return new Promise((resolve) => client.once("ready", () => resolve()));
-}
-
-/** Whether `p` settles within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([p.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const portOf = async (client: SentinelFollowingRedis) =>
+  Number((await client.info("server")).match(/tcp_port:(\d+)/)?.[1]);
 
 test("a client whose primary died moves to the new one on +switch-master, not on its next retry", async () => {
+  // A plain Redis listed last stands for a Sentinel whose announcement comes late: the test
+  // publishes on it. The real Sentinels come first, so the client asks them for the primary.
+  const late = await TestRedis.start();
+  const announce = new Redis(late.url);
   // A retry a minute away: only the +switch-master subscription can bring it back in time.
-  const client = new Redis({
-    sentinels: sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
+  const client = new SentinelFollowingRedis({
+    sentinels: [...sentinels, late].map((s) => ({ host: "127.0.0.1", port: s.port })),
     name: NAME,
     retryStrategy: () => 60_000,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
   });
   client.on("error", () => {});
-  followSwitchMaster(
-    client,
-    sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
-    NAME,
-  );
   try {
-    await readyOn(client);
-    assert.equal(Number((await client.info("server")).match(/tcp_port:(\d+)/)?.[1]), primary.port);
+    await waitForReady(client, 10_000);
+    assert.equal(await portOf(client), primary.port);
 
     const reconnecting = new Promise<number>((resolve) => client.once("reconnecting", resolve));
-    const back = readyOn(client);
+    let readies = 0;
+    client.on("ready", () => readies++);
     await primary.kill();
     assert.equal(await reconnecting, 60_000, "the client waits a minute before its next retry");
     // Sentinel needs ~2 s (down-after-milliseconds 1000) to fail over.
-    assert.ok(await within(back, 20_000), "connected again before its next retry");
-
-    const info = await client.info("server");
-    assert.equal(
-      Number(info.match(/tcp_port:(\d+)/)?.[1]),
-      replica.port,
-      "connected to the promoted replica",
-    );
+    await waitForReady(client, 20_000);
+    assert.equal(await portOf(client), replica.port, "connected to the promoted replica");
     assert.equal((await client.role())[0], "master");
+
+    // Every Sentinel announces each switch, some late; other masters' switches are not ours.
+    const subscribed = async () =>
+      Number(((await announce.call("PUBSUB", "NUMSUB", "+switch-master")) as [string, number])[1]);
+    for (let i = 0; i < 50 && (await subscribed()) < 1; i++) await sleep(100);
+    await announce.publish("+switch-master", `${NAME} 127.0.0.1 ${primary.port} 127.0.0.1 ${replica.port}`);
+    await announce.publish("+switch-master", `other-master 127.0.0.1 1 127.0.0.1 2`);
+    await sleep(500);
+    assert.equal(client.status, "ready", "the repeated announcement left the new connection be");
+    assert.equal(readies, 1, "connected once to the new primary");
   } finally {
+    client.disconnect();
+    announce.disconnect();
+    await late.stop();
+  }
+});
+
+test("a client closed while it waits to retry closes its Sentinel subscriptions too", async () => {
+  const client = new SentinelFollowingRedis({
+    sentinels: sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
+    name: NAME,
+    retryStrategy: () => 60_000,
+    enableOfflineQueue: false,
+  });
+  client.on("error", () => {});
+  await waitForReady(client, 10_000);
+  const sentinel = sentinels[0] as TestRedis;
+  const probe = new Redis(sentinel.port);
+  try {
+    const subscribers = async () =>
+      ((await probe.call("CLIENT", "LIST")) as string).split("\n").filter((l) => /\bsub=[1-9]/.test(l))
+        .length;
+    const before = await subscribers();
+    assert.ok(before >= 1, "subscribed on the Sentinel");
+    // Its primary (the replica the first test promoted) goes away for good: it waits to retry.
+    const reconnecting = new Promise((resolve) => client.once("reconnecting", resolve));
+    await replica.kill();
+    await reconnecting;
+    client.disconnect();
+    for (let i = 0; i < 50 && (await subscribers()) >= before; i++) await sleep(100);
+    assert.equal(await subscribers(), before - 1, "its subscription on the Sentinel is gone");
+  } finally {
+    probe.disconnect();
     client.disconnect();
   }
 });
