@@ -7,8 +7,8 @@ import { setFlagsFromString } from "node:v8";
  * Why: Node's HTTP parser copies every upload chunk into a fresh 64 KiB ArrayBuffer, and V8
  * counts those bytes against the old generation's limit until a scavenge frees them (every
  * ~32 MiB). A node that was idle for a few seconds has that limit cut to ~2.2× a ~19 MiB heap,
- * less than 32 MiB of headroom, so a large upload then collected the whole heap every ~40 MiB:
- * 2.3 s of node CPU per GiB instead of 1.4 s (bench/README.md, "large-files"). The flag is read
+ * less than 32 MiB of headroom, so a large upload then collected the whole heap every ~35 MiB:
+ * 2.2–2.3 s of node CPU per GiB instead of 1.35–1.6 s (bench/README.md, "large-files"). The flag is read
  * at each full collection, so setting it at start-up takes effect.
  */
 export const HEAP_GROWING_PERCENT = 300;
