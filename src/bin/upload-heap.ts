@@ -13,6 +13,9 @@ import { setFlagsFromString } from "node:v8";
  */
 export const HEAP_GROWING_PERCENT = 300;
 
-export function tuneHeapForUploads(): void {
+/** Sets it, unless the operator gave node a `--heap-growing-percent` of their own. */
+export function tuneHeapForUploads(execArgv: readonly string[] = process.execArgv): boolean {
+  if (execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return false;
   setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  return true;
 }
