@@ -270,7 +270,7 @@ export function tempDir(prefix: string, parent = tmpdir()): string {
  * Where the benchmark's signtool clients keep their inputs, signatures and nonce files:
  * `BENCH_CLIENT_DIR`, else tmpfs (/dev/shm) when it has 1 GiB free, else the disk. The clients
  * stand for build machines, whose file writes are not the node's CPU: on this VM's ext4 each
- * signature's two atomic writes (signature, nonce) took the client 0.15–0.9 ms more CPU than
+ * signature's two atomic writes (signature, nonce) took the client 0.1–0.9 ms more CPU than
  * on tmpfs, from the two cores the node shares, and runs there were bimodal (README, Performance).
  */
 export const CLIENT_PARENT_DIR = process.env.BENCH_CLIENT_DIR || (roomyTmpfs("/dev/shm") ?? tmpdir());

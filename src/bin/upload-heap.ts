@@ -11,7 +11,7 @@ import { setFlagsFromString } from "node:v8";
  * 2.2–2.3 s of node CPU per GiB instead of 1.35–1.6 s (bench/README.md, "large-files"). The flag is read
  * at each full collection, so setting it at start-up takes effect.
  */
-export const HEAP_GROWING_PERCENT = 300;
+const HEAP_GROWING_PERCENT = 300;
 
 /** Sets it, unless the operator gave node a `--heap-growing-percent` of their own. */
 export function tuneHeapForUploads(execArgv: readonly string[] = process.execArgv): boolean {
