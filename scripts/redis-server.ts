@@ -107,6 +107,9 @@ export class RedisServer {
       "no",
       "--loglevel",
       "warning",
+      // A replica syncs at once, not after the 5 s Redis waits for more replicas to share it.
+      "--repl-diskless-sync-delay",
+      "0",
       ...this.extraArgs,
     );
     return this.spawnAndWait(args);
