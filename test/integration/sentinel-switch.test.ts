@@ -97,3 +97,59 @@ test("a client closed while it waits to retry closes its Sentinel subscriptions 
     client.disconnect();
   }
 });
+
+test("a client whose primary died connects to the replica being promoted, before the switch is announced", async () => {
+  const name = "signing-promote";
+  const old = await TestRedis.start();
+  const next = await TestRedis.start(["--replicaof", "127.0.0.1", String(old.port)]);
+  await waitForReplica(old.url);
+  // A Sentinel that keeps naming the old primary (it would wait a minute to call it down), and
+  // a plain Redis standing for the leader Sentinel, on which the test announces the promotion.
+  const sentinel = await TestRedis.startSentinel(old.port, name, 60_000);
+  const leader = await TestRedis.start();
+  const announce = new Redis(leader.url);
+  const ask = new Redis(sentinel.port);
+  const client = new SentinelFollowingRedis({
+    sentinels: [sentinel, leader].map((s) => ({ host: "127.0.0.1", port: s.port })),
+    name,
+    retryStrategy: () => 60_000,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+  });
+  client.on("error", () => {});
+  const promoting = (master: string) =>
+    announce.publish(
+      "+failover-state-wait-promotion",
+      `slave 127.0.0.1:${next.port} 127.0.0.1 ${next.port} @ ${master} 127.0.0.1 ${old.port}`,
+    );
+  try {
+    await waitForReady(client, 10_000);
+    const reconnecting = new Promise<number>((resolve) => client.once("reconnecting", resolve));
+    await old.kill();
+    assert.equal(await reconnecting, 60_000, "the client waits a minute before its next retry");
+    const subscribed = async () =>
+      Number(
+        ((await announce.call("PUBSUB", "NUMSUB", "+failover-state-wait-promotion")) as [string, number])[1],
+      );
+    for (let i = 0; i < 50 && (await subscribed()) < 1; i++) await sleep(100);
+
+    await promoting("other-master");
+    await promoting(name);
+    await sleep(300);
+    assert.equal(client.status, "reconnecting", "a replica that is not promoted yet is not followed");
+
+    const promote = new Redis(next.port);
+    await promote.call("REPLICAOF", "NO", "ONE"); // what the leader Sentinel sends
+    promote.disconnect();
+    await waitForReady(client, 2000);
+    assert.equal(await portOf(client), next.port, "connected to the promoted replica");
+    assert.equal((await client.role())[0], "master");
+    const named = (await ask.call("SENTINEL", "get-master-addr-by-name", name)) as string[];
+    assert.equal(Number(named[1]), old.port, "before any Sentinel names it");
+  } finally {
+    client.disconnect();
+    announce.disconnect();
+    ask.disconnect();
+    for (const s of [leader, sentinel, next, old]) await s.stop();
+  }
+});
