@@ -1,7 +1,7 @@
 /**
  * What the machine gives right now, so the other benchmarks' figures can be read: the cost of
  * touching fresh memory (a page fault per 4 KiB page), copying warm memory, native SHA-256, and
- * the CPU of a small file written atomically (what signtool does twice per signature) on the
+ * a loopback TCP round trip between two node sockets, the CPU of a small file written atomically (what signtool does twice per signature) on the
  * disk and in the benchmark clients' directory.
  * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
  * the figures that allocate (HTTP, GC, socket buffers) swung by up to 2× between runs while
@@ -10,7 +10,10 @@
  *   node dist/bench/machine.js        BENCH_ROUNDS=5
  */
 import { createHash } from "node:crypto";
-import { tmpdir } from "node:os";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { createConnection, createServer } from "node:net";
+import { cpus, tmpdir } from "node:os";
 import {
   atomicWriteCpuMicros,
   CLIENT_PARENT_DIR,
@@ -43,10 +46,33 @@ function sha256MBps(bytes: number): number {
   return (n * bytes) / 1e6 / ((performance.now() - t0) / 1000);
 }
 
+/** µs per 1-byte ping-pong over loopback TCP, both ends in this process: syscalls and wake-ups. */
+async function loopbackRoundTripMicros(n: number): Promise<number> {
+  const server = createServer((s) => s.on("data", (d) => s.write(d)));
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const socket = createConnection((server.address() as AddressInfo).port, "127.0.0.1");
+  socket.setNoDelay(true);
+  await once(socket, "connect");
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const reply = once(socket, "data");
+      socket.write("x");
+      await reply;
+    }
+    return ((performance.now() - t0) * 1000) / n;
+  } finally {
+    socket.destroy();
+    server.close();
+  }
+}
+
 interface Round {
   freshPageUs: number;
   warmCopyGBps: number;
   sha256MBps: number;
+  loopbackRoundTripUs: number;
   diskAtomicWriteCpuUs: number;
   clientDirAtomicWriteCpuUs: number;
 }
@@ -58,6 +84,7 @@ main(async () => {
       freshPageUs: freshPageMicros(64 * MiB),
       warmCopyGBps: warmCopyGBps(64 * MiB),
       sha256MBps: sha256MBps(64 * MiB),
+      loopbackRoundTripUs: await loopbackRoundTripMicros(5000),
       diskAtomicWriteCpuUs: await atomicWriteCpuMicros(tmpdir()),
       clientDirAtomicWriteCpuUs: await atomicWriteCpuMicros(CLIENT_PARENT_DIR),
     });
@@ -68,6 +95,7 @@ main(async () => {
     freshPageUs: median("freshPageUs"),
     warmCopyGBps: median("warmCopyGBps"),
     sha256MBps: median("sha256MBps"),
+    loopbackRoundTripUs: median("loopbackRoundTripUs"),
     diskAtomicWriteCpuUs: median("diskAtomicWriteCpuUs"),
     clientDirAtomicWriteCpuUs: median("clientDirAtomicWriteCpuUs"),
   };
@@ -75,6 +103,7 @@ main(async () => {
     `Machine: medians of ${ROUNDS} rounds`,
     ["probe", "value", "what it drives"],
     [
+      ["CPU", `${cpus().length} × ${cpus()[0]?.model ?? "unknown"}`, "which machine this is"],
       [
         "fresh page (64 MiB, 4 KiB pages)",
         `${fmt(result.freshPageUs, 2)} µs/page`,
@@ -82,6 +111,11 @@ main(async () => {
       ],
       ["warm memcpy", `${fmt(result.warmCopyGBps, 1)} GB/s`, "loopback copies"],
       ["native SHA-256", `${fmt(result.sha256MBps, 0)} MB/s`, "every upload, twice (client, node)"],
+      [
+        "loopback TCP round trip (node)",
+        `${fmt(result.loopbackRoundTripUs, 1)} µs`,
+        "every HTTP exchange and Redis command",
+      ],
       [
         `small atomic write, ${tmpdir()}`,
         `${fmt(result.diskAtomicWriteCpuUs, 0)} µs CPU`,

@@ -24,6 +24,7 @@ import {
   gpgHome,
   issueTokens,
   main,
+  minorFaults,
   premadeInputs,
   printTable,
   ratio,
@@ -49,6 +50,9 @@ interface LevelResult {
   maxMs: number;
   nodeCpuMsPerSig: number;
   benchCpuMsPerSig: number;
+  /** Fresh pages (minor faults) per signature: what `machine`'s fresh-page cost multiplies. */
+  nodeFaultsPerSig: number;
+  benchFaultsPerSig: number;
   errors: string[];
 }
 
@@ -149,11 +153,15 @@ main(async () => {
       await sleep(WARM_MS);
       const from = performance.now();
       const cpu0 = cpuMs(nodePid);
+      const faults0 = minorFaults(nodePid);
       const bench0 = process.cpuUsage();
+      const benchFaults0 = process.resourceUsage().minorPageFault;
       await sleep(SECONDS * 1000);
       const to = performance.now();
       const cpu1 = cpuMs(nodePid);
+      const faults1 = minorFaults(nodePid);
       const bench1 = process.cpuUsage(bench0);
+      const benchFaults1 = process.resourceUsage().minorPageFault;
       running = false;
       await Promise.all(loops);
       const inWindow = jobs.filter((j) => j.end >= from && j.end < to);
@@ -170,6 +178,8 @@ main(async () => {
         maxMs: s.max,
         nodeCpuMsPerSig: (cpu1 - cpu0) / n,
         benchCpuMsPerSig: (bench1.user + bench1.system) / 1000 / n,
+        nodeFaultsPerSig: (faults1 - faults0) / n,
+        benchFaultsPerSig: (benchFaults1 - benchFaults0) / n,
         errors,
       });
       console.log(
@@ -253,6 +263,8 @@ main(async () => {
         "retries",
         "node CPU ms/sig",
         "client CPU ms/sig",
+        "node faults/sig",
+        "client faults/sig",
         "× gpg/file",
         "× openpgp in-proc",
       ],
@@ -267,6 +279,8 @@ main(async () => {
         l.retries,
         l.nodeCpuMsPerSig,
         l.benchCpuMsPerSig,
+        l.nodeFaultsPerSig,
+        l.benchFaultsPerSig,
         ratio(l.sigsPerSec, gpgBest),
         ratio(l.sigsPerSec, inproc),
       ]),
