@@ -38,11 +38,19 @@ export class SentinelFollowingRedis extends Redis {
   /** Old primary `ip:port` → the replica seen promoted, for the Sentinels' answers. */
   private readonly detours: Map<string, SentinelAddress>;
   private watching: string | undefined;
+  /** A primary to follow once the connection attempt under way is over. */
+  private followAfterAttempt = false;
   private closed = false;
 
   constructor(options: Options) {
     const detours = new Map<string, SentinelAddress>();
-    super({ ...options, failoverDetector: false, natMap: (key: string) => detours.get(key) ?? null });
+    super({
+      ...options,
+      failoverDetector: false,
+      natMap: (key: string) => detours.get(key) ?? null,
+      // The ready check is what refuses a server that is not (or no longer) a master.
+      enableReadyCheck: true,
+    });
     this.detours = detours;
     this.subscribers = options.sentinels.map((s) => {
       const sub = new Redis({
@@ -56,11 +64,22 @@ export class SentinelFollowingRedis extends Redis {
       });
       sub.on("error", () => {}); // a Sentinel that is down is the others' to cover
       sub.on("message", (channel: string, message: string) => {
+        if (this.closed) return;
         if (channel === SWITCH) this.onSwitch(options.name, message);
         else this.onPromoting(options, message);
       });
       sub.subscribe(SWITCH, PROMOTING).catch(() => {});
       return sub;
+    });
+    this.on("reconnecting", () => {
+      if (!this.followAfterAttempt) return;
+      this.followAfterAttempt = false;
+      this.connectNow();
+    });
+    this.on("ready", () => {
+      if (!this.followAfterAttempt) return;
+      this.followAfterAttempt = false;
+      this.leaveUnlessOn(this.followed);
     });
     // quit() ends the client without calling disconnect().
     this.once("end", () => this.closeSubscribers());
@@ -74,18 +93,20 @@ export class SentinelFollowingRedis extends Redis {
 
   private closeSubscribers(): void {
     this.closed = true;
+    this.followAfterAttempt = false;
     for (const sub of this.subscribers) sub.disconnect();
   }
 
   /** `message` is "<name> <old-ip> <old-port> <new-ip> <new-port>". */
   private onSwitch(name: string, message: string): void {
-    const [master, , , ip, port] = message.split(" ");
+    const [master, oldIp, oldPort, ip, port] = message.split(" ");
+    if (master !== name) return;
+    this.detours.delete(`${oldIp}:${oldPort}`); // the Sentinels name the new primary themselves
     const to = `${ip}:${port}`;
-    if (master !== name || to === this.followed) return;
+    if (to === this.followed) return;
     if (this.status === "ready") {
       this.followed = to;
-      const here = `${this.stream?.remoteAddress}:${this.stream?.remotePort}`;
-      if (here !== to) super.disconnect(true); // the old primary is alive: leave it
+      this.leaveUnlessOn(to); // the old primary is alive (a manual failover): leave it
     } else {
       this.follow(to);
     }
@@ -113,22 +134,29 @@ export class SentinelFollowingRedis extends Redis {
       ...replica,
       username: options.username,
       password: options.password,
-      tls: options.tls,
+      // The same transport as the client's own connection to a primary.
+      ...(options.enableTLSForSentinelMode && options.tls ? { tls: options.tls } : {}),
       connectTimeout: options.connectTimeout,
       commandTimeout: 250,
       // The promotion ends with CLIENT KILL: the probe reconnects and asks again.
       retryStrategy: () => PROMOTION_POLL_MS,
       maxRetriesPerRequest: 1,
+      disconnectTimeout: 100,
     });
     probe.on("error", () => {});
+    const lookingFor = () =>
+      !this.closed && this.status !== "ready" && this.followed !== to && Date.now() < until;
+    const until = Date.now() + PROMOTION_WATCH_MS;
     try {
-      const until = Date.now() + PROMOTION_WATCH_MS;
-      while (!this.closed && this.status !== "ready" && this.followed !== to && Date.now() < until) {
+      while (lookingFor()) {
         const role = await probe.call("ROLE").catch(() => undefined);
+        if (!lookingFor()) return;
         if (Array.isArray(role) && role[0] === "master") {
           this.detours.set(from, replica);
           // By then the Sentinels name it themselves, or gave the failover up.
-          setTimeout(() => this.detours.delete(from), PROMOTION_WATCH_MS).unref();
+          setTimeout(() => {
+            if (this.detours.get(from) === replica) this.detours.delete(from);
+          }, PROMOTION_WATCH_MS).unref();
           this.follow(to);
           return;
         }
@@ -141,23 +169,21 @@ export class SentinelFollowingRedis extends Redis {
 
   /** Connects to the primary now rather than at the pending retry. */
   private follow(to: string): void {
+    if (this.closed) return;
     this.followed = to;
-    if (this.status === "reconnecting") {
-      this.connectNow();
-    } else if (this.status === "connecting" || this.status === "connect") {
-      // An attempt is under way (a dead host that drops packets runs to its connect timeout):
-      // when it fails, skip the back-off.
-      const retry = () => {
-        this.off("ready", done);
-        this.connectNow();
-      };
-      const done = () => this.off("reconnecting", retry);
-      this.once("reconnecting", retry);
-      this.once("ready", done);
-    }
+    if (this.status === "reconnecting") this.connectNow();
+    // An attempt is under way (a dead host that drops packets runs to its connect timeout):
+    // when it fails, skip the back-off; when it lands elsewhere, leave.
+    else if (this.status === "connecting" || this.status === "connect") this.followAfterAttempt = true;
+  }
+
+  private leaveUnlessOn(to: string | undefined): void {
+    const here = `${this.stream?.remoteAddress}:${this.stream?.remotePort}`;
+    if (to !== undefined && here !== to) super.disconnect(true);
   }
 
   private connectNow(): void {
+    if (this.closed) return;
     // The retry that is pending would start a second attempt after this one, which a later
     // disconnect() could not cancel (ioredis keeps only one timer): cancel it first.
     const retry = this as unknown as { reconnectTimeout?: NodeJS.Timeout | null };

@@ -98,17 +98,18 @@ test("a client closed while it waits to retry closes its Sentinel subscriptions 
   }
 });
 
-test("a client whose primary died connects to the replica being promoted, before the switch is announced", async () => {
-  const name = "signing-promote";
+/**
+ * A primary and its replica, a Sentinel that keeps naming the primary (it would wait a minute
+ * to call it down), and a plain Redis standing for the leader Sentinel, on which the test
+ * announces a promotion. The client's retry is a minute away: only following can bring it back.
+ */
+async function promotionRig(name: string) {
   const old = await TestRedis.start();
   const next = await TestRedis.start(["--replicaof", "127.0.0.1", String(old.port)]);
   await waitForReplica(old.url);
-  // A Sentinel that keeps naming the old primary (it would wait a minute to call it down), and
-  // a plain Redis standing for the leader Sentinel, on which the test announces the promotion.
   const sentinel = await TestRedis.startSentinel(old.port, name, 60_000);
   const leader = await TestRedis.start();
   const announce = new Redis(leader.url);
-  const ask = new Redis(sentinel.port);
   const client = new SentinelFollowingRedis({
     sentinels: [sentinel, leader].map((s) => ({ host: "127.0.0.1", port: s.port })),
     name,
@@ -117,39 +118,85 @@ test("a client whose primary died connects to the replica being promoted, before
     maxRetriesPerRequest: 1,
   });
   client.on("error", () => {});
-  const promoting = (master: string) =>
-    announce.publish(
-      "+failover-state-wait-promotion",
-      `slave 127.0.0.1:${next.port} 127.0.0.1 ${next.port} @ ${master} 127.0.0.1 ${old.port}`,
-    );
+  await waitForReady(client, 10_000);
+  return {
+    old,
+    next,
+    sentinel,
+    client,
+    /** Kills the primary; resolves once the client waits to retry and hears the leader. */
+    async killPrimary() {
+      const reconnecting = new Promise<number>((resolve) => client.once("reconnecting", resolve));
+      await old.kill();
+      assert.equal(await reconnecting, 60_000, "the client waits a minute before its next retry");
+      const subscribed = async () =>
+        Number(((await announce.call("PUBSUB", "NUMSUB", PROMOTING)) as [string, number])[1]);
+      for (let i = 0; i < 50 && (await subscribed()) < 1; i++) await sleep(100);
+    },
+    promoting: (master: string) =>
+      announce.publish(
+        PROMOTING,
+        `slave 127.0.0.1:${next.port} 127.0.0.1 ${next.port} @ ${master} 127.0.0.1 ${old.port}`,
+      ),
+    /** What the leader Sentinel sends to the replica it chose. */
+    async promote() {
+      const r = new Redis(next.port);
+      await r.call("REPLICAOF", "NO", "ONE");
+      r.disconnect();
+    },
+    async stop() {
+      client.disconnect();
+      announce.disconnect();
+      for (const s of [leader, sentinel, next, old]) await s.stop();
+    },
+  };
+}
+const PROMOTING = "+failover-state-wait-promotion";
+
+test("a client whose primary died connects to the replica being promoted, before the switch is announced", async () => {
+  const name = "signing-promote";
+  const rig = await promotionRig(name);
+  const ask = new Redis(rig.sentinel.port);
   try {
-    await waitForReady(client, 10_000);
-    const reconnecting = new Promise<number>((resolve) => client.once("reconnecting", resolve));
-    await old.kill();
-    assert.equal(await reconnecting, 60_000, "the client waits a minute before its next retry");
-    const subscribed = async () =>
-      Number(
-        ((await announce.call("PUBSUB", "NUMSUB", "+failover-state-wait-promotion")) as [string, number])[1],
-      );
-    for (let i = 0; i < 50 && (await subscribed()) < 1; i++) await sleep(100);
-
-    await promoting("other-master");
-    await promoting(name);
+    await rig.killPrimary();
+    await rig.promoting("other-master");
+    await rig.promoting(name);
     await sleep(300);
-    assert.equal(client.status, "reconnecting", "a replica that is not promoted yet is not followed");
+    assert.equal(rig.client.status, "reconnecting", "a replica that is not promoted yet is not followed");
 
-    const promote = new Redis(next.port);
-    await promote.call("REPLICAOF", "NO", "ONE"); // what the leader Sentinel sends
-    promote.disconnect();
-    await waitForReady(client, 2000);
-    assert.equal(await portOf(client), next.port, "connected to the promoted replica");
-    assert.equal((await client.role())[0], "master");
+    await rig.promote();
+    await waitForReady(rig.client, 2000);
+    assert.equal(await portOf(rig.client), rig.next.port, "connected to the promoted replica");
+    assert.equal((await rig.client.role())[0], "master");
     const named = (await ask.call("SENTINEL", "get-master-addr-by-name", name)) as string[];
-    assert.equal(Number(named[1]), old.port, "before any Sentinel names it");
+    assert.equal(Number(named[1]), rig.old.port, "before any Sentinel names it");
   } finally {
-    client.disconnect();
-    announce.disconnect();
     ask.disconnect();
-    for (const s of [leader, sentinel, next, old]) await s.stop();
+    await rig.stop();
+  }
+});
+
+test("a client closed while it watches a promotion stays closed", async () => {
+  const name = "signing-promote-closed";
+  const rig = await promotionRig(name);
+  const probe = new Redis(rig.next.port);
+  try {
+    await rig.killPrimary();
+    await rig.promote();
+    await rig.promoting(name);
+    // Closed as its first ROLE is on the way: the answer (master) must not reopen it.
+    const watch = rig.client as unknown as { watching?: string };
+    while (!watch.watching) await sleep(0);
+    rig.client.disconnect();
+    await sleep(500);
+    assert.equal(rig.client.status, "reconnecting", "never connected again after disconnect()");
+    const roleProbes = async () =>
+      ((await probe.call("CLIENT", "LIST")) as string).split("\n").filter((l) => /\bcmd=role\b/.test(l))
+        .length;
+    for (let i = 0; i < 50 && (await roleProbes()) > 0; i++) await sleep(20);
+    assert.equal(await roleProbes(), 0, "its ROLE probe is closed");
+  } finally {
+    probe.disconnect();
+    await rig.stop();
   }
 });
