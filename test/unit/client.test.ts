@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import {
   appendFileSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -170,6 +171,8 @@ describe("the nonce file", () => {
     await writeFileAtomic(file, "new");
     assert.equal(readFileSync(file, "utf8"), "new");
     await assert.rejects(writeFileAtomic(join(dir, "no-such-dir", "x"), "data"));
+    mkdirSync(join(dir, "a-directory"));
+    await assert.rejects(writeFileAtomic(join(dir, "a-directory"), "data"), /EISDIR/); // the rename fails
     assert.deepEqual(
       readdirSync(dir).filter((f) => f.includes(".tmp")),
       [],
