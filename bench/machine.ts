@@ -1,8 +1,9 @@
 /**
- * What the machine gives right now, so the other benchmarks' figures can be read: the cost of
- * touching fresh memory (a page fault per 4 KiB page), copying warm memory, native SHA-256, and
- * a loopback TCP round trip between two node sockets, the CPU of a small file written atomically (what signtool does twice per signature) on the
- * disk and in the benchmark clients' directory.
+ * What the machine gives right now, so the other benchmarks' figures can be read: its CPU, the
+ * cost of touching fresh memory (a page fault per 4 KiB page), copying warm memory, native
+ * SHA-256, a loopback TCP round trip between two node sockets, and the CPU of a small file
+ * written atomically (what signtool does twice per signature) on the disk and in the benchmark
+ * clients' directory.
  * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
  * the figures that allocate (HTTP, GC, socket buffers) swung by up to 2× between runs while
  * SHA-256 and gpg did not move. Run it before comparing two runs of anything else.

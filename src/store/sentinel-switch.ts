@@ -144,9 +144,9 @@ export class SentinelFollowingRedis extends Redis {
       disconnectTimeout: 100,
     });
     probe.on("error", () => {});
+    const until = Date.now() + PROMOTION_WATCH_MS;
     const lookingFor = () =>
       !this.closed && this.status !== "ready" && this.followed !== to && Date.now() < until;
-    const until = Date.now() + PROMOTION_WATCH_MS;
     try {
       while (lookingFor()) {
         const role = await probe.call("ROLE").catch(() => undefined);

@@ -98,17 +98,23 @@ test("a client closed while it waits to retry closes its Sentinel subscriptions 
   }
 });
 
+const PROMOTING = "+failover-state-wait-promotion";
+
 /**
  * A primary and its replica, a Sentinel that keeps naming the primary (it would wait a minute
  * to call it down), and a plain Redis standing for the leader Sentinel, on which the test
  * announces a promotion. The client's retry is a minute away: only following can bring it back.
  */
 async function promotionRig(name: string) {
-  const old = await TestRedis.start();
-  const next = await TestRedis.start(["--replicaof", "127.0.0.1", String(old.port)]);
-  await waitForReplica(old.url);
-  const sentinel = await TestRedis.startSentinel(old.port, name, 60_000);
-  const leader = await TestRedis.start();
+  const servers: TestRedis[] = [];
+  const started = async (s: Promise<TestRedis>) => {
+    servers.unshift(await s);
+    return servers[0] as TestRedis;
+  };
+  const old = await started(TestRedis.start());
+  const next = await started(TestRedis.start(["--replicaof", "127.0.0.1", String(old.port)]));
+  const sentinel = await started(TestRedis.startSentinel(old.port, name, 60_000));
+  const leader = await started(TestRedis.start());
   const announce = new Redis(leader.url);
   const client = new SentinelFollowingRedis({
     sentinels: [sentinel, leader].map((s) => ({ host: "127.0.0.1", port: s.port })),
@@ -118,7 +124,18 @@ async function promotionRig(name: string) {
     maxRetriesPerRequest: 1,
   });
   client.on("error", () => {});
-  await waitForReady(client, 10_000);
+  const stop = async () => {
+    client.disconnect();
+    announce.disconnect();
+    for (const s of servers) await s.stop();
+  };
+  try {
+    await waitForReplica(old.url);
+    await waitForReady(client, 10_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   return {
     old,
     next,
@@ -144,14 +161,9 @@ async function promotionRig(name: string) {
       await r.call("REPLICAOF", "NO", "ONE");
       r.disconnect();
     },
-    async stop() {
-      client.disconnect();
-      announce.disconnect();
-      for (const s of [leader, sentinel, next, old]) await s.stop();
-    },
+    stop,
   };
 }
-const PROMOTING = "+failover-state-wait-promotion";
 
 test("a client whose primary died connects to the replica being promoted, before the switch is announced", async () => {
   const name = "signing-promote";
