@@ -1,3 +1,4 @@
+import { Cluster } from "ioredis";
 import type { StoreKeys } from "./keys.js";
 import type { RedisClient } from "./redis.js";
 import { LuaScript } from "./script.js";
@@ -20,11 +21,13 @@ const FAILED_JOB_TTL_MS = 60_000;
 
 /**
  * A result is a hash {output, fingerprint} with a TTL, as every node version reads it: one
- * script sets both atomically (MULTI, HSET, EXPIRE, EXEC took four commands).
+ * script sets both atomically (MULTI, HSET, EXPIRE, EXEC took four commands) and, given the
+ * job key as KEYS[2], ends the job in the same step.
  */
 const STORE_RESULT = new LuaScript(`
 redis.call('HSET', KEYS[1], 'output', ARGV[1], 'fingerprint', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1
 `);
 
@@ -108,13 +111,16 @@ export class JobStore {
   }
 
   async complete(format: string, sha256: string, result: SignedResult): Promise<void> {
-    // Result first, then the job, in that order even on Redis Cluster (where the two keys may
-    // live on different shards): a poller never sees neither.
-    await STORE_RESULT.run(
-      this.client,
-      [this.keys.result(format, sha256)],
-      [result.output, result.fingerprint, this.resultTtlSeconds],
-    );
+    const resultKey = this.keys.result(format, sha256);
+    const args = [result.output, result.fingerprint, this.resultTtlSeconds];
+    // One server holds both keys: result and job end in one atomic step, one round trip.
+    if (!(this.client instanceof Cluster)) {
+      await STORE_RESULT.run(this.client, [resultKey, this.keys.job(format, sha256)], args);
+      return;
+    }
+    // On Redis Cluster the two keys may live on different shards: result first, then the job,
+    // so a poller never sees neither.
+    await STORE_RESULT.run(this.client, [resultKey], args);
     await this.release(format, sha256);
   }
 

@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { Redis } from "ioredis";
 import request from "supertest";
+import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import { TestCluster } from "../helpers/cluster.js";
 import { gpgVerify, sshVerify } from "../helpers/verify.js";
@@ -80,6 +82,42 @@ describe("two nodes over one Redis", () => {
 
     const r3 = await upload(a, { token, nonce: n2, data: f3 });
     assert.equal(r3.status, 202, r3.text);
+  });
+
+  test("an upload refused for its token leaves no job behind; a signed one ends its job with its result", async () => {
+    // A node looks up (and leases) the job while the token is checked: a refusal gives it back.
+    const redis = new Redis(cluster.redis.url);
+    const keys = new StoreKeys("signing:");
+    try {
+      const token = await getToken(a, cluster.basicAuth);
+      const data = randomBytes(300);
+      const job = keys.job("gpg", sha256(data));
+      const replay = await upload(a, { token, nonce: "7.AAAAAAAAAAAAAAAAAAAAAA", data });
+      assert.equal(replay.status, 403, replay.text);
+      const revoked = await getToken(a, cluster.basicAuth);
+      await request(a)
+        .post("/token")
+        .set("Authorization", cluster.basicAuth)
+        .type("form")
+        .send({ expire: revoked });
+      const refused = await upload(b, { token: revoked, nonce: "", data });
+      assert.equal(refused.body.error?.code, "TOKEN_REVOKED", refused.text);
+      assert.equal(await redis.exists(job), 0, "a refused upload holds no lease");
+
+      const signed = await upload(b, { token, nonce: "", data, wait: 30 });
+      assert.equal(signed.status, 202, signed.text);
+      assert.equal(signed.body.status, "queued", "signed at once, not left waiting on a stale lease");
+      const verified = gpgVerify(
+        readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"),
+        data,
+        Buffer.from(signed.body.signature, "utf8"),
+      );
+      assert.ok(verified.ok, verified.output);
+      assert.equal(await redis.exists(job), 0, "the job ended with its result");
+      assert.equal(await redis.exists(keys.result("gpg", sha256(data))), 1);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   test("two uploads racing with one nonce: exactly one passes", async () => {
