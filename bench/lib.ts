@@ -43,7 +43,8 @@ export function summarize(values: readonly number[]): Summary {
     mean,
     p50: percentile(values, 50),
     p99: percentile(values, 99),
-    max: n ? Math.max(...values) : 0,
+    // reduce, not Math.max(...values): a long run's samples overflow the call stack as arguments
+    max: values.reduce((a, b) => Math.max(a, b), 0),
   };
 }
 

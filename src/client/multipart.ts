@@ -22,6 +22,11 @@ function handOver(out: Writable, chunk: Buffer): Promise<void> {
   });
 }
 
+// Boundaries: random per process, then a counter, as unguessable to a file's content as a
+// random one per upload, without a randomBytes call (and its getpid() system call) per upload.
+const BOUNDARY_TAG = randomBytes(24).toString("hex");
+let uploads = 0;
+
 /** The file could not be read, or changed while it was sent: the client's problem, not a node's. */
 export class LocalFileError extends Error {
   readonly code = "LOCAL_IO";
@@ -53,7 +58,7 @@ export function multipartUpload(
   file: { path: string; size: number; mtimeMs: number; name: string; bytes?: Buffer },
 ): MultipartUpload {
   // As long as RFC 2046 allows (70): a node's boundary search skips ahead by its length.
-  const boundary = `----signtool${randomBytes(29).toString("hex")}`;
+  const boundary = `----signtool${BOUNDARY_TAG}${(uploads++).toString(36).padStart(10, "0")}`;
   const quote = (s: string) => s.replace(/["\r\n\\]/g, "_");
   let head = "";
   for (const [name, value] of Object.entries(fields)) {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { constants } from "node:fs";
-import { mkdir, open, readFile } from "node:fs/promises";
+import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { basename, join } from "node:path";
@@ -141,18 +141,20 @@ export class SigningClient {
       // Opened, not only stat'ed: an unreadable file fails here, once, not on every node.
       // A small one is read whole now: one read instead of a stream per attempt.
       // O_NONBLOCK: a FIFO must not hang the open (regular files ignore the flag).
-      const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+      // Synchronous calls: each asynchronous one is a hand-off to libuv's thread pool and back,
+      // four per file, costlier than reading a small file (see writeFileAtomic).
+      const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
-        const st = await fh.stat();
+        const st = fstatSync(fd);
         if (!st.isFile())
           throw Object.assign(new Error("not a regular file"), { code: "not a regular file" });
         ({ size, mtimeMs } = st);
         if (size <= WHOLE_FILE_BYTES) {
-          bytes = await fh.readFile();
+          bytes = readFileSync(fd);
           size = bytes.length;
         }
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
       if (this.opts.cacheDir) {
         emit("hashing");
