@@ -1,7 +1,7 @@
 /**
  * What the machine gives right now, so the other benchmarks' figures can be read: its CPU, the
  * cost of touching fresh memory (a page fault per 4 KiB page), copying warm memory, native
- * SHA-256, a loopback TCP round trip between two node sockets, and the CPU of a small file
+ * SHA-256, a system call, a loopback TCP round trip between two node sockets, and the CPU of a small file
  * written atomically (what signtool does twice per signature) on the disk and in the benchmark
  * clients' directory.
  * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
@@ -12,6 +12,7 @@
  */
 import { createHash } from "node:crypto";
 import { once } from "node:events";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createConnection, createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
@@ -47,6 +48,22 @@ function sha256MBps(bytes: number): number {
   return (n * bytes) / 1e6 / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * µs per `fstat` of an open file from node: one system call and node's binding around it. On
+ * the AMD development VM of 2026-12-02 a bare `getpid` cost 1.1 µs, ~10× bare metal.
+ */
+function syscallMicros(n: number): number {
+  const fd = openSync(process.execPath, "r");
+  try {
+    fstatSync(fd); // warm
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) fstatSync(fd);
+    return ((performance.now() - t0) * 1000) / n;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** µs per 1-byte ping-pong over loopback TCP, both ends in this process: syscalls and wake-ups. */
 async function loopbackRoundTripMicros(n: number): Promise<number> {
   const server = createServer((s) => s.on("data", (d) => s.write(d)));
@@ -73,6 +90,7 @@ interface Round {
   freshPageUs: number;
   warmCopyGBps: number;
   sha256MBps: number;
+  syscallUs: number;
   loopbackRoundTripUs: number;
   diskAtomicWriteCpuUs: number;
   clientDirAtomicWriteCpuUs: number;
@@ -85,6 +103,7 @@ main(async () => {
       freshPageUs: freshPageMicros(64 * MiB),
       warmCopyGBps: warmCopyGBps(64 * MiB),
       sha256MBps: sha256MBps(64 * MiB),
+      syscallUs: syscallMicros(100_000),
       loopbackRoundTripUs: await loopbackRoundTripMicros(5000),
       diskAtomicWriteCpuUs: await atomicWriteCpuMicros(tmpdir()),
       clientDirAtomicWriteCpuUs: await atomicWriteCpuMicros(CLIENT_PARENT_DIR),
@@ -96,6 +115,7 @@ main(async () => {
     freshPageUs: median("freshPageUs"),
     warmCopyGBps: median("warmCopyGBps"),
     sha256MBps: median("sha256MBps"),
+    syscallUs: median("syscallUs"),
     loopbackRoundTripUs: median("loopbackRoundTripUs"),
     diskAtomicWriteCpuUs: median("diskAtomicWriteCpuUs"),
     clientDirAtomicWriteCpuUs: median("clientDirAtomicWriteCpuUs"),
@@ -112,6 +132,11 @@ main(async () => {
       ],
       ["warm memcpy", `${fmt(result.warmCopyGBps, 1)} GB/s`, "loopback copies"],
       ["native SHA-256", `${fmt(result.sha256MBps, 0)} MB/s`, "every upload, twice (client, node)"],
+      [
+        "system call (fstat from node)",
+        `${fmt(result.syscallUs, 2)} µs`,
+        "every socket write, file operation, thread-pool hand-off",
+      ],
       [
         "loopback TCP round trip (node)",
         `${fmt(result.loopbackRoundTripUs, 1)} µs`,
