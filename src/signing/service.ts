@@ -25,13 +25,6 @@ export interface Upload {
 
 export type SubmitOutcome = "cached" | "queued" | "in_progress";
 
-/** The store's answer for an upload (see SigningService.claim). */
-export type Claim =
-  | { kind: "signed"; result: SignedResult }
-  | { kind: "claimed" }
-  | { kind: "busy" }
-  | { kind: "no_store" };
-
 export interface Submitted {
   outcome: SubmitOutcome;
   /**
@@ -173,61 +166,39 @@ export class SigningService {
     }
   }
 
-  /**
-   * What becomes of an upload, asked before its token check has ended so that both share one
-   * store round trip: its result if signed, else the job lease (given back by `abandon` when
-   * the token fails). Resolves `no_store` when the store is unreachable.
-   */
-  async claim(format: FormatName, file: Pick<Upload, "sha256" | "sha1">): Promise<Claim> {
+  /** Accepts a received upload; the slot is this service's from here on. */
+  async submit(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
     const { jobs, nodeId, leaseMs, breakers } = this.opts;
     const fingerprint = this.signer(format).fingerprint;
-    const local = this.opts.local.get(format, file.sha256);
-    if (local?.fingerprint === fingerprint) return { kind: "signed", result: local };
-    if (this.localPending.has(`${format}:${file.sha256}`)) return { kind: "busy" };
+    const key = `${format}:${upload.sha256}`;
     try {
+      const local = this.opts.local.get(format, upload.sha256);
+      if (local?.fingerprint === fingerprint) return this.cached(format, upload, slot, local);
+      if (this.localPending.has(key)) return this.duplicate(slot);
       const found = await breakers.run("jobs", "job_claim", () =>
-        jobs.lookupOrClaim(format, file.sha256, fingerprint, nodeId, leaseMs, file.sha1),
+        jobs.lookupOrClaim(format, upload.sha256, fingerprint, nodeId, leaseMs, upload.sha1),
       );
-      if (found.kind === "signed" || found.kind === "claimed") return found;
+      if (found.kind === "signed") return this.cached(format, upload, slot, found.result);
+      if (found.kind === "claimed")
+        return { outcome: "queued", result: this.start(format, upload, slot, true) };
       // A failed attempt does not block a new one.
       if (found.kind === "job" && found.job.state === "failed") {
-        await breakers.run("jobs", "job_release", () => jobs.release(format, file.sha256));
+        await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
         const claimed = await breakers.run("jobs", "job_claim", () =>
-          jobs.claim(format, file.sha256, nodeId, leaseMs, file.sha1),
+          jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
         );
-        if (claimed) return { kind: "claimed" };
+        if (claimed) return { outcome: "queued", result: this.start(format, upload, slot, true) };
       }
       // Another node holds the job (or just finished it): the client waits for that one.
-      return { kind: "busy" };
+      return this.duplicate(slot);
     } catch (err) {
-      if (err instanceof StoreUnavailableError) return { kind: "no_store" };
-      throw err;
-    }
-  }
-
-  /** Gives back the lease of an upload refused after its claim (its token did not pass). */
-  async abandon(format: FormatName, file: Pick<Upload, "sha256">, claim: Promise<Claim>): Promise<void> {
-    const claimed = await claim.catch(() => undefined);
-    if (claimed?.kind !== "claimed") return;
-    // If the store is gone too, the lease expires by itself.
-    await this.opts.breakers
-      .run("jobs", "job_release", () => this.opts.jobs.release(format, file.sha256))
-      .catch(() => {});
-  }
-
-  /** Acts on an upload's claim; the slot is this service's from here on. */
-  submit(format: FormatName, upload: Upload, slot: Slot, claim: Claim): Submitted {
-    switch (claim.kind) {
-      case "signed":
-        return this.cached(format, upload, slot, claim.result);
-      case "claimed":
-        return { outcome: "queued", result: this.start(format, upload, slot, true) };
-      case "busy":
-        return this.duplicate(slot);
-      case "no_store":
-        // No store: sign here, keep the result here. Builds keep signing through the outage.
-        for (const k of digestKeys(format, upload)) this.localPending.set(k, upload.sha256);
-        return { outcome: "queued", result: this.start(format, upload, slot, false) };
+      if (!(err instanceof StoreUnavailableError)) {
+        slot.release();
+        throw err;
+      }
+      // No store: sign here, keep the result here. Builds keep signing through the outage.
+      for (const k of digestKeys(format, upload)) this.localPending.set(k, upload.sha256);
+      return { outcome: "queued", result: this.start(format, upload, slot, false) };
     }
   }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
 import { StoreKeys } from "../../src/store/keys.js";
@@ -84,9 +85,11 @@ describe("two nodes over one Redis", () => {
     assert.equal(r3.status, 202, r3.text);
   });
 
-  test("an upload refused for its token leaves no job behind; a signed one ends its job with its result", async () => {
-    // A node looks up (and leases) the job while the token is checked: a refusal gives it back.
+  test("a refused upload leaves no job behind; a signed one ends its job in its result's step", async () => {
     const redis = new Redis(cluster.redis.url);
+    const monitor = await redis.monitor(); // a connection of its own
+    const seen: { args: string[]; source: string }[] = [];
+    monitor.on("monitor", (_time: string, args: string[], source: string) => seen.push({ args, source }));
     const keys = new StoreKeys("signing:");
     try {
       const token = await getToken(a, cluster.basicAuth);
@@ -106,7 +109,7 @@ describe("two nodes over one Redis", () => {
 
       const signed = await upload(b, { token, nonce: "", data, wait: 30 });
       assert.equal(signed.status, 202, signed.text);
-      assert.equal(signed.body.status, "queued", "signed at once, not left waiting on a stale lease");
+      assert.equal(signed.body.status, "queued", "signed at once, not left waiting on a lease");
       const verified = gpgVerify(
         readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8"),
         data,
@@ -115,7 +118,18 @@ describe("two nodes over one Redis", () => {
       assert.ok(verified.ok, verified.output);
       assert.equal(await redis.exists(job), 0, "the job ended with its result");
       assert.equal(await redis.exists(keys.result("gpg", sha256(data))), 1);
+
+      // On one server the job's DEL runs inside the script that stores the result: one round
+      // trip, and no moment with neither. MONITOR names a script's own calls' source "lua".
+      const dels = () => seen.filter((c) => c.args[0]?.toLowerCase() === "del" && c.args.includes(job));
+      for (let i = 0; i < 100 && dels().length === 0; i++) await sleep(20);
+      assert.deepEqual(
+        dels().map((c) => c.source),
+        ["lua"],
+        "one DEL of the job, from the result's script",
+      );
     } finally {
+      monitor.disconnect();
       redis.disconnect();
     }
   });

@@ -5,7 +5,7 @@ import type { NodeMetrics } from "../../metrics/node-metrics.js";
 import type { SigningService, Slot } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
 import type { SignedResult } from "../../store/jobs.js";
-import { type TokenCheck, type TokenService, tokenHash } from "../../tokens/service.js";
+import { type TokenService, tokenHash } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
@@ -211,31 +211,21 @@ export function signRoutes(deps: SignRouteDeps): Router {
       if (tokenWait !== undefined)
         throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
 
-      // The job's lookup starts with the token check, so both go to Redis in one round trip;
-      // a refused upload gives its lease back.
-      const claim = deps.signing.claim(format, file);
-      claim.catch(() => {}); // awaited below; a bug's rejection must not count as unhandled meanwhile
-      let check: TokenCheck;
-      try {
-        check = await deps.tokens.check(token, clientIp(req), { value: nonce, sha256: file.sha256 }, format);
-      } catch (err) {
-        await deps.signing.abandon(format, file, claim);
-        throw err;
-      }
+      const check = await deps.tokens.check(
+        token,
+        clientIp(req),
+        { value: nonce, sha256: file.sha256 },
+        format,
+      );
       if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
-      if (!check.ok) {
-        await deps.signing.abandon(format, file, claim);
-        throw tokenError(check.result, check.retryAfterMs);
-      }
+      if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
 
-      const claimed = await claim;
       handedOver = true;
       const hashOfToken = tokenHash(check.claims.id);
-      const { outcome, result } = deps.signing.submit(
+      const { outcome, result } = await deps.signing.submit(
         format,
         { ...file, filename, tokenHash: hashOfToken, clientIp: clientIp(req) },
         slot,
-        claimed,
       );
       deps.log.info({
         event: "upload",
