@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { open, rename, unlink } from "node:fs/promises";
+import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { type FileHandle, open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
@@ -13,35 +13,38 @@ import { basename, dirname, join } from "node:path";
  * libuv's thread pool and back: 290 µs of CPU per file on tmpfs on the development VM, against
  * 50 µs (bench/machine), and signtool writes two files per signature.
  */
-// Temp names unique to this process and call: a random tag drawn once and a counter. A
-// randomBytes call per file would cost a getpid() system call (OpenSSL's fork check), 8 µs on
-// the development VM.
-const PROCESS_TAG = randomBytes(6).toString("hex");
-let tmpFiles = 0;
-
 export async function writeFileAtomic(
   path: string,
   data: Buffer | string,
   mode = 0o644,
   { durable = false } = {},
 ): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${PROCESS_TAG}${(tmpFiles++).toString(36)}.tmp`);
+  // A random name per call, not a counter: in a directory others can write to, a name they
+  // could guess is one they could take first.
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
   if (!durable) {
+    // Opened apart from the write: a name that exists already is someone else's file, left alone.
+    const fd = openSync(tmp, "wx", mode);
+    let closed = false;
     try {
-      writeFileSync(tmp, data, { flag: "wx", mode });
+      writeFileSync(fd, data);
+      closed = true; // even if close fails: a second close could hit a reused descriptor
+      closeSync(fd);
       renameSync(tmp, path);
     } catch (err) {
+      if (!closed) closeSync(fd);
       try {
         unlinkSync(tmp);
       } catch {
-        // never created, or already renamed
+        // already renamed
       }
       throw err;
     }
     return;
   }
+  let fh: FileHandle | undefined;
   try {
-    const fh = await open(tmp, "wx", mode);
+    fh = await open(tmp, "wx", mode);
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -57,7 +60,7 @@ export async function writeFileAtomic(
       await dir.close();
     }
   } catch (err) {
-    await unlink(tmp).catch(() => {});
+    if (fh) await unlink(tmp).catch(() => {});
     throw err;
   }
 }
