@@ -55,21 +55,32 @@ interface RunResult {
   errors: string[];
 }
 
-/** When (ms after the fault) a 1 s trailing window is back to ≥ 90% of the pre-fault rate. */
+/**
+ * When (ms after the fault) a 1 s trailing window is back to ≥ 90% of the pre-fault rate and
+ * stays there for `HOLD_MS`: a dip that recovers before the failures start (the classic run
+ * signs for ~0.8 s after a data loss) is not a recovery. 0 without a dip; null: never.
+ */
+const HOLD_MS = 3000;
 function recovery(
   ends: number[],
   faultAt: number,
   untilMs: number,
   baseline: number,
 ): { dipped: boolean; recoveryMs: number | null } {
-  const rate = (t: number) => ends.filter((e) => e > t - 1000 && e <= t).length;
-  let dipAt: number | undefined;
-  for (let t = faultAt + 100; t <= faultAt + untilMs; t += 100) {
-    const r = rate(t);
-    if (dipAt === undefined && r < 0.9 * baseline) dipAt = t;
-    if (dipAt !== undefined && r >= 0.9 * baseline) return { dipped: true, recoveryMs: t - faultAt };
+  const ok = (t: number) => ends.filter((e) => e > t - 1000 && e <= t).length >= 0.9 * baseline;
+  const end = faultAt + untilMs;
+  let dipped = false;
+  let upSince: number | undefined;
+  for (let t = faultAt + 100; t <= end; t += 100) {
+    if (!ok(t)) {
+      dipped = true;
+      upSince = undefined;
+    } else if (dipped) {
+      upSince ??= t;
+      if (t - upSince >= HOLD_MS) return { dipped, recoveryMs: upSince - faultAt };
+    }
   }
-  return { dipped: dipAt !== undefined, recoveryMs: dipAt === undefined ? 0 : null };
+  return { dipped, recoveryMs: dipped ? null : 0 };
 }
 
 async function run(fault: Fault, mode: Mode): Promise<RunResult> {
