@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { type FileHandle, open, rename, unlink } from "node:fs/promises";
+import { open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
@@ -22,17 +22,17 @@ export async function writeFileAtomic(
   // A random name per call, not a counter: in a directory others can write to, a name they
   // could guess is one they could take first.
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
+  // Opened before the try: a name that exists already is someone else's file, left alone.
   if (!durable) {
-    // Opened apart from the write: a name that exists already is someone else's file, left alone.
     const fd = openSync(tmp, "wx", mode);
-    let closed = false;
     try {
-      writeFileSync(fd, data);
-      closed = true; // even if close fails: a second close could hit a reused descriptor
-      closeSync(fd);
+      try {
+        writeFileSync(fd, data);
+      } finally {
+        closeSync(fd);
+      }
       renameSync(tmp, path);
     } catch (err) {
-      if (!closed) closeSync(fd);
       try {
         unlinkSync(tmp);
       } catch {
@@ -42,9 +42,8 @@ export async function writeFileAtomic(
     }
     return;
   }
-  let fh: FileHandle | undefined;
+  const fh = await open(tmp, "wx", mode);
   try {
-    fh = await open(tmp, "wx", mode);
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -60,7 +59,7 @@ export async function writeFileAtomic(
       await dir.close();
     }
   } catch (err) {
-    if (fh) await unlink(tmp).catch(() => {});
+    await unlink(tmp).catch(() => {});
     throw err;
   }
 }
