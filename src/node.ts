@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
-import { createServer, type RequestListener, type Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
 import { createApp } from "./http/app.js";
@@ -10,6 +11,7 @@ import { errorBody } from "./http/errors.js";
 import type { Lifecycle } from "./http/lifecycle.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
+import { expressServerObjects } from "./http/server-objects.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
@@ -57,8 +59,8 @@ function enabledKeys({ config, gpgPassphrase }: LoadedConfig): EnabledKeys {
  * HTTPS when `tls` is configured (with `clientCa`, a client certificate it signed is required:
  * the handshake fails without one); plain HTTP only when the config says allowPlaintext.
  */
-function listenerFor({ config }: LoadedConfig, app: RequestListener): Server {
-  const limits = { maxHeaderSize: 16 * 1024, headersTimeout: 20_000 };
+function listenerFor({ config }: LoadedConfig, app: Express): Server {
+  const limits = { maxHeaderSize: 16 * 1024, headersTimeout: 20_000, ...expressServerObjects(app) };
   if (!config.tls) return createServer(limits, app);
   return createHttpsServer(
     {
