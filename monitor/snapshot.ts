@@ -51,15 +51,38 @@ export class SnapshotCorruptError extends Error {
 const checksum = (body: string) => createHash("sha256").update(body).digest("hex");
 const idOf = (key: string) => key.slice(key.indexOf("{") + 1, key.lastIndexOf("}"));
 
-async function scanKeys(client: RedisClient, match: string): Promise<string[]> {
-  const keys: string[] = [];
+/** `s` matched literally inside a Redis glob pattern (a prefix may contain `*`, `?`, `[`). */
+const globLiteral = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&");
+
+/**
+ * The token, revocation and nonce keys, in one SCAN pass. SCAN walks the whole keyspace
+ * whatever MATCH says, and results and jobs outnumber tokens by far (one of each per signed
+ * file, kept for `signing.resultTtl`): three passes, one per kind, cost Redis three times as
+ * much. One pattern covers the three kinds (token, revoked, nonce) and, like theirs, fails
+ * within the first characters after the prefix for every other key (result, job, sha1, epoch):
+ * a pattern that looks for the `{<id>}` hash tag would have Redis read every key to its end.
+ */
+async function scanTokenKeys(client: RedisClient, keys: StoreKeys) {
+  const p = keys.prefix;
+  const found = { tokens: [] as string[], revoked: [] as string[], nonces: [] as string[] };
   let cursor = "0";
   do {
-    const [next, batch] = (await client.scan(cursor, "MATCH", match, "COUNT", 1000)) as [string, string[]];
+    const [next, batch] = (await client.scan(
+      cursor,
+      "MATCH",
+      `${globLiteral(p)}[nrt][eo][knv]*`,
+      "COUNT",
+      1000,
+    )) as [string, string[]];
     cursor = next;
-    keys.push(...batch);
+    for (const key of batch) {
+      const kind = key.slice(p.length, key.indexOf(":{", p.length));
+      if (kind === "token") found.tokens.push(key);
+      else if (kind === "revoked") found.revoked.push(key);
+      else if (kind === "nonce") found.nonces.push(key);
+    }
   } while (cursor !== "0");
-  return keys;
+  return found;
 }
 
 /** Reads every live token, revocation and nonce with SCAN (never KEYS) and pipelined reads. */
@@ -70,12 +93,7 @@ export async function takeSnapshot(
   minIat = 0,
 ): Promise<Snapshot> {
   const takenAt = Date.now();
-  const p = keys.prefix;
-  const [tokenKeys, revokedKeys, nonceKeys] = await Promise.all([
-    scanKeys(client, `${p}token:*`),
-    scanKeys(client, `${p}revoked:*`),
-    scanKeys(client, `${p}nonce:*`),
-  ]);
+  const { tokens: tokenKeys, revoked: revokedKeys, nonces: nonceKeys } = await scanTokenKeys(client, keys);
   const snap: Snapshot = {
     format: "signing-snapshot/1",
     takenAt,

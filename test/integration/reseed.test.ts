@@ -88,3 +88,41 @@ test("one monitor acts on a data loss, and the epoch is settled once", async () 
   assert.equal(await settleEpoch(redis, keys, "another-epoch", "restored"), false);
   assert.equal(await redis.hget(keys.epoch(), "state"), "restored");
 });
+
+test("snapshot walks the keyspace once, among many results and jobs, and reads a glob-like prefix literally", async () => {
+  await redis.flushall();
+  const odd = new StoreKeys("sig*[n]:");
+  const now = Date.now();
+  for (const k of [keys, odd]) {
+    await redis.set(k.token("t1"), "{}", "PXAT", now + 60_000);
+    await redis.set(k.revoked("t2"), "revoked", "PXAT", now + 60_000);
+    await redis.hset(k.nonce("t1"), { n: "1", d: "x", r: "0" });
+    await redis.pexpireat(k.nonce("t1"), now + 60_000);
+  }
+  // What a busy cluster leaves behind: a result and a job per signed file, and another prefix.
+  const pipe = redis.pipeline();
+  for (let i = 0; i < 6000; i++) {
+    pipe.set(keys.result("gpg", `r${i}`), "sig", "PX", 60_000);
+    pipe.set(keys.job("gpg", `r${i}`), "done", "PX", 60_000);
+  }
+  pipe.set("sigXn:token:{t9}", "{}", "PX", 60_000); // what an unescaped "sig*[n]:" would match
+  await pipe.exec();
+  const total = await redis.dbsize();
+
+  await redis.config("RESETSTAT");
+  const snap = await takeSnapshot(redis, keys, "e1");
+  const stats = await redis.info("commandstats");
+  const scans = Number(/cmdstat_scan:calls=(\d+)/.exec(stats)?.[1]);
+  assert.deepEqual(
+    [snap.tokens.map((t) => t.id), snap.revoked.map((r) => r.id), snap.nonces.map((n) => n.id)],
+    [["t1"], ["t2"], ["t1"]],
+  );
+  // COUNT 1000 visits ~1000 keys a call: one pass is about total/1000 calls, three passes three times that.
+  assert.ok(scans <= Math.ceil(total / 1000) + 3, `${scans} SCAN calls for ${total} keys`);
+
+  const oddSnap = await takeSnapshot(redis, odd, "e1");
+  assert.deepEqual(
+    [oddSnap.tokens.map((t) => t.id), oddSnap.revoked.map((r) => r.id), oddSnap.nonces.map((n) => n.id)],
+    [["t1"], ["t2"], ["t1"]],
+  );
+});
