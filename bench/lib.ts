@@ -447,6 +447,70 @@ export function premadeInputs(
   };
 }
 
+/**
+ * Signatures each fresh node signs, untimed, before a benchmark measures it. V8 optimises a
+ * node's code over its first few thousand requests: on 2026-12-03 one node under load had ~430
+ * functions compiled by TurboFan over ~9 s (2.6 s of compile CPU) while its CPU per signature
+ * fell from 4.2 to 1.2 ms. Nodes run for days; the benchmarks measure them warm.
+ */
+export const WARM_SIGNATURES_PER_NODE = Number(process.env.BENCH_WARM_SIGNATURES ?? 4000);
+
+export interface WarmUp {
+  signatures: number;
+  seconds: number;
+  /** Signatures/s in the warm-up's first and last whole second: what a fresh node costs. */
+  firstSecondPerSec: number;
+  lastSecondPerSec: number;
+}
+
+/** Signs from `workers` closed loops until `count` signatures are done (or `maxMs` passes). */
+export async function warmUp(
+  workers: number,
+  count: number,
+  sign: (worker: number, n: number) => Promise<unknown>,
+  maxMs = 120_000,
+): Promise<WarmUp> {
+  const ends: number[] = [];
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      for (let n = 0; ends.length < count && performance.now() - start < maxMs; n++) {
+        await sign(w, n);
+        ends.push(performance.now());
+      }
+    }),
+  );
+  return warmUpFigures(ends, start);
+}
+
+/** The figures of a warm-up whose signatures ended at `ends` (performance.now() or epoch ms). */
+export function warmUpFigures(ends: readonly number[], start: number): WarmUp {
+  const last = ends.length ? Math.max(...ends) : start;
+  const inSecond = (lo: number) => ends.filter((e) => e >= lo && e < lo + 1000).length;
+  return {
+    signatures: ends.length,
+    seconds: (last - start) / 1000,
+    firstSecondPerSec: inSecond(start),
+    lastSecondPerSec: inSecond(last - 1000 + 1e-6),
+  };
+}
+
+/**
+ * A `random` for SigningClient whose first draw, the one its node rotation starts from (in its
+ * constructor), picks node `i` of `n`; later draws (backoff jitter) are random. A benchmark with
+ * a handful of clients spreads them as many build machines starting at random nodes spread:
+ * with 8 clients starting at random, one node of 3 sat idle in some outage runs (2026-12-03),
+ * and the rate before and after a fault depended on where the clients landed.
+ */
+export function startAtNode(i: number, n: number): () => number {
+  let first = true;
+  return () => {
+    if (!first) return Math.random();
+    first = false;
+    return ((i % n) + 0.5) / n;
+  };
+}
+
 /** Exits non-zero on an unhandled failure, after printing it: run-all reports the crash. */
 export function main(fn: () => Promise<void>): void {
   fn().then(

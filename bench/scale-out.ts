@@ -23,6 +23,9 @@ import {
   ratio,
   sleep,
   summarize,
+  WARM_SIGNATURES_PER_NODE,
+  type WarmUp,
+  warmUp,
   writeResult,
 } from "./lib.js";
 
@@ -42,6 +45,7 @@ interface ScaleResult {
   nodeCpuMsPerSig: number;
   /** Share of the signatures each node's CPU went into (from /proc CPU time). */
   cpuShare: number[];
+  warmUp: WarmUp;
   errors: string[];
 }
 
@@ -64,6 +68,11 @@ async function run(nodes: number): Promise<ScaleResult> {
         requestTimeoutMs: 30_000,
       });
     });
+    // Fresh nodes, untimed, until each has signed its share (lib.ts, WARM_SIGNATURES_PER_NODE).
+    const warmInput = premadeInputs(dir, `w${nodes}`, CLIENTS, (WARM_SIGNATURES_PER_NODE * nodes) / 2000);
+    const warm = await warmUp(CLIENTS, WARM_SIGNATURES_PER_NODE * nodes, (w, n) =>
+      (clients[w] as SigningClient).sign(warmInput(w, n), "gpg"),
+    );
     const pids = cluster.nodes.map((n) => n.child.pid ?? 0);
     const jobs: { end: number; ms: number }[] = [];
     const errors: string[] = [];
@@ -106,6 +115,7 @@ async function run(nodes: number): Promise<ScaleResult> {
       p99Ms: s.p99,
       nodeCpuMsPerSig: total / Math.max(1, inWindow.length),
       cpuShare: cpu.map((c) => c / Math.max(1, total)),
+      warmUp: warm,
       errors,
     };
   } finally {
@@ -135,6 +145,7 @@ main(async () => {
       "retries",
       "node CPU ms/sig",
       "CPU share per node",
+      "warm-up: sigs/s first → last second",
     ],
     results.map((r) => [
       r.nodes,
@@ -147,12 +158,19 @@ main(async () => {
       r.retries,
       r.nodeCpuMsPerSig,
       r.cpuShare.map((c) => `${Math.round(c * 100)}%`).join(" / "),
+      `${r.warmUp.firstSecondPerSec} → ${r.warmUp.lastSecondPerSec} (${fmt(r.warmUp.seconds)} s)`,
     ]),
   );
   for (const r of results.filter((x) => x.errors.length))
     console.log(`${r.nodes} nodes errors: ${r.errors.join(" | ")}`);
   writeResult("scale-out", {
-    settings: { seconds: SECONDS, clients: CLIENTS, nodes: NODES, clientDir: CLIENT_PARENT_DIR },
+    settings: {
+      seconds: SECONDS,
+      clients: CLIENTS,
+      nodes: NODES,
+      clientDir: CLIENT_PARENT_DIR,
+      warmSignaturesPerNode: WARM_SIGNATURES_PER_NODE,
+    },
     results,
   });
 });

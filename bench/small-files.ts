@@ -30,6 +30,8 @@ import {
   ratio,
   sleep,
   summarize,
+  WARM_SIGNATURES_PER_NODE,
+  warmUp,
   writeResult,
 } from "./lib.js";
 import { openpgpJsSigner } from "./openpgp-baseline.js";
@@ -110,13 +112,8 @@ main(async () => {
     console.log(
       `one node at ${url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
     );
-
-    // -------- the full HTTP path of one node
-    const levels: LevelResult[] = [];
-    let sampleSig = "";
-    let sampleFile = "";
-    for (const c of LEVELS) {
-      const clients = Array.from(
+    const clientsFor = (c: number) =>
+      Array.from(
         { length: c },
         (_, i) =>
           new SigningClient({
@@ -127,6 +124,23 @@ main(async () => {
             requestTimeoutMs: 30_000,
           }),
       );
+
+    // -------- the fresh node's first signatures, untimed (lib.ts, WARM_SIGNATURES_PER_NODE)
+    const warmers = clientsFor(Math.min(32, maxClients));
+    const warmInput = premadeInputs(dir, "warm", warmers.length, WARM_SIGNATURES_PER_NODE / 2000);
+    const warm = await warmUp(warmers.length, WARM_SIGNATURES_PER_NODE, (w, n) =>
+      (warmers[w] as SigningClient).sign(warmInput(w, n), "gpg"),
+    );
+    console.log(
+      `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last`,
+    );
+
+    // -------- the full HTTP path of one node
+    const levels: LevelResult[] = [];
+    let sampleSig = "";
+    let sampleFile = "";
+    for (const c of LEVELS) {
+      const clients = clientsFor(c);
       const jobs: { end: number; ms: number }[] = [];
       const errors: string[] = [];
       let failed = 0;
@@ -330,10 +344,12 @@ main(async () => {
       settings: {
         seconds: SECONDS,
         warmMs: WARM_MS,
+        warmSignatures: WARM_SIGNATURES_PER_NODE,
         levels: LEVELS,
         fileBytes: 1024,
         clientDir: CLIENT_PARENT_DIR,
       },
+      warmUp: warm,
       levels,
       baselines,
       gpgBestSigsPerSec: gpgBest,

@@ -24,7 +24,8 @@ export class SigningLoad {
 
   constructor(
     dir: string,
-    clients: { tokenFile: string; nonceFile: string }[],
+    /** Each client's own files, and any option of its own (a benchmark's `random`, say). */
+    clients: (Pick<SigningClientOptions, "tokenFile" | "nonceFile"> & Partial<SigningClientOptions>)[],
     options: Omit<SigningClientOptions, "tokenFile" | "nonceFile">,
     format = "gpg",
   ) {
