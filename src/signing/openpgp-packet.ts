@@ -97,3 +97,32 @@ function packetHeader(tag: number, length: number): Buffer {
   out.writeUInt32BE(length, 2);
   return out;
 }
+
+/** CRC-24 of RFC 4880 §6.1, the armor checksum. */
+function crc24(data: Uint8Array): number {
+  let crc = 0xb704ce;
+  for (const byte of data) {
+    crc ^= byte << 16;
+    for (let i = 0; i < 8; i++) {
+      crc <<= 1;
+      if (crc & 0x1000000) crc ^= 0x1864cfb;
+    }
+  }
+  return crc & 0xffffff;
+}
+
+/**
+ * The ASCII armor of a signature packet, byte for byte as `openpgp.armor` writes it (60-column
+ * base64, a blank header, the CRC-24 line), with node's base64: openpgp.js's armor, a stream
+ * transform in JavaScript, was 2 % of a node's CPU at 32 small-file clients. The CRC-24 line is
+ * kept: without it gpg 2.2/2.4 cannot read armor whose base64 ends without '=' padding (GnuPG
+ * T7071), one signature in ~25 000.
+ */
+export function armorSignature(packet: Uint8Array): string {
+  const base64 = Buffer.from(packet.buffer, packet.byteOffset, packet.byteLength).toString("base64");
+  let body = "";
+  for (let i = 0; i < base64.length; i += 60) body += `${base64.slice(i, i + 60)}\n`;
+  const crc = crc24(packet);
+  const checksum = Buffer.from([crc >> 16, (crc >> 8) & 0xff, crc & 0xff]).toString("base64");
+  return `-----BEGIN PGP SIGNATURE-----\n\n${body}=${checksum}\n-----END PGP SIGNATURE-----\n`;
+}

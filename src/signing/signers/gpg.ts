@@ -10,6 +10,7 @@ import {
 import { readFile } from "node:fs/promises";
 import * as openpgp from "openpgp";
 import {
+  armorSignature,
   hashedSuffix,
   mpi,
   PUBKEY_ED25519,
@@ -173,17 +174,7 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
       const { hashedFields, trailer } = hashedSuffix(params);
       const digest = inputSha256.copy().update(hashedFields).update(trailer).digest();
       const binary = signaturePacket(params, hashedFields, digest, await signDigest(digest));
-      // With its CRC-24 line, as openpgp.js armors v4 signatures: without it, gpg 2.2/2.4 cannot
-      // read armor whose base64 ends without '=' padding (GnuPG T7071), one signature in ~25 000.
-      const armored = openpgp.armor(
-        openpgp.enums.armor.signature,
-        binary,
-        undefined,
-        undefined,
-        undefined,
-        true,
-      );
-      return Buffer.from(armored, "utf8");
+      return Buffer.from(armorSignature(binary), "utf8");
     },
   };
 
