@@ -1,6 +1,8 @@
 import { BlockList, isIP } from "node:net";
 import { normalizeIp } from "../tokens/codec.js";
 
+const MAX_ANSWERS = 4096;
+
 /** An allow-list of CIDRs (node's BlockList does the matching). */
 export class CidrList {
   private readonly list = new BlockList();
@@ -13,10 +15,20 @@ export class CidrList {
     }
   }
 
+  /**
+   * Answers by address: BlockList.check builds a SocketAddress each call (3 µs; 1.7 % of a node's
+   * CPU samples at 32 small-file clients), and build machines are few. Bounded: anyone can connect.
+   */
+  private readonly answers = new Map<string, boolean>();
+
   has(ip: string): boolean {
+    const known = this.answers.get(ip);
+    if (known !== undefined) return known;
     const addr = normalizeIp(ip);
     const family = isIP(addr);
-    if (family === 0) return false;
-    return this.list.check(addr, family === 6 ? "ipv6" : "ipv4");
+    const answer = family !== 0 && this.list.check(addr, family === 6 ? "ipv6" : "ipv4");
+    if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
+    this.answers.set(ip, answer);
+    return answer;
   }
 }

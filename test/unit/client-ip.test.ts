@@ -16,3 +16,16 @@ test("X-Forwarded-For: believed from trusted proxies only, and failing closed", 
   assert.equal(resolveClientIp("10.0.0.1", "203.0.113.9, not-an-ip", trusted), "10.0.0.1");
   assert.equal(resolveClientIp("::ffff:10.0.0.1", "203.0.113.9", trusted), "203.0.113.9");
 });
+
+test("CidrList answers the same the first time, the second, and past its bound of remembered addresses", () => {
+  const list = new CidrList(["10.0.0.0/8", "2001:db8::/32"]);
+  const cases: [string, boolean][] = [];
+  for (let i = 0; i < 6000; i++) {
+    const b = (i >> 8) & 0xff;
+    const c = i & 0xff;
+    cases.push([`10.${b}.${c}.1`, true], [`11.${b}.${c}.1`, false], [`::ffff:10.${b}.${c}.2`, true]);
+  }
+  cases.push(["2001:db8::1", true], ["2001:db9::1", false], ["not-an-ip", false], ["", false]);
+  for (let round = 0; round < 2; round++)
+    for (const [ip, allowed] of cases) assert.equal(list.has(ip), allowed, `${ip}, round ${round}`);
+});
