@@ -1,11 +1,20 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** A free loopback TCP port (the kernel picks it; racy in theory, fine on a test box). */
-export async function freePort(): Promise<number> {
+/**
+ * Ports this machine's test and benchmark processes were given, one file each: a port whose
+ * Redis a test killed must stay dead while the test waits for Sentinel to notice, and with two
+ * test files at a time the kernel once gave the dead primary's port to another file's Redis,
+ * which answered for it (no failover, a hung suite). A file outlives a crashed run by an hour.
+ */
+const RESERVED_PORTS = join(tmpdir(), "signing-ports");
+const RESERVATION_STALE_MS = 3_600_000;
+const reservedHere: string[] = [];
+
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", reject);
@@ -14,6 +23,29 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+function reserve(port: number): boolean {
+  const file = join(RESERVED_PORTS, String(port));
+  try {
+    writeFileSync(file, String(process.pid), { flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    if (Date.now() - statSync(file).mtimeMs < RESERVATION_STALE_MS) return false;
+    writeFileSync(file, String(process.pid));
+  }
+  reservedHere.push(file);
+  return true;
+}
+
+/** A free loopback TCP port no other process of this machine's runs was given. */
+export async function freePort(): Promise<number> {
+  mkdirSync(RESERVED_PORTS, { recursive: true });
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = await kernelPort();
+    if (reserve(port)) return port;
+  }
+  throw new Error(`no unreserved loopback port in 100 tries (see ${RESERVED_PORTS})`);
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -41,6 +73,7 @@ const running = new Set<RedisServer>();
 // Never leave a redis-server behind, even when a test throws or the runner exits early.
 process.on("exit", () => {
   for (const r of running) r.proc?.kill("SIGKILL");
+  for (const file of reservedHere) rmSync(file, { force: true });
 });
 
 /**

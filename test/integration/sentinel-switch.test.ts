@@ -76,10 +76,10 @@ test("a client closed while it waits to retry closes its Sentinel subscriptions 
     enableOfflineQueue: false,
   });
   client.on("error", () => {});
-  await waitForReady(client, 10_000);
   const sentinel = sentinels[0] as TestRedis;
   const probe = new Redis(sentinel.port);
   try {
+    await waitForReady(client, 10_000);
     const subscribers = async () =>
       ((await probe.call("CLIENT", "LIST")) as string).split("\n").filter((l) => /\bsub=[1-9]/.test(l))
         .length;
