@@ -457,6 +457,8 @@ export const WARM_SIGNATURES_PER_NODE = Number(process.env.BENCH_WARM_SIGNATURES
 
 export interface WarmUp {
   signatures: number;
+  /** Signatures that failed during the warm-up (the loops go on, as the measured ones do). */
+  failed: number;
   seconds: number;
   /** Signatures/s in the warm-up's first and last whole second: what a fresh node costs. */
   firstSecondPerSec: number;
@@ -471,24 +473,30 @@ export async function warmUp(
   maxMs = 120_000,
 ): Promise<WarmUp> {
   const ends: number[] = [];
+  let failed = 0;
   const start = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       for (let n = 0; ends.length < count && performance.now() - start < maxMs; n++) {
-        await sign(w, n);
-        ends.push(performance.now());
+        try {
+          await sign(w, n);
+          ends.push(performance.now());
+        } catch {
+          failed++;
+        }
       }
     }),
   );
-  return warmUpFigures(ends, start);
+  return { ...warmUpFigures(ends, start), failed };
 }
 
 /** The figures of a warm-up whose signatures ended at `ends` (performance.now() or epoch ms). */
-export function warmUpFigures(ends: readonly number[], start: number): WarmUp {
-  const last = ends.length ? Math.max(...ends) : start;
+export function warmUpFigures(ends: readonly number[], start: number, failed = 0): WarmUp {
+  const last = ends.reduce((a, b) => Math.max(a, b), start);
   const inSecond = (lo: number) => ends.filter((e) => e >= lo && e < lo + 1000).length;
   return {
     signatures: ends.length,
+    failed,
     seconds: (last - start) / 1000,
     firstSecondPerSec: inSecond(start),
     lastSecondPerSec: inSecond(last - 1000 + 1e-6),

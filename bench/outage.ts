@@ -130,9 +130,12 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
     const warmDeadline = loadStart + 120_000;
     while (load.result.signed < WARM_SIGNATURES_PER_NODE * NODES && Date.now() < warmDeadline)
       await sleep(100);
+    // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
+    // signs ~3/4 of its share.
     const warm = warmUpFigures(
       load.result.jobs.filter((j) => j.ok).map((j) => j.end),
       loadStart,
+      load.result.failed,
     );
     // Each node's share of the nodes' CPU before the fault: shows the clients spread evenly.
     const pids = rig.nodes.map((n) => n.child.pid ?? 0);

@@ -132,7 +132,7 @@ main(async () => {
       (warmers[w] as SigningClient).sign(warmInput(w, n), "gpg"),
     );
     console.log(
-      `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last`,
+      `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last${warm.failed ? `, ${warm.failed} failed` : ""}`,
     );
 
     // -------- the full HTTP path of one node

@@ -31,7 +31,9 @@ function reserve(port: number): boolean {
     writeFileSync(file, String(process.pid), { flag: "wx" });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    if (Date.now() - statSync(file).mtimeMs < RESERVATION_STALE_MS) return false;
+    // Its owner may be removing it right now: then it is simply not ours to take yet.
+    const age = Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+    if (age < RESERVATION_STALE_MS) return false;
     writeFileSync(file, String(process.pid));
   }
   reservedHere.push(file);

@@ -26,9 +26,11 @@ export class CidrList {
     if (known !== undefined) return known;
     const addr = normalizeIp(ip);
     const family = isIP(addr);
-    const answer = family !== 0 && this.list.check(addr, family === 6 ? "ipv6" : "ipv4");
+    if (family === 0) return false; // not remembered: anyone can send garbage
+    const answer = this.list.check(addr, family === 6 ? "ipv6" : "ipv4");
     if (this.answers.size >= MAX_ANSWERS) this.answers.clear();
-    this.answers.set(ip, answer);
+    // A copy: an X-Forwarded-For hop is a slice that would keep the whole header alive.
+    this.answers.set(Buffer.from(ip).toString(), answer);
     return answer;
   }
 }
