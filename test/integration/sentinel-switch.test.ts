@@ -68,7 +68,30 @@ test("a client whose primary died moves to the new one on +switch-master, not on
   }
 });
 
+/** Until every Sentinel names `port` as the primary (or `ms` pass). */
+async function sentinelsName(port: number, ms = 10_000): Promise<void> {
+  const asks = sentinels.map((s) => new Redis(s.port));
+  try {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const named = await Promise.all(
+        asks.map(async (a) =>
+          Number(((await a.call("SENTINEL", "get-master-addr-by-name", NAME)) as string[])[1]),
+        ),
+      );
+      if (named.every((p) => p === port)) return;
+      if (Date.now() > deadline) throw new Error(`Sentinels name ports ${named.join(", ")}, not ${port}`);
+      await sleep(100);
+    }
+  } finally {
+    for (const a of asks) a.disconnect();
+  }
+}
+
 test("a client closed while it waits to retry closes its Sentinel subscriptions too", async () => {
+  // The first test's client followed the promotion before the Sentinels announced it. This one
+  // asks them: had it asked before the switch and subscribed after, it would wait its minute.
+  await sentinelsName(replica.port);
   const client = new SentinelFollowingRedis({
     sentinels: sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
     name: NAME,
