@@ -4,6 +4,8 @@
  * node hashes every upload once, natively, while it arrives, and signs that running hash.
  */
 
+import { wrapBase64 } from "./openssh-key.js";
+
 export const SIG_VERSION = 4;
 export const SIG_TYPE_BINARY = 0x00;
 export const HASH_SHA256 = 8;
@@ -120,8 +122,7 @@ function crc24(data: Uint8Array): number {
  */
 export function armorSignature(packet: Uint8Array): string {
   const base64 = Buffer.from(packet.buffer, packet.byteOffset, packet.byteLength).toString("base64");
-  let body = "";
-  for (let i = 0; i < base64.length; i += 60) body += `${base64.slice(i, i + 60)}\n`;
+  const body = base64 ? `${wrapBase64(base64, 60)}\n` : "";
   const crc = crc24(packet);
   const checksum = Buffer.from([crc >> 16, (crc >> 8) & 0xff, crc & 0xff]).toString("base64");
   return `-----BEGIN PGP SIGNATURE-----\n\n${body}=${checksum}\n-----END PGP SIGNATURE-----\n`;
