@@ -7,25 +7,21 @@
  *
  *   node dist/bench/fault-kinds.js     BENCH_KINDS=none,stall,reconnect,flush,restart BENCH_CLIENTS=8
  */
-import { rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { Redis } from "ioredis";
 import { ChaosRig } from "../test/helpers/chaos.js";
-import { SigningLoad } from "../test/helpers/load.js";
 import {
-  basicAuth,
   benchNodeEnv,
   clientDir,
   cpuMs,
   fmt,
-  issueTokens,
   main,
   printTable,
   sleep,
-  startAtNode,
   WARM_SIGNATURES_PER_NODE,
   writeResult,
 } from "./lib.js";
+import { warmRigLoad } from "./rig-load.js";
 
 type Kind = "none" | "stall" | "reconnect" | "flush" | "restart";
 
@@ -84,22 +80,7 @@ async function run(kind: Kind): Promise<KindRun> {
   const rig = await ChaosRig.start({ nodes: NODES, clients: CLIENTS, nodeEnv: benchNodeEnv() });
   const dir = clientDir(`fault-kinds-${kind}`);
   try {
-    const auth = basicAuth(rig.state.issuer.user, rig.state.issuer.password);
-    const tokens = await issueTokens(rig.urls[0] as string, auth, CLIENTS);
-    const clients = tokens.map((t, i) => {
-      const tokenFile = join(dir, `token-${i}`);
-      writeFileSync(tokenFile, t);
-      return { tokenFile, nonceFile: join(dir, `nonce-${i}`), random: startAtNode(i, NODES) };
-    });
-    await sleep(1500); // the monitor snapshots the new tokens (every second)
-    const load = new SigningLoad(join(dir, "load"), clients, {
-      nodes: rig.urls,
-      maxTimeMs: 30_000,
-      requestTimeoutMs: 10_000,
-    });
-    const warmDeadline = Date.now() + 120_000;
-    while (load.result.signed < WARM_SIGNATURES_PER_NODE * NODES && Date.now() < warmDeadline)
-      await sleep(100);
+    const { load } = await warmRigLoad(rig, dir, CLIENTS);
     const pids = rig.nodes.map((n) => n.child.pid ?? 0);
     const nodeCpu = () => pids.reduce((sum, p) => sum + cpuMs(p), 0);
     const seconds: Second[] = [];

@@ -8,23 +8,19 @@
  *   node dist/bench/outage.js        BENCH_CLIENTS=8 BENCH_WARM_S=5 BENCH_AFTER_S=10 BENCH_CLIENT_DIR=/dev/shm
  *   BENCH_FAULTS=data-loss           only one of data-loss,failover
  */
-import { rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { ChaosRig } from "../test/helpers/chaos.js";
-import { type LoadResult, SigningLoad } from "../test/helpers/load.js";
+import type { LoadResult } from "../test/helpers/load.js";
 import {
-  basicAuth,
   benchNodeEnv,
   CLIENT_PARENT_DIR,
   clientDir,
   cpuMs,
   fmt,
-  issueTokens,
   main,
   printTable,
   type Series,
   sleep,
-  startAtNode,
   svgLineChart,
   WARM_SIGNATURES_PER_NODE,
   type WarmUp,
@@ -32,6 +28,7 @@ import {
   writeResult,
   writeSvg,
 } from "./lib.js";
+import { warmRigLoad } from "./rig-load.js";
 
 type Fault = "data-loss" | "failover";
 type Mode = "product" | "classic";
@@ -106,30 +103,10 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
   const filesDir = clientDir(`outage-${fault}-${mode}`);
   try {
     if (classic) await rig.monitor?.stop("SIGKILL");
-    const auth = basicAuth(rig.state.issuer.user, rig.state.issuer.password);
-    const tokens = await issueTokens(rig.urls[0] as string, auth, CLIENTS);
-    // Not rig.dir (the disk): the 8 clients share this process's one event loop, and signtool's
-    // synchronous file creation on this VM's ext4 (0.5-1.1 ms a file, for seconds at a time)
-    // stalled all of them at once: the rate climbed from ~200/s for 20 s (README, Performance).
-    const clients = tokens.map((t, i) => {
-      const tokenFile = join(filesDir, `token-${i}`);
-      writeFileSync(tokenFile, t);
-      return { tokenFile, nonceFile: join(filesDir, `nonce-${i}`), random: startAtNode(i, NODES) };
-    });
-    await sleep(1500); // the monitor snapshots the new tokens (every second)
     const kind = fault === "data-loss" ? "data_loss" : "failover";
     const metric = () => rig.monitorMetric("signing_monitor_redis_restarts_total", `kind="${kind}"`);
+    const { load, loadStart } = await warmRigLoad(rig, filesDir, CLIENTS);
     const before = classic ? Number.NaN : await metric();
-
-    const load = new SigningLoad(join(filesDir, "load"), clients, {
-      nodes: rig.urls,
-      maxTimeMs: 30_000,
-      requestTimeoutMs: 10_000,
-    });
-    const loadStart = Date.now();
-    const warmDeadline = loadStart + 120_000;
-    while (load.result.signed < WARM_SIGNATURES_PER_NODE * NODES && Date.now() < warmDeadline)
-      await sleep(100);
     // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
     // signs ~3/4 of its share.
     const warm = warmUpFigures(
