@@ -42,13 +42,12 @@ const AFTER_S = 25;
 const DIP = [1, 2, 3, 4];
 
 async function disturb(rig: ChaosRig, kind: Kind): Promise<void> {
-  const redis = (): Redis => new Redis(rig.primary.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
   if (kind === "stall") {
     rig.primary.pause();
     await sleep(300);
     rig.primary.resume();
   } else if (kind === "reconnect" || kind === "flush") {
-    const r = redis();
+    const r = new Redis(rig.primary.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
     try {
       await r.connect();
       if (kind === "flush") await r.flushall();
