@@ -84,12 +84,12 @@ async function run(kind: Kind): Promise<KindRun> {
     const nodeCpu = () => pids.reduce((sum, p) => sum + cpuMs(p), 0);
     const seconds: Second[] = [];
     const start = Date.now();
-    let signed = load.result.signed;
+    let signed = load.signed;
     let cpu = nodeCpu();
     for (let t = -PRE_S; t < AFTER_S; t++) {
       if (t === 0 || t === SECOND_AT_S) await disturb(rig, kind);
       await sleep(start + (t + PRE_S + 1) * 1000 - Date.now());
-      const s = load.result.signed;
+      const s = load.signed;
       const c = nodeCpu();
       seconds.push({ t, signed: s - signed, nodeCpuMsPerSig: (c - cpu) / Math.max(1, s - signed) });
       signed = s;

@@ -105,15 +105,8 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
     if (classic) await rig.monitor?.stop("SIGKILL");
     const kind = fault === "data-loss" ? "data_loss" : "failover";
     const metric = () => rig.monitorMetric("signing_monitor_redis_restarts_total", `kind="${kind}"`);
-    const { load, loadStart } = await warmRigLoad(rig, filesDir, CLIENTS);
+    const { load, loadStart, warmAt } = await warmRigLoad(rig, filesDir, CLIENTS);
     const before = classic ? Number.NaN : await metric();
-    // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
-    // signs ~3/4 of its share.
-    const warm = warmUpFigures(
-      load.result.jobs.filter((j) => j.ok).map((j) => j.end),
-      loadStart,
-      load.result.failed,
-    );
     // Each node's share of the nodes' CPU before the fault: shows the clients spread evenly.
     const pids = rig.nodes.map((n) => n.child.pid ?? 0);
     const cpu0 = pids.map(cpuMs);
@@ -154,6 +147,14 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
     polling = false;
     const r: LoadResult = await load.stop();
     await poller;
+    // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
+    // signs ~3/4 of its share.
+    const warmJobs = r.jobs.filter((j) => j.end <= warmAt);
+    const warm = warmUpFigures(
+      warmJobs.filter((j) => j.ok).map((j) => j.end),
+      loadStart,
+      warmJobs.filter((j) => !j.ok).length,
+    );
 
     const ok = r.jobs.filter((j) => j.ok).map((j) => j.end);
     const baseline = ok.filter((e) => e >= faultAt - 3000 && e < faultAt).length / 3;

@@ -1,38 +1,34 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ChaosRig } from "../test/helpers/chaos.js";
-import { SigningLoad } from "../test/helpers/load.js";
-import { basicAuth, issueTokens, sleep, startAtNode, WARM_SIGNATURES_PER_NODE } from "./lib.js";
+import { basicAuth, issueTokens, sleep, WARM_SIGNATURES_PER_NODE } from "./lib.js";
+import { WorkerLoad } from "./load-worker.js";
 
 /**
  * The outage rigs' load: one token per client, issued before any fault, client i starting at
- * node i mod N; signs continuously until stop(). Resolves once the nodes are warm
- * (WARM_SIGNATURES_PER_NODE each, at most 2 minutes), with when the load started.
+ * node i mod N, on a worker thread (load-worker.ts); signs continuously until stop(). Resolves
+ * once the nodes are warm (WARM_SIGNATURES_PER_NODE each, at most 2 minutes), with when the load
+ * started and when it was warm.
  */
 export async function warmRigLoad(
   rig: ChaosRig,
   dir: string,
   clients: number,
-): Promise<{ load: SigningLoad; loadStart: number }> {
+): Promise<{ load: WorkerLoad; loadStart: number; warmAt: number }> {
   const nodes = rig.urls.length;
   const auth = basicAuth(rig.state.issuer.user, rig.state.issuer.password);
   const tokens = await issueTokens(rig.urls[0] as string, auth, clients);
-  // In `dir`, not rig.dir (the disk): the clients share this process's one event loop, and
+  // In `dir`, not rig.dir (the disk): the clients share one event loop, and
   // signtool's synchronous file creation on this VM's ext4 (0.5-1.1 ms a file, for seconds at a
   // time) stalled all of them at once: the rate climbed from ~200/s for 20 s (README, Performance).
   const files = tokens.map((t, i) => {
     const tokenFile = join(dir, `token-${i}`);
     writeFileSync(tokenFile, t);
-    return { tokenFile, nonceFile: join(dir, `nonce-${i}`), random: startAtNode(i, nodes) };
+    return { tokenFile, nonceFile: join(dir, `nonce-${i}`) };
   });
   await sleep(1500); // the monitor snapshots the new tokens (every second)
-  const load = new SigningLoad(join(dir, "load"), files, {
-    nodes: rig.urls,
-    maxTimeMs: 30_000,
-    requestTimeoutMs: 10_000,
-  });
+  const load = WorkerLoad.start({ dir, nodes: rig.urls, clients: files });
   const loadStart = Date.now();
-  while (load.result.signed < WARM_SIGNATURES_PER_NODE * nodes && Date.now() < loadStart + 120_000)
-    await sleep(100);
-  return { load, loadStart };
+  while (load.signed < WARM_SIGNATURES_PER_NODE * nodes && Date.now() < loadStart + 120_000) await sleep(100);
+  return { load, loadStart, warmAt: Date.now() };
 }

@@ -1,0 +1,80 @@
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { type LoadResult, SigningLoad } from "../test/helpers/load.js";
+import { startAtNode } from "./lib.js";
+
+/**
+ * SigningLoad on a worker thread: the build machines' clients get a V8 isolate of their own.
+ * On the main thread they shared their JIT state with the harness, which kills and restarts
+ * Redis (child-process pipes), pipes the nodes' logs to files and polls the monitor: at a fault
+ * that code deoptimised node's stream and HTTP functions the clients run too ("wrong map",
+ * `--trace-deopt`, 2026-12-03), and the clients' CPU per signature rose ~40 % for seconds,
+ * a cost of the benchmark, not of the cluster; real build machines run on machines of their own.
+ */
+export interface WorkerLoadOptions {
+  dir: string;
+  nodes: string[];
+  /** One per client; client i starts its rotation at node i mod nodes (startAtNode). */
+  clients: { tokenFile: string; nonceFile: string }[];
+}
+
+const SIGNED = 0;
+const FAILED = 1;
+
+export class WorkerLoad {
+  private readonly counts: Int32Array;
+  private readonly done: Promise<LoadResult>;
+
+  constructor(
+    private readonly worker: Worker,
+    shared: SharedArrayBuffer,
+  ) {
+    this.counts = new Int32Array(shared);
+    this.done = new Promise((resolve, reject) => {
+      worker.once("message", (r: LoadResult) => resolve(r));
+      worker.once("error", reject);
+      worker.once("exit", (code) => reject(new Error(`load worker exited (${code}) before its result`)));
+    });
+    // An error before stop() must not go unhandled while nobody awaits `done` yet.
+    this.done.catch(() => {});
+  }
+
+  static start(opts: WorkerLoadOptions): WorkerLoad {
+    const shared = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+    const worker = new Worker(new URL(import.meta.url), { workerData: { opts, shared } });
+    return new WorkerLoad(worker, shared);
+  }
+
+  /** Signed so far, read without disturbing the worker. */
+  get signed(): number {
+    return Atomics.load(this.counts, SIGNED);
+  }
+
+  get failed(): number {
+    return Atomics.load(this.counts, FAILED);
+  }
+
+  async stop(): Promise<LoadResult> {
+    this.worker.postMessage("stop");
+    const r = await this.done;
+    await this.worker.terminate();
+    return r;
+  }
+}
+
+if (!isMainThread && workerData?.shared instanceof SharedArrayBuffer) {
+  const { opts, shared } = workerData as { opts: WorkerLoadOptions; shared: SharedArrayBuffer };
+  const counts = new Int32Array(shared);
+  const load = new SigningLoad(
+    `${opts.dir}/load`,
+    opts.clients.map((c, i) => ({ ...c, random: startAtNode(i, opts.nodes.length) })),
+    { nodes: opts.nodes, maxTimeMs: 30_000, requestTimeoutMs: 10_000 },
+  );
+  const publish = setInterval(() => {
+    Atomics.store(counts, SIGNED, load.result.signed);
+    Atomics.store(counts, FAILED, load.result.failed);
+  }, 20);
+  parentPort?.once("message", async () => {
+    clearInterval(publish);
+    parentPort?.postMessage(await load.stop());
+  });
+}
