@@ -58,6 +58,12 @@ export class StoreBreakers {
         resetTimeout: settings.resetTimeoutMs,
         rollingCountTimeout: settings.rollingWindowMs,
         errorFilter: isAnswerNotOutage,
+        // Nothing reads opossum's latency percentiles or snapshots, and they are not free: with
+        // percentiles on, every failure sorts every call latency in the window to decide whether
+        // to open, and the snapshot timer does the same each second. In the first second of a
+        // Redis restart that was over half of a node's CPU (README, "Performance").
+        rollingPercentilesEnabled: false,
+        enableSnapshots: false,
       });
       const state = (v: number) => metrics.breakerState.set({ breaker: name }, v);
       const event = (e: string) => metrics.breakerEvents.inc({ breaker: name, event: e });
