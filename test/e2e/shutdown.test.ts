@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
-import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
+import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import { sample } from "../helpers/metrics.js";
 import { ProcessCluster } from "../helpers/process-cluster.js";
 import { gpgVerify } from "../helpers/verify.js";
@@ -15,15 +16,62 @@ before(async () => {
 });
 after(() => cluster?.stop());
 
+/**
+ * A POST /sign?wait upload sent in two halves: the node holds it as in flight until `finish()`
+ * sends the rest, however fast the machine (a 96 MiB body alone once finished within the test's
+ * 100 ms on a fast VM, and the node, rightly, exited before the test looked).
+ */
+function heldUpload(url: string, token: string, data: Buffer) {
+  const boundary = "held-upload-boundary";
+  const field = (name: string, value: string) =>
+    `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
+  const head = Buffer.from(
+    field("sha1", sha1(data)) +
+      field("filename", "held.bin") +
+      field("token", token) +
+      field("nonce", "") +
+      `--${boundary}\r\nContent-Disposition: form-data; name="filedata"; filename="held.bin"\r\n` +
+      "Content-Type: application/octet-stream\r\n\r\n",
+  );
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  const req = httpRequest(`${url}/sign/gpg?wait=60`, {
+    method: "POST",
+    headers: {
+      "Content-Type": `multipart/form-data; boundary=${boundary}`,
+      "Content-Length": head.length + data.length + tail.length,
+    },
+  });
+  const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+    });
+    req.on("error", reject);
+  });
+  const half = Math.floor(data.length / 2);
+  req.write(head);
+  req.write(data.subarray(0, half));
+  return { response, finish: () => req.end(Buffer.concat([data.subarray(half), tail])) };
+}
+
 test("SIGTERM with uploads in flight: they complete, clients get their signatures, exit 0", async () => {
   const [a, b] = cluster.urls as [string, string];
   const auth = `Basic ${Buffer.from(`${cluster.state.issuer.user}:${cluster.state.issuer.password}`).toString("base64")}`;
-  const files = [randomBytes(96 * 1024 * 1024), randomBytes(1000), randomBytes(2000)];
+  const files = [randomBytes(8 * 1024 * 1024), randomBytes(1000), randomBytes(2000)];
   const tokens = await Promise.all(files.map(() => getToken(a, auth)));
-  // Each client holds its upload open with ?wait until its signature is ready.
-  const uploads = files.map((data, i) =>
-    upload(a, { token: tokens[i] as string, nonce: "", data, wait: 60 }).then((r) => r),
-  );
+  // Each client holds its upload open with ?wait until its signature is ready; the first is
+  // still sending its body when the node is told to stop.
+  const held = heldUpload(a, tokens[0] as string, files[0] as Buffer);
+  const uploads = [
+    held.response,
+    ...files.slice(1).map((data, i) =>
+      upload(a, { token: tokens[i + 1] as string, nonce: "", data, wait: 60 }).then((r) => ({
+        status: r.status,
+        text: r.text,
+      })),
+    ),
+  ];
 
   const inflight = async () => sample((await request(a).get("/metrics")).text, "signing_inflight_jobs") ?? 0;
   for (let i = 0; i < 200 && (await inflight()) < 1; i++) await sleep(20);
@@ -43,6 +91,7 @@ test("SIGTERM with uploads in flight: they complete, clients get their signature
   assert.equal(late.status, 503);
   assert.equal(late.body.error.code, "SHUTTING_DOWN");
 
+  held.finish();
   const answers = await Promise.all(uploads);
   for (const r of answers) assert.equal(r.status, 202, r.text);
   assert.equal(await exited, 0, node.stderr);
