@@ -5,6 +5,7 @@ import { request as httpRequest } from "node:http";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
+import { multipartUpload } from "../../src/client/multipart.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import { sample } from "../helpers/metrics.js";
 import { ProcessCluster } from "../helpers/process-cluster.js";
@@ -22,24 +23,14 @@ after(() => cluster?.stop());
  * 100 ms on a fast VM, and the node, rightly, exited before the test looked).
  */
 function heldUpload(url: string, token: string, data: Buffer) {
-  const boundary = "held-upload-boundary";
-  const field = (name: string, value: string) =>
-    `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
-  const head = Buffer.from(
-    field("sha1", sha1(data)) +
-      field("filename", "held.bin") +
-      field("token", token) +
-      field("nonce", "") +
-      `--${boundary}\r\nContent-Disposition: form-data; name="filedata"; filename="held.bin"\r\n` +
-      "Content-Type: application/octet-stream\r\n\r\n",
+  const form = multipartUpload(
+    { sha1: sha1(data), sha256: sha256(data), filename: "held.bin", token, nonce: "" },
+    { path: "", size: data.length, mtimeMs: 0, name: "held.bin", bytes: data },
   );
-  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  const body = form.body as Buffer; // a file given as bytes is encoded whole
   const req = httpRequest(`${url}/sign/gpg?wait=60`, {
     method: "POST",
-    headers: {
-      "Content-Type": `multipart/form-data; boundary=${boundary}`,
-      "Content-Length": head.length + data.length + tail.length,
-    },
+    headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
   });
   const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
     req.on("response", (res) => {
@@ -49,10 +40,9 @@ function heldUpload(url: string, token: string, data: Buffer) {
     });
     req.on("error", reject);
   });
-  const half = Math.floor(data.length / 2);
-  req.write(head);
-  req.write(data.subarray(0, half));
-  return { response, finish: () => req.end(Buffer.concat([data.subarray(half), tail])) };
+  const half = Math.floor(body.length / 2);
+  req.write(body.subarray(0, half));
+  return { response, finish: () => req.end(body.subarray(half)) };
 }
 
 test("SIGTERM with uploads in flight: they complete, clients get their signatures, exit 0", async () => {

@@ -21,12 +21,12 @@ test("a Redis client keeps the same fields across a Redis restart with commands 
     commandTimeoutMs: 1000,
   }) as Redis;
   client.on("error", () => {});
+  let stop = false;
   try {
     await waitForReady(client, 5000);
     const before = Reflect.ownKeys(client).map(String).sort();
 
     // Commands in flight when the connection drops make ioredis keep them for a resend.
-    let stop = false;
     const load = (async () => {
       while (!stop) await Promise.allSettled(Array.from({ length: 50 }, (_, i) => client.set(`k${i}`, "v")));
     })();
@@ -48,6 +48,7 @@ test("a Redis client keeps the same fields across a Redis restart with commands 
     assert.equal(await client.get("after"), "restart", "the client reconnected to the new process");
     assert.deepEqual(Reflect.ownKeys(client).map(String).sort(), before);
   } finally {
+    stop = true; // a failed assertion must not leave the load loop spinning
     client.disconnect();
   }
 });
