@@ -63,25 +63,28 @@ test("SIGTERM with uploads in flight: they complete, clients get their signature
     ),
   ];
 
-  const inflight = async () => sample((await request(a).get("/metrics")).text, "signing_inflight_jobs") ?? 0;
-  for (let i = 0; i < 200 && (await inflight()) < 1; i++) await sleep(20);
-  assert.ok((await inflight()) >= 1, "an upload is in flight");
-
   const node = cluster.nodes[0];
   assert.ok(node);
   const exited = new Promise<number | null>((resolve) => node.child.once("exit", (code) => resolve(code)));
-  node.child.kill("SIGTERM");
-  await sleep(100);
+  try {
+    const inflight = async () =>
+      sample((await request(a).get("/metrics")).text, "signing_inflight_jobs") ?? 0;
+    for (let i = 0; i < 200 && (await inflight()) < 1; i++) await sleep(20);
+    assert.ok((await inflight()) >= 1, "an upload is in flight");
 
-  // Draining: not ready, and new uploads are sent elsewhere.
-  const ready = await request(a).get("/readyz");
-  assert.equal(ready.status, 503);
-  assert.equal(ready.body.checks.lifecycle.detail, "shutting down");
-  const late = await upload(a, { token: await getToken(b, auth), nonce: "", data: randomBytes(10) });
-  assert.equal(late.status, 503);
-  assert.equal(late.body.error.code, "SHUTTING_DOWN");
+    node.child.kill("SIGTERM");
+    await sleep(100);
 
-  held.finish();
+    // Draining: not ready, and new uploads are sent elsewhere.
+    const ready = await request(a).get("/readyz");
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.checks.lifecycle.detail, "shutting down");
+    const late = await upload(a, { token: await getToken(b, auth), nonce: "", data: randomBytes(10) });
+    assert.equal(late.status, 503);
+    assert.equal(late.body.error.code, "SHUTTING_DOWN");
+  } finally {
+    held.finish(); // also when an assertion above failed: no request left half-sent
+  }
   const answers = await Promise.all(uploads);
   for (const r of answers) assert.equal(r.status, 202, r.text);
   assert.equal(await exited, 0, node.stderr);
