@@ -3,8 +3,10 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import type { Config } from "../config/schema.js";
 import { redisSchema } from "../config/schema.js";
+import { ReplicaAckTimeoutError } from "../store/errors.js";
 import { StoreKeys } from "../store/keys.js";
 import { createRedisClient, type RedisClient, waitForReady } from "../store/redis.js";
+import { awaitReplica } from "../store/replicas.js";
 
 /** A failure the operator must see: one line on stderr, exit 1. */
 export class AdminError extends Error {
@@ -33,7 +35,7 @@ export interface Target {
   clusterFile?: string;
   /** A display name for Redis: its URL (password masked), or the Sentinel master. */
   redisUrl?: string;
-  /** Sentinel or Cluster Redis, from the cluster file's `redis` object (node config shape). */
+  /** Sentinel Redis, from the cluster file's `redis` object (node config shape). */
   redis?: Config["redis"];
   nodes: string[];
   monitor?: string;
@@ -56,7 +58,7 @@ const clusterFileSchema = z.looseObject({
   /** Optional extras an operator may add: key prefix and the monitor's state dir. */
   prefix: z.string().min(1).optional(),
   monitorStateDir: z.string().min(1).optional(),
-  /** Sentinel (or Cluster) deployments: the `redis` object of the nodes' configuration. */
+  /** Sentinel deployments: the `redis` object of the nodes' configuration. */
   redis: redisSchema.optional(),
 });
 
@@ -113,9 +115,7 @@ export function resolveTarget(
   if (redisUrl) target.redisUrl = redisUrl;
   else if (file.redis) {
     target.redis = file.redis;
-    target.redisUrl = file.redis.sentinels
-      ? `sentinel://${file.redis.sentinels.map((s) => `${s.host}:${s.port}`).join(",")}/${file.redis.name}`
-      : `cluster://${(file.redis.cluster ?? []).map((s) => `${s.host}:${s.port}`).join(",")}`;
+    target.redisUrl = `sentinel://${(file.redis.sentinels ?? []).map((s) => `${s.host}:${s.port}`).join(",")}/${file.redis.name}`;
   }
   if (monitor) target.monitor = trimSlash(monitor);
   if (stateDir) target.stateDir = resolve(cwd, stateDir);
@@ -185,6 +185,24 @@ export async function withRedis<T>(target: Target, fn: (store: Store) => Promise
     return await fn(store);
   } finally {
     store.client.disconnect();
+  }
+}
+
+/** How long an admin write waits for a replica to confirm it (under the 2 s command timeout). */
+const REPLICA_ACK_MS = 1500;
+
+/**
+ * Waits for a replica to have this connection's writes, as the nodes do before answering a
+ * revocation; a write no replica confirmed is reported as not done (the operator runs it again).
+ */
+export async function durably(client: RedisClient, what: string): Promise<"replicated" | "no_replicas"> {
+  try {
+    return await awaitReplica(client, what, REPLICA_ACK_MS);
+  } catch (err) {
+    if (!(err instanceof ReplicaAckTimeoutError)) throw err;
+    throw new AdminError(
+      `${what}: written on the Redis primary, but no replica confirmed it within ${REPLICA_ACK_MS} ms, so a failover now could lose it: check the replicas (INFO replication), then run the command again`,
+    );
   }
 }
 

@@ -20,21 +20,27 @@ export const redisSchema = z
       .min(1)
       .optional(),
     name: z.string().min(1).optional(),
-    cluster: z
-      .array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict())
-      .min(1)
-      .optional(),
+    /**
+     * Not supported: refused with a pointer to Sentinel. One primary carries far more than a
+     * build farm needs, and the monitor's snapshot, INFO/ROLE and epoch see one server only.
+     */
+    cluster: z.unknown().optional(),
     password: secretRef.optional(),
     connectTimeoutMs: ms.default(2000),
   })
   .strict()
   .superRefine((r, ctx) => {
-    const modes = [r.url, r.sentinels, r.cluster].filter((m) => m !== undefined).length;
-    if (modes !== 1) {
+    if (r.cluster !== undefined) {
       ctx.addIssue({
         code: "custom",
-        message: "give exactly one of `url`, `sentinels` (+ `name`) or `cluster`",
+        path: ["cluster"],
+        message:
+          "Redis Cluster is not supported: one primary carries a build farm's tokens and jobs, and the monitor must see the whole keyspace. For high availability use Redis Sentinel (`sentinels` + `name`; see docs/operations.md)",
       });
+      return;
+    }
+    if ((r.url === undefined) === (r.sentinels === undefined)) {
+      ctx.addIssue({ code: "custom", message: "give exactly one of `url` or `sentinels` (+ `name`)" });
     }
     if (r.sentinels && !r.name) {
       ctx.addIssue({ code: "custom", path: ["name"], message: "Sentinel mode needs the master `name`" });
@@ -114,6 +120,11 @@ export const configSchema = z
         /** What happens to a token lost with Redis once the monitor's grace period is over. */
         orphanPolicy: z.enum(["heal", "reject"]).default("heal"),
         recoveryGraceMs: ms.default(10_000),
+        /**
+         * A revocation or invalidation is answered once a replica has it (Redis WAIT), or after
+         * this long with a retryable 503; no wait when the primary has no replicas.
+         */
+        replicaAckTimeoutMs: ms.default(1000),
         /** Circuit breakers around Redis (one per purpose: token reads, token writes, jobs). */
         breaker: z
           .object({
@@ -140,6 +151,7 @@ export const configSchema = z
         downPolicy: "hmac",
         orphanPolicy: "heal",
         recoveryGraceMs: 10_000,
+        replicaAckTimeoutMs: 1000,
         breaker: {
           errorThresholdPercentage: 50,
           volumeThreshold: 5,
@@ -203,8 +215,13 @@ export const configSchema = z
         maxPending: z.number().int().positive().default(64),
         /** Of those, at most this many from one client address. */
         maxPendingPerIp: z.number().int().positive().default(16),
-        /** An upload that sends nothing for this long is dropped (slow-loris uploads hold slots). */
-        uploadIdleTimeoutMs: ms.default(30_000),
+        /**
+         * An upload slower than this, measured over the last `uploadRateWindowMs`, is answered
+         * 408 REQUEST_TIMEOUT: a trickling (or silent) upload holds a slot and a socket.
+         */
+        uploadMinBytesPerSecond: z.number().int().min(1).default(8192),
+        /** The window the upload rate is measured over; also the grace an upload has at its start. */
+        uploadRateWindowMs: ms.default(10_000),
         /** Results kept in this node's memory while Redis is unreachable, bytes. */
         localResultBytes: z
           .number()

@@ -1,4 +1,3 @@
-import { Cluster } from "ioredis";
 import type { StoreKeys } from "./keys.js";
 import type { RedisClient } from "./redis.js";
 import { LuaScript } from "./script.js";
@@ -27,7 +26,7 @@ const FAILED_JOB_TTL_MS = 60_000;
 const STORE_RESULT = new LuaScript(`
 redis.call('HSET', KEYS[1], 'output', ARGV[1], 'fingerprint', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if KEYS[2] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[2])
 return 1
 `);
 
@@ -113,15 +112,8 @@ export class JobStore {
   async complete(format: string, sha256: string, result: SignedResult): Promise<void> {
     const resultKey = this.keys.result(format, sha256);
     const args = [result.output, result.fingerprint, this.resultTtlSeconds];
-    // One server holds both keys: result and job end in one atomic step, one round trip.
-    if (!(this.client instanceof Cluster)) {
-      await STORE_RESULT.run(this.client, [resultKey, this.keys.job(format, sha256)], args);
-      return;
-    }
-    // On Redis Cluster the two keys may live on different shards: result first, then the job,
-    // so a poller never sees neither.
-    await STORE_RESULT.run(this.client, [resultKey], args);
-    await this.release(format, sha256);
+    // Result and job end in one atomic step, one round trip.
+    await STORE_RESULT.run(this.client, [resultKey, this.keys.job(format, sha256)], args);
   }
 
   async release(format: string, sha256: string): Promise<void> {

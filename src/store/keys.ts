@@ -1,6 +1,6 @@
 /**
  * Redis key names (DESIGN.md §4). The keys of one token share the hash tag `{<id>}` so one
- * script can touch all of them, also on Redis Cluster.
+ * script can touch all of them.
  */
 export class StoreKeys {
   constructor(readonly prefix: string) {}

@@ -1,8 +1,8 @@
-import { Cluster, Redis } from "ioredis";
+import { Redis } from "ioredis";
 import type { Config } from "../config/schema.js";
 import { SentinelFollowingRedis } from "./sentinel-switch.js";
 
-export type RedisClient = Redis | Cluster;
+export type RedisClient = Redis;
 
 export interface RedisClientOptions {
   redis: Config["redis"];
@@ -26,13 +26,6 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
     retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000),
     password,
   };
-  if (redis.cluster) {
-    return new Cluster(redis.cluster, {
-      redisOptions: common,
-      enableOfflineQueue: false,
-      clusterRetryStrategy: common.retryStrategy,
-    });
-  }
   if (redis.sentinels) {
     // Sentinel's +switch-master moves the client to the new primary at once, instead of on
     // its next retry against a dead one (SentinelFollowingRedis says why not failoverDetector).
