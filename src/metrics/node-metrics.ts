@@ -79,6 +79,12 @@ export class NodeMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [this.registry],
   });
+  readonly storeCorrupt = new Counter({
+    name: "signing_store_corrupt_total",
+    help: "Store operations that found data we did not write (wrong type, unparsable record, unexpected script reply); each is a 503 STORE_CORRUPT.",
+    labelNames: ["op"] as const,
+    registers: [this.registry],
+  });
   readonly http = new Histogram({
     name: "signing_http_request_duration_seconds",
     help: "HTTP requests by route pattern and status.",

@@ -1,6 +1,9 @@
 import CircuitBreaker from "opossum";
 import type { Logger } from "pino";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
+import { classifyStoreError, isOutage, StoreCorruptError } from "./errors.js";
+
+export { StoreCorruptError, StoreUnavailableError } from "./errors.js";
 
 export type BreakerName = "token_reads" | "token_writes" | "jobs";
 export const BREAKER_NAMES: readonly BreakerName[] = ["token_reads", "token_writes", "jobs"];
@@ -11,26 +14,6 @@ export interface BreakerSettings {
   volumeThreshold: number;
   resetTimeoutMs: number;
   rollingWindowMs: number;
-}
-
-/** Redis could not be used for this operation: unreachable, too slow, or the breaker is open. */
-export class StoreUnavailableError extends Error {
-  constructor(
-    readonly op: string,
-    cause: unknown,
-  ) {
-    super(`store unavailable for ${op}: ${(cause as Error)?.message ?? String(cause)}`);
-    this.name = "StoreUnavailableError";
-  }
-}
-
-// Redis answered, so it is up: a reply error (wrong type, a script bug) is not an outage.
-// These replies do mean "cannot serve now" and count against the breaker.
-// Matched anywhere: inside a script the reply reads "ERR Error running script ... OOM ...".
-const OUTAGE_REPLIES = /\b(OOM|READONLY|LOADING|MASTERDOWN|BUSY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)\b/;
-function isAnswerNotOutage(err: unknown): boolean {
-  const e = err as Error;
-  return e?.name === "ReplyError" && !OUTAGE_REPLIES.test(e.message);
 }
 
 type Action = () => Promise<unknown>;
@@ -46,7 +29,7 @@ export class StoreBreakers {
   constructor(
     settings: BreakerSettings,
     private readonly metrics: NodeMetrics,
-    log: Logger,
+    private readonly log: Logger,
   ) {
     for (const name of BREAKER_NAMES) {
       const breaker = new CircuitBreaker<[Action], unknown>((fn: Action) => fn(), {
@@ -57,7 +40,9 @@ export class StoreBreakers {
         volumeThreshold: settings.volumeThreshold,
         resetTimeout: settings.resetTimeoutMs,
         rollingCountTimeout: settings.rollingWindowMs,
-        errorFilter: isAnswerNotOutage,
+        // Only outages count against a breaker: unexpected data is not Redis being down, and
+        // opening on it would turn a corrupt key into degraded acceptance for everyone.
+        errorFilter: (err: unknown) => !isOutage(err),
         // Nothing reads opossum's latency percentiles or snapshots, and they are not free: with
         // percentiles on, every failure sorts every call latency in the window to decide whether
         // to open, and the snapshot timer does the same each second. In the first second of a
@@ -96,8 +81,12 @@ export class StoreBreakers {
     try {
       return (await (this.breakers.get(name) as CircuitBreaker<[Action], unknown>).fire(fn)) as T;
     } catch (err) {
-      if (isAnswerNotOutage(err)) throw err;
-      throw new StoreUnavailableError(op, err);
+      const sorted = classifyStoreError(op, err);
+      if (sorted instanceof StoreCorruptError) {
+        this.metrics.storeCorrupt.inc({ op });
+        this.log.error({ event: "store_corrupt", op, key: sorted.key, reason: sorted.reason });
+      }
+      throw sorted;
     } finally {
       end();
     }
