@@ -7,8 +7,8 @@
  *   node dist/bench/snapshot.js        BENCH_TOKENS=1000 BENCH_KEYS_K=20,100,400
  */
 import { Redis } from "ioredis";
-import { takeSnapshot } from "../monitor/snapshot.js";
 import { RedisServer } from "../scripts/redis-server.js";
+import { takeSnapshot } from "../src/recovery/snapshot.js";
 import { StoreKeys } from "../src/store/keys.js";
 import { fmt, main, percentile, printTable, writeResult } from "./lib.js";
 

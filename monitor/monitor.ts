@@ -6,7 +6,15 @@ import { join } from "node:path";
 import { type ScheduledTask, schedule } from "node-cron";
 import type { Logger } from "pino";
 import { createLogger } from "../src/log/logger.js";
-import { ensureEpoch } from "../src/store/epoch.js";
+import { lockEpoch, reseed, unlockEpoch } from "../src/recovery/restore.js";
+import {
+  readSnapshot,
+  type Snapshot,
+  SnapshotCorruptError,
+  takeSnapshot,
+  writeSnapshot,
+} from "../src/recovery/snapshot.js";
+import { ensureEpoch, ensureOrRepairEpoch, setEpochState } from "../src/store/epoch.js";
 import { StoreKeys } from "../src/store/keys.js";
 import { createRedisClient, waitForReady } from "../src/store/redis.js";
 import { REJECTED_TOKEN_RESULTS } from "../src/tokens/service.js";
@@ -14,14 +22,6 @@ import { Alerter, type AlertName, type AlertText } from "./alerts.js";
 import type { LoadedMonitorConfig } from "./config.js";
 import { classify, type Observation, parseInfoServer } from "./detect.js";
 import { MonitorMetrics } from "./metrics.js";
-import { lockEpoch, reseed, settleEpoch, unlockEpoch } from "./restore.js";
-import {
-  readSnapshot,
-  type Snapshot,
-  SnapshotCorruptError,
-  takeSnapshot,
-  writeSnapshot,
-} from "./snapshot.js";
 import { rejectedCounts, SpikeDetector } from "./spike.js";
 
 export interface RunningMonitor {
@@ -136,16 +136,31 @@ export async function startMonitor(
     return true;
   };
 
+  /** Marks the new epoch decided, if nobody else did first; says who did when not us. */
+  const settleEpoch = async (
+    cur: Observation,
+    state: "restored" | "invalidated",
+    minIatMs?: number,
+  ): Promise<string | undefined> => {
+    const change = { id: cur.epoch.id, state, onlyIfFresh: true } as const;
+    if (await setEpochState(redis, keys, minIatMs ? { ...change, minIatMs } : change)) return undefined;
+    const now = await ensureEpoch(redis, keys);
+    log.warn({ event: "settle_lost", epoch: cur.epoch.id, wanted: state, found: `${now.id} ${now.state}` });
+    return now.id === cur.epoch.id
+      ? `Someone else (another monitor or an operator) settled it first: the epoch is ${now.state}.`
+      : `Redis lost its data again meanwhile (epoch ${now.id}): the next check handles that.`;
+  };
+
   const settle = async (cur: Observation, base: string): Promise<void> => {
     const started = Date.now();
     let description: string;
     if (m.onDataLoss === "reseed" && snapshot && snapshot.epochId !== cur.epoch.id) {
       const r = await reseed(redis, keys, snapshot);
       // An operator's earlier invalidation (minIat) stays in force in the new epoch.
-      await settleEpoch(redis, keys, cur.epoch.id, "restored", snapshot.minIat || undefined);
+      const lost = await settleEpoch(cur, "restored", snapshot.minIat || undefined);
       metrics.reseeded.inc(r.tokens);
-      description = `${base} Re-seeded ${r.tokens} tokens, ${r.revoked} revocations and ${r.nonces} nonce chains from the snapshot taken ${secondsAgo(snapshot.takenAt)}s before (${r.skippedExpired} expired entries skipped) in ${Date.now() - started} ms; tokens issued after that snapshot heal on first use. Builds should not notice.`;
-      log.warn({ event: "reseeded", epoch: cur.epoch.id, ...r, ms: Date.now() - started });
+      description = `${base} Re-seeded ${r.tokens} tokens, ${r.revoked} revocations and ${r.nonces} nonce chains from the snapshot taken ${secondsAgo(snapshot.takenAt)}s before (${r.skippedExpired} expired entries skipped) in ${Date.now() - started} ms; tokens issued after that snapshot heal on first use.${lost ? ` ${lost}` : " Builds should not notice."}`;
+      log.warn({ event: "reseeded", epoch: cur.epoch.id, ...r, ms: Date.now() - started, settled: !lost });
     } else if (m.onDataLoss === "reseed") {
       description = `${base} No snapshot from before the loss: nothing to re-seed. Nodes answer 503 STORE_RECOVERING for lost tokens for store.recoveryGraceMs, then apply their store.orphanPolicy.`;
       log.error({
@@ -155,11 +170,13 @@ export async function startMonitor(
       });
     } else {
       const now = Date.now();
-      await settleEpoch(redis, keys, cur.epoch.id, "invalidated", now);
-      const lost = snapshot ? snapshot.tokens.filter((t) => t.expiresAt > now).length : 0;
-      metrics.invalidated.inc(lost);
-      description = `${base} monitor.onDataLoss is invalidate: every token issued before ${new Date(now).toISOString()} (${lost} live per the last snapshot) now gets 401 TOKEN_INVALIDATED; build masters must fetch new tokens.`;
-      log.warn({ event: "invalidated", epoch: cur.epoch.id, tokens: lost });
+      const lost = await settleEpoch(cur, "invalidated", now);
+      const live = snapshot ? snapshot.tokens.filter((t) => t.expiresAt > now).length : 0;
+      if (!lost) metrics.invalidated.inc(live);
+      description = lost
+        ? `${base} monitor.onDataLoss is invalidate, but this monitor did not settle it. ${lost}`
+        : `${base} monitor.onDataLoss is invalidate: every token issued before ${new Date(now).toISOString()} (${live} live per the last snapshot) now gets 401 TOKEN_INVALIDATED; build masters must fetch new tokens.`;
+      log.warn({ event: "invalidated", epoch: cur.epoch.id, tokens: live, settled: !lost });
     }
     event("RedisRestartedWithDataLoss", { summary: "Redis restarted and lost its data", description });
   };
@@ -193,7 +210,8 @@ export async function startMonitor(
       const server = parseInfoServer(info);
       const roleName = Array.isArray(role) ? String(role[0]) : "unknown";
       if (roleName !== "master") throw new Error(`connected to a ${roleName}, not the master`);
-      cur = { at: now, ...server, role: roleName, epoch: await ensureEpoch(redis, keys, now) };
+      // A record that is not a valid epoch is replaced by a fresh one: handled as a data loss.
+      cur = { at: now, ...server, role: roleName, epoch: await ensureOrRepairEpoch(redis, keys, now) };
     } catch (err) {
       metrics.redisUp.set(0);
       if (unreachableSince === undefined) {

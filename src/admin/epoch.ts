@@ -1,10 +1,9 @@
 import { existsSync } from "node:fs";
-import { reseed, settleEpoch } from "../../monitor/restore.js";
-import { readSnapshot, type Snapshot, takeSnapshot, writeSnapshot } from "../../monitor/snapshot.js";
-import { ensureEpoch, parseEpoch, setEpochState } from "../store/epoch.js";
-import type { Epoch } from "../tokens/orphans.js";
+import { reseed } from "../recovery/restore.js";
+import { readSnapshot, type Snapshot, takeSnapshot, writeSnapshot } from "../recovery/snapshot.js";
+import { type Epoch, type EpochChange, ensureEpoch, readEpoch, setEpochState } from "../store/epoch.js";
 import { ago, iso, section } from "./output.js";
-import { AdminError, globEscape, type Store, scanKeys, UsageError } from "./target.js";
+import { AdminError, durably, globEscape, type Store, scanKeys, UsageError } from "./target.js";
 
 /** What each epoch state means for a token that is missing from Redis (DESIGN.md §4). */
 export const STATE_MEANING: Record<Epoch["state"], string> = {
@@ -24,8 +23,16 @@ const epochJson = (e: Epoch) => ({
   meaning: STATE_MEANING[e.state],
 });
 
-async function readEpoch({ client, keys }: Store): Promise<Epoch | undefined> {
-  return parseEpoch(await client.hgetall(keys.epoch()));
+/**
+ * Changes the epoch only if it is still the one the operator decided about (compare-and-set on
+ * its id), and only reports it done once a replica has it.
+ */
+async function changeEpoch({ client, keys }: Store, change: EpochChange, what: string): Promise<void> {
+  if (!(await setEpochState(client, keys, change)))
+    throw new AdminError(
+      `${what}: the epoch changed while this ran (Redis lost its data again, or the record was replaced): nothing was written; look at \`signing-admin epoch\` and run the command again`,
+    );
+  await durably(client, what);
 }
 
 export interface EpochShow {
@@ -33,7 +40,7 @@ export interface EpochShow {
 }
 
 export async function showEpoch(store: Store): Promise<EpochShow> {
-  const e = await readEpoch(store);
+  const e = await readEpoch(store.client, store.keys);
   return { epoch: e ? epochJson(e) : null };
 }
 
@@ -80,7 +87,7 @@ export interface InvalidateResult {
 export async function invalidate(store: Store, beforeMs: number): Promise<InvalidateResult> {
   const { client, keys } = store;
   const epoch = await ensureEpoch(client, keys);
-  await setEpochState(client, keys, "invalidated", beforeMs);
+  await changeEpoch(store, { id: epoch.id, state: "invalidated", minIatMs: beforeMs }, "invalidate");
   let removed = 0;
   const found = await scanKeys(client, `${globEscape(keys.prefix)}token:*`);
   for (let i = 0; i < found.length; i += 500) {
@@ -106,6 +113,8 @@ export async function invalidate(store: Store, beforeMs: number): Promise<Invali
         (n, j) => j % 2 === 0 && n > 0,
       ).length;
   }
+  // The deletions are what makes nodes refuse those tokens: confirmed like the epoch change.
+  if (removed) await durably(client, "invalidate");
   return {
     epochId: epoch.id,
     before: { state: epoch.state, minIat: epoch.minIat ? iso(epoch.minIat) : null },
@@ -164,10 +173,11 @@ export async function reseedFrom(store: Store, file: string, force: boolean): Pr
   let after: Epoch["state"] = epoch.state;
   if (epoch.state === "fresh") {
     // An earlier invalidation (the snapshot's minIat) stays in force in the new epoch.
-    await settleEpoch(client, keys, epoch.id, "restored", snap.minIat || undefined);
+    const settled = { id: epoch.id, state: "restored", onlyIfFresh: true } as const;
+    await setEpochState(client, keys, snap.minIat ? { ...settled, minIatMs: snap.minIat } : settled);
     after = (await ensureEpoch(client, keys)).state;
   } else if (epoch.state === "invalidated") {
-    await setEpochState(client, keys, "restored", 0);
+    await changeEpoch(store, { id: epoch.id, state: "restored", minIatMs: 0 }, "reseed --force");
     after = "restored";
   }
   return {

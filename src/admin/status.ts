@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { parseInfoServer } from "../../monitor/detect.js";
-import { readSnapshot } from "../../monitor/snapshot.js";
+import { readSnapshot } from "../recovery/snapshot.js";
 import { parseEpoch } from "../store/epoch.js";
 import type { Epoch } from "../tokens/orphans.js";
 import { ago, duration, iso, section, table } from "./output.js";

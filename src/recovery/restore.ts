@@ -1,24 +1,19 @@
-import type { StoreKeys } from "../src/store/keys.js";
-import type { RedisClient } from "../src/store/redis.js";
-import { LuaScript } from "../src/store/script.js";
+import type { StoreKeys } from "../store/keys.js";
+import type { RedisClient } from "../store/redis.js";
+import { LuaScript } from "../store/script.js";
 import type { Snapshot } from "./snapshot.js";
 
-// Only the epoch we decided about, and only while nobody has decided yet: two monitors, or a
-// monitor and an operator, cannot both act on one data loss.
-const SETTLE_EPOCH = new LuaScript(`
-if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'fresh' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'minIat', ARGV[3]) end
-return 1
-`);
-
-// A chain a node already re-seeded from a client's nonce may be ahead of the snapshot: keep it.
+// A chain a node already re-seeded from a client's nonce since the loss is live: keep it. A
+// restored chain is marked: the first nonce at or beyond its counter re-seeds it under a new
+// lineage, and every other holder of an old nonce is refused (DESIGN.md §4, nonce rule 3).
+// A key of another type is not ours to overwrite: the restore fails, loudly, and is retried.
 const RESTORE_NONCE = new LuaScript(`
-local current = tonumber(redis.call('HGET', KEYS[1], 'n'))
-if current and current >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'n', ARGV[1], 'd', ARGV[2], 'r', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'hash' then return 0 end
+if t ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', not a nonce chain') end
+for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 's', 'restored')
+redis.call('PEXPIREAT', KEYS[1], ARGV[#ARGV])
 return 1
 `);
 
@@ -61,21 +56,11 @@ export async function reseed(
   };
   await inBatches(revoked, (pipe, r) => pipe.set(keys.revoked(r.id), r.reason, "PXAT", r.expiresAt));
   await inBatches(tokens, (pipe, t) => pipe.set(keys.token(t.id), t.value, "PXAT", t.expiresAt, "NX"));
-  for (const n of nonces) {
-    await RESTORE_NONCE.run(client, [keys.nonce(n.id)], [n.n, n.d, n.r, n.expiresAt]);
+  for (const { id, expiresAt, ...fields } of nonces) {
+    const pairs = Object.entries(fields).flatMap(([k, v]) => [k, String(v)]);
+    await RESTORE_NONCE.run(client, [keys.nonce(id)], [...pairs, expiresAt]);
   }
   return { tokens: tokens.length, revoked: revoked.length, nonces: nonces.length, skippedExpired };
-}
-
-/** Marks epoch `epochId` restored or invalidated, if it is still the current, undecided one. */
-export async function settleEpoch(
-  client: RedisClient,
-  keys: StoreKeys,
-  epochId: string,
-  state: "restored" | "invalidated",
-  minIatMs?: number,
-): Promise<boolean> {
-  return (await SETTLE_EPOCH.run(client, [keys.epoch()], [epochId, state, minIatMs ?? ""])) === 1;
 }
 
 /** One monitor acts on a given data loss; the lock names the epoch, so a later loss is a new lock. */

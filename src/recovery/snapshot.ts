@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { writeFileAtomic } from "../src/files/write-atomic.js";
-import type { StoreKeys } from "../src/store/keys.js";
-import type { RedisClient } from "../src/store/redis.js";
+import { writeFileAtomic } from "../files/write-atomic.js";
+import type { StoreKeys } from "../store/keys.js";
+import type { RedisClient } from "../store/redis.js";
 
 /**
  * What the monitor keeps to put tokens back after Redis lost its data: every live token
@@ -26,7 +26,11 @@ const snapshotBody = z
       z
         .object({
           id: z.string().min(1),
+          /** The chain's hash fields (token-records.ts): counter, lineage, step, previous. */
           n: z.number().int().min(0),
+          l: z.string().optional(),
+          c: z.string().optional(),
+          p: z.string().optional(),
           d: z.string(),
           r: z.string(),
           expiresAt: z.number().int(),
@@ -141,8 +145,18 @@ export async function takeSnapshot(
     nonceKeys,
     (pipe, k) => pipe.hgetall(k),
     (k, h, expiresAt) => {
-      if (h.n !== undefined)
-        snap.nonces.push({ id: idOf(k), n: Number(h.n), d: h.d ?? "", r: h.r ?? "0", expiresAt });
+      if (h.n === undefined || !/^[0-9]{1,15}$/.test(h.n)) return; // not a chain we wrote
+      const { l, c, p } = h;
+      snap.nonces.push({
+        id: idOf(k),
+        n: Number(h.n),
+        ...(l !== undefined ? { l } : {}),
+        ...(c !== undefined ? { c } : {}),
+        ...(p !== undefined ? { p } : {}),
+        d: h.d ?? "",
+        r: h.r ?? "0",
+        expiresAt,
+      });
     },
   );
   return snap;

@@ -4,10 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
-import { lockEpoch, reseed, settleEpoch } from "../../monitor/restore.js";
-import type { Snapshot } from "../../monitor/snapshot.js";
-import { readSnapshot, takeSnapshot, writeSnapshot } from "../../monitor/snapshot.js";
-import { ensureEpoch } from "../../src/store/epoch.js";
+import { lockEpoch, reseed } from "../../src/recovery/restore.js";
+import type { Snapshot } from "../../src/recovery/snapshot.js";
+import { readSnapshot, takeSnapshot, writeSnapshot } from "../../src/recovery/snapshot.js";
+import { ensureEpoch, setEpochState } from "../../src/store/epoch.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { TestRedis } from "../helpers/redis.js";
 
@@ -83,9 +83,11 @@ test("one monitor acts on a data loss, and the epoch is settled once", async () 
   const epoch = await ensureEpoch(redis, keys);
   assert.equal(await lockEpoch(redis, keys, epoch.id, "monitor-a"), true);
   assert.equal(await lockEpoch(redis, keys, epoch.id, "monitor-b"), false);
-  assert.equal(await settleEpoch(redis, keys, epoch.id, "restored"), true);
-  assert.equal(await settleEpoch(redis, keys, epoch.id, "invalidated", Date.now()), false, "already settled");
-  assert.equal(await settleEpoch(redis, keys, "another-epoch", "restored"), false);
+  const settle = (id: string, state: "restored" | "invalidated") =>
+    setEpochState(redis, keys, { id, state, onlyIfFresh: true });
+  assert.equal(await settle(epoch.id, "restored"), true);
+  assert.equal(await settle(epoch.id, "invalidated"), false, "already settled");
+  assert.equal(await settle("another-epoch", "restored"), false);
   assert.equal(await redis.hget(keys.epoch(), "state"), "restored");
 });
 

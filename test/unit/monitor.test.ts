@@ -7,8 +7,13 @@ import { pino } from "pino";
 import { Alerter } from "../../monitor/alerts.js";
 import { classify, type Observation, parseInfoServer } from "../../monitor/detect.js";
 import { MonitorMetrics } from "../../monitor/metrics.js";
-import { readSnapshot, type Snapshot, SnapshotCorruptError, writeSnapshot } from "../../monitor/snapshot.js";
 import { rejectedCounts, SpikeDetector } from "../../monitor/spike.js";
+import {
+  readSnapshot,
+  type Snapshot,
+  SnapshotCorruptError,
+  writeSnapshot,
+} from "../../src/recovery/snapshot.js";
 import { WebhookReceiver } from "../helpers/webhook.js";
 
 const dir = mkdtempSync(join(tmpdir(), "monitor-unit-"));
