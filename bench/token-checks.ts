@@ -11,6 +11,7 @@ import { NodeMetrics } from "../src/metrics/node-metrics.js";
 import { BREAKER_NAMES, StoreBreakers } from "../src/store/breakers.js";
 import { StoreKeys } from "../src/store/keys.js";
 import { createRedisClient, waitForReady } from "../src/store/redis.js";
+import { ReplicatedWrites } from "../src/store/replicas.js";
 import { verifyTokenLocally } from "../src/tokens/codec.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "../src/tokens/service.js";
 import { TestCluster } from "../test/helpers/cluster.js";
@@ -47,6 +48,7 @@ main(async () => {
       downPolicy: config.store.downPolicy,
       orphanPolicy: config.store.orphanPolicy,
       recoveryGraceMs: config.store.recoveryGraceMs,
+      replicated: new ReplicatedWrites(async () => client, config.store.replicaAckTimeoutMs),
       breakers,
       metrics,
       log,

@@ -23,6 +23,7 @@ import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
 import { JobStore } from "./store/jobs.js";
 import { StoreKeys } from "./store/keys.js";
 import { createRedisClient, waitForReady } from "./store/redis.js";
+import { ReplicatedWrites } from "./store/replicas.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "./tokens/service.js";
 
 export interface RunningNode {
@@ -131,7 +132,21 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     log,
   );
   const lifecycle: Lifecycle = { shuttingDown: false };
+  const replicated = new ReplicatedWrites(async () => {
+    const client = createRedisClient({
+      redis: config.redis,
+      // WAIT itself takes up to replicaAckTimeoutMs: the command must not time out first.
+      commandTimeoutMs: config.store.commandTimeoutMs + config.store.replicaAckTimeoutMs,
+      password: loaded.redisPassword,
+    });
+    client.on("error", (err: Error) =>
+      log.debug({ event: "redis_error", connection: "replicated", err: err.message }),
+    );
+    await waitForReady(client, config.redis.connectTimeoutMs);
+    return client;
+  }, config.store.replicaAckTimeoutMs);
   const tokens = new TokenService({
+    replicated,
     breakers,
     metrics,
     client: redis,
@@ -179,7 +194,10 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     formats: new Set(limits.keys()),
     limits,
     maxWaitSeconds: config.signing.maxWait,
-    uploadIdleTimeoutMs: config.signing.uploadIdleTimeoutMs,
+    uploadPace: {
+      minBytesPerSecond: config.signing.uploadMinBytesPerSecond,
+      windowMs: config.signing.uploadRateWindowMs,
+    },
     redis,
     version: { version: PACKAGE_VERSION, commit: process.env.SIGNING_COMMIT ?? "unknown", node: nodeId },
     log,
@@ -219,6 +237,7 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
         clearTimeout(forced);
         breakers.shutdown();
         redis.disconnect();
+        await replicated.close();
         await audit.close();
         log.info({ event: "stopped", drained });
         return drained;

@@ -1,7 +1,8 @@
+import { TokenRecords } from "../store/token-records.js";
 import type { TokenClaims } from "../tokens/codec.js";
 import { tokenHash } from "../tokens/service.js";
 import { duration, iso, section, table } from "./output.js";
-import { AdminError, globEscape, idOfKey, type Store, scanKeys, UsageError } from "./target.js";
+import { AdminError, durably, globEscape, idOfKey, type Store, scanKeys, UsageError } from "./target.js";
 
 /** What `tokens revoke` writes, like TokenRecords.revoke (src/store/token-records.ts). */
 export const REVOKE_REASON = "revoked by signing-admin";
@@ -247,14 +248,14 @@ export interface RevokeResult {
   expiresAt: string;
   expirySource: "record" | "token" | "default";
   alreadyExpired: boolean;
-  deletedRecord: boolean;
-  deletedNonce: boolean;
+  /** Whether a replica confirmed the marker (answered only once one did), or there are none. */
+  durability: "replicated" | "no_replicas" | "not_needed";
 }
 
 /**
- * Revokes like TokenRecords.revoke: a marker `<prefix>revoked:{id}` until the token's expiry
- * (from the stored record, else the token's payload, else 24 h), and the record and nonce
- * chain deleted.
+ * Revokes as the nodes do (TokenRecords.revoke): a marker `<prefix>revoked:{id}` until the
+ * token's expiry (from the stored record, else the token's payload, else 24 h), confirmed by a
+ * replica before it is reported done. The record stays: a missing record heals.
  */
 export async function revokeToken(store: Store, input: string, showIds: boolean): Promise<RevokeResult> {
   const ref = parseTokenRef(input, true);
@@ -275,11 +276,11 @@ export async function revokeToken(store: Store, input: string, showIds: boolean)
     source = "default";
   }
   const alreadyExpired = at <= now;
-  const [, deletedRecord, deletedNonce] = await Promise.all([
-    alreadyExpired ? Promise.resolve(null) : client.set(keys.revoked(id), REVOKE_REASON, "PXAT", at),
-    client.del(keys.token(id)),
-    client.del(keys.nonce(id)),
-  ]);
+  let durability: RevokeResult["durability"] = "not_needed";
+  if (!alreadyExpired) {
+    await new TokenRecords(client, keys).revoke(id, at, REVOKE_REASON);
+    durability = await durably(client, "revoke");
+  }
   const hash = tokenHash(id);
   return {
     hash,
@@ -289,8 +290,7 @@ export async function revokeToken(store: Store, input: string, showIds: boolean)
     expiresAt: iso(at),
     expirySource: source,
     alreadyExpired,
-    deletedRecord: deletedRecord === 1,
-    deletedNonce: deletedNonce === 1,
+    durability,
   };
 }
 
@@ -306,7 +306,9 @@ export function renderRevoke(r: RevokeResult): string {
         `revoked token ${r.hash}`,
         `  wrote ${r.markerKey} = "${r.reason}" until ${r.expiresAt} (in ${duration((Date.parse(r.expiresAt) - Date.now()) / 1000)}; ${src})`,
       ];
-  lines.push(`  token record: ${r.deletedRecord ? "deleted" : "was not in Redis"}`);
-  lines.push(`  nonce chain:  ${r.deletedNonce ? "deleted" : "was not in Redis"}`);
+  if (r.durability !== "not_needed")
+    lines.push(
+      `  ${r.durability === "replicated" ? "a replica confirmed it" : "the primary has no replicas: written to the primary only"}`,
+    );
   return `${lines.join("\n")}\n`;
 }

@@ -6,6 +6,7 @@ import { Agent as HttpsAgent } from "node:https";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { NONCE_SHAPE } from "../tokens/nonce.js";
 import { hashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
 import { apiError, type HttpAnswer, send } from "./http.js";
@@ -64,7 +65,6 @@ export interface SignResult {
 /** A file whose signature keeps getting lost, or whose fresh tokens keep being refused, fails. */
 const MAX_REUPLOADS = 10;
 const MAX_TOKEN_REFRESHES = 2;
-const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
 
 const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 

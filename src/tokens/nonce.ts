@@ -1,24 +1,40 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { ChainStep } from "../store/token-records.js";
 
 /**
- * Nonces are `<counter>.<mac>`: the counter orders the chain, the MAC (under the token's
- * secret) lets a node re-seed a chain that Redis lost from the nonce the client presents,
- * without letting anyone invent one. The empty nonce is counter 0, the start of every chain.
+ * Nonces are `<counter>.<lineage>.<random>.<mac>` (DESIGN.md §4): the counter orders the chain,
+ * the lineage names the chain (new after a re-seed, so nonces of the chain before are dead), the
+ * random part makes every step unpredictable, and the MAC (under the token's secret) lets a node
+ * re-seed a chain the store lost from the nonce a client presents, without letting anyone
+ * invent one. The empty nonce is counter 0, the start of every chain.
  */
-export function encodeNonce(tokenId: string, counter: number, secret: Buffer): string {
-  return `${counter}.${nonceMac(tokenId, counter, secret)}`;
+export const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{11}\.[A-Za-z0-9_-]{11}\.[A-Za-z0-9_-]{22})$/;
+
+const START: ChainStep = { counter: 0, lineage: "", random: "" };
+
+/** 64 random bits, base64url: one lineage or one step's randomness. */
+export function nonceRandom(): string {
+  return randomBytes(8).toString("base64url");
 }
 
-/** The counter a presented nonce stands for, or undefined when it is not one of ours. */
-export function decodeNonce(tokenId: string, nonce: string, secret: Buffer): number | undefined {
-  if (nonce === "") return 0;
-  const m = /^([1-9][0-9]{0,14})\.([A-Za-z0-9_-]{22})$/.exec(nonce.trim());
-  if (!m) return undefined;
-  const counter = Number(m[1]);
-  const expected = Buffer.from(nonceMac(tokenId, counter, secret));
-  return timingSafeEqual(expected, Buffer.from(m[2] as string)) ? counter : undefined;
+export function encodeNonce(tokenId: string, step: ChainStep, secret: Buffer): string {
+  return `${step.counter}.${step.lineage}.${step.random}.${nonceMac(tokenId, step, secret)}`;
 }
 
-function nonceMac(tokenId: string, counter: number, secret: Buffer): string {
-  return createHmac("sha256", secret).update(`nonce.${tokenId}.${counter}`).digest("base64url").slice(0, 22);
+/** The chain step a presented nonce stands for, or undefined when it is not one of ours. */
+export function decodeNonce(tokenId: string, nonce: string, secret: Buffer): ChainStep | undefined {
+  const text = nonce.trim();
+  if (text === "") return START;
+  if (!NONCE_SHAPE.test(text)) return undefined;
+  const [counter, lineage, random, mac] = text.split(".") as [string, string, string, string];
+  const step = { counter: Number(counter), lineage, random };
+  const expected = Buffer.from(nonceMac(tokenId, step, secret));
+  return timingSafeEqual(expected, Buffer.from(mac)) ? step : undefined;
+}
+
+function nonceMac(tokenId: string, s: ChainStep, secret: Buffer): string {
+  return createHmac("sha256", secret)
+    .update(`nonce.${tokenId}.${s.counter}.${s.lineage}.${s.random}`)
+    .digest("base64url")
+    .slice(0, 22);
 }

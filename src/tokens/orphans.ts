@@ -1,13 +1,7 @@
+import type { Epoch } from "../store/epoch.js";
 import type { TokenClaims } from "./codec.js";
 
-/** The store epoch record, `signing:epoch` (DESIGN.md §4). Times are milliseconds. */
-export interface Epoch {
-  id: string;
-  createdAt: number;
-  state: "fresh" | "restored" | "invalidated";
-  /** Tokens issued before this (ms) are refused; 0 when unset. */
-  minIat: number;
-}
+export type { Epoch } from "../store/epoch.js";
 
 export interface OrphanPolicy {
   recoveryGraceMs: number;
@@ -15,16 +9,16 @@ export interface OrphanPolicy {
 }
 
 export type OrphanDecision =
-  | { action: "revoked" }
   | { action: "invalidated" }
-  | { action: "heal" }
+  | { action: "heal"; why: "lost_in_epoch" | "restored_epoch" | "orphan_policy" }
   | { action: "recovering"; retryAfterMs: number };
 
 /**
- * What to do with a MAC-valid token that is not in Redis: the decision table of DESIGN.md §4.
- * A token missing in its own epoch was deleted on purpose; one from an older epoch was lost
- * with the store, and the epoch's state says whether the monitor restored, invalidated or
- * has not yet acted.
+ * What to do with a MAC-valid, unrevoked token that is not in Redis: the decision table of
+ * DESIGN.md §4. Revocation is a marker that the store checks first, so a missing record is
+ * always a loss: within the token's own epoch a write or two went missing (an unreplicated
+ * write before a failover, an AOF fsync window, eviction) and the token heals; from an older
+ * epoch, the epoch's state says whether the monitor restored, invalidated or has not yet acted.
  */
 export function decideOrphan(
   claims: TokenClaims,
@@ -34,10 +28,12 @@ export function decideOrphan(
 ): OrphanDecision {
   // Before anything else: an operator invalidated everything issued before minIat, in any epoch.
   if (claims.iat * 1000 < epoch.minIat) return { action: "invalidated" };
-  if (claims.ep === epoch.id) return { action: "revoked" };
+  if (claims.ep === epoch.id) return { action: "heal", why: "lost_in_epoch" };
   if (epoch.state === "invalidated") return { action: "invalidated" };
-  if (epoch.state === "restored") return { action: "heal" };
+  if (epoch.state === "restored") return { action: "heal", why: "restored_epoch" };
   const graceLeft = epoch.createdAt + policy.recoveryGraceMs - nowMs;
   if (graceLeft > 0) return { action: "recovering", retryAfterMs: graceLeft };
-  return policy.orphanPolicy === "heal" ? { action: "heal" } : { action: "invalidated" };
+  return policy.orphanPolicy === "heal"
+    ? { action: "heal", why: "orphan_policy" }
+    : { action: "invalidated" };
 }

@@ -1,21 +1,24 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
-import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
+import type { StoreBreakers } from "../store/breakers.js";
 import { ensureEpoch } from "../store/epoch.js";
+import { StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
-import { TokenRecords } from "../store/token-records.js";
+import type { ReplicatedWrites } from "../store/replicas.js";
+import { type ChainStep, type PresentedNonce, TokenRecords } from "../store/token-records.js";
 import {
   encodeToken,
   type LocalCheck,
+  type LocalRejection,
   newTokenId,
   type TokenClaims,
   type TokenSecret,
   verifyMac,
   verifyTokenLocally,
 } from "./codec.js";
-import { decodeNonce, encodeNonce } from "./nonce.js";
+import { decodeNonce, encodeNonce, nonceRandom } from "./nonce.js";
 import { decideOrphan, type OrphanPolicy } from "./orphans.js";
 
 /** Every outcome of a token check; the values of signing_token_checks_total{result}. */
@@ -33,6 +36,7 @@ export const TOKEN_CHECK_RESULTS = [
   "nonce_mismatch",
   "format_not_allowed",
   "unavailable",
+  "corrupt",
 ] as const;
 export type TokenCheckResult = (typeof TOKEN_CHECK_RESULTS)[number];
 
@@ -50,7 +54,22 @@ export const REJECTED_TOKEN_RESULTS = [
 
 export type TokenCheck =
   | { ok: true; result: "valid" | "healed" | "degraded"; claims: TokenClaims; nextNonce?: string }
-  | { ok: false; result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">; retryAfterMs?: number };
+  | {
+      ok: false;
+      result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded" | "corrupt">;
+      retryAfterMs?: number;
+    };
+
+/** The local half of a check passed: a token MAC-valid, unexpired, from its IP, for this format. */
+export interface VerifiedToken {
+  claims: TokenClaims;
+  /** The secret its MAC verified under: nonces of this token are MACed with it too. */
+  secret: Buffer;
+}
+
+export type LocalVerdict =
+  | ({ ok: true } & VerifiedToken)
+  | { ok: false; result: LocalRejection | "format_not_allowed" };
 
 export interface TokenServiceOptions extends OrphanPolicy {
   client: RedisClient;
@@ -59,6 +78,8 @@ export interface TokenServiceOptions extends OrphanPolicy {
   nodeId: string;
   downPolicy: "hmac" | "reject";
   breakers: StoreBreakers;
+  /** Where revocations are written and confirmed on a replica before they are answered. */
+  replicated: ReplicatedWrites;
   metrics: NodeMetrics;
   log: Logger;
 }
@@ -69,6 +90,14 @@ export interface IssueRequest {
   durationSeconds: number;
   formats?: string[];
 }
+
+/** A nonce presented with an upload: the text as sent, and the upload it is for. */
+export interface NonceUse {
+  value: string;
+  sha256: string;
+}
+
+type StoredCheck = Exclude<TokenCheck, { result: "degraded" | "unavailable" }>;
 
 /** Issues, checks and revokes tokens: the local MAC checks first, then one Redis round trip. */
 export class TokenService {
@@ -94,110 +123,158 @@ export class TokenService {
       ...(req.formats?.length ? { fmt: req.formats } : {}),
     };
     await breakers.run("token_writes", "token_save", () =>
-      this.records.save({ claims, node: this.opts.nodeId }),
+      this.records.save(claims.id, claims.exp * 1000, this.recordOf(claims)),
     );
     this.opts.metrics.tokensIssued.inc();
     return { token: encodeToken(claims, this.opts.secrets[0] as TokenSecret), claims };
   }
 
-  /** Revokes a token by value (`expire=<token>`); needs a valid MAC, not a live token. */
+  /**
+   * Revokes a token by value (`expire=<token>`); needs a valid MAC, not a live token. Answers
+   * only once a replica has the marker (ReplicaAckTimeoutError, a 503, when none does in time).
+   */
   async revoke(token: string): Promise<LocalCheck> {
     const checked = verifyMac(token, this.secrets);
-    if (checked.ok) {
-      const { claims } = checked;
-      await this.opts.breakers.run("token_writes", "token_revoke", () =>
-        this.records.revoke(claims, "revoked by issuer"),
-      );
-    }
+    if (!checked.ok) return checked;
+    const { id, exp } = checked.claims;
+    await this.opts.breakers.run("token_writes", "token_revoke", () =>
+      this.opts.replicated.run("token_revoke", (client) =>
+        this.records.revoke(id, exp * 1000, "revoked by issuer", client),
+      ),
+    );
     return checked;
   }
 
   /**
-   * Checks a presented token. With `nonce`, also checks and advances the token's nonce chain
-   * (uploads); without, only validity (reads).
+   * The local half of a check: MAC, expiry, IP binding and format, no Redis. A rejection is
+   * counted here (the request ends with it); a pass is counted by checkStored.
    */
+  verifyLocally(token: string, clientIp: string, format?: string, nowMs = Date.now()): LocalVerdict {
+    const local = verifyTokenLocally(token, this.secrets, clientIp, Math.floor(nowMs / 1000));
+    const verdict: LocalVerdict = !local.ok
+      ? local
+      : format !== undefined && local.claims.fmt && !local.claims.fmt.includes(format)
+        ? { ok: false, result: "format_not_allowed" }
+        : { ok: true, claims: local.claims, secret: this.secrets.get(local.kid) as Buffer };
+    if (!verdict.ok) this.opts.metrics.tokenChecks.inc({ result: verdict.result });
+    return verdict;
+  }
+
+  /** Both halves: a token as presented, with a nonce for uploads. Counted once. */
   async check(
     token: string,
     clientIp: string,
-    nonce?: { value: string; sha256: string },
+    nonce?: NonceUse,
     format?: string,
     nowMs = Date.now(),
   ): Promise<TokenCheck> {
-    const result = await this.decide(token, clientIp, nonce, format, nowMs);
+    const local = this.verifyLocally(token, clientIp, format, nowMs);
+    return local.ok ? this.checkStored(local, nonce, nowMs) : local;
+  }
+
+  /**
+   * The store half, for a token that passed verifyLocally: revocation, presence and, with
+   * `nonce`, the nonce chain (uploads). Our store failing is never the client's fault: an
+   * outage follows `store.downPolicy`; unexpected data throws StoreCorruptError (a 503).
+   */
+  async checkStored(token: VerifiedToken, nonce?: NonceUse, nowMs = Date.now()): Promise<TokenCheck> {
+    const result = await this.decideStored(token, nonce, nowMs);
     this.opts.metrics.tokenChecks.inc({ result: result.result });
     return result;
   }
 
-  private async decide(
-    token: string,
-    clientIp: string,
-    nonce: { value: string; sha256: string } | undefined,
-    format: string | undefined,
-    nowMs: number,
-  ): Promise<TokenCheck> {
-    const local = verifyTokenLocally(token, this.secrets, clientIp, Math.floor(nowMs / 1000));
-    if (!local.ok) return local;
-    const { claims, kid } = local;
-    // Before the store: a refused format must not consume the nonce.
-    if (format !== undefined && claims.fmt && !claims.fmt.includes(format))
-      return { ok: false, result: "format_not_allowed" };
-    const secret = this.secrets.get(kid) as Buffer;
-    let presented: { counter: number; sha256: string } | undefined;
-    if (nonce) {
-      const counter = decodeNonce(claims.id, nonce.value, secret);
-      if (counter === undefined) return { ok: false, result: "nonce_mismatch" };
-      presented = { counter, sha256: nonce.sha256 };
-    }
-    const withNonce = (next: number | undefined) =>
-      next === undefined ? {} : { nextNonce: encodeNonce(claims.id, next, secret) };
-
+  private async decideStored(token: VerifiedToken, nonce: NonceUse | undefined, nowMs: number) {
+    const { claims, secret } = token;
+    const step = nonce ? decodeNonce(claims.id, nonce.value, secret) : undefined;
+    if (nonce && !step) return { ok: false, result: "nonce_mismatch" } as const;
+    const presented = step && nonce ? { ...step, sha256: nonce.sha256, fresh: freshRandomness() } : undefined;
     try {
-      const { breakers, client, keys } = this.opts;
-      const stored = await breakers.run("token_reads", "token_check", () =>
-        this.records.check(claims, presented),
-      );
-      if (stored.state === "ok") return { ok: true, result: "valid", claims, ...withNonce(stored.nextNonce) };
-      if (stored.state !== "missing") return { ok: false, result: stored.state };
-
-      const epoch = await breakers.run("token_reads", "epoch_ensure", () => ensureEpoch(client, keys, nowMs));
-      const decision = decideOrphan(claims, epoch, nowMs, this.opts);
-      switch (decision.action) {
-        case "revoked":
-        case "invalidated":
-          return { ok: false, result: decision.action };
-        case "recovering":
-          return { ok: false, result: "recovering", retryAfterMs: decision.retryAfterMs };
-        case "heal": {
-          await breakers.run("token_writes", "token_heal", () =>
-            this.records.heal({ claims, node: this.opts.nodeId }),
-          );
-          const healed = await breakers.run("token_reads", "token_check", () =>
-            this.records.check(claims, presented),
-          );
-          if (healed.state !== "ok")
-            return { ok: false, result: healed.state === "missing" ? "revoked" : healed.state };
-          this.opts.log.info({ event: "token_healed", tokenHash: tokenHash(claims.id), epoch: epoch.id });
-          return { ok: true, result: "healed", claims, ...withNonce(healed.nextNonce) };
-        }
-      }
+      return await this.checkInStore(token, presented, nowMs);
     } catch (err) {
-      // Our store failed, not the client: never a 4xx. Under `hmac` the MAC, expiry and IP
-      // checks above are enough to keep builds signing; the nonce chain resumes with Redis.
+      if (err instanceof StoreCorruptError) {
+        this.opts.metrics.tokenChecks.inc({ result: "corrupt" });
+        throw err;
+      }
       if (!(err instanceof StoreUnavailableError)) throw err;
-      this.opts.log.debug({
-        event: "token_store_unavailable",
-        err: err.message,
-        downPolicy: this.opts.downPolicy,
-      });
-      if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
-      return {
-        ok: true,
-        result: "degraded",
-        claims,
-        ...withNonce(presented ? presented.counter + 1 : undefined),
-      };
+      return this.whileStoreDown(token, presented);
     }
   }
+
+  private async checkInStore(
+    token: VerifiedToken,
+    nonce: PresentedNonce | undefined,
+    nowMs: number,
+  ): Promise<StoredCheck> {
+    const { claims } = token;
+    const stored = await this.opts.breakers.run("token_reads", "token_check", () =>
+      this.records.check(claims.id, claims.exp * 1000, nonce ? { nonce } : {}),
+    );
+    if (stored.state === "ok") return this.accepted(token, "valid", stored.next);
+    if (stored.state !== "missing") return { ok: false, result: stored.state };
+    return this.orphan(token, nonce, nowMs);
+  }
+
+  /** A MAC-valid token missing from Redis: heal it, or not, as DESIGN.md §4 decides. */
+  private async orphan(
+    token: VerifiedToken,
+    nonce: PresentedNonce | undefined,
+    nowMs: number,
+  ): Promise<StoredCheck> {
+    const { breakers, client, keys, log } = this.opts;
+    const { claims } = token;
+    const epoch = await breakers.run("token_reads", "epoch_ensure", () => ensureEpoch(client, keys, nowMs));
+    const decision = decideOrphan(claims, epoch, nowMs, this.opts);
+    if (decision.action === "invalidated") return { ok: false, result: "invalidated" };
+    if (decision.action === "recovering")
+      return { ok: false, result: "recovering", retryAfterMs: decision.retryAfterMs };
+    const healWith = JSON.stringify({ ...JSON.parse(this.recordOf(claims)), healed: true });
+    const healed = await breakers.run("token_writes", "token_heal", () =>
+      this.records.check(claims.id, claims.exp * 1000, { healWith, ...(nonce ? { nonce } : {}) }),
+    );
+    if (healed.state === "revoked" || healed.state === "nonce_mismatch")
+      return { ok: false, result: healed.state };
+    if (healed.state !== "ok")
+      throw new StoreCorruptError(keys.token(claims.id), "still missing after a heal");
+    // A heal within the token's own epoch is our store losing a write: worth a look.
+    log[decision.why === "lost_in_epoch" ? "warn" : "info"]({
+      event: "token_healed",
+      why: decision.why,
+      tokenHash: tokenHash(claims.id),
+      epoch: epoch.id,
+    });
+    return this.accepted(token, "healed", healed.next);
+  }
+
+  /** Redis is unreachable: `hmac` keeps builds signing on the local checks alone. */
+  private whileStoreDown(token: VerifiedToken, nonce: PresentedNonce | undefined): TokenCheck {
+    this.opts.log.debug({ event: "token_store_unavailable", downPolicy: this.opts.downPolicy });
+    if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
+    // The chain resumes with Redis: the next nonce continues this lineage, which the store
+    // takes as its own chain having lost steps.
+    const next = nonce && {
+      counter: nonce.counter + 1,
+      lineage: nonce.lineage || nonce.fresh.lineage,
+      random: nonce.fresh.random,
+    };
+    return this.accepted(token, "degraded", next);
+  }
+
+  private accepted(
+    { claims, secret }: VerifiedToken,
+    result: "valid" | "healed" | "degraded",
+    next: ChainStep | undefined,
+  ) {
+    const nextNonce = next ? { nextNonce: encodeNonce(claims.id, next, secret) } : {};
+    return { ok: true, result, claims, ...nextNonce } as const;
+  }
+
+  private recordOf(claims: TokenClaims): string {
+    return JSON.stringify({ claims, node: this.opts.nodeId });
+  }
+}
+
+function freshRandomness() {
+  return { lineage: nonceRandom(), random: nonceRandom() };
 }
 
 /** Logs name tokens by a hash of their id, never by the token itself. */

@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
+import { normalizeIp } from "../../src/net/address.js";
 import {
   encodeToken,
   newTokenId,
-  normalizeIp,
   type TokenClaims,
   verifyMac,
   verifyTokenLocally,
 } from "../../src/tokens/codec.js";
 import { findIssuer, hashPassword, verifyPassword } from "../../src/tokens/credentials.js";
-import { decodeNonce, encodeNonce } from "../../src/tokens/nonce.js";
+import { decodeNonce, encodeNonce, NONCE_SHAPE, nonceRandom } from "../../src/tokens/nonce.js";
 import { decideOrphan, type Epoch } from "../../src/tokens/orphans.js";
 
 const secretA = { kid: "a", secret: randomBytes(32) };
@@ -51,7 +51,11 @@ describe("token codec", () => {
       return r.ok ? "valid" : r.result;
     };
     assert.equal(check(token), "valid");
-    assert.equal(check(token, "::ffff:10.0.0.5"), "valid");
+    assert.equal(
+      check(token, normalizeIp("::FFFF:10.0.0.5")),
+      "valid",
+      "the HTTP edge canonicalises the peer",
+    );
     assert.equal(check(token, "10.0.0.6"), "ip_mismatch");
     assert.equal(check(token, "10.0.0.5", NOW + 600), "expired");
     assert.equal(check(""), "malformed");
@@ -62,32 +66,56 @@ describe("token codec", () => {
     const flipped = `${payload.slice(0, -2)}${payload.at(-2) === "A" ? "B" : "A"}${payload.at(-1)}`;
     assert.equal(check(`${v}.${kid}.${flipped}.${mac}`), "bad_signature");
     assert.equal(check(`${v}.zz.${payload}.${mac}`), "bad_signature");
+    // One spelling: the MAC's last character carries 2 unused bits; setting them is another
+    // spelling of the same token, refused, as is padding. Whitespace around it is not part of it.
+    const last = mac.at(-1) as string;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const respelled = alphabet[alphabet.indexOf(last) | 1] as string;
+    assert.equal(
+      Buffer.from(mac.slice(0, -1) + respelled, "base64url").equals(Buffer.from(mac, "base64url")),
+      true,
+    );
+    assert.equal(check(`${v}.${kid}.${payload}.${mac.slice(0, -1)}${respelled}`), "malformed");
+    assert.equal(check(`${v}.${kid}.${payload}=.${mac}`), "malformed");
+    assert.equal(check(`  ${token}\n`), "valid");
     // A MAC-valid payload that is not a claims object is still malformed.
     const junk = encodeToken({ nope: 1 } as unknown as TokenClaims, secretA);
     assert.equal(check(junk), "malformed");
   });
-
-  test("normalizeIp folds IPv4-mapped addresses and IPv6 case", () => {
-    assert.equal(normalizeIp("::ffff:127.0.0.1"), "127.0.0.1");
-    assert.equal(normalizeIp("FE80::1"), "fe80::1");
-  });
 });
 
 describe("nonces", () => {
-  test("the empty nonce starts every chain; counters round trip", () => {
+  const step = (counter: number) => ({ counter, lineage: nonceRandom(), random: nonceRandom() });
+
+  test("the empty nonce starts every chain; steps round trip", () => {
     const id = newTokenId();
-    assert.equal(decodeNonce(id, "", secretA.secret), 0);
-    for (const n of [1, 2, 99, 123456789])
-      assert.equal(decodeNonce(id, encodeNonce(id, n, secretA.secret), secretA.secret), n);
+    assert.deepEqual(decodeNonce(id, "", secretA.secret), { counter: 0, lineage: "", random: "" });
+    for (const n of [1, 2, 99, 123456789]) {
+      const s = step(n);
+      const text = encodeNonce(id, s, secretA.secret);
+      assert.match(text, NONCE_SHAPE);
+      assert.deepEqual(decodeNonce(id, text, secretA.secret), s);
+    }
   });
 
-  test("a nonce of another token, another secret or a made-up counter is refused", () => {
+  test("every step has fresh randomness: the same counter twice gives two nonces", () => {
     const id = newTokenId();
-    const n = encodeNonce(id, 3, secretA.secret);
+    const lineage = nonceRandom();
+    const a = encodeNonce(id, { counter: 5, lineage, random: nonceRandom() }, secretA.secret);
+    const b = encodeNonce(id, { counter: 5, lineage, random: nonceRandom() }, secretA.secret);
+    assert.notEqual(a, b);
+  });
+
+  test("a nonce of another token, another secret, or with any part changed is refused", () => {
+    const id = newTokenId();
+    const n = encodeNonce(id, step(3), secretA.secret);
     assert.equal(decodeNonce(newTokenId(), n, secretA.secret), undefined);
     assert.equal(decodeNonce(id, n, secretB.secret), undefined);
     assert.equal(decodeNonce(id, n.replace(/^3/, "4"), secretA.secret), undefined);
-    for (const bad of ["0", "01.x", "abc", "1.", `1.${"A".repeat(23)}`])
+    const [c, l, r, m] = n.split(".") as [string, string, string, string];
+    assert.equal(decodeNonce(id, [c, nonceRandom(), r, m].join("."), secretA.secret), undefined);
+    assert.equal(decodeNonce(id, [c, l, nonceRandom(), m].join("."), secretA.secret), undefined);
+    for (const bad of ["0", "01.x", "abc", "1.", `1.${"A".repeat(22)}`, `${c}.${m}`])
       assert.equal(decodeNonce(id, bad, secretA.secret), undefined);
   });
 });
@@ -103,10 +131,12 @@ describe("the orphan decision table (DESIGN.md §4)", () => {
   });
   const c = claims({ ep: "e1" });
 
-  test("missing in its own epoch: deleted on purpose", () => {
-    assert.deepEqual(decideOrphan(claims({ ep: "e2" }), epoch({ state: "restored" }), NOW * 1000, policy), {
-      action: "revoked",
-    });
+  test("missing in its own epoch, not revoked: a write the store lost, healed (never a 401 for our loss)", () => {
+    for (const state of ["fresh", "restored", "invalidated"] as const)
+      assert.deepEqual(decideOrphan(claims({ ep: "e2" }), epoch({ state }), NOW * 1000, policy), {
+        action: "heal",
+        why: "lost_in_epoch",
+      });
   });
   test("issued before minIat: invalidated, also in the current epoch (an operator's invalidate)", () => {
     const own = claims({ ep: "e2" });
@@ -116,7 +146,10 @@ describe("the orphan decision table (DESIGN.md §4)", () => {
     });
   });
   test("older epoch, restored: heal", () => {
-    assert.deepEqual(decideOrphan(c, epoch({ state: "restored" }), NOW * 1000, policy), { action: "heal" });
+    assert.deepEqual(decideOrphan(c, epoch({ state: "restored" }), NOW * 1000, policy), {
+      action: "heal",
+      why: "restored_epoch",
+    });
   });
   test("older epoch, invalidated or issued before minIat: invalidated", () => {
     assert.deepEqual(decideOrphan(c, epoch({ state: "invalidated" }), NOW * 1000, policy), {
@@ -132,7 +165,10 @@ describe("the orphan decision table (DESIGN.md §4)", () => {
       action: "recovering",
       retryAfterMs: 6000,
     });
-    assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 10_000, policy), { action: "heal" });
+    assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 10_000, policy), {
+      action: "heal",
+      why: "orphan_policy",
+    });
     assert.deepEqual(decideOrphan(c, epoch({}), NOW * 1000 + 10_000, { ...policy, orphanPolicy: "reject" }), {
       action: "invalidated",
     });
