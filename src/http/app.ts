@@ -1,6 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "pino";
-import { StoreUnavailableError } from "../store/breakers.js";
+import { ReplicaAckTimeoutError, StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
 import type { CidrList } from "./cidr.js";
 import { clientGate } from "./client-ip.js";
 import { ApiError, sendError } from "./errors.js";
@@ -12,21 +12,35 @@ export type AppDeps = TokenRouteDeps &
   SignRouteDeps &
   MetaRouteDeps & { log: Logger; trustProxy: CidrList; allowedClients: CidrList };
 
-/** Our store failing is never the client's fault: 503, retry elsewhere. */
+/** Our store failing is never the client's fault: 503, retry (elsewhere). */
 function storeError(err: unknown): ApiError | undefined {
-  return err instanceof StoreUnavailableError
-    ? new ApiError("STORE_UNAVAILABLE", "the token store is unreachable: retry, or use another node", 1)
-    : undefined;
+  if (err instanceof ReplicaAckTimeoutError)
+    return new ApiError(
+      "STORE_UNAVAILABLE",
+      "written on the Redis primary, but no replica confirmed it in time, so it is not done: retry",
+      1,
+    );
+  if (err instanceof StoreUnavailableError)
+    return new ApiError("STORE_UNAVAILABLE", "the token store is unreachable: retry, or use another node", 1);
+  if (err instanceof StoreCorruptError)
+    return new ApiError(
+      "STORE_CORRUPT",
+      "the token store holds data this node did not expect; operators are alerted (StoreDataCorrupt): retry later",
+      1,
+    );
+  return undefined;
 }
 
-/** body-parser's errors carry a `type`; they are the client's mistakes, never a 500. */
-function clientBodyError(err: unknown): ApiError | undefined {
-  const type = (err as { type?: unknown })?.type;
-  if (typeof type !== "string") return undefined;
-  return new ApiError(
-    "BAD_REQUEST",
-    type === "entity.too.large" ? "request body is too large" : "request body is malformed",
-  );
+/**
+ * Errors express and body-parser raise for the client's mistakes (a malformed path escape, a
+ * malformed or oversized form body) carry a 4xx `status`: a 400, never a 500 with a stack.
+ */
+function clientRequestError(err: unknown): ApiError | undefined {
+  const e = err as { status?: unknown; type?: unknown };
+  if (typeof e?.status !== "number" || e.status < 400 || e.status >= 500) return undefined;
+  if (e.type === "entity.too.large") return new ApiError("BAD_REQUEST", "request body is too large");
+  if (err instanceof URIError) return new ApiError("BAD_REQUEST", "the path has a malformed %-escape");
+  return new ApiError("BAD_REQUEST", "request is malformed");
 }
 
 export function createApp(deps: AppDeps): express.Express {
@@ -62,7 +76,7 @@ export function createApp(deps: AppDeps): express.Express {
     next(new ApiError("NOT_FOUND", "no such endpoint"));
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const known = err instanceof ApiError ? err : (storeError(err) ?? clientBodyError(err));
+    const known = err instanceof ApiError ? err : (storeError(err) ?? clientRequestError(err));
     if (known) {
       sendError(res, known);
       return;

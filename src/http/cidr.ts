@@ -1,5 +1,5 @@
 import { BlockList, isIP } from "node:net";
-import { normalizeIp } from "../tokens/codec.js";
+import { normalizeIp } from "../net/address.js";
 
 const MAX_ANSWERS = 4096;
 

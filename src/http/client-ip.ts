@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import type { NextFunction, Request, Response } from "express";
-import { normalizeIp } from "../tokens/codec.js";
+import { normalizeIp } from "../net/address.js";
 import type { CidrList } from "./cidr.js";
 import { ApiError } from "./errors.js";
 

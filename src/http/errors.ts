@@ -20,6 +20,8 @@ const STATUS = {
   CLIENT_NOT_ALLOWED: 403,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  /** An upload slower than signing.uploadMinBytesPerSecond. */
+  REQUEST_TIMEOUT: 408,
   FILE_TOO_LARGE: 413,
   HEADERS_TOO_LARGE: 431,
   RATE_LIMITED: 429,
@@ -29,6 +31,8 @@ const STATUS = {
   KEY_EXPIRED: 500,
   STORE_UNAVAILABLE: 503,
   STORE_RECOVERING: 503,
+  /** Redis holds data we did not write (wrong type, unparsable): refused, never degraded. */
+  STORE_CORRUPT: 503,
   OVERLOADED: 503,
   SHUTTING_DOWN: 503,
 } as const;
@@ -40,6 +44,8 @@ export const ERROR_CODES: ReadonlySet<string> = new Set(Object.keys(STATUS));
 
 /** Retrying (on this or another node) can succeed for these. */
 const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
+  "REQUEST_TIMEOUT",
+  "STORE_CORRUPT",
   "RATE_LIMITED",
   "STORE_UNAVAILABLE",
   "STORE_RECOVERING",
@@ -76,7 +82,7 @@ export function sendError(res: Response, err: ApiError): void {
 
 /** Maps a failed token check to the API error a client can act on. */
 export function tokenError(
-  result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded">,
+  result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded" | "corrupt">,
   retryAfterMs?: number,
 ) {
   switch (result) {

@@ -1,13 +1,23 @@
 import { createHash, type Hash } from "node:crypto";
 import busboy from "busboy";
 import type { Request } from "express";
-import { ApiError } from "./errors.js";
+import { ApiError, type ApiErrorCode } from "./errors.js";
+import { UploadPace, type UploadPaceLimits } from "./upload-pace.js";
 
 export interface UploadLimits {
   maxSize: number;
   /** Hash sha1 too: classic clients name files by it. False when the client said `?digest=sha256`. */
   sha1: boolean;
+  pace: UploadPaceLimits;
+  /**
+   * Called with the fields sent so far when the file part begins: an error it returns ends the
+   * upload there, unread (a forged token costs a few bytes, not an upload).
+   */
+  beforeFile?: (fields: Readonly<Record<string, string>>) => ApiError | undefined;
 }
+
+/** Refusals answered without reading the rest of the body: the connection is closed after. */
+export const UNREAD_BODY_CODES: ReadonlySet<ApiErrorCode> = new Set(["FILE_TOO_LARGE", "REQUEST_TIMEOUT"]);
 
 /** The `filedata` part, hashed while it arrived; its bytes are not kept anywhere. */
 export interface ReceivedFile {
@@ -39,7 +49,12 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
   return new Promise((resolve, reject) => {
     let parser: busboy.Busboy;
     try {
-      parser = busboy({ headers: req.headers, limits: { ...FIELD_LIMITS, fileSize: limits.maxSize } });
+      // preservePath: a part filename with a path is refused by the route, never stripped.
+      parser = busboy({
+        headers: req.headers,
+        preservePath: true,
+        limits: { ...FIELD_LIMITS, fileSize: limits.maxSize },
+      });
     } catch {
       reject(new ApiError("BAD_REQUEST", "expected a multipart/form-data body"));
       return;
@@ -48,12 +63,24 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
     let file: Promise<ReceivedFile> | undefined;
     let settled = false;
 
-    const fail = (err: ApiError) => {
+    const pace = new UploadPace(limits.pace, () =>
+      fail(
+        new ApiError(
+          "REQUEST_TIMEOUT",
+          `upload slower than ${limits.pace.minBytesPerSecond} bytes/s over ${limits.pace.windowMs / 1000} s: retry on a better link`,
+        ),
+        { unread: true },
+      ),
+    );
+    req.on("data", (chunk: Buffer) => pace.add(chunk.length));
+    const fail = (err: ApiError, { unread = UNREAD_BODY_CODES.has(err.code) } = {}) => {
       if (settled) return;
       settled = true;
+      pace.stop();
       req.unpipe(parser);
-      // An oversized upload is not read further: the answer goes out with Connection: close.
-      if (err.code !== "FILE_TOO_LARGE") req.resume();
+      // A refusal that needs no more of the body does not read it: the answer goes out with
+      // Connection: close.
+      if (!unread) req.resume();
       reject(err);
     };
     const badRequest = (message: string) => fail(new ApiError("BAD_REQUEST", message));
@@ -67,6 +94,12 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       if (name !== "filedata" || file) {
         stream.resume();
         badRequest("the form must carry exactly one file part, named filedata");
+        return;
+      }
+      const early = limits.beforeFile?.(fields);
+      if (early) {
+        stream.resume();
+        fail(early, { unread: true });
         return;
       }
       const sha256 = createHash("sha256");
@@ -111,6 +144,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
         const received = await file;
         if (settled) return;
         settled = true;
+        pace.stop();
         resolve(received ? { fields, file: received } : { fields });
       } catch {
         badRequest("upload was interrupted");

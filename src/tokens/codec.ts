@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { isIP } from "node:net";
+import { canonicalIp } from "../net/address.js";
 
 /** What a token proves: who may use it, from where, until when, issued in which store epoch. */
 export interface TokenClaims {
@@ -55,7 +55,7 @@ function isClaims(v: unknown): v is TokenClaims {
     typeof c.id === "string" &&
     /^[A-Za-z0-9_-]{22}$/.test(c.id) &&
     typeof c.ip === "string" &&
-    isIP(c.ip) !== 0 &&
+    canonicalIp(c.ip) === c.ip &&
     Number.isInteger(c.iat) &&
     Number.isInteger(c.exp) &&
     typeof c.ep === "string" &&
@@ -64,16 +64,23 @@ function isClaims(v: unknown): v is TokenClaims {
   );
 }
 
+/** base64url as we write it: no padding, and no bits set past the last byte. */
+function isCanonicalBase64url(text: string): boolean {
+  return /^[A-Za-z0-9_-]+$/.test(text) && Buffer.from(text, "base64url").toString("base64url") === text;
+}
+
 /**
  * Parses a token and checks its MAC in constant time, without looking at expiry or IP:
- * what revocation needs. Unknown kids and bad MACs look alike to the caller.
+ * what revocation needs. Unknown kids and bad MACs look alike to the caller. Whitespace around
+ * the token (a token file's newline, sent as read) is ignored; inside it, every part must be
+ * spelled as we write it, so one token has one spelling (DESIGN.md §3).
  */
 export function verifyMac(token: string, secrets: ReadonlyMap<string, Buffer>): LocalCheck {
   if (token.length > MAX_TOKEN_LENGTH) return { ok: false, result: "malformed" };
   const parts = token.trim().split(".");
   if (parts.length !== 4 || parts[0] !== VERSION) return { ok: false, result: "malformed" };
   const [, kid, payload, sig] = parts as [string, string, string, string];
-  if (!/^[A-Za-z0-9_-]+$/.test(payload) || !/^[A-Za-z0-9_-]{43}$/.test(sig)) {
+  if (!isCanonicalBase64url(payload) || sig.length !== 43 || !isCanonicalBase64url(sig)) {
     return { ok: false, result: "malformed" };
   }
   const secret = secrets.get(kid);
@@ -101,11 +108,7 @@ export function verifyTokenLocally(
   const checked = verifyMac(token, secrets);
   if (!checked.ok) return checked;
   if (checked.claims.exp <= nowSeconds) return { ok: false, result: "expired" };
-  if (normalizeIp(checked.claims.ip) !== normalizeIp(clientIp)) return { ok: false, result: "ip_mismatch" };
+  // Both sides are canonical: claims are checked so, and the HTTP edge normalises the peer.
+  if (checked.claims.ip !== clientIp) return { ok: false, result: "ip_mismatch" };
   return checked;
-}
-
-/** `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack socket) is the same machine as `10.0.0.1`. */
-export function normalizeIp(ip: string): string {
-  return ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip.toLowerCase();
 }

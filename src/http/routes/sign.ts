@@ -2,15 +2,17 @@ import { createHash } from "node:crypto";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
-import type { SigningService, Slot } from "../../signing/service.js";
+import type { SigningService, Slot, Submitted } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
 import type { SignedResult } from "../../store/jobs.js";
-import { type TokenService, tokenHash } from "../../tokens/service.js";
+import { NONCE_SHAPE } from "../../tokens/nonce.js";
+import { type TokenService, tokenHash, type VerifiedToken } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
-import { type ReceivedUpload, receiveUpload } from "../multipart.js";
+import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODES } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
+import type { UploadPaceLimits } from "../upload-pace.js";
 
 export interface FormatLimits {
   maxSize: number;
@@ -26,7 +28,7 @@ export interface SignRouteDeps {
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
   maxWaitSeconds: number;
-  uploadIdleTimeoutMs: number;
+  uploadPace: UploadPaceLimits;
   log: Logger;
 }
 
@@ -77,8 +79,6 @@ function abortOnClose(req: Request, res: Response): AbortSignal {
   return ctl.signal;
 }
 
-const NONCE_SHAPE = /^(|[1-9][0-9]{0,14}\.[A-Za-z0-9_-]{22})$/;
-
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
 const UNSAFE_FILENAME = /[/\\\u0000-\u001f\u007f]/;
 
@@ -87,6 +87,47 @@ function checkFilename(name: string, pattern: RegExp): void {
   if (!name || UNSAFE_FILENAME.test(name) || name === "." || name === ".." || !pattern.test(name)) {
     throw new ApiError("BAD_FILENAME", "filename must be a plain file name matching this format's pattern");
   }
+}
+
+/** What an upload asked for in its query string. */
+interface UploadOptions {
+  wait: number;
+  sha256Only: boolean;
+}
+
+/** The form of an upload, checked: everything the token check and the signer need. */
+interface UploadForm {
+  token: string;
+  nonce: string;
+  file: ReceivedFile;
+  filename: string;
+}
+
+/** The multipart fields, validated in the order a client can act on; X-Nonce echoes a valid nonce. */
+function readForm(res: Response, { fields, file }: ReceivedUpload, limits: FormatLimits, o: UploadOptions) {
+  const token = fields.token;
+  const nonce = fields.nonce?.trim();
+  if (token === undefined || nonce === undefined) {
+    throw new ApiError("BAD_REQUEST", "the form needs token and nonce fields (nonce may be empty)");
+  }
+  // Only something shaped like one of our nonces is echoed (and it must be a valid header).
+  if (!NONCE_SHAPE.test(nonce)) throw new ApiError("NONCE_MISMATCH", "nonce is not one this cluster issued");
+  res.set("X-Nonce", nonce);
+  if (!file) throw new ApiError("BAD_REQUEST", "the form needs a filedata part");
+  if (file.partFilename && UNSAFE_FILENAME.test(file.partFilename))
+    throw new ApiError("BAD_FILENAME", "the file part's filename has a path: send the plain file name");
+  const filename = fields.filename ?? file.partFilename;
+  checkFilename(filename, limits.filenamePattern);
+  const sha1 = fields.sha1?.toLowerCase();
+  const sha256 = fields.sha256?.toLowerCase();
+  if (sha1 === undefined && sha256 === undefined)
+    throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
+  if (sha1 !== undefined && o.sha256Only)
+    throw new ApiError("BAD_REQUEST", "an upload with ?digest=sha256 carries no sha1 field");
+  if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
+    throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
+  }
+  return { token, nonce, file, filename } satisfies UploadForm;
 }
 
 /** The classic signing protocol: upload with `POST /sign/:format`, poll with `GET /sign/:format/:digest`. */
@@ -119,17 +160,10 @@ export function signRoutes(deps: SignRouteDeps): Router {
     throw err;
   };
 
-  const upload = async (
-    req: Request,
-    res: Response,
-    format: FormatName,
-    limits: FormatLimits,
-  ): Promise<string> => {
-    const wait = waitSeconds(req, deps.maxWaitSeconds);
-    const sha256Only = digestParam(req) === "sha256";
-    if (deps.lifecycle.shuttingDown) {
+  /** Admission: everything decided from the headers alone, then a place in the pending set. */
+  const admit = (req: Request, res: Response, format: FormatName, limits: FormatLimits): Slot => {
+    if (deps.lifecycle.shuttingDown)
       refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
-    }
     const ip = clientIp(req);
     const ipWait = deps.signPerIp.take(ip);
     if (ipWait !== undefined)
@@ -137,94 +171,110 @@ export function signRoutes(deps: SignRouteDeps): Router {
     if (!req.is("multipart/form-data"))
       throw new ApiError("BAD_REQUEST", "expected a multipart/form-data body");
     if (Number(req.get("content-length") ?? 0) > limits.maxSize + MULTIPART_OVERHEAD) {
-      refuseUnread(
-        res,
-        new ApiError("FILE_TOO_LARGE", `file is larger than this format's limit of ${limits.maxSize} bytes`),
-      );
+      const tooLarge = `file is larger than this format's limit of ${limits.maxSize} bytes`;
+      refuseUnread(res, new ApiError("FILE_TOO_LARGE", tooLarge));
     }
     const expiresAt = deps.signing.signer(format).expiresAt;
     if (expiresAt && Date.now() >= expiresAt.getTime()) {
-      refuseUnread(
-        res,
-        new ApiError(
-          "KEY_EXPIRED",
-          `this format's signing key expired at ${expiresAt.toISOString()}: the nodes need a renewed key`,
-        ),
-      );
+      const expired = `this format's signing key expired at ${expiresAt.toISOString()}: the nodes need a renewed key`;
+      refuseUnread(res, new ApiError("KEY_EXPIRED", expired));
     }
     const slot = deps.signing.admit(ip);
-    if (!slot)
-      refuseUnread(
-        res,
-        new ApiError(
-          "OVERLOADED",
-          "this node has as much work as it may take: retry, or use another node",
-          1,
-        ),
-      );
-    return withSlot(req, res, format, limits, { wait, sha256Only }, slot as Slot);
+    if (!slot) {
+      const busy = "this node has as much work as it may take: retry, or use another node";
+      refuseUnread(res, new ApiError("OVERLOADED", busy, 1));
+    }
+    return slot as Slot;
   };
 
-  const withSlot = async (
+  /**
+   * The local token check (MAC, expiry, IP, format): when the token field comes before the
+   * file, at the file's first byte, so a forged token is answered before its upload is read.
+   */
+  const verifyToken = (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    fields: Readonly<Record<string, string>>,
+  ) => {
+    const verdict = deps.tokens.verifyLocally(fields.token as string, clientIp(req), format);
+    if (verdict.ok) return verdict;
+    const nonce = fields.nonce?.trim();
+    if (nonce !== undefined && NONCE_SHAPE.test(nonce)) res.set("X-Nonce", nonce);
+    return tokenError(verdict.result);
+  };
+
+  const receive = async (
     req: Request,
     res: Response,
     format: FormatName,
     limits: FormatLimits,
-    { wait, sha256Only }: { wait: number; sha256Only: boolean },
-    slot: Slot,
+    o: UploadOptions,
+  ) => {
+    let early: VerifiedToken | undefined;
+    const beforeFile = (fields: Readonly<Record<string, string>>) => {
+      if (fields.token === undefined) return undefined;
+      const verdict = verifyToken(req, res, format, fields);
+      if (verdict instanceof ApiError) return verdict;
+      early = verdict;
+      return undefined;
+    };
+    try {
+      const received = await receiveUpload(req, {
+        maxSize: limits.maxSize,
+        sha1: !o.sha256Only,
+        pace: deps.uploadPace,
+        beforeFile,
+      });
+      return { received, early };
+    } catch (err) {
+      if (
+        err instanceof ApiError &&
+        (UNREAD_BODY_CODES.has(err.code) || err.status === 401 || err.status === 403)
+      )
+        res.set("Connection", "close");
+      throw err;
+    }
+  };
+
+  /** The store half of the token check, after the per-token rate limit (keyed on its id). */
+  const checkToken = async (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    form: UploadForm,
+    early?: VerifiedToken,
+  ) => {
+    const verdict = early ?? verifyToken(req, res, format, { token: form.token, nonce: form.nonce });
+    if (verdict instanceof ApiError) throw verdict;
+    const tokenWait = deps.signPerToken.take(verdict.claims.id);
+    if (tokenWait !== undefined)
+      throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
+    const check = await deps.tokens.checkStored(verdict, { value: form.nonce, sha256: form.file.sha256 });
+    if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
+    if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
+    return check;
+  };
+
+  const upload = async (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    limits: FormatLimits,
   ): Promise<string> => {
+    const o = { wait: waitSeconds(req, deps.maxWaitSeconds), sha256Only: digestParam(req) === "sha256" };
+    const slot = admit(req, res, format, limits);
     let handedOver = false;
     try {
-      let received: ReceivedUpload;
-      try {
-        // A client that stops sending holds a slot: drop it after a while of silence.
-        req.setTimeout(deps.uploadIdleTimeoutMs, () => req.destroy(new Error("upload idle")));
-        received = await receiveUpload(req, { maxSize: limits.maxSize, sha1: !sha256Only });
-        req.setTimeout(0); // received: ?wait may hold the connection quietly from here on
-      } catch (err) {
-        if (err instanceof ApiError && err.code === "FILE_TOO_LARGE") res.set("Connection", "close");
-        throw err;
-      }
-      const { fields, file } = received;
-      const token = fields.token;
-      const nonce = fields.nonce?.trim();
-      if (token === undefined || nonce === undefined) {
-        throw new ApiError("BAD_REQUEST", "the form needs token and nonce fields (nonce may be empty)");
-      }
-      // Only something shaped like one of our nonces is echoed (and it must be a valid header).
-      if (!NONCE_SHAPE.test(nonce))
-        throw new ApiError("NONCE_MISMATCH", "nonce is not one this cluster issued");
-      res.set("X-Nonce", nonce);
-      if (!file) throw new ApiError("BAD_REQUEST", "the form needs a filedata part");
-      const sha1 = fields.sha1?.toLowerCase();
-      const sha256 = fields.sha256?.toLowerCase();
-      if (sha1 === undefined && sha256 === undefined)
-        throw new ApiError("BAD_REQUEST", "the form needs a sha1 field");
-      const filename = fields.filename ?? file.partFilename;
-      checkFilename(filename, limits.filenamePattern);
-      if (sha1 !== undefined && sha256Only)
-        throw new ApiError("BAD_REQUEST", "an upload with ?digest=sha256 carries no sha1 field");
-      if ((sha1 !== undefined && sha1 !== file.sha1) || (sha256 !== undefined && sha256 !== file.sha256)) {
-        throw new ApiError("DIGEST_MISMATCH", "the digest in the form does not match the uploaded file");
-      }
-      const tokenWait = deps.signPerToken.take(createHash("sha256").update(token).digest("base64url"));
-      if (tokenWait !== undefined)
-        throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
-
-      const check = await deps.tokens.check(
-        token,
-        clientIp(req),
-        { value: nonce, sha256: file.sha256 },
-        format,
-      );
-      if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
-      if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
-
+      const { received, early } = await receive(req, res, format, limits, o);
+      const form = readForm(res, received, limits, o);
+      const check = await checkToken(req, res, format, form, early);
       handedOver = true;
-      const hashOfToken = tokenHash(check.claims.id);
-      const { outcome, result } = await deps.signing.submit(
+      const tokenHashed = tokenHash(check.claims.id);
+      const { file, filename } = form;
+      const submitted = await deps.signing.submit(
         format,
-        { ...file, filename, tokenHash: hashOfToken, clientIp: clientIp(req) },
+        { ...file, filename, tokenHash: tokenHashed, clientIp: clientIp(req) },
         slot,
       );
       deps.log.info({
@@ -232,35 +282,40 @@ export function signRoutes(deps: SignRouteDeps): Router {
         format,
         sha256: file.sha256,
         bytes: file.size,
-        outcome,
+        outcome: submitted.outcome,
         tokenCheck: check.result,
-        tokenHash: hashOfToken,
+        tokenHash: tokenHashed,
       });
-      // ?wait: answer with the signature itself (it is ready within milliseconds when this node
-      // makes it), which spares the client its GET; when another node signs, wait for that one.
-      let signed: SignedResult | undefined;
-      if (wait > 0) {
-        signed = result ? await result : undefined;
-        if (!signed && outcome !== "cached") {
-          const { found } = await deps.signing.waitFor(
-            format,
-            file.sha256,
-            wait * 1000,
-            abortOnClose(req, res),
-          );
-          if (found.kind === "signed") signed = found.result;
-        }
-      }
+      const signed =
+        o.wait > 0 ? await signatureWithin(req, res, format, file.sha256, o.wait, submitted) : undefined;
       res.status(202).json({
-        status: outcome,
+        status: submitted.outcome,
         sha1: file.sha1,
         sha256: file.sha256,
         ...(signed ? { signature: signed.output.toString("utf8") } : {}),
       });
-      return outcome;
+      return submitted.outcome;
     } finally {
       if (!handedOver) slot.release();
     }
+  };
+
+  /**
+   * ?wait: the signature itself (ready within milliseconds when this node makes it), which
+   * spares the client its GET; when another node signs, waits for that one.
+   */
+  const signatureWithin = async (
+    req: Request,
+    res: Response,
+    format: FormatName,
+    sha256: string,
+    wait: number,
+    { outcome, result }: Submitted,
+  ): Promise<SignedResult | undefined> => {
+    const signed = result ? await result : undefined;
+    if (signed || outcome === "cached") return signed;
+    const { found } = await deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
+    return found.kind === "signed" ? found.result : undefined;
   };
 
   router.get("/sign/:format/:digest", async (req: Request, res: Response) => {

@@ -1,8 +1,8 @@
-import { isIP } from "node:net";
 import express, { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
 import type { Config } from "../../config/schema.js";
 import type { AuditLog } from "../../log/audit.js";
+import { canonicalIp, whyNotUnicast } from "../../net/address.js";
 import { findIssuer } from "../../tokens/credentials.js";
 import { type TokenService, tokenHash } from "../../tokens/service.js";
 import { CidrList } from "../cidr.js";
@@ -95,20 +95,30 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
         return;
       }
 
-      const slaveIp = field(body, "slave_ip");
-      if (!slaveIp || isIP(slaveIp) === 0)
-        throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
+      const slaveIpText = field(body, "slave_ip");
+      if (!slaveIpText) throw new ApiError("BAD_REQUEST", "slave_ip must be an IP address");
+      const notUnicast = whyNotUnicast(slaveIpText);
+      if (notUnicast)
+        throw new ApiError("BAD_REQUEST", `slave_ip must be one build machine's address: ${notUnicast}`);
+      // Bound in one spelling: the node compares it with the peer's canonical address.
+      const slaveIp = canonicalIp(slaveIpText) as string;
       if (scope?.slaveIps && !scope.slaveIps.has(slaveIp)) {
         throw new ApiError("ISSUER_NOT_ALLOWED", "this issuer may not request tokens for that build machine");
       }
       const maxDuration = Math.min(tokenConfig.maxDuration, issuer.maxDuration ?? Number.POSITIVE_INFINITY);
       const durationText = field(body, "duration");
+      // Decimal digits only: Number() would also take "1e3", "0x10" and " 60".
       const duration =
         durationText === undefined
           ? Math.min(tokenConfig.defaultDuration, maxDuration)
-          : Number(durationText);
+          : /^[0-9]{1,9}$/.test(durationText)
+            ? Number(durationText)
+            : Number.NaN;
       if (!Number.isInteger(duration) || duration < 1 || duration > maxDuration) {
-        throw new ApiError("BAD_REQUEST", `duration must be whole seconds between 1 and ${maxDuration}`);
+        throw new ApiError(
+          "BAD_REQUEST",
+          `duration must be whole seconds, in decimal digits, between 1 and ${maxDuration}`,
+        );
       }
       const formatsText = field(body, "formats");
       const formats = formatsText ? formatsText.split(",").map((f) => f.trim()) : undefined;
