@@ -42,16 +42,27 @@ export const monitorConfigSchema = z
       .default({ prefix: "signing:" }),
     /** Signing nodes whose /metrics are scraped for invalid-token spikes. */
     nodes: z.array(z.string().url()).default([]),
+    /**
+     * InvalidTokenSpike, the same condition as the Prometheus rule of that name (ratio and
+     * minimum equal to its thresholds; test/rules/alerts.test.ts holds them together), over the
+     * monitor's shorter window: one scrape interval.
+     */
     spike: z
       .object({
         scrapeCron: cron.default("*/5 * * * * *"),
-        /** Rejected token checks per second, summed over the nodes, that count as a spike. */
-        ratePerSecond: z.number().positive().default(1),
-        /** The rate must stay above the threshold this long before the alert fires. */
+        /** Share of token checks, summed over the nodes, that are rejected: above it is a spike. */
+        ratio: z.number().gt(0).lt(1).default(0.25),
+        /**
+         * All token checks per second (every result, summed over the nodes) that the share needs
+         * to count: a few bad tokens on an idle cluster are not a spike.
+         */
+        minChecksPerSecond: z.number().min(0).default(0.1),
+        /** The condition must hold this long before the alert fires. */
         forSeconds: z.number().min(0).default(30),
       })
       .strict()
-      .default({ scrapeCron: "*/5 * * * * *", ratePerSecond: 1, forSeconds: 30 }),
+      // Parsed from {}, so the defaults above are the only ones (not a second copy here).
+      .prefault({}),
     alerts: z
       .object({
         /** Alertmanager-compatible webhook; alerts are always logged as well. */

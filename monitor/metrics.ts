@@ -46,6 +46,16 @@ export class MonitorMetrics {
     labelNames: ["result"] as const,
     registers: [this.registry],
   });
+  readonly tokenCheckRate = new Gauge({
+    name: "signing_monitor_token_check_rate",
+    help: "All token checks per second (every result) across the scraped nodes, at the last scrape.",
+    registers: [this.registry],
+  });
+  readonly invalidTokenRatio = new Gauge({
+    name: "signing_monitor_invalid_token_ratio",
+    help: "Share of token checks rejected across the scraped nodes, at the last scrape: InvalidTokenSpike's ratio.",
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });

@@ -19,10 +19,10 @@ import { StoreKeys } from "../src/store/keys.js";
 import { createRedisClient, waitForReady } from "../src/store/redis.js";
 import { REJECTED_TOKEN_RESULTS } from "../src/tokens/service.js";
 import { Alerter, type AlertName, type AlertText } from "./alerts.js";
-import type { LoadedMonitorConfig } from "./config.js";
+import type { LoadedMonitorConfig, MonitorConfig } from "./config.js";
 import { classify, type Observation, parseInfoServer } from "./detect.js";
 import { MonitorMetrics } from "./metrics.js";
-import { rejectedCounts, SpikeDetector } from "./spike.js";
+import { checkCounts, SpikeDetector, type SpikeReading } from "./spike.js";
 
 export interface RunningMonitor {
   url: string;
@@ -309,7 +309,11 @@ export async function startMonitor(
     return snap;
   };
 
-  const spike = new SpikeDetector(config.spike.ratePerSecond, config.spike.forSeconds * 1000);
+  const spike = new SpikeDetector({
+    ratio: config.spike.ratio,
+    minChecksPerSecond: config.spike.minChecksPerSecond,
+    forMs: config.spike.forSeconds * 1000,
+  });
   const scrape = async (): Promise<void> => {
     const readings = new Map<string, Map<string, number>>();
     await Promise.all(
@@ -318,7 +322,7 @@ export async function startMonitor(
           const res = await fetch(`${node.replace(/\/$/, "")}/metrics`, {
             signal: AbortSignal.timeout(2000),
           });
-          if (res.ok) readings.set(node, rejectedCounts(await res.text()));
+          if (res.ok) readings.set(node, checkCounts(await res.text()));
         } catch {
           // A node that does not answer is the business of SigningNodeDown, not of this alert.
         }
@@ -327,18 +331,10 @@ export async function startMonitor(
     const r = spike.update(Date.now(), readings);
     for (const result of REJECTED_TOKEN_RESULTS)
       metrics.invalidTokenRate.set({ result }, r.byResult.get(result) ?? 0);
-    const detail = [...r.byResult]
-      .filter(([, v]) => v > 0)
-      .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
-      .join(", ");
-    if (r.change === "fire") {
-      alerter.fire("InvalidTokenSpike", {
-        summary: "Spike of rejected signing tokens",
-        description: `Nodes reject ${r.rate.toFixed(1)} token checks/s (threshold ${config.spike.ratePerSecond}/s for ${config.spike.forSeconds}s): ${detail}.`,
-      });
-    } else if (r.change === "resolve") {
-      alerter.resolve("InvalidTokenSpike");
-    }
+    metrics.tokenCheckRate.set(r.checksPerSecond);
+    metrics.invalidTokenRatio.set(r.ratio);
+    if (r.change === "fire") alerter.fire("InvalidTokenSpike", spikeText(r, config.spike));
+    else if (r.change === "resolve") alerter.resolve("InvalidTokenSpike");
   };
 
   const task = (name: string, cron: string, fn: () => Promise<unknown>): ScheduledTask => {
@@ -418,5 +414,19 @@ export async function startMonitor(
       redis.off("close", lookNow); // our own disconnect is no outage
       redis.disconnect();
     },
+  };
+}
+
+const percent = (share: number) => `${(share * 100).toFixed(0)}%`;
+
+/** The webhook text of InvalidTokenSpike: the share, the volume, the condition, by result. */
+function spikeText(r: SpikeReading, c: MonitorConfig["spike"]): AlertText {
+  const detail = [...r.byResult]
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k} ${v.toFixed(1)}/s`)
+    .join(", ");
+  return {
+    summary: `Signing nodes reject more than ${percent(c.ratio)} of token checks`,
+    description: `${percent(r.ratio)} of ${r.checksPerSecond.toFixed(1)} token checks/s are rejected (threshold ${percent(c.ratio)} above ${c.minChecksPerSecond} checks/s for ${c.forSeconds}s): ${detail}.`,
   };
 }

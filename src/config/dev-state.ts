@@ -73,7 +73,8 @@ export function writeMonitorConfig(
     monitor: { host: "127.0.0.1", port, stateDir: join(dir, "monitor"), snapshotCron: "*/2 * * * * *" },
     redis: { url: redisUrl },
     nodes,
-    spike: { scrapeCron: "*/5 * * * * *", ratePerSecond: 1, forSeconds: 30 },
+    // spike.ratio and spike.minChecksPerSecond stay at their defaults: the Prometheus rule's.
+    spike: { scrapeCron: "*/5 * * * * *", forSeconds: 30 },
     log: { level: "info" },
   };
   const configFile = join(dir, "monitor.yaml");

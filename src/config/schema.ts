@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { PasswordHashError, parsePasswordHash } from "../tokens/credentials.js";
 
 /** A secret is never written in the config itself: it names the file or env var that holds it. */
 export const secretRef = z
@@ -7,6 +8,19 @@ export const secretRef = z
   .refine((s) => (s.file === undefined) !== (s.env === undefined), {
     message: "give exactly one of `file` or `env`",
   });
+
+/**
+ * A hash scrypt cannot use is refused at start-up, with the reasons: at run time it could only
+ * make every POST /token of that issuer fail. The format is read in one place, credentials.ts.
+ */
+const passwordHash = z.string().superRefine((stored, ctx) => {
+  try {
+    parsePasswordHash(stored);
+  } catch (e) {
+    if (!(e instanceof PasswordHashError)) throw e;
+    ctx.addIssue({ code: "custom", message: e.message });
+  }
+});
 
 const cidr = z.union([z.cidrv4(), z.cidrv6()], { error: "must be a CIDR such as 10.0.0.0/8" });
 const seconds = z.number().int().positive();
@@ -181,7 +195,7 @@ export const configSchema = z
             z
               .object({
                 user: z.string().min(1),
-                passwordHash: z.string().startsWith("scrypt$"),
+                passwordHash,
                 /** Where this issuer may call from (within token.issuers); default: anywhere in it. */
                 from: z.array(cidr).min(1).optional(),
                 /** Build machines this issuer may request tokens for; default: any. */

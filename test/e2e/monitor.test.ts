@@ -97,7 +97,6 @@ describe("the monitor's other alerts", () => {
       redisUrl: cluster.redis.url,
       nodes: cluster.nodes.map((n) => n.url),
       webhookUrl: webhook.url,
-      spike: { ratePerSecond: 5, forSeconds: 2 },
     });
     try {
       const urls = cluster.nodes.map((n) => n.url);

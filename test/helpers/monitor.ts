@@ -34,7 +34,7 @@ export async function startTestMonitor(o: TestMonitorOptions): Promise<RunningMo
     },
     redis: { url: o.redisUrl },
     nodes: o.nodes ?? [],
-    spike: { scrapeCron: "* * * * * *", ratePerSecond: 2, forSeconds: 2, ...o.spike },
+    spike: { scrapeCron: "* * * * * *", forSeconds: 2, ...o.spike },
     alerts: { ...(o.webhookUrl ? { webhookUrl: o.webhookUrl } : {}), retries: 3 },
     log: { level: "silent" },
   };

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
 import { SEVERITY } from "../../monitor/alerts.js";
+import { monitorConfigSchema } from "../../monitor/config.js";
+import { REJECTED_TOKEN_RESULTS } from "../../src/tokens/service.js";
 import { exportedMetricNames, metricsInQuery } from "../helpers/exported-metrics.js";
 
 const root = new URL("../../../", import.meta.url).pathname;
@@ -101,6 +103,55 @@ describe("prometheus/alerts.yml", () => {
     for (const r of rules) {
       for (const m of metricsInQuery(r.expr))
         assert.ok(exported.has(m), `${r.alert} uses ${m}, which nothing exports`);
+    }
+  });
+});
+
+/**
+ * DESIGN.md §9: an alert name has one meaning everywhere. The rules' lists of rejected results
+ * are regexes that Prometheus needs spelled out, so they are checked against the code's list;
+ * InvalidTokenSpike's thresholds are checked against the monitor's defaults for the same alert.
+ */
+describe("the invalid-token rules and the code agree", () => {
+  const rule = (name: string): Rule => {
+    const r = rules.find((x) => x.alert === name);
+    assert.ok(r, `rule ${name}`);
+    return r;
+  };
+  const checks = "sum\\(rate\\(signing_token_checks_total\\[\\w+\\]\\)\\)\\s*>\\s*([0-9.]+)";
+  /** The `> x` of every `rejected / all` term, and of the `and all > x` minimum rate. */
+  const thresholds = (expr: string) => ({
+    ratios: [...expr.matchAll(new RegExp(`/\\s*${checks}`, "g"))].map((m) => Number(m[1])),
+    minimums: [...expr.matchAll(new RegExp(`\\band\\s+${checks}`, "g"))].map((m) => Number(m[1])),
+  });
+
+  for (const name of ["InvalidTokenSpike", "InvalidTokenSlowBurn"]) {
+    test(`${name}: every result=~ list is exactly REJECTED_TOKEN_RESULTS`, () => {
+      const { expr } = rule(name);
+      const lists = [...expr.matchAll(/result\s*=~\s*"([^"]*)"/g)].map((m) => (m[1] as string).split("|"));
+      assert.equal(lists.length, thresholds(expr).ratios.length, "one list per rejected / all term");
+      assert.ok(lists.length > 0);
+      for (const list of lists) {
+        assert.equal(new Set(list).size, list.length, `no result twice in ${list.join("|")}`);
+        assert.deepEqual(new Set(list), new Set(REJECTED_TOKEN_RESULTS));
+      }
+      // Any other way of picking results would escape the comparison above.
+      assert.doesNotMatch(expr.replace(/result\s*=~\s*"[^"]*"/g, ""), /result/);
+    });
+  }
+
+  test("InvalidTokenSpike: the rule's ratio and minimum check rate are the monitor's defaults", () => {
+    const { expr, annotations } = rule("InvalidTokenSpike");
+    const { ratios, minimums } = thresholds(expr);
+    assert.equal(ratios.length, 2, "a long and a short window");
+    assert.equal(minimums.length, 1, "one minimum rate of all checks");
+    // The defaults, as a config without a spike section and one with an empty one get them.
+    const shape = monitorConfigSchema.shape.spike;
+    for (const defaults of [shape.parse(undefined), shape.parse({})]) {
+      for (const ratio of ratios) assert.equal(ratio, defaults.ratio, "rule ratio = spike.ratio");
+      assert.equal(minimums[0], defaults.minChecksPerSecond, "rule minimum = spike.minChecksPerSecond");
+      const percent = Math.round(defaults.ratio * 1000) / 10;
+      assert.match(annotations?.summary ?? "", new RegExp(`\\b${percent}%`), "the summary names the ratio");
     }
   });
 });

@@ -20,7 +20,7 @@ const valid = {
   token: {
     secrets: [{ kid: "k1", file: "secret" }],
     issuers: ["127.0.0.0/8"],
-    credentials: [{ user: "bm", passwordHash: "scrypt$16384$8$1$a$b" }],
+    credentials: [{ user: "bm", passwordHash: `scrypt$16384$8$1$${"A".repeat(22)}==$${"A".repeat(43)}=` }],
   },
   signing: { formats: { gpg: { keyFile: "key.asc" } } },
 };
@@ -80,6 +80,32 @@ describe("configuration", () => {
       found.some((p) => p.includes("extra")),
       found.join("; "),
     );
+  });
+
+  test("a password hash scrypt cannot use stops the start, naming each problem", () => {
+    const salt = Buffer.alloc(16, 7).toString("base64");
+    const withHashes = (...hashes: string[]) => ({
+      ...valid,
+      token: { ...valid.token, credentials: hashes.map((passwordHash) => ({ user: "bm", passwordHash })) },
+    });
+    const found = problems(() =>
+      buildConfig(
+        withHashes(
+          `scrypt$3$8$1$${salt}$c2VjcmV0`,
+          `scrypt$16384$0$1$$${salt}`,
+          `scrypt$1048576$8$1$${salt}$c2VjcmV0`,
+        ),
+        dir,
+        {},
+      ),
+    );
+    const format = "not a usable scrypt hash (scrypt$N$r$p$<salt base64>$<hash base64>)";
+    assert.deepEqual(found, [
+      `token.credentials.0.passwordHash: ${format}: N must be a power of two ≥ 2, not 3`,
+      `token.credentials.1.passwordHash: ${format}: r must be a positive integer; salt is empty`,
+      `token.credentials.2.passwordHash: ${format}: N=1048576, r=8, p=1 need 1025 MiB (128·r·(N+p+2) bytes), above scrypt's 256 MiB here`,
+    ]);
+    assert.ok(!found.join("\n").includes(salt), "the salt is not echoed");
   });
 
   test("unreadable, short and missing secrets and keys are reported, never their contents", () => {

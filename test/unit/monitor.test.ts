@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { Alerter } from "../../monitor/alerts.js";
 import { classify, type Observation, parseInfoServer } from "../../monitor/detect.js";
 import { MonitorMetrics } from "../../monitor/metrics.js";
-import { rejectedCounts, SpikeDetector } from "../../monitor/spike.js";
+import { checkCounts, SpikeDetector } from "../../monitor/spike.js";
 import {
   readSnapshot,
   type Snapshot,
@@ -59,27 +59,87 @@ describe("classifying what happened to Redis", () => {
 });
 
 describe("spike detection", () => {
-  test("rejected results only, rate across nodes, fire after the hold time, resolve below", () => {
+  const condition = { ratio: 0.25, minChecksPerSecond: 0.1, forMs: 2000 };
+  /** One node's counters: `valid` accepted checks and `expired` rejected ones. */
+  const node = (valid: number, expired: number) =>
+    new Map([
+      ["valid", valid],
+      ["expired", expired],
+    ]);
+  const nodes = (n: Record<string, [number, number]>) =>
+    new Map(Object.entries(n).map(([name, [valid, expired]]) => [name, node(valid, expired)]));
+
+  test("every result is read from /metrics: the share needs the accepted checks too", () => {
     const text = [
+      "# TYPE signing_token_checks_total counter",
       'signing_token_checks_total{result="valid"} 100',
       'signing_token_checks_total{result="bad_signature"} 7',
       'signing_token_checks_total{result="recovering"} 50',
+      'signing_tokens_issued_total{result="valid"} 9',
     ].join("\n");
-    assert.deepEqual([...rejectedCounts(text)], [["bad_signature", 7]]);
+    assert.deepEqual(Object.fromEntries(checkCounts(text)), { valid: 100, bad_signature: 7, recovering: 50 });
+  });
 
-    const d = new SpikeDetector(5, 2000);
-    const at = (n: Record<string, number>) =>
-      new Map(Object.entries(n).map(([node, v]) => [node, new Map([["expired", v]])]));
-    assert.equal(d.update(0, at({ a: 0, b: 0 })).change, undefined);
-    const r1 = d.update(1000, at({ a: 4, b: 4 }));
-    assert.equal(r1.rate, 8);
-    assert.equal(r1.change, undefined, "above, but not for long enough");
-    assert.equal(d.update(2000, at({ a: 8, b: 8 })).change, undefined);
-    assert.equal(d.update(3000, at({ a: 12, b: 12 })).change, "fire");
-    assert.equal(d.update(4000, at({ a: 16, b: 16 })).change, undefined, "fires once");
+  test("the share across nodes counts rejected results only, every result in the total", () => {
+    const d = new SpikeDetector(condition);
+    const counts = (recovering: number, malformed: number) =>
+      new Map([
+        ["valid", 0],
+        ["recovering", recovering],
+        ["malformed", malformed],
+      ]);
+    d.update(0, new Map([["a", counts(0, 0)]]));
+    const r = d.update(1000, new Map([["a", counts(3, 1)]]));
+    assert.equal(r.checksPerSecond, 4);
+    assert.equal(r.rejectedPerSecond, 1, "recovering is our outage, not a rejected token");
+    assert.equal(r.ratio, 0.25);
+    assert.deepEqual(Object.fromEntries(r.byResult), { malformed: 1 });
+  });
+
+  test("a high rejected rate that is a small share of the checks does not fire", () => {
+    const d = new SpikeDetector(condition);
+    for (let s = 0; s <= 10; s++) {
+      // 50 rejected checks/s, far above any absolute threshold, but 1 in 21 of 1050 checks/s.
+      const r = d.update(s * 1000, nodes({ a: [500 * s, 25 * s], b: [500 * s, 25 * s] }));
+      if (s > 0) assert.equal(r.rejectedPerSecond, 50);
+      assert.equal(r.change, undefined, `second ${s}`);
+    }
+  });
+
+  test("a high share below the minimum check rate does not fire", () => {
+    const d = new SpikeDetector(condition);
+    for (let s = 0; s <= 100; s += 10) {
+      // Every check is rejected, but there is one check each 20 s: 0.05/s.
+      const r = d.update(s * 1000, nodes({ a: [0, s / 20] }));
+      if (s > 0) assert.equal(r.ratio, 1);
+      assert.equal(r.change, undefined, `second ${s}`);
+    }
+  });
+
+  test("a high share above the minimum fires after forMs, once, and resolves when it drops", () => {
+    const d = new SpikeDetector(condition);
+    // 2 valid + 2 expired checks/s on each of two nodes: half are rejected, 8 checks/s.
+    const burst = (s: number) => nodes({ a: [2 * s, 2 * s], b: [2 * s, 2 * s] });
+    assert.equal(d.update(0, burst(0)).change, undefined);
+    const first = d.update(1000, burst(1));
+    assert.deepEqual([first.ratio, first.checksPerSecond, first.change], [0.5, 8, undefined]);
+    assert.equal(d.update(2000, burst(2)).change, undefined, "above, but not for long enough");
+    assert.equal(d.update(3000, burst(3)).change, "fire");
+    assert.equal(d.update(4000, burst(4)).change, undefined, "fires once");
     // Node b restarted (counter reset): counted from zero, not as a negative rate.
-    assert.equal(d.update(5000, at({ a: 16, b: 1 })).rate, 1);
-    assert.equal(d.update(5000 + 1, at({ a: 16, b: 1 })).change, undefined);
+    const reset = d.update(5000, nodes({ a: [10, 10], b: [1, 1] }));
+    assert.deepEqual([reset.checksPerSecond, reset.ratio, reset.change], [6, 0.5, undefined]);
+    // The burst ends: 20 valid checks/s, 1 rejected, a share of 1/21 — below 25%.
+    const calm = d.update(6000, nodes({ a: [30, 11], b: [1, 1] }));
+    assert.equal(calm.change, "resolve");
+    assert.equal(d.update(7000, nodes({ a: [50, 12], b: [1, 1] })).change, undefined, "resolves once");
+  });
+
+  test("the share at exactly the threshold is not above it, as in the rule's `>`", () => {
+    const d = new SpikeDetector({ ...condition, forMs: 0 });
+    d.update(0, nodes({ a: [0, 0] }));
+    assert.equal(d.update(1000, nodes({ a: [3, 1] })).change, undefined);
+    assert.equal(d.update(2000, nodes({ a: [5, 3] })).change, "fire");
   });
 });
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { randomBytes, scryptSync } from "node:crypto";
 import { describe, test } from "node:test";
 import { normalizeIp } from "../../src/net/address.js";
 import {
@@ -9,7 +9,13 @@ import {
   verifyMac,
   verifyTokenLocally,
 } from "../../src/tokens/codec.js";
-import { findIssuer, hashPassword, verifyPassword } from "../../src/tokens/credentials.js";
+import {
+  findIssuer,
+  hashPassword,
+  PasswordHashError,
+  parsePasswordHash,
+  verifyPassword,
+} from "../../src/tokens/credentials.js";
 import { decodeNonce, encodeNonce, NONCE_SHAPE, nonceRandom } from "../../src/tokens/nonce.js";
 import { decideOrphan, type Epoch } from "../../src/tokens/orphans.js";
 
@@ -191,5 +197,96 @@ describe("issuer credentials", () => {
     assert.equal((await findIssuer("bm", "new horse", rotating)) !== undefined, true);
     assert.equal((await findIssuer("bm", "correct horse", rotating)) !== undefined, true);
     assert.equal((await findIssuer("bm", "no horse", rotating)) !== undefined, false);
+  });
+});
+
+describe("stored password hashes", () => {
+  const SALT = Buffer.alloc(16, 1).toString("base64");
+  const HASH = Buffer.alloc(32, 2).toString("base64");
+  const stored = (N: unknown, r: unknown, p: unknown, salt = SALT, hash = HASH) =>
+    `scrypt$${N}$${r}$${p}$${salt}$${hash}`;
+  const problems = (text: string): string[] => {
+    try {
+      parsePasswordHash(text);
+    } catch (e) {
+      assert.ok(e instanceof PasswordHashError, String(e));
+      assert.match(e.message, /scrypt\$N\$r\$p\$<salt base64>\$<hash base64>/, "names the format");
+      return e.problems;
+    }
+    assert.fail(`${text} was accepted`);
+  };
+
+  test("what hashPassword writes parses back to its parameters, salt and hash", async () => {
+    const h = parsePasswordHash(await hashPassword("pw"));
+    assert.deepEqual([h.N, h.r, h.p, h.salt.length, h.hash.length], [16384, 8, 1, 16, 32]);
+  });
+
+  test("every problem of a hash is named, never its salt or hash", () => {
+    assert.deepEqual(problems("plain"), ['not 6 fields separated by "$", the first "scrypt"']);
+    assert.deepEqual(problems(`bcrypt$1$1$1$${SALT}$${HASH}`), [
+      'not 6 fields separated by "$", the first "scrypt"',
+    ]);
+    assert.deepEqual(problems(stored(3, 8, 1)), ["N must be a power of two ≥ 2, not 3"]);
+    assert.deepEqual(problems(stored(1, 8, 1)), ["N must be a power of two ≥ 2, not 1"]);
+    assert.deepEqual(problems(stored(0, "x", "1.5", "", "a-b_")), [
+      "N must be a positive integer",
+      "r must be a positive integer",
+      "p must be a positive integer",
+      "salt is empty",
+      "hash is not canonical base64",
+    ]);
+    assert.deepEqual(problems(stored(16384, 8, 1, "AAA", `${HASH}\n`)), [
+      "salt is not canonical base64",
+      "hash is not canonical base64",
+    ]);
+    assert.deepEqual(problems(stored("016384", "+8", "1e0")), [
+      "N must be a positive integer",
+      "r must be a positive integer",
+      "p must be a positive integer",
+    ]);
+    assert.deepEqual(problems(stored(2 ** 20, 8, 1)), [
+      "N=1048576, r=8, p=1 need 1025 MiB (128·r·(N+p+2) bytes), above scrypt's 256 MiB here",
+    ]);
+    assert.deepEqual(problems(stored(65536, 1, 1)), ["N must be below 2^(16·r) = 65536 for r=1"]);
+    const secretish = stored(3, 8, 1, "c2FsdHNhbHQ=", "aGFzaGhhc2g=");
+    assert.ok(!problems(secretish).join(" ").includes("c2FsdHNhbHQ"));
+  });
+
+  test("the parser accepts exactly what node:crypto's scrypt accepts, limits included", () => {
+    // At and around each of scrypt's limits (refusals cost nothing; accepted ones are kept cheap).
+    const cases: [number, number, number][] = [
+      [2, 1, 1],
+      [32768, 1, 1],
+      [65536, 1, 1],
+      [16384, 8, 1],
+      [1024, 2, 16],
+      [2 ** 19, 4, 1],
+      [2 ** 20, 2, 1],
+      [2 ** 21, 1, 1],
+      [2, 1, 2 ** 21 - 3],
+      [2 ** 18, 8, 1],
+      [3, 8, 1],
+    ];
+    for (const [N, r, p] of cases) {
+      let scryptAccepts = true;
+      try {
+        scryptSync("pw", "salt", 8, { N, r, p, maxmem: 256 * 1024 * 1024 });
+      } catch (e) {
+        assert.equal((e as NodeJS.ErrnoException).code, "ERR_CRYPTO_INVALID_SCRYPT_PARAMS");
+        scryptAccepts = false;
+      }
+      let parserAccepts = true;
+      try {
+        parsePasswordHash(stored(N, r, p));
+      } catch {
+        parserAccepts = false;
+      }
+      assert.equal(parserAccepts, scryptAccepts, `N=${N} r=${r} p=${p}`);
+    }
+  });
+
+  test("verifyPassword is false, never an exception, for a hash scrypt cannot use", async () => {
+    for (const bad of [stored(3, 8, 1), stored(2 ** 21, 8, 1), stored(16384, 8, 1, ""), "scrypt$broken"])
+      assert.equal(await verifyPassword("pw", bad), false, bad);
   });
 });
