@@ -8,6 +8,23 @@ export { StoreCorruptError, StoreUnavailableError } from "./errors.js";
 export type BreakerName = "token_reads" | "token_writes" | "jobs";
 export const BREAKER_NAMES: readonly BreakerName[] = ["token_reads", "token_writes", "jobs"];
 
+/** Store operations, the `op` label of the store metrics. */
+export const STORE_OPS = [
+  "ping",
+  "epoch_ensure",
+  "token_save",
+  "token_check",
+  "token_heal",
+  "token_revoke",
+  "job_resolve_sha1",
+  "job_lookup",
+  "job_claim",
+  "job_release",
+  "job_complete",
+  "job_fail",
+] as const;
+export type StoreOp = (typeof STORE_OPS)[number];
+
 export interface BreakerSettings {
   commandTimeoutMs: number;
   errorThresholdPercentage: number;
@@ -31,6 +48,7 @@ export class StoreBreakers {
     private readonly metrics: NodeMetrics,
     private readonly log: Logger,
   ) {
+    for (const op of STORE_OPS) metrics.storeCorrupt.inc({ op }, 0);
     for (const name of BREAKER_NAMES) {
       const breaker = new CircuitBreaker<[Action], unknown>((fn: Action) => fn(), {
         name,
@@ -76,7 +94,7 @@ export class StoreBreakers {
   }
 
   /** Runs one store operation through the breaker for its purpose, timing it as `op`. */
-  async run<T>(name: BreakerName, op: string, fn: () => Promise<T>): Promise<T> {
+  async run<T>(name: BreakerName, op: StoreOp, fn: () => Promise<T>): Promise<T> {
     const end = this.metrics.storeCommand.startTimer({ op });
     try {
       return (await (this.breakers.get(name) as CircuitBreaker<[Action], unknown>).fire(fn)) as T;

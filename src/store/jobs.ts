@@ -1,3 +1,4 @@
+import { StoreCorruptError } from "./errors.js";
 import type { StoreKeys } from "./keys.js";
 import type { RedisClient } from "./redis.js";
 import { LuaScript } from "./script.js";
@@ -17,6 +18,22 @@ export type Lookup =
   | { kind: "none" };
 
 const FAILED_JOB_TTL_MS = 60_000;
+
+/** A job record as we write it; anything else is StoreCorruptError. */
+function parseJob(key: string, text: string): JobState {
+  let job: unknown;
+  try {
+    job = JSON.parse(text);
+  } catch {
+    throw new StoreCorruptError(key, "a job record that is not JSON");
+  }
+  const j = job as Partial<Record<string, unknown>> | null;
+  const ok =
+    typeof j?.node === "string" &&
+    (j.state === "pending" || (j.state === "failed" && typeof j.error === "string"));
+  if (!ok) throw new StoreCorruptError(key, "a job record without a valid state and node");
+  return job as JobState;
+}
 
 /**
  * A result is a hash {output, fingerprint} with a TTL, as every node version reads it: one
@@ -44,7 +61,10 @@ export class JobStore {
 
   /** Finds the sha256 behind a sha1 (classic clients poll by sha1). */
   async resolveSha1(format: string, sha1: string): Promise<string | undefined> {
-    return (await this.client.get(this.keys.sha1Alias(format, sha1))) ?? undefined;
+    const key = this.keys.sha1Alias(format, sha1);
+    const sha256 = await this.client.get(key);
+    if (sha256 !== null && !/^[0-9a-f]{64}$/.test(sha256)) throw new StoreCorruptError(key, "not a sha256");
+    return sha256 ?? undefined;
   }
 
   async lookup(format: string, sha256: string, fingerprint: string): Promise<Lookup> {
@@ -53,7 +73,7 @@ export class JobStore {
       this.client.get(this.keys.job(format, sha256)),
     ]);
     if (result) return { kind: "signed", result };
-    if (job) return { kind: "job", job: JSON.parse(job) as JobState };
+    if (job) return { kind: "job", job: parseJob(this.keys.job(format, sha256), job) };
     return { kind: "none" };
   }
 
@@ -101,7 +121,7 @@ export class JobStore {
     }
     if (claimed) return { kind: "claimed" };
     const job = await this.client.get(this.keys.job(format, sha256));
-    return job ? { kind: "job", job: JSON.parse(job) as JobState } : { kind: "none" };
+    return job ? { kind: "job", job: parseJob(this.keys.job(format, sha256), job) } : { kind: "none" };
   }
 
   /** Lets a classic client find this input's job and result by its sha1. */
