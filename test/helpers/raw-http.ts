@@ -9,25 +9,31 @@ export interface RawResponse {
 /**
  * Writes bytes to a node over a bare socket (for requests no HTTP client will send: huge
  * headers, lying Content-Length, truncated bodies) and returns the first response.
- * `end: false` keeps the socket's write side open, as a client still "uploading" would.
+ * `end: false` keeps the socket's write side open, as a client still "uploading" would;
+ * `trickle` then goes on sending that many bytes at that interval, as a slow client would.
  */
 export function rawRequest(
   port: number,
   payload: string | Buffer,
-  opts: { end?: boolean; timeoutMs?: number } = {},
+  opts: { end?: boolean; timeoutMs?: number; trickle?: { bytes: number; everyMs: number } } = {},
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, "127.0.0.1");
     const chunks: Buffer[] = [];
     const timer = setTimeout(() => {
+      clearInterval(dribble);
       socket.destroy();
       reject(new Error("no response from node"));
     }, opts.timeoutMs ?? 10_000);
     let done = false;
+    const dribble = opts.trickle
+      ? setInterval(() => socket.write("x".repeat(opts.trickle?.bytes ?? 1)), opts.trickle.everyMs)
+      : undefined;
     const finish = () => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      clearInterval(dribble);
       const text = Buffer.concat(chunks).toString("latin1");
       const [head = "", ...rest] = text.split("\r\n\r\n");
       const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
