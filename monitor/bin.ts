@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
+import { linkToParent } from "../src/bin/parent-link.js";
 import { runMain } from "../src/bin/run-main.js";
 import { ConfigError } from "../src/config/load.js";
 import { PACKAGE_VERSION } from "../src/version.js";
@@ -30,10 +31,12 @@ async function main(): Promise<number | "serving"> {
     console.error(`no configuration given\n${USAGE}`);
     return 2;
   }
+  const parent = linkToParent();
   const monitor = await startMonitor(loadMonitorConfigFile(file));
   const stop = () => void monitor.close().then(() => process.exit(0));
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+  parent?.listening(monitor.url, stop);
   return "serving";
 }
 

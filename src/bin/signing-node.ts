@@ -5,6 +5,7 @@ import { startNode } from "../node.js";
 import { KeyLoadError } from "../signing/signer.js";
 import { hashPassword } from "../tokens/credentials.js";
 import { PACKAGE_VERSION } from "../version.js";
+import { linkToParent } from "./parent-link.js";
 import { runMain } from "./run-main.js";
 import { tuneHeapForUploads } from "./upload-heap.js";
 
@@ -57,16 +58,18 @@ async function main(): Promise<number | "serving"> {
     return 2;
   }
   tuneHeapForUploads();
+  const parent = linkToParent();
   const node = await startNode(loadConfigFile(file));
-  const stop = (signal: string) => {
-    node.log.info({ event: "shutdown", signal });
+  const stop = (cause: { signal: string } | { reason: string }) => {
+    node.log.info({ event: "shutdown", ...cause });
     node.close().then(
       (drained) => process.exit(drained ? 0 : 1),
       () => process.exit(1),
     );
   };
-  process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => stop({ signal: "SIGTERM" }));
+  process.once("SIGINT", () => stop({ signal: "SIGINT" }));
+  parent?.listening(node.url, () => stop({ reason: "parent_exited" }));
   return "serving";
 }
 
