@@ -1,18 +1,29 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
+import { linkToParent } from "../src/bin/parent-link.js";
 import { runMain } from "../src/bin/run-main.js";
 import { ConfigError } from "../src/config/load.js";
+import { PACKAGE_VERSION } from "../src/version.js";
 import { loadMonitorConfigFile } from "./config.js";
 import { startMonitor } from "./monitor.js";
 
-const USAGE = `usage: signing-monitor --config FILE   (or SIGNING_MONITOR_CONFIG; SIGNING_MONITOR__a__b=value overrides key a.b)`;
+const USAGE = `usage: signing-monitor --config FILE   (or SIGNING_MONITOR_CONFIG; SIGNING_MONITOR__a__b=value overrides key a.b)
+       signing-monitor --version`;
 
 async function main(): Promise<number | "serving"> {
   const { values } = parseArgs({
-    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "V" },
+    },
   });
   if (values.help) {
     console.log(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    console.log(PACKAGE_VERSION);
     return 0;
   }
   const file = values.config ?? process.env.SIGNING_MONITOR_CONFIG;
@@ -20,10 +31,12 @@ async function main(): Promise<number | "serving"> {
     console.error(`no configuration given\n${USAGE}`);
     return 2;
   }
+  const parent = linkToParent();
   const monitor = await startMonitor(loadMonitorConfigFile(file));
   const stop = () => void monitor.close().then(() => process.exit(0));
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+  parent?.listening(monitor.url, stop);
   return "serving";
 }
 

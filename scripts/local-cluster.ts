@@ -1,25 +1,51 @@
 /**
  * `npm start`: a local signing cluster for a newcomer. Its own redis-server on a free port (or
  * REDIS_URL), three signing nodes on consecutive ports from SIGNING_BASE_PORT (default 9110),
- * dev keys and credentials kept in SIGNING_STATE_DIR (default .local/). Writes cluster.json
- * once every node is ready, prints a walkthrough, stops everything on Ctrl-C.
+ * the monitor on SIGNING_BASE_PORT + 10, dev keys and credentials kept in SIGNING_STATE_DIR
+ * (default .local/). Writes cluster.json once every node is ready, prints a walkthrough, stops
+ * everything on Ctrl-C or SIGTERM. Its children also stop when it is SIGKILLed: the nodes and
+ * the monitor watch it (src/bin/parent-link.ts), the kernel kills its redis-server
+ * (scripts/redis-server.ts).
  */
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { prepareDevState, writeMonitorConfig } from "../src/config/dev-state.js";
-import { NodeProcess } from "./node-process.js";
+import { assertPortFree, NodeProcess, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 
 const NODES = 3;
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
 const stateDir = resolve(process.env.SIGNING_STATE_DIR ?? resolve(root, ".local"));
 const basePort = Number(process.env.SIGNING_BASE_PORT ?? 9110);
+const nodePorts = Array.from({ length: NODES }, (_, i) => basePort + i);
+const monitorPort = basePort + 10;
+
+/**
+ * Refuses before anything is spawned or written. A cluster left running on these ports would
+ * otherwise answer our readiness checks, and its config files in a shared state dir would be
+ * rewritten under it.
+ */
+async function assertPortsFree(): Promise<void> {
+  for (const port of [...nodePorts, monitorPort]) await assertPortFree(port);
+}
+
+/** One line, no stack: most often the cluster of an earlier `npm start` is still running. */
+function portInUseLine(port: number): string {
+  return (
+    `local cluster: port ${port} is already in use (a signing cluster still running?); ` +
+    `stop it, or move this cluster with SIGNING_BASE_PORT (it uses ${nodePorts.join(", ")} and ` +
+    `${monitorPort}), e.g. SIGNING_BASE_PORT=${basePort + 100} npm start`
+  );
+}
 
 async function main(): Promise<void> {
   const children: NodeProcess[] = [];
   let redis: RedisServer | undefined;
   let stopping = false;
+  // Until the cluster is up, a child that exits is reported by its ready() (a port in use as one
+  // line), not by its exit handler.
+  let up = false;
   const shutdown = async (code: number) => {
     stopping = true;
     await Promise.all(children.map((c) => c.stop()));
@@ -30,21 +56,22 @@ async function main(): Promise<void> {
   process.once("SIGTERM", () => void shutdown(0));
 
   try {
+    await assertPortsFree();
     let redisUrl = process.env.REDIS_URL;
     if (!redisUrl) {
       redis = await RedisServer.start();
       redisUrl = redis.url;
     }
     const state = await prepareDevState(stateDir, redisUrl);
-    for (let i = 0; i < NODES; i++) {
+    for (const [i, port] of nodePorts.entries()) {
       const node = new NodeProcess({
         configFile: state.configFile,
-        port: basePort + i,
+        port,
         id: `local-${i}`,
         logFile: resolve(stateDir, `node-${i}.log`),
       });
       node.child.on("exit", (code, signal) => {
-        if (!stopping)
+        if (up && !stopping)
           console.error(
             `node local-${i} exited (${code ?? signal}): ${node.stderr}see ${stateDir}/node-${i}.log`,
           );
@@ -54,20 +81,23 @@ async function main(): Promise<void> {
     await Promise.all(children.map((n) => n.ready()));
     const nodes = children.map((n) => n.url);
 
-    const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, basePort + 10);
+    const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, monitorPort);
     const monitor = new NodeProcess({
       program: "signing-monitor",
       configFile: monitorConfig.configFile,
-      port: basePort + 10,
+      port: monitorPort,
       id: "local-monitor",
       logFile: resolve(stateDir, "monitor.log"),
     });
     monitor.child.on("exit", (code, signal) => {
-      if (!stopping)
+      if (up && !stopping)
         console.error(`monitor exited (${code ?? signal}): ${monitor.stderr}see ${stateDir}/monitor.log`);
     });
     children.push(monitor);
     await monitor.ready();
+    up = true;
+    const gone = children.find((c) => !c.running);
+    if (gone) throw new Error(`${gone.opts.id} exited while the cluster started: ${gone.stderr}`);
 
     const cluster = {
       redisUrl,
@@ -99,8 +129,12 @@ Sign a file with curl, through three different nodes:
 
 Ctrl-C stops the cluster.`);
   } catch (err) {
-    console.error(`local cluster failed to start: ${(err as Error).message}`);
-    await shutdown(1);
+    if (stopping) return; // a signal came first: children stopped on purpose
+    const portInUse = err instanceof PortInUseError;
+    console.error(
+      portInUse ? portInUseLine(err.port) : `local cluster failed to start: ${(err as Error).message}`,
+    );
+    await shutdown(portInUse ? 2 : 1);
   }
 }
 

@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { closeSync, openSync } from "node:fs";
+import { createServer } from "node:net";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { isListeningMessage, PARENT_LINK_ENV } from "../src/bin/parent-link.js";
 
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
 
@@ -28,11 +30,36 @@ export interface NodeProcessOptions {
   env?: Record<string, string>;
 }
 
-/** A signing node or monitor as a real process (`--config FILE`), so it can be SIGKILLed. */
+/** Another process listens on a port a node or monitor was to listen on. */
+export class PortInUseError extends Error {
+  constructor(readonly port: number) {
+    super(`port ${port} is already in use`);
+    this.name = "PortInUseError";
+  }
+}
+
+/** Throws PortInUseError when something listens on `host:port`, where a node would bind. */
+export function assertPortFree(port: number, host = "127.0.0.1"): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", (err: NodeJS.ErrnoException) =>
+      reject(err.code === "EADDRINUSE" ? new PortInUseError(port) : err),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
+/**
+ * A signing node or monitor as a real process (`--config FILE`), so it can be SIGKILLed.
+ * Linked to this process (src/bin/parent-link.ts): it stops when this process dies, and it
+ * says when it listens, so ready() never takes another process on its port for it.
+ */
 export class NodeProcess {
   readonly url: string;
   readonly child: ChildProcess;
   stderr = "";
+  /** The child has told us it listens on its port. */
+  private listening = false;
 
   constructor(readonly opts: NodeProcessOptions) {
     this.url = `http://127.0.0.1:${opts.port}`;
@@ -41,11 +68,25 @@ export class NodeProcess {
     const identity = monitor
       ? { SIGNING_MONITOR__monitor__port: String(opts.port), SIGNING_MONITOR__monitor__id: opts.id }
       : { SIGNING__node__port: String(opts.port), SIGNING__node__id: opts.id };
-    this.child = spawn(process.execPath, [resolve(root, entry), "--config", opts.configFile], {
-      env: { GLIBC_TUNABLES: NODE_GLIBC_TUNABLES, ...process.env, ...identity, ...opts.env },
-      stdio: ["ignore", opts.logFile ? "pipe" : "ignore", "pipe"],
+    // The child writes its log file itself: its last lines land there even after we died.
+    const log = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
+    try {
+      this.child = spawn(process.execPath, [resolve(root, entry), "--config", opts.configFile], {
+        env: {
+          GLIBC_TUNABLES: NODE_GLIBC_TUNABLES,
+          ...process.env,
+          ...identity,
+          ...opts.env,
+          [PARENT_LINK_ENV]: "1",
+        },
+        stdio: ["ignore", log, "pipe", "ipc"],
+      });
+    } finally {
+      if (typeof log === "number") closeSync(log);
+    }
+    this.child.on("message", (m) => {
+      if (isListeningMessage(m)) this.listening = true;
     });
-    if (opts.logFile) this.child.stdout?.pipe(createWriteStream(opts.logFile, { flags: "a" }));
     this.child.stderr?.on("data", (d: Buffer) => {
       this.stderr += d;
     });
@@ -55,21 +96,33 @@ export class NodeProcess {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
+  /**
+   * Resolves once this child listens and its /readyz answers 200. Throws PortInUseError when
+   * it exited because another process holds its port.
+   */
   async ready(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (!this.running)
-        throw new Error(
-          `node ${this.opts.id} exited (${this.child.exitCode ?? this.child.signalCode}): ${this.stderr}`,
-        );
-      try {
-        if ((await fetch(`${this.url}/readyz`)).ok) return;
-      } catch {
-        // not listening yet
-      }
+      if (!this.running) throw this.exitError();
+      // Before the child says it listens, whoever answers on the port is someone else.
+      if (this.listening && (await this.answersReady())) return;
       await sleep(50);
     }
     throw new Error(`node ${this.opts.id} at ${this.url} not ready after ${timeoutMs} ms`);
+  }
+
+  private async answersReady(): Promise<boolean> {
+    try {
+      return (await fetch(`${this.url}/readyz`)).ok;
+    } catch {
+      return false; // not serving yet
+    }
+  }
+
+  private exitError(): Error {
+    if (/\bEADDRINUSE\b/.test(this.stderr)) return new PortInUseError(this.opts.port);
+    const how = this.child.exitCode ?? this.child.signalCode;
+    return new Error(`node ${this.opts.id} exited (${how}): ${this.stderr}`);
   }
 
   /** Sends `signal` and waits for the process to be gone. */

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -69,6 +69,22 @@ async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: st
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * redis-server cannot watch its parent, and the exit hook below does not run when its owner is
+ * SIGKILLed. util-linux's setpriv asks the kernel to SIGKILL it when its parent dies
+ * (PR_SET_PDEATHSIG, kept across the exec into redis-server, so the pid stays Redis' own for
+ * kill and pause). The kernel's "parent" is the thread that spawned it: start Redis from the
+ * main thread, never from a worker that may end first. Linux only: without setpriv, Redis is
+ * started plainly and only an owner that exits normally stops it.
+ */
+let parentDeathSignal: boolean | undefined;
+function redisCommand(args: string[]): [string, string[]] {
+  parentDeathSignal ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "true"]).status === 0;
+  return parentDeathSignal
+    ? ["setpriv", ["--pdeathsig", "KILL", "--", "redis-server", ...args]]
+    : ["redis-server", args];
 }
 
 const running = new Set<RedisServer>();
@@ -151,7 +167,8 @@ export class RedisServer {
   }
 
   private async spawnAndWait(args: string[]): Promise<void> {
-    const proc = spawn("redis-server", args, { stdio: ["ignore", "ignore", "pipe"] });
+    const [program, argv] = redisCommand(args);
+    const proc = spawn(program, argv, { stdio: ["ignore", "ignore", "pipe"] });
     this.proc = proc;
     let exited = false;
     proc.once("exit", () => {

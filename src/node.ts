@@ -25,6 +25,7 @@ import { StoreKeys } from "./store/keys.js";
 import { createRedisClient, waitForReady } from "./store/redis.js";
 import { ReplicatedWrites } from "./store/replicas.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "./tokens/service.js";
+import { PACKAGE_VERSION } from "./version.js";
 
 export interface RunningNode {
   url: string;
@@ -39,10 +40,6 @@ export interface RunningNode {
    */
   close(): Promise<boolean>;
 }
-
-const PACKAGE_VERSION = (
-  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
-).version;
 
 function enabledKeys({ config, gpgPassphrase }: LoadedConfig): EnabledKeys {
   const { gpg, sshsig } = config.signing.formats;

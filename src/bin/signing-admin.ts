@@ -34,6 +34,7 @@ import {
   revokeToken,
   showToken,
 } from "../admin/tokens.js";
+import { PACKAGE_VERSION } from "../version.js";
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 const wholeNumber = (min: number) => (v: string) => {
@@ -65,6 +66,7 @@ const program = new Command()
   .option("--prefix <prefix>", `Redis key prefix (default "${DEFAULT_PREFIX}")`)
   .option("--state-dir <dir>", "the monitor's state dir, where snapshot.json lives")
   .option("--json", "machine-readable output: one JSON document on stdout")
+  .version(PACKAGE_VERSION)
   .configureHelp({ showGlobalOptions: true })
   .showHelpAfterError()
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));

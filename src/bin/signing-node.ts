@@ -4,12 +4,15 @@ import { ConfigError, loadConfigFile } from "../config/load.js";
 import { startNode } from "../node.js";
 import { KeyLoadError } from "../signing/signer.js";
 import { hashPassword } from "../tokens/credentials.js";
+import { PACKAGE_VERSION } from "../version.js";
+import { linkToParent } from "./parent-link.js";
 import { runMain } from "./run-main.js";
 import { tuneHeapForUploads } from "./upload-heap.js";
 
 const USAGE = `usage:
   signing-node --config FILE      serve (or set SIGNING_CONFIG); SIGNING__a__b=value overrides key a.b
-  signing-node hash-password      read a password on stdin, print its scrypt hash for token.credentials`;
+  signing-node hash-password      read a password on stdin, print its scrypt hash for token.credentials
+  signing-node --version          print the version`;
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -21,11 +24,19 @@ async function readStdin(): Promise<string> {
 
 async function main(): Promise<number | "serving"> {
   const { values, positionals } = parseArgs({
-    options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "V" },
+    },
     allowPositionals: true,
   });
   if (values.help) {
     console.log(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    console.log(PACKAGE_VERSION);
     return 0;
   }
   if (positionals[0] === "hash-password") {
@@ -47,16 +58,18 @@ async function main(): Promise<number | "serving"> {
     return 2;
   }
   tuneHeapForUploads();
+  const parent = linkToParent();
   const node = await startNode(loadConfigFile(file));
-  const stop = (signal: string) => {
-    node.log.info({ event: "shutdown", signal });
+  const stop = (cause: { signal: string } | { reason: string }) => {
+    node.log.info({ event: "shutdown", ...cause });
     node.close().then(
       (drained) => process.exit(drained ? 0 : 1),
       () => process.exit(1),
     );
   };
-  process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => stop({ signal: "SIGTERM" }));
+  process.once("SIGINT", () => stop({ signal: "SIGINT" }));
+  parent?.listening(node.url, () => stop({ reason: "parent_exited" }));
   return "serving";
 }
 

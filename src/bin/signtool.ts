@@ -9,6 +9,7 @@ import { describeResult, Progress } from "../client/progress.js";
 import { SigningClient, type SignResult, SUFFIXES } from "../client/signing-client.js";
 import { requestToken } from "../client/token.js";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { PACKAGE_VERSION } from "../version.js";
 
 /** A mistake on the command line: exit 2, like commander's own usage errors. */
 class UsageError extends Error {}
@@ -78,6 +79,7 @@ const program = new Command()
   .description(
     "The build machine's signing client: fetch a token, sign files through any node of the cluster.",
   )
+  .version(PACKAGE_VERSION)
   .showHelpAfterError()
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { spawnLocalCluster, threeFreePorts } from "../helpers/local-cluster.js";
 
 const root = new URL("../../../", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signing-walkthrough-"));
@@ -20,46 +20,14 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-
-async function threeFreePorts(): Promise<number> {
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
-    // Three nodes on base..base+2, the monitor on base+10.
-    if (
-      (await portFree(base)) &&
-      (await portFree(base + 1)) &&
-      (await portFree(base + 2)) &&
-      (await portFree(base + 10))
-    ) {
-      return base;
-    }
-  }
-}
-
 test("npm start's cluster runs the README walkthrough as written", async () => {
   const base = await threeFreePorts();
   const stateDir = join(work, ".local");
-  cluster = spawn(process.execPath, [join(root, "dist/scripts/local-cluster.js")], {
-    env: { ...process.env, SIGNING_STATE_DIR: stateDir, SIGNING_BASE_PORT: String(base), REDIS_URL: "" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  cluster.stdout?.on("data", (d: Buffer) => {
-    output += d;
-  });
-  cluster.stderr?.on("data", (d: Buffer) => {
-    output += d;
-  });
+  const started = spawnLocalCluster(stateDir, base);
+  cluster = started.cluster;
   const clusterJson = join(stateDir, "cluster.json");
   for (let i = 0; i < 300 && !existsSync(clusterJson); i++) {
-    assert.equal(cluster.exitCode, null, output);
+    assert.equal(cluster.exitCode, null, started.output());
     await sleep(100);
   }
   const info = JSON.parse(readFileSync(clusterJson, "utf8"));
@@ -72,8 +40,8 @@ test("npm start's cluster runs the README walkthrough as written", async () => {
     existsSync(info.keys.gpg) && existsSync(info.keys.sshsig) && existsSync(info.issuer.passwordFile),
   );
   // cluster.json is written just before the banner: give the pipe a moment to deliver it.
-  for (let i = 0; i < 50 && !/signing cluster is up/.test(output); i++) await sleep(100);
-  assert.match(output, /signing cluster is up/);
+  for (let i = 0; i < 50 && !/signing cluster is up/.test(started.output()); i++) await sleep(100);
+  assert.match(started.output(), /signing cluster is up/);
   assert.equal(info.monitor, `http://127.0.0.1:${base + 10}`);
   const monitorReady = await fetch(`${info.monitor}/readyz`);
   assert.equal(monitorReady.status, 200);
