@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
 import { encodeToken } from "../../src/tokens/codec.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
