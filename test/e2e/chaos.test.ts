@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import request from "supertest";
+import { getToken, upload } from "../helpers/api.js";
 import { ChaosRig, formatReport, MASTER_NAME, type ScenarioReport } from "../helpers/chaos.js";
+import { waitForReplica } from "../helpers/redis.js";
 
 /**
  * The promise, under faults: a Redis failover, a Redis restart, a paused Redis, lost nodes,
@@ -20,6 +24,39 @@ function assertNoFailures(r: ScenarioReport): void {
   reports.push(r);
   assert.equal(r.failed, 0, `${r.scenario}: ${r.errors.slice(0, 5).join("\n")}`);
   assert.ok(r.signed > 0, `${r.scenario}: nothing was signed`);
+}
+
+/**
+ * Makes the next writes stay on the primary: a stopped replica's socket buffers still take
+ * what the primary sends (up to tens of MiB on loopback), and the replica would apply it when
+ * resumed. Writes queued behind this much are in the primary's own output buffer, and die
+ * with it.
+ */
+async function fillReplicationBuffers(rig: ChaosRig): Promise<void> {
+  const primary = new Redis(rig.primary.url);
+  try {
+    const mib = Buffer.alloc(1024 * 1024, 120);
+    for (let i = 0; i < 96; i++) await primary.set(`chaos:ballast:${i}`, mib);
+  } finally {
+    primary.disconnect();
+  }
+}
+
+/** Waits until the Sentinels name the (former) replica as the primary. */
+async function untilPromoted(rig: ChaosRig): Promise<void> {
+  const sentinel = new Redis(rig.sentinels[0]?.port ?? 0);
+  try {
+    await until(
+      "the replica promoted",
+      async () => {
+        const addr = (await sentinel.call("SENTINEL", "get-master-addr-by-name", MASTER_NAME)) as string[];
+        return addr[1] === String(rig.replica?.port);
+      },
+      30_000,
+    );
+  } finally {
+    sentinel.disconnect();
+  }
 }
 
 async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
@@ -65,6 +102,71 @@ describe("Redis Sentinel: primary, replica, three sentinels", () => {
     );
     const json = JSON.parse(status.stdout);
     assert.equal(json.redis.role, "master", status.stdout);
+  });
+});
+
+describe("Redis Sentinel: writes the primary took but never replicated", () => {
+  let rig: ChaosRig;
+  before(async () => {
+    rig = await ChaosRig.start({ sentinel: true, nodeEnv: { SIGNING__store__replicaAckTimeoutMs: "500" } });
+  });
+  after(() => rig?.stop());
+
+  test("7. replica stopped, a token issued and another revoked, primary killed: the token signs, the revocation holds or was never acknowledged", async (t) => {
+    const auth = `Basic ${Buffer.from(`${rig.state.issuer.user}:${rig.state.issuer.password}`).toString("base64")}`;
+    const [a, b] = rig.urls as [string, string];
+    const toRevoke = await getToken(a, auth);
+    await waitForReplica(rig.primary.url);
+    let issued = "";
+    let revokeStatus = 0;
+    const r = await rig.scenario("7. un-replicated token and revocation, failover", async () => {
+      rig.replica?.pause();
+      try {
+        await fillReplicationBuffers(rig);
+        issued = await getToken(a, auth);
+        const revoke = await request(a)
+          .post("/token")
+          .set("Authorization", auth)
+          .type("form")
+          .send({ expire: toRevoke });
+        revokeStatus = revoke.status;
+        await rig.primary.kill();
+      } finally {
+        rig.replica?.resume();
+      }
+      await untilPromoted(rig);
+    });
+    t.diagnostic(`${formatReport(r)}; revocation answered ${revokeStatus}`);
+    assertNoFailures(r);
+    // The replica never had the write: the revocation was not acknowledged.
+    assert.equal(revokeStatus, 503, "no replica acknowledged the revocation, so it was not acknowledged");
+    const redis = rig.redis();
+    try {
+      const id = JSON.parse(Buffer.from(issued.split(".")[2] as string, "base64url").toString()).id;
+      assert.equal(
+        await redis.exists(`signing:token:{${id}}`),
+        0,
+        "the promoted replica never had the token",
+      );
+    } finally {
+      redis.disconnect();
+    }
+    const signed = await upload(b, { token: issued, nonce: "", data: randomBytes(32) });
+    assert.equal(signed.status, 202, `the token issued before the failover still signs: ${signed.text}`);
+    const revoked = await upload(b, { token: toRevoke, nonce: "", data: randomBytes(32) });
+    assert.ok(
+      revoked.status === 202 || revoked.body.error.code === "TOKEN_REVOKED",
+      "an unacknowledged revocation may be lost; an acknowledged one holds",
+    );
+    // With the replica back, a revocation is acknowledged and holds.
+    const again = await request(b)
+      .post("/token")
+      .set("Authorization", auth)
+      .type("form")
+      .send({ expire: toRevoke });
+    assert.equal(again.status, 200, again.text);
+    const refused = await upload(a, { token: toRevoke, nonce: "", data: randomBytes(32) });
+    assert.equal(refused.body.error?.code, "TOKEN_REVOKED");
   });
 });
 
