@@ -52,6 +52,8 @@ interface LevelResult {
   maxMs: number;
   nodeCpuMsPerSig: number;
   benchCpuMsPerSig: number;
+  /** Redis' CPU per signature: what one primary's capacity is divided by (README, Sentinel). */
+  redisCpuMsPerSig: number;
   /** Fresh pages (minor faults) per signature: what `machine`'s fresh-page cost multiplies. */
   nodeFaultsPerSig: number;
   benchFaultsPerSig: number;
@@ -99,6 +101,8 @@ main(async () => {
     const node = cluster.nodes[0];
     if (!node?.child.pid) throw new Error("no node");
     const nodePid = node.child.pid;
+    const redisPid = cluster.redis.proc?.pid;
+    if (!redisPid) throw new Error("no redis-server");
     const url = node.url;
     const maxClients = Math.max(...LEVELS);
     const tokens = await issueTokens(
@@ -167,12 +171,14 @@ main(async () => {
       await sleep(WARM_MS);
       const from = performance.now();
       const cpu0 = cpuMs(nodePid);
+      const redisCpu0 = cpuMs(redisPid);
       const faults0 = minorFaults(nodePid);
       const bench0 = process.cpuUsage();
       const benchFaults0 = process.resourceUsage().minorPageFault;
       await sleep(SECONDS * 1000);
       const to = performance.now();
       const cpu1 = cpuMs(nodePid);
+      const redisCpu1 = cpuMs(redisPid);
       const faults1 = minorFaults(nodePid);
       const bench1 = process.cpuUsage(bench0);
       const benchFaults1 = process.resourceUsage().minorPageFault;
@@ -192,6 +198,7 @@ main(async () => {
         maxMs: s.max,
         nodeCpuMsPerSig: (cpu1 - cpu0) / n,
         benchCpuMsPerSig: (bench1.user + bench1.system) / 1000 / n,
+        redisCpuMsPerSig: (redisCpu1 - redisCpu0) / n,
         nodeFaultsPerSig: (faults1 - faults0) / n,
         benchFaultsPerSig: (benchFaults1 - benchFaults0) / n,
         errors,
@@ -277,6 +284,7 @@ main(async () => {
         "retries",
         "node CPU ms/sig",
         "client CPU ms/sig",
+        "Redis CPU ms/sig",
         "node faults/sig",
         "client faults/sig",
         "× gpg/file",
@@ -293,6 +301,7 @@ main(async () => {
         l.retries,
         l.nodeCpuMsPerSig,
         l.benchCpuMsPerSig,
+        l.redisCpuMsPerSig,
         l.nodeFaultsPerSig,
         l.benchFaultsPerSig,
         ratio(l.sigsPerSec, gpgBest),

@@ -42,6 +42,9 @@ export type ApiErrorCode = keyof typeof STATUS;
 /** Every documented error code: what a client may ever see in `error.code`. */
 export const ERROR_CODES: ReadonlySet<string> = new Set(Object.keys(STATUS));
 
+/** The HTTP status of each code (docs/api.md's error table is tested against it). */
+export const ERROR_STATUS: Readonly<Record<ApiErrorCode, number>> = STATUS;
+
 /** Retrying (on this or another node) can succeed for these. */
 const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
   "REQUEST_TIMEOUT",
