@@ -194,3 +194,33 @@ test("a re-seed that fails half-way is taken up again on the next tick", async (
     await redis.stop();
   }
 });
+
+test("an epoch record without an id is repaired by the monitor as a data loss: re-seeded, not left corrupt", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({
+    redisUrl: redis.url,
+    monitor: { detectCron: "0 0 1 1 *", snapshotCron: "0 0 1 1 *" },
+  });
+  const client = new Redis(redis.url);
+  try {
+    await monitor.detectNow();
+    const exp = Date.now() + 600_000;
+    await client.set("signing:token:{t1}", '{"claims":{}}', "PXAT", exp);
+    assert.ok(await monitor.snapshotNow());
+    const before = await client.hget("signing:epoch", "id");
+    await client.hdel("signing:epoch", "id");
+    await monitor.detectNow();
+    const epoch = await client.hgetall("signing:epoch");
+    assert.match(epoch.id ?? "", /^[0-9a-f]{16}$/, "a fresh, valid epoch");
+    assert.notEqual(epoch.id, before);
+    assert.equal(epoch.state, "restored", "handled as a data loss: re-seeded from the snapshot");
+    assert.equal(
+      (await monitor.metrics.restarts.get()).values.find((v) => v.labels.kind === "data_loss")?.value,
+      1,
+    );
+  } finally {
+    client.disconnect();
+    await monitor.close();
+    await redis.stop();
+  }
+});

@@ -128,3 +128,29 @@ test("snapshot walks the keyspace once, among many results and jobs, and reads a
     [["t1"], ["t2"], ["t1"]],
   );
 });
+
+test("epoch writes are compare-and-set on the id: a decision about one epoch never lands on the next", async () => {
+  await redis.flushall();
+  const old = await ensureEpoch(redis, keys);
+  await redis.flushall();
+  const current = await ensureEpoch(redis, keys);
+  assert.notEqual(current.id, old.id);
+  // An operator's invalidate (no onlyIfFresh) decided about the old epoch: refused.
+  assert.equal(
+    await setEpochState(redis, keys, { id: old.id, state: "invalidated", minIatMs: Date.now() }),
+    false,
+  );
+  assert.deepEqual(await redis.hgetall(keys.epoch()), {
+    id: current.id,
+    createdAt: String(current.createdAt),
+    state: "fresh",
+    minIat: "0",
+  });
+  assert.equal(await setEpochState(redis, keys, { id: current.id, state: "invalidated", minIatMs: 5 }), true);
+  assert.equal(await redis.hget(keys.epoch(), "minIat"), "5");
+  // A record of another type is never written over.
+  await redis.del(keys.epoch());
+  await redis.set(keys.epoch(), "not a hash");
+  assert.equal(await setEpochState(redis, keys, { id: current.id, state: "restored" }), false);
+  assert.equal(await redis.get(keys.epoch()), "not a hash");
+});
