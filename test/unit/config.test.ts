@@ -45,6 +45,14 @@ describe("configuration", () => {
     assert.equal(tokenSecrets[0]?.secret.toString(), "s".repeat(40));
   });
 
+  test("Redis Cluster is refused, pointing at Sentinel", () => {
+    const found = problems(() =>
+      buildConfig({ ...valid, redis: { cluster: [{ host: "r1", port: 7000 }] } }, dir, {}),
+    );
+    assert.equal(found.length, 1, found.join("\n"));
+    assert.match(found[0] as string, /^redis\.cluster: Redis Cluster is not supported.*Sentinel/);
+  });
+
   test("every problem is listed at once", () => {
     const found = problems(() =>
       buildConfig(
