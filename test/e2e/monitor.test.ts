@@ -161,7 +161,10 @@ test("the monitor serves /readyz and its DESIGN.md §8 metrics", async () => {
   }
 });
 
-test("a re-seed that fails half-way is taken up again on the next tick", async () => {
+/** A monitor that detects and snapshots only when told to, on a Redis of its own. */
+async function withManualMonitor(
+  fn: (monitor: Awaited<ReturnType<typeof startTestMonitor>>, client: Redis) => Promise<void>,
+): Promise<void> {
   const redis = await TestRedis.start();
   const monitor = await startTestMonitor({
     redisUrl: redis.url,
@@ -169,6 +172,16 @@ test("a re-seed that fails half-way is taken up again on the next tick", async (
   });
   const client = new Redis(redis.url);
   try {
+    await fn(monitor, client);
+  } finally {
+    client.disconnect();
+    await monitor.close();
+    await redis.stop();
+  }
+}
+
+test("a re-seed that fails half-way is taken up again on the next tick", () =>
+  withManualMonitor(async (monitor, client) => {
     await monitor.detectNow();
     const exp = Date.now() + 600_000;
     await client.set("signing:token:{t1}", '{"claims":{}}', "PXAT", exp);
@@ -188,21 +201,10 @@ test("a re-seed that fails half-way is taken up again on the next tick", async (
       (await monitor.metrics.restarts.get()).values.find((v) => v.labels.kind === "data_loss")?.value,
       1,
     );
-  } finally {
-    client.disconnect();
-    await monitor.close();
-    await redis.stop();
-  }
-});
+  }));
 
-test("an epoch record without an id is repaired by the monitor as a data loss: re-seeded, not left corrupt", async () => {
-  const redis = await TestRedis.start();
-  const monitor = await startTestMonitor({
-    redisUrl: redis.url,
-    monitor: { detectCron: "0 0 1 1 *", snapshotCron: "0 0 1 1 *" },
-  });
-  const client = new Redis(redis.url);
-  try {
+test("an epoch record without an id is repaired by the monitor as a data loss: re-seeded, not left corrupt", () =>
+  withManualMonitor(async (monitor, client) => {
     await monitor.detectNow();
     const exp = Date.now() + 600_000;
     await client.set("signing:token:{t1}", '{"claims":{}}', "PXAT", exp);
@@ -218,9 +220,4 @@ test("an epoch record without an id is repaired by the monitor as a data loss: r
       (await monitor.metrics.restarts.get()).values.find((v) => v.labels.kind === "data_loss")?.value,
       1,
     );
-  } finally {
-    client.disconnect();
-    await monitor.close();
-    await redis.stop();
-  }
-});
+  }));

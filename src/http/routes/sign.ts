@@ -215,7 +215,10 @@ export function signRoutes(deps: SignRouteDeps): Router {
     const beforeFile = (fields: Readonly<Record<string, string>>) => {
       if (fields.token === undefined) return undefined;
       const verdict = verifyToken(req, res, format, fields);
-      if (verdict instanceof ApiError) return verdict;
+      if (verdict instanceof ApiError) {
+        res.set("Connection", "close"); // the rest of the upload is not read
+        return verdict;
+      }
       early = verdict;
       return undefined;
     };
@@ -228,11 +231,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
       });
       return { received, early };
     } catch (err) {
-      if (
-        err instanceof ApiError &&
-        (UNREAD_BODY_CODES.has(err.code) || err.status === 401 || err.status === 403)
-      )
-        res.set("Connection", "close");
+      if (err instanceof ApiError && UNREAD_BODY_CODES.has(err.code)) res.set("Connection", "close");
       throw err;
     }
   };
