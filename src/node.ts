@@ -103,7 +103,8 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     FormatName,
     { enabled: boolean; maxSize: number; filenamePattern: string },
   ][]) {
-    if (f?.enabled) limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern) });
+    if (f?.enabled)
+      limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern, "u") });
   }
 
   const redis = createRedisClient({

@@ -1,18 +1,20 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { CONFIG_ENV } from "../client/config-file.js";
+import { Deadline } from "../client/deadline.js";
 import { parseDuration } from "../client/duration.js";
-import { ClientError } from "../client/errors.js";
+import { ClientError, exitCodeOf } from "../client/errors.js";
 import { nodeUrl } from "../client/nodes.js";
-import { describeResult, Progress } from "../client/progress.js";
-import { SigningClient, type SignResult, SUFFIXES } from "../client/signing-client.js";
+import { Progress } from "../client/progress.js";
+import { checkOutputsWritable, planTasks, runTasks, signSettings } from "../client/sign-run.js";
+import { SigningClient } from "../client/signing-client.js";
 import { requestToken } from "../client/token.js";
 import { writeFileAtomic } from "../files/write-atomic.js";
 import { PACKAGE_VERSION } from "../version.js";
 
 /** A mistake on the command line: exit 2, like commander's own usage errors. */
-class UsageError extends Error {}
+const usage = (message: string) => new ClientError("USAGE", message);
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const durationArg = (v: string) => {
@@ -43,7 +45,7 @@ function readSecretFile(file: string, what: string): string {
 
 function nodesFrom(specs: string[], tls: boolean): string[] {
   const nodes = specs.map((h) => h.trim()).filter(Boolean);
-  if (nodes.length === 0) throw new UsageError("give at least one node with -H host:port");
+  if (nodes.length === 0) throw usage("give at least one node with -H host:port");
   return nodes.map((h) => nodeUrl(h, tls));
 }
 
@@ -52,15 +54,23 @@ function clientCertFrom(o: { clientCert?: string; clientKey?: string }): {
   clientCert?: { cert: Buffer; key: Buffer };
 } {
   if (!o.clientCert && !o.clientKey) return {};
-  if (!o.clientCert || !o.clientKey) throw new UsageError("--client-cert and --client-key go together");
+  if (!o.clientCert || !o.clientKey) throw usage("--client-cert and --client-key go together");
   return { clientCert: { cert: readFileSync(o.clientCert), key: readFileSync(o.clientKey) } };
 }
 
 /** `USER:PASSWORD_FILE` → issuer credentials. */
 function issuerFrom(spec: string): { user: string; password: string } {
   const colon = spec.indexOf(":");
-  if (colon < 1) throw new UsageError("--token-from takes USER:PASSWORD_FILE");
+  if (colon < 1) throw usage("--token-from takes USER:PASSWORD_FILE");
   return { user: spec.slice(0, colon), password: readSecretFile(spec.slice(colon + 1), "password file") };
+}
+
+/** With --token-from: what a new token is requested with. */
+function issuerOf(o: { tokenFrom?: string; slaveIp?: string; tokenFile: string; duration: number }) {
+  if (!o.tokenFrom) return undefined;
+  const slaveIp = o.slaveIp ?? tokenIp(o.tokenFile);
+  if (!slaveIp) throw usage("--token-from needs --slave-ip when there is no readable token");
+  return { ...issuerFrom(o.tokenFrom), slaveIp, durationSeconds: o.duration };
 }
 
 /** The IP a token is bound to, from its (unencrypted, MAC-protected) claims. */
@@ -115,23 +125,30 @@ program
   });
 
 program
-  .command("sign")
-  .description('"sign": upload files to any node and write their detached signatures')
+  .command("sign", { isDefault: true })
+  .description('"sign" (the default command): upload files to any node and write their verified signatures')
   .argument("<files...>", "files to sign")
   .requiredOption("-t, --token-file <file>", "token file from the download-token step")
   .requiredOption("-n, --nonce-file <file>", "nonce file (created if missing; empty for a new token)")
-  .requiredOption("-H, --host <host:port>", "a signing node (repeat for each node)", collect, [])
-  .requiredOption("-f, --format <format>", "signing format, e.g. gpg or sshsig (repeatable)", collect, [])
-  .option("-c, --cacert <file>", "CA or pinned server certificate (https)")
+  .option("-H, --host <host:port>", "a signing node (repeat for each node)", collect, [])
+  .option("-f, --format <format>", "signing format, e.g. gpg or sshsig (repeatable)", collect, [])
+  .option("-c, --cacert <file>", "CA or pinned server certificate: the nodes speak https")
   .option("--client-cert <file>", "client certificate (PEM), for nodes that require mutual TLS")
   .option("--client-key <file>", "the client certificate's key (PEM, mode 0600)")
   .option("--cachedir <dir>", "keep signatures here by digest; a rerun uploads nothing")
+  .option(
+    "--trusted-key <format=file>",
+    "check this format's signatures with this public key (repeatable)",
+    collect,
+    [],
+  )
+  .option("--config <file>", `defaults for hosts, formats and trusted keys (JSON or YAML; or $${CONFIG_ENV})`)
   .addOption(
     new Option("-o, --output <file>", "signature file (one file, one format)").conflicts("outputDir"),
   )
   .option("--output-dir <dir>", "write signatures here instead of next to the files")
   .option("-j, --jobs <n>", "files signed concurrently", positiveInt, 4)
-  .option("--max-time <time>", "per file, keep retrying through outages this long", durationArg, 900)
+  .option("--max-time <time>", "the whole run ends by then, signed or not", durationArg, 900)
   .option(
     "--token-from <user:passwordfile>",
     "issuer credentials: fetch a new token when the current one is rejected",
@@ -139,84 +156,26 @@ program
   .option("--slave-ip <ip>", "with --token-from: IP for new tokens (default: the current token's)")
   .option("--duration <time>", "with --token-from: lifetime of new tokens", durationArg, 7200)
   .action(async (files: string[], o) => {
-    const formats: string[] = o.format;
-    if (o.output && (files.length > 1 || formats.length > 1)) {
-      throw new ClientError(
-        "LOCAL_IO",
-        "-o names one signature file: use it with one file and one format, or use --output-dir",
-      );
-    }
-    const ca = o.cacert ? readFileSync(o.cacert) : undefined;
-    let issuer: ConstructorParameters<typeof SigningClient>[0]["issuer"];
-    if (o.tokenFrom) {
-      const slaveIp = o.slaveIp ?? tokenIp(o.tokenFile);
-      if (!slaveIp) throw new UsageError("--token-from needs --slave-ip when there is no readable token");
-      issuer = { ...issuerFrom(o.tokenFrom), slaveIp, durationSeconds: o.duration };
-    }
+    const settings = signSettings(o);
+    const tasks = planTasks(files, settings.formats, o);
+    await checkOutputsWritable(tasks);
     const progress = new Progress(process.stderr);
     const client = new SigningClient({
-      nodes: nodesFrom(o.host, Boolean(ca || o.clientCert)),
+      nodes: settings.nodes,
       tokenFile: o.tokenFile,
       nonceFile: o.nonceFile,
-      maxTimeMs: o.maxTime * 1000,
+      deadline: new Deadline(o.maxTime * 1000),
       onEvent: (e) => progress.event(e),
+      trustedKeys: settings.trustedKeys,
       ...(o.cachedir ? { cacheDir: o.cachedir } : {}),
-      ...(ca ? { ca } : {}),
+      ...(settings.ca ? { ca: settings.ca } : {}),
       ...clientCertFrom(o),
-      ...(issuer ? { issuer } : {}),
+      ...(o.tokenFrom ? { issuer: issuerOf(o) } : {}),
     });
-
-    const started = Date.now();
-    const outputOf = (file: string, format: string): string =>
-      o.output ??
-      (o.outputDir
-        ? join(o.outputDir, `${basename(file)}${SUFFIXES[format] ?? ".sig"}`)
-        : `${file}${SUFFIXES[format] ?? ".sig"}`);
-    const tasks = files.flatMap((file) =>
-      formats.map((format) => ({ file, format, output: outputOf(file, format) })),
-    );
-    // Two inputs must never write one signature file: the last would silently win.
-    const seen = new Map<string, string>();
-    for (const t of tasks) {
-      const clash = seen.get(resolve(t.output));
-      if (clash !== undefined) {
-        throw new UsageError(
-          `${clash} and ${t.file} would both write ${t.output}: sign them in separate runs or directories`,
-        );
-      }
-      seen.set(resolve(t.output), t.file);
-    }
-    const results: SignResult[] = [];
-    const failures: string[] = [];
-    let next = 0;
-    const worker = async () => {
-      for (let task = tasks[next++]; task; task = tasks[next++]) {
-        const { file, format, output } = task;
-        try {
-          const r = await client.sign(file, format, output);
-          results.push(r);
-          progress.finished(file, format, describeResult(r));
-        } catch (err) {
-          failures.push(file);
-          progress.finished(file, format, `FAILED ${basename(file)} [${format}]: ${(err as Error).message}`);
-          if (err instanceof ClientError && err.code === "TOKEN_FILE") break;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(o.jobs, tasks.length) }, worker));
-
-    const count = (s: SignResult["source"]) => results.filter((r) => r.source === s).length;
-    const retries = client.retriesTotal;
-    const skipped = tasks.length - results.length - failures.length;
-    process.stderr.write(
-      `signtool: ${results.length} signed (${count("signed")} newly, ${count("local-cache")} from local cache, ` +
-        `${count("cluster-cache")} from cluster cache), ${failures.length} failed${skipped ? `, ${skipped} not attempted` : ""}, ` +
-        `${retries} retries, ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
-    );
-    if (failures.length || skipped) process.exitCode = 1;
+    await runTasks(client, tasks, o.jobs, progress);
   });
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`signtool: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(err instanceof UsageError ? 2 : 1);
+  process.exit(exitCodeOf(err));
 });

@@ -1,9 +1,11 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 
 export interface FileDigests {
   size: number;
   sha256: string;
+  /** The running SHA-256, not digested: what a signature over the file is checked with. */
+  hash: Hash;
 }
 
 /**
@@ -17,5 +19,14 @@ export async function hashFile(path: string): Promise<FileDigests> {
     sha256.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  return { size, sha256: sha256.digest("hex") };
+  const hash = sha256.copy();
+  return { size, sha256: sha256.digest("hex"), hash };
+}
+
+/** A file hashed anew with `algorithm` (a signature over another hash than SHA-256). */
+export async function rehashFile(path: string, algorithm: string): Promise<Hash> {
+  const hash = createHash(algorithm);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+    hash.update(chunk as Buffer);
+  return hash;
 }

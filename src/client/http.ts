@@ -1,6 +1,7 @@
 import { type Agent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { Writable } from "node:stream";
+import { serverText } from "./server-text.js";
 
 export interface HttpAnswer {
   status: number;
@@ -116,15 +117,15 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
   });
 }
 
-/** The API's JSON error, if the body is one. */
+/** The API's JSON error, if the body is one; its text made safe to print (server-text.ts). */
 export function apiError(body: Buffer): { code?: string; message?: string } {
   try {
     const parsed = JSON.parse(body.toString("utf8")) as { error?: { code?: unknown; message?: unknown } };
     const code = parsed?.error?.code;
     const message = parsed?.error?.message;
     return {
-      ...(typeof code === "string" ? { code } : {}),
-      ...(typeof message === "string" ? { message: message.slice(0, 300) } : {}),
+      ...(typeof code === "string" && /^[A-Z_]{1,40}$/.test(code) ? { code } : {}),
+      ...(typeof message === "string" ? { message: serverText(message) } : {}),
     };
   } catch {
     return {};

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, type Hash, randomBytes } from "node:crypto";
 import { open, stat } from "node:fs/promises";
 import type { Writable } from "node:stream";
 import type { BodyWriter } from "./http.js";
@@ -46,6 +46,8 @@ export interface MultipartUpload {
   body: Buffer | BodyWriter;
   /** The sha256 of the file as the last body sent it, once that body has ended. */
   readonly sentSha256: string | undefined;
+  /** Its running SHA-256, not digested: what a signature over the file is checked with. */
+  readonly sentHash: Hash | undefined;
 }
 
 /**
@@ -75,15 +77,17 @@ export function multipartUpload(
   const trailerLength = hashAfter ? sha256Field("0".repeat(64)).length : 0;
   const contentType = `multipart/form-data; boundary=${boundary}`;
   if (file.bytes) {
-    const hex = fields.sha256 ?? createHash("sha256").update(file.bytes).digest("hex");
+    const sentHash = createHash("sha256").update(file.bytes);
+    const hex = fields.sha256 ?? sentHash.copy().digest("hex");
     const parts = [headBytes, file.bytes, ...(hashAfter ? [sha256Field(hex)] : []), tailBytes];
     const body = Buffer.concat(parts);
-    return { contentType, contentLength: body.length, body, sentSha256: hex };
+    return { contentType, contentLength: body.length, body, sentSha256: hex, sentHash };
   }
   const upload: MultipartUpload = {
     contentType,
     contentLength: headBytes.length + file.size + trailerLength + tailBytes.length,
     sentSha256: fields.sha256,
+    sentHash: undefined,
     async body(out) {
       const hash = hashAfter ? createHash("sha256") : undefined;
       const cannotRead = (err: unknown) =>
@@ -126,6 +130,7 @@ export function multipartUpload(
       const after = await stat(file.path).catch(() => undefined);
       if (after?.size !== file.size || after.mtimeMs !== file.mtimeMs) throw changed();
       if (hash) {
+        (upload as { sentHash: Hash | undefined }).sentHash = hash.copy();
         const hex = hash.digest("hex");
         (upload as { sentSha256: string | undefined }).sentSha256 = hex;
         await handOver(out, sha256Field(hex));

@@ -9,6 +9,8 @@ import { writeFileAtomic } from "../files/write-atomic.js";
 export class NonceChain {
   private value: string | undefined;
   private tail: Promise<unknown> = Promise.resolve();
+  /** A new token's chain is kept in memory only until that token has signed something. */
+  private uncommitted = false;
 
   constructor(readonly file: string) {}
 
@@ -28,7 +30,26 @@ export class NonceChain {
 
   async set(value: string): Promise<void> {
     this.value = value;
-    await writeFileAtomic(this.file, value, 0o600);
+    if (!this.uncommitted) await writeFileAtomic(this.file, value, 0o600);
+  }
+
+  /** Starts a new token's chain (the empty nonce) without touching the file. */
+  restart(): Promise<void> {
+    return this.use(async () => {
+      this.uncommitted = true;
+      return { result: undefined, next: "" };
+    });
+  }
+
+  /** The new token signed something: from now on its chain is kept in the file. */
+  commit(): Promise<void> {
+    return this.use(async () => {
+      if (this.uncommitted) {
+        this.uncommitted = false;
+        await writeFileAtomic(this.file, this.value ?? "", 0o600);
+      }
+      return { result: undefined };
+    });
   }
 
   /**

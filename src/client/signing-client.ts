@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
@@ -7,17 +7,23 @@ import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
 import { NONCE_SHAPE } from "../tokens/nonce.js";
-import { hashFile } from "./digests.js";
+import { Deadline } from "./deadline.js";
+import { hashFile, rehashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
 import { apiError, type HttpAnswer, send } from "./http.js";
 import { LocalFileError, multipartUpload } from "./multipart.js";
 import { NodeRotation } from "./nodes.js";
 import { NonceChain } from "./nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
+import { serverText } from "./server-text.js";
 import { requestToken, type TokenRequest } from "./token.js";
+import { type InputHash, keyDigest, type SignatureCheck, TrustedKeys } from "./trusted-keys.js";
 
 /** Signature file suffix per format, as the nodes' /formats reports them. */
 export const SUFFIXES: Record<string, string> = { gpg: ".asc", sshsig: ".sig" };
+
+/** A format name as the nodes spell them; anything else could name a path (`-f ../../x`). */
+export const FORMAT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
 export interface SigningClientOptions {
   /** Node base URLs (http://host:port). */
@@ -26,9 +32,14 @@ export interface SigningClientOptions {
   nonceFile: string;
   /** Where signatures are kept by (format, sha256 of input), so a rerun uploads nothing. */
   cacheDir?: string;
-  /** Per file: how long to keep retrying through outages before giving up. */
+  /**
+   * When the run ends: shared by every file (signtool's `--max-time`), so no file is tried past
+   * it. Without one, each `sign` call gets `maxTimeMs` of its own.
+   */
+  deadline?: Deadline;
+  /** Per `sign` call, when no run-wide `deadline` is given (default 15 minutes). */
   maxTimeMs?: number;
-  /** One HTTP exchange, connect to last byte (uploads of large files need more). */
+  /** One HTTP exchange, connect to last byte (uploads of large files get more), within the budget. */
   requestTimeoutMs?: number;
   /** `?wait=` while polling: the node holds the answer until signed. */
   pollWaitSeconds?: number;
@@ -36,7 +47,9 @@ export interface SigningClientOptions {
   /** Client certificate and key, for nodes that require mutual TLS. */
   clientCert?: { cert: Buffer; key: Buffer };
   /** With issuer credentials, a rejected or missing token is fetched again instead of failing. */
-  issuer?: Omit<TokenRequest, "nodes" | "ca" | "random">;
+  issuer?: Omit<TokenRequest, "nodes" | "ca" | "random" | "deadline">;
+  /** Public keys to check signatures with, by format (else fetched from the nodes). */
+  trustedKeys?: ReadonlyMap<string, { text: string; from: string }>;
   random?: () => number;
   onEvent?: (e: ClientEvent) => void;
 }
@@ -66,13 +79,19 @@ export interface SignResult {
 const MAX_REUPLOADS = 10;
 const MAX_TOKEN_REFRESHES = 2;
 
-const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
 /** Files up to this size are read whole (at most -j of them in memory at once). */
 const WHOLE_FILE_BYTES = 1024 * 1024;
 
 /** Seconds an upload may wait for its signature: see `upload`. */
 const UPLOAD_WAIT_SECONDS = 1;
+
+/** The longest a lookup of the format's key on the nodes may take per round. */
+const KEY_FETCH_TIMEOUT_MS = 10_000;
+
+const sha256hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+const NONCE_LOST =
+  "the token's nonce chain moved on without this client: two jobs use one token and nonce file, or the nonce file was lost or restored from an old copy. Give each job its own token (signtool token) and nonce file, or let signtool fetch one (--token-from)";
 
 /** A 202 answer to an upload: its status ("queued", "in_progress", "cached") and, with ?wait, the signature. */
 function uploadAnswer(body: Buffer): { status?: string; signature?: Buffer } {
@@ -92,16 +111,59 @@ function uploadAnswer(body: Buffer): { status?: string; signature?: Buffer } {
   }
 }
 
+/** The input as read before anything is sent: small files whole, larger ones by size and time. */
+interface Input {
+  size: number;
+  mtimeMs: number;
+  bytes?: Buffer;
+  sha256?: string;
+  /** The running SHA-256 once known (hashed for the cache, or while uploading). */
+  hash?: Hash;
+}
+
+/** Where one file's signing stands: what to do next, and what it has cost so far. */
+type Step = "upload" | "lookup" | "poll";
+
+interface Job {
+  file: string;
+  format: string;
+  output: string;
+  input: Input;
+  check: SignatureCheck;
+  keyFrom: string;
+  started: number;
+  retries: number;
+  attempt: number;
+  reuploads: number;
+  refreshes: number;
+  uploaded: boolean;
+  alreadySigned: boolean;
+  /** The token generation the last upload used: its first verified result commits it. */
+  tokenGeneration: number;
+  deadline: Deadline;
+  lastFailure: string;
+  unverified: boolean;
+  emit(phase: Phase, node?: string, detail?: string): void;
+}
+
+/** What one step produced: a signature to check, or the next step (after a failure, with it). */
+type Outcome = { signature: Buffer; node: string; source: ResultSource } | { next: Step; verdict?: Verdict };
+
 /**
- * Signs files through any node of a cluster: rotation on failures, backoff with jitter, a
- * retry budget per file, one nonce chain shared by concurrent files, local and cluster caches.
+ * Signs files through any node of a cluster: rotation on failures, backoff with jitter, one
+ * deadline for the whole run, one nonce chain shared by concurrent files, local and cluster
+ * caches. Every signature is checked against the format's trusted key before it is written or
+ * cached: exit 0 means every output verifies.
  */
 export class SigningClient {
   private readonly nodes: NodeRotation;
   private readonly nonces: NonceChain;
+  private readonly keys: TrustedKeys;
   private token: string | undefined;
   /** Bumped when the token is replaced, so concurrent 401s fetch it only once. */
   private tokenGeneration = 0;
+  /** A fetched token not yet written to the token file: it has not signed anything yet. */
+  private tokenUncommitted = false;
   private refreshing: Promise<void> | undefined;
   /** Retries across every file this client handled, the failed ones included. */
   retriesTotal = 0;
@@ -118,6 +180,11 @@ export class SigningClient {
   constructor(private readonly opts: SigningClientOptions) {
     this.nodes = new NodeRotation(opts.nodes, opts.random);
     this.nonces = new NonceChain(opts.nonceFile);
+    this.keys = new TrustedKeys({
+      pinned: opts.trustedKeys ?? new Map(),
+      ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
+      fetch: (format, deadline) => this.fetchKey(format, deadline),
+    });
   }
 
   /** Signs `file` in `format`, writing the signature to `output` (default: file + suffix). */
@@ -126,222 +193,266 @@ export class SigningClient {
     format: string,
     output = `${file}${SUFFIXES[format] ?? ".sig"}`,
   ): Promise<SignResult> {
+    if (!FORMAT_NAME.test(format))
+      throw new ClientError("CONFIG", `"${serverText(format)}" is not a format name`);
     const started = Date.now();
     const emit = (phase: Phase, node?: string, detail?: string) =>
       this.opts.onEvent?.({ file, format, phase, ...(node ? { node } : {}), ...(detail ? { detail } : {}) });
+    const deadline = this.opts.deadline ?? new Deadline(this.opts.maxTimeMs ?? 15 * 60_000);
+    const input = await this.readInput(file, emit);
+    const { check, from } = await this.keys.checker(format, deadline);
+    const job: Job = {
+      ...{ file, format, output, input, check, keyFrom: from, started, emit },
+      ...{ retries: 0, attempt: 0, reuploads: 0, refreshes: 0, uploaded: false, alreadySigned: false },
+      ...{ tokenGeneration: this.tokenGeneration, deadline, lastFailure: "no attempt", unverified: false },
+    };
+    const cached = await this.fromCache(job);
+    if (cached) return cached;
+    return this.run(job, input.sha256 ? "lookup" : "upload");
+  }
 
-    // With a local cache the file is hashed first, to look it up. Otherwise it goes straight
-    // to a node, hashed as it is sent: one read of the file, and the upload's answer says
-    // whether the cluster had signed it already.
-    let size: number;
-    let mtimeMs: number;
-    let bytes: Buffer | undefined;
-    let sha256: string | undefined;
+  /** The state machine: one step at a time until a signature verifies or the run must end. */
+  private async run(job: Job, first: Step): Promise<SignResult> {
+    let step = first;
+    for (;;) {
+      const node = this.nodes.current;
+      let outcome: Outcome;
+      try {
+        outcome = step === "upload" ? await this.stepUpload(job) : await this.stepFetch(job, node, step);
+      } catch (err) {
+        if (err instanceof ClientError) throw err;
+        outcome = { next: step, verdict: classifyNetworkError(err) };
+      }
+      if ("signature" in outcome) {
+        const why = await job.check(outcome.signature, this.inputHash(job));
+        if (why === undefined) return this.accept(job, outcome);
+        job.unverified = true;
+        const reason = `sent a signature that does not verify with the key from ${job.keyFrom}: ${why}`;
+        outcome = {
+          next: job.uploaded ? "poll" : "lookup",
+          verdict: { kind: "retry", reason, demote: true },
+        };
+      }
+      step = outcome.next;
+      if (outcome.verdict) await this.afterFailure(job, outcome.verdict, node);
+    }
+  }
+
+  /** Reads the input once: an unreadable file fails here, once, not on every node. */
+  private async readInput(file: string, emit: Job["emit"]): Promise<Input> {
+    let input: Input;
     try {
-      // Opened, not only stat'ed: an unreadable file fails here, once, not on every node.
-      // A small one is read whole now: one read instead of a stream per attempt.
-      // O_NONBLOCK: a FIFO must not hang the open (regular files ignore the flag).
-      // Synchronous calls: each asynchronous one is a hand-off to libuv's thread pool and back,
-      // four per file, costlier than reading a small file (see writeFileAtomic).
+      // O_NONBLOCK: a FIFO must not hang the open (regular files ignore the flag). Synchronous:
+      // a small file costs less to read than the hand-offs to libuv's thread pool would.
       const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
         const st = fstatSync(fd);
         if (!st.isFile())
           throw Object.assign(new Error("not a regular file"), { code: "not a regular file" });
-        ({ size, mtimeMs } = st);
-        if (size <= WHOLE_FILE_BYTES) {
-          bytes = readFileSync(fd);
-          size = bytes.length;
+        input = { size: st.size, mtimeMs: st.mtimeMs };
+        if (st.size <= WHOLE_FILE_BYTES) {
+          input.bytes = readFileSync(fd);
+          input.size = input.bytes.length;
         }
       } finally {
         closeSync(fd);
       }
+      // With a local cache the file is hashed first, to look it up. Otherwise it goes straight
+      // to a node, hashed as it is sent: one read of the file.
       if (this.opts.cacheDir) {
         emit("hashing");
-        sha256 = bytes ? createHash("sha256").update(bytes).digest("hex") : (await hashFile(file)).sha256;
+        const hashed = input.bytes ? createHash("sha256").update(input.bytes) : (await hashFile(file)).hash;
+        input.hash = hashed;
+        input.sha256 = hashed.copy().digest("hex");
       }
     } catch (err) {
-      throw new ClientError(
-        "LOCAL_IO",
-        `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
+      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ClientError("LOCAL_IO", `cannot read ${file}: ${reason}`);
     }
-    const done = async (signature: Buffer, source: ResultSource, retries: number): Promise<SignResult> => {
-      try {
-        await writeFileAtomic(output, signature);
-        if (source !== "local-cache" && sha256) await this.cachePut(format, sha256, signature);
-      } catch (err) {
-        throw new ClientError(
-          "LOCAL_IO",
-          `cannot write ${output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        );
-      }
-      return { file, format, output, source, retries, durationMs: Date.now() - started };
-    };
-
-    const cached = sha256 ? await this.cacheGet(format, sha256) : undefined;
-    if (cached) return done(cached, "local-cache", 0);
-
-    const deadline = Date.now() + (this.opts.maxTimeMs ?? 15 * 60_000);
-    const wait = this.opts.pollWaitSeconds ?? 10;
-    let retries = 0;
-    let attempt = 0;
-    let uploaded = false;
-    let alreadySigned = false;
-    let needUpload = sha256 === undefined;
-    let reuploads = 0;
-    let refreshes = 0;
-    let last = "no attempt";
-
-    for (;;) {
-      const node = this.nodes.current;
-      let verdict: Verdict;
-      try {
-        if (needUpload) {
-          emit("uploading", node);
-          const up = await this.upload(
-            file,
-            format,
-            { size, mtimeMs, bytes, sha256 },
-            deadline,
-            (n, reason) => {
-              retries++;
-              this.retriesTotal++;
-              emit("retrying", n, reason);
-            },
-          );
-          verdict = up.verdict;
-          if (verdict.kind === "ok") {
-            sha256 = up.sha256;
-            alreadySigned = up.cached;
-            if (up.signature) {
-              emit("downloading", up.node);
-              return await done(up.signature, alreadySigned ? "cluster-cache" : "signed", retries);
-            }
-            uploaded = true;
-            needUpload = false;
-            refreshes = 0;
-            emit("signing", node);
-            continue;
-          }
-        } else {
-          emit(uploaded ? "signing" : "checking", node);
-          const res = await this.get(node, format, sha256 as string, uploaded ? wait : 0);
-          if (res.status === 200) {
-            const signature = res.body;
-            if (res.headers["x-sha256-digest"] !== sha256hex(signature)) {
-              verdict = {
-                kind: "retry",
-                reason: `${node} sent a signature that does not match its X-SHA256-Digest`,
-                demote: true,
-              };
-            } else {
-              emit("downloading", node);
-              const source = uploaded && !alreadySigned ? "signed" : "cluster-cache";
-              return await done(signature, source, retries);
-            }
-          } else if (res.status === 404 && res.headers["x-pending"] === "True") {
-            // Being signed (maybe on another node): keep polling; ?wait does the pacing.
-            attempt = 0;
-            uploaded = true;
-            if (wait === 0) await sleep(1000);
-            continue;
-          } else if (res.status === 404 && !uploaded) {
-            needUpload = true; // unknown to the cluster: upload it
-            continue;
-          } else if (res.status === 404) {
-            // Uploaded, then lost (a node died, Redis restarted, or the node that holds it
-            // during an outage is not this one): upload again, paced and bounded.
-            if (++reuploads > MAX_REUPLOADS) {
-              throw new ClientError(
-                "GAVE_UP",
-                `${basename(file)} (${format}): its signature was lost ${MAX_REUPLOADS} times`,
-              );
-            }
-            needUpload = true;
-            verdict = {
-              kind: "retry",
-              reason: "the signature was lost after the upload; uploading again",
-              demote: false,
-            };
-          } else {
-            const err = apiError(res.body);
-            if (err.code === "SIGNING_FAILED") needUpload = true;
-            verdict = classifyAnswer({
-              status: res.status,
-              ...err,
-              retryAfter: res.headers["retry-after"] as string,
-            });
-          }
-        }
-      } catch (err) {
-        if (err instanceof ClientError) throw err;
-        verdict = classifyNetworkError(err);
-      }
-
-      if (verdict.kind === "fail")
-        throw new ClientError(
-          "REFUSED",
-          `${basename(file)} (${format}) refused by ${node}: ${verdict.reason}`,
-        );
-      if (verdict.kind === "new-token") {
-        if (!this.opts.issuer) {
-          throw new ClientError(
-            "TOKEN_REJECTED",
-            `the token was rejected (${verdict.reason}); fetch a new one with \`signtool token\` (or give --token-from issuer credentials)`,
-          );
-        }
-        if (++refreshes > MAX_TOKEN_REFRESHES) {
-          throw new ClientError(
-            "TOKEN_REJECTED",
-            `even a freshly fetched token was rejected (${verdict.reason}): check the nodes' clocks and token.secrets`,
-          );
-        }
-        emit("token", node, verdict.reason);
-        await this.refreshToken();
-        verdict = { kind: "retry", reason: `new token after ${verdict.reason}`, demote: false };
-      }
-      if (verdict.kind !== "retry") continue; // "ok" answers continue above
-      retries++;
-      this.retriesTotal++;
-      last = `${node}: ${verdict.reason}`;
-      if (verdict.demote) this.nodes.demote(node);
-      const delay = Math.max(verdict.retryAfterMs ?? 0, backoffMs(attempt++, this.opts.random));
-      if (Date.now() + delay > deadline) {
-        throw new ClientError(
-          "GAVE_UP",
-          `${basename(file)} (${format}): gave up after ${retries} retries; last error: ${last}`,
-        );
-      }
-      emit("retrying", node, verdict.reason);
-      await sleep(delay);
-    }
+    return input;
   }
 
-  private get(node: string, format: string, sha256: string, wait: number): Promise<HttpAnswer> {
+  /** What a signature of this file is checked with. */
+  private inputHash(job: Job): InputHash {
+    const { input, file } = job;
+    const sha256 = input.hash ?? createHash("sha256").update(input.bytes ?? Buffer.alloc(0));
+    const rehash = async (algorithm: string) =>
+      input.bytes ? createHash(algorithm).update(input.bytes) : rehashFile(file, algorithm);
+    return { sha256, rehash };
+  }
+
+  private async fromCache(job: Job): Promise<SignResult | undefined> {
+    const { format, input } = job;
+    const cached = input.sha256 ? await this.cacheGet(format, input.sha256) : undefined;
+    if (!cached) return undefined;
+    // A cached signature is checked like a fresh one: the key may have changed since.
+    if ((await job.check(cached, this.inputHash(job))) !== undefined) return undefined;
+    return this.finish(job, cached, "local-cache");
+  }
+
+  /** A signature that verified: written, cached, and the token that got it kept. */
+  private async accept(
+    job: Job,
+    got: { signature: Buffer; node: string; source: ResultSource },
+  ): Promise<SignResult> {
+    job.emit("downloading", got.node);
+    const result = await this.finish(job, got.signature, got.source);
+    if (job.tokenGeneration === this.tokenGeneration) await this.commitToken();
+    return result;
+  }
+
+  private async finish(job: Job, signature: Buffer, source: ResultSource): Promise<SignResult> {
+    const { file, format, output, input } = job;
+    try {
+      await writeFileAtomic(output, signature);
+      if (source !== "local-cache" && input.sha256) await this.cachePut(format, input.sha256, signature);
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ClientError("LOCAL_IO", `cannot write ${output}: ${reason}`);
+    }
+    return { file, format, output, source, retries: job.retries, durationMs: Date.now() - job.started };
+  }
+
+  /** Uploads the file (holding the nonce chain); the answer may carry the signature already. */
+  private async stepUpload(job: Job): Promise<Outcome> {
+    job.emit("uploading", this.nodes.current);
+    const up = await this.upload(job);
+    if (up.hash) job.input.hash = up.hash;
+    if (up.sha256) job.input.sha256 = up.sha256;
+    if (up.verdict.kind !== "ok") return { next: "upload", verdict: up.verdict };
+    job.alreadySigned = up.cached;
+    job.uploaded = true;
+    job.refreshes = 0;
+    if (up.signature)
+      return { signature: up.signature, node: up.node, source: up.cached ? "cluster-cache" : "signed" };
+    job.emit("signing", up.node);
+    return { next: "poll" };
+  }
+
+  /** Asks a node for the signature: to look it up before uploading, or after the upload. */
+  private async stepFetch(job: Job, node: string, step: "lookup" | "poll"): Promise<Outcome> {
+    job.emit(step === "poll" ? "signing" : "checking", node);
+    const wait = step === "poll" ? (this.opts.pollWaitSeconds ?? 10) : 0;
+    const res = await this.get(job, node, wait);
+    if (res.status === 200) {
+      if (res.headers["x-sha256-digest"] !== sha256hex(res.body)) {
+        const reason = `${node} sent a signature that does not match its X-SHA256-Digest`;
+        return { next: step, verdict: { kind: "retry", reason, demote: true } };
+      }
+      return {
+        signature: res.body,
+        node,
+        source: job.uploaded && !job.alreadySigned ? "signed" : "cluster-cache",
+      };
+    }
+    if (res.status === 404 && res.headers["x-pending"] === "True") {
+      // Being signed (maybe on another node): keep polling; ?wait does the pacing.
+      job.attempt = 0;
+      job.uploaded = true;
+      if (wait === 0) await sleep(Math.min(1000, job.deadline.remainingMs));
+      return { next: "poll" };
+    }
+    if (res.status === 404 && step === "lookup") return { next: "upload" };
+    if (res.status === 404) return this.lostAfterUpload(job);
+    const err = apiError(res.body);
+    const verdict = classifyAnswer({
+      status: res.status,
+      ...err,
+      retryAfter: res.headers["retry-after"] as string,
+      location: res.headers.location as string,
+    });
+    return { next: err.code === "SIGNING_FAILED" ? "upload" : step, verdict };
+  }
+
+  /**
+   * Uploaded, then lost (a node died, Redis restarted, or the node that holds it during an
+   * outage is not this one): upload again, paced and bounded.
+   */
+  private lostAfterUpload(job: Job): Outcome {
+    if (++job.reuploads > MAX_REUPLOADS) {
+      const what = `${basename(job.file)} (${job.format})`;
+      throw new ClientError("GAVE_UP", `${what}: its signature was lost ${MAX_REUPLOADS} times`);
+    }
+    const reason = "the signature was lost after the upload; uploading again";
+    return { next: "upload", verdict: { kind: "retry", reason, demote: false } };
+  }
+
+  /** A failed step: refuse, fetch a new token, or wait and try again, within the deadline. */
+  private async afterFailure(job: Job, verdict: Verdict, node: string): Promise<void> {
+    const what = `${basename(job.file)} (${job.format})`;
+    if (verdict.kind === "ok") return;
+    if (verdict.kind === "mistake") throw new ClientError("CONFIG", `node ${node} ${verdict.reason}`);
+    if (verdict.kind === "fail")
+      throw new ClientError("REFUSED", `${what} refused by ${node}: ${verdict.reason}`);
+    if (verdict.kind === "new-token") {
+      await this.newToken(job, verdict.reason, node);
+      return;
+    }
+    job.retries++;
+    this.retriesTotal++;
+    job.lastFailure = `${node}: ${verdict.reason}`;
+    if (verdict.demote) this.nodes.demote(node);
+    // Another node may serve now: a Retry-After is for this node, not a reason to sleep.
+    const alone = this.nodes.all.length === 1;
+    const delay = Math.max(
+      alone ? (verdict.retryAfterMs ?? 0) : 0,
+      backoffMs(job.attempt++, this.opts.random),
+    );
+    if (delay >= job.deadline.remainingMs) {
+      const code = job.unverified ? "UNVERIFIED" : "GAVE_UP";
+      const last = job.lastFailure;
+      throw new ClientError(
+        code,
+        `${what}: gave up at the deadline after ${job.retries} retries; last error: ${last}`,
+      );
+    }
+    job.emit("retrying", node, verdict.reason);
+    await sleep(delay);
+  }
+
+  private async newToken(job: Job, reason: string, node: string): Promise<void> {
+    if (!this.opts.issuer) {
+      const how = reason.includes("NONCE_MISMATCH")
+        ? NONCE_LOST
+        : "fetch a new one with `signtool token` (or give --token-from issuer credentials)";
+      throw new ClientError("TOKEN_REJECTED", `the token was rejected (${reason}): ${how}`);
+    }
+    if (++job.refreshes > MAX_TOKEN_REFRESHES) {
+      const msg = `even a freshly fetched token was rejected (${reason}): check the nodes' clocks and token.secrets`;
+      throw new ClientError("TOKEN_REJECTED", msg);
+    }
+    job.emit("token", node, reason);
+    await this.refreshToken(job.tokenGeneration, job.deadline);
+  }
+
+  private get(job: Job, node: string, wait: number): Promise<HttpAnswer> {
+    const path = `/sign/${encodeURIComponent(job.format)}/${job.input.sha256}${wait ? `?wait=${wait}` : ""}`;
     return send({
       agent: this.agentFor(node),
       method: "GET",
-      url: `${node}/sign/${encodeURIComponent(format)}/${sha256}${wait ? `?wait=${wait}` : ""}`,
-      timeoutMs: this.timeout() + wait * 1000,
+      url: `${node}${path}`,
+      timeoutMs: job.deadline.cap(this.timeout() + wait * 1000),
       ...this.tls(),
     });
   }
 
   /**
    * One upload, holding the nonce chain until a node answers. A transport failure (the answer
-   * may have been lost after the node advanced the chain) is retried at once on the next node
-   * with the same nonce, which nodes accept once more for the same file; no other upload may
-   * take the chain in between, or it would present a nonce the cluster already consumed.
+   * may have been lost after the node advanced the chain) is retried on the next node with the
+   * same nonce, which nodes accept once more for the same file; no other upload may take the
+   * chain in between, or it would present a nonce the cluster already consumed.
    */
-  private async upload(
-    file: string,
-    format: string,
-    d: { size: number; mtimeMs: number; bytes: Buffer | undefined; sha256: string | undefined },
-    deadline: number,
-    onRetry: (node: string, reason: string) => void,
-  ): Promise<{ verdict: Verdict; node: string; sha256?: string; cached: boolean; signature?: Buffer }> {
-    const token = await this.currentToken();
+  private async upload(job: Job): Promise<{
+    verdict: Verdict;
+    node: string;
+    sha256?: string;
+    hash?: Hash;
+    cached: boolean;
+    signature?: Buffer;
+  }> {
+    const { file, format, input: d } = job;
+    const token = await this.currentToken(job.deadline);
+    job.tokenGeneration = this.tokenGeneration;
     return this.nonces.use(async (nonce) => {
       const form = multipartUpload(
         { ...(d.sha256 ? { sha256: d.sha256 } : {}), filename: basename(file), token, nonce },
@@ -366,51 +477,134 @@ export class SigningClient {
             url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
             body: form.body,
-            timeoutMs: this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000,
+            timeoutMs: job.deadline.cap(this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000),
             ...this.tls(),
           });
         } catch (err) {
           if (err instanceof LocalFileError) throw new ClientError("LOCAL_IO", err.message);
-          const { reason } = classifyNetworkError(err) as { reason: string };
-          this.nodes.demote(node);
-          const delay = backoffMs(attempt, this.opts.random);
-          if (Date.now() + delay > deadline) {
-            throw new ClientError(
-              "GAVE_UP",
-              `${basename(file)} (${format}): gave up after ${attempt} retries; last error: ${node}: ${reason}`,
-            );
-          }
-          onRetry(node, reason);
-          await sleep(delay);
+          const verdict = classifyNetworkError(err);
+          if (verdict.kind !== "retry") return { result: { verdict, node, cached: false } };
+          await this.pauseWithinUpload(job, node, verdict.reason, attempt);
           continue;
         }
-        const error = apiError(res.body);
-        const verdict: Verdict =
-          res.status === 202
-            ? { kind: "ok" }
-            : classifyAnswer({
-                status: res.status,
-                ...error,
-                retryAfter: res.headers["retry-after"] as string,
-              });
-        // Our nodes always say which nonce comes next, also when they refuse (then it is the
-        // one presented); a proxy's or an impostor's answer says nothing we should keep.
-        const next = res.headers["x-nonce"];
-        const ours = res.status === 202 || error.code !== undefined;
-        const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
-        const answer = res.status === 202 ? uploadAnswer(res.body) : {};
-        const sha256 = form.sentSha256;
-        const result = {
-          verdict,
-          node,
-          // After a lost answer, "cached" is most likely this client's own earlier attempt.
-          cached: answer.status === "cached" && attempt === 0,
-          ...(sha256 ? { sha256 } : {}),
-          ...(answer.signature ? { signature: answer.signature } : {}),
-        };
-        return { result, ...(keep ? { next } : {}) };
+        return this.uploadAnswered(job, node, res, form, attempt);
       }
     });
+  }
+
+  /** A transport failure during an upload: the next node, with the same nonce, after a pause. */
+  private async pauseWithinUpload(job: Job, node: string, reason: string, attempt: number): Promise<void> {
+    this.nodes.demote(node);
+    const delay = backoffMs(attempt, this.opts.random);
+    if (delay >= job.deadline.remainingMs) {
+      const what = `${basename(job.file)} (${job.format})`;
+      throw new ClientError(
+        "GAVE_UP",
+        `${what}: gave up at the deadline after ${attempt} retries; last error: ${node}: ${reason}`,
+      );
+    }
+    job.retries++;
+    this.retriesTotal++;
+    job.emit("retrying", node, reason);
+    await sleep(delay);
+  }
+
+  private uploadAnswered(
+    job: Job,
+    node: string,
+    res: HttpAnswer,
+    form: ReturnType<typeof multipartUpload>,
+    attempt: number,
+  ) {
+    const error = apiError(res.body);
+    const refused = (): Verdict =>
+      error.code === "NONCE_MISMATCH"
+        ? this.opts.issuer
+          ? { kind: "new-token", reason: `${res.status} NONCE_MISMATCH` }
+          : { kind: "fail", reason: `${res.status} NONCE_MISMATCH: ${NONCE_LOST}` }
+        : classifyAnswer({
+            status: res.status,
+            ...error,
+            retryAfter: res.headers["retry-after"] as string,
+            location: res.headers.location as string,
+          });
+    const verdict: Verdict = res.status === 202 ? { kind: "ok" } : refused();
+    // Our nodes always say which nonce comes next, also when they refuse (then it is the
+    // one presented); a proxy's or an impostor's answer says nothing we should keep.
+    const next = res.headers["x-nonce"];
+    const ours = res.status === 202 || error.code !== undefined;
+    const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
+    const answer = res.status === 202 ? uploadAnswer(res.body) : {};
+    const result = {
+      verdict,
+      node,
+      // After a lost answer, "cached" is most likely this client's own earlier attempt.
+      cached: answer.status === "cached" && attempt === 0,
+      ...(form.sentSha256 ? { sha256: form.sentSha256 } : {}),
+      ...(form.sentHash ? { hash: form.sentHash } : {}),
+      ...(answer.signature ? { signature: answer.signature } : {}),
+    };
+    return { result, ...(keep ? { next } : {}) };
+  }
+
+  /** Every listed node's key for `format`: they must agree; one that answers is enough. */
+  private async fetchKey(format: string, deadline: Deadline): Promise<string> {
+    for (let attempt = 0; ; attempt++) {
+      const answers = await Promise.all(this.nodes.all.map((node) => this.askKey(node, format, deadline)));
+      const served = new Map<string, string[]>();
+      for (const a of answers) if ("text" in a) served.set(a.text, [...(served.get(a.text) ?? []), a.node]);
+      if (served.size > 1) {
+        const who = [...served].map(([text, nodes]) => `${nodes.join(", ")} serve ${keyDigest(text)}`);
+        throw new ClientError(
+          "CONFIG",
+          `the nodes disagree on the ${format} key (${who.join("; ")}): pin the right one with --trusted-key ${format}=FILE`,
+        );
+      }
+      const [text] = served.keys();
+      if (text !== undefined) return text;
+      const failed = answers.filter((a): a is { node: string; verdict: Verdict } => "verdict" in a);
+      const final = failed.find((a) => a.verdict.kind === "mistake" || a.verdict.kind === "fail");
+      if (final?.verdict.kind === "mistake")
+        throw new ClientError("CONFIG", `node ${final.node} ${final.verdict.reason}`);
+      if (final && failed.every((a) => a.verdict.kind === "fail"))
+        throw new ClientError(
+          "REFUSED",
+          `the nodes do not serve a ${format} key: ${(final.verdict as { reason: string }).reason}`,
+        );
+      const delay = backoffMs(attempt, this.opts.random);
+      if (delay >= deadline.remainingMs) {
+        const last = failed.map((a) => `${a.node}: ${(a.verdict as { reason: string }).reason}`).join("; ");
+        throw new ClientError(
+          "GAVE_UP",
+          `gave up at the deadline: no node served the ${format} key; last errors: ${last}`,
+        );
+      }
+      this.retriesTotal++;
+      await sleep(delay);
+    }
+  }
+
+  private async askKey(
+    node: string,
+    format: string,
+    deadline: Deadline,
+  ): Promise<{ node: string; text: string } | { node: string; verdict: Verdict }> {
+    try {
+      const res = await send({
+        agent: this.agentFor(node),
+        method: "GET",
+        url: `${node}/keys/${encodeURIComponent(format)}`,
+        timeoutMs: deadline.cap(Math.min(this.timeout(), KEY_FETCH_TIMEOUT_MS)),
+        maxBodyBytes: 1024 * 1024,
+        ...this.tls(),
+      });
+      if (res.status === 200) return { node, text: res.body.toString("utf8").trim() };
+      const err = apiError(res.body);
+      const location = res.headers.location as string;
+      return { node, verdict: classifyAnswer({ status: res.status, ...err, location }) };
+    } catch (err) {
+      return { node, verdict: classifyNetworkError(err) };
+    }
   }
 
   private agentFor(node: string): HttpAgent {
@@ -429,7 +623,7 @@ export class SigningClient {
     return this.opts.requestTimeoutMs ?? 60_000;
   }
 
-  private async currentToken(): Promise<string> {
+  private async currentToken(deadline: Deadline): Promise<string> {
     if (this.token !== undefined) return this.token;
     try {
       this.token = (await readFile(this.opts.tokenFile, "utf8")).trim();
@@ -438,7 +632,7 @@ export class SigningClient {
     } catch (err) {
       this.token = undefined;
       if (this.opts.issuer) {
-        await this.refreshToken();
+        await this.refreshToken(this.tokenGeneration, deadline);
         return this.token as unknown as string;
       }
       const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
@@ -449,27 +643,41 @@ export class SigningClient {
     }
   }
 
-  /** Fetches a new token once for all concurrent callers, and starts its nonce chain afresh. */
-  private refreshToken(): Promise<void> {
-    const generation = this.tokenGeneration;
+  /**
+   * Fetches a new token once for all concurrent callers (those that saw generation `seen`
+   * refused) and starts its nonce chain. Neither goes to the token and nonce files until the new
+   * token has signed something that verifies: a node handing out tokens that do not work must
+   * not overwrite a build machine's good ones.
+   */
+  private refreshToken(seen: number, deadline: Deadline): Promise<void> {
     if (this.refreshing) return this.refreshing;
+    if (seen !== this.tokenGeneration) return Promise.resolve();
     this.refreshing = (async () => {
       const issuer = this.opts.issuer;
-      if (!issuer || generation !== this.tokenGeneration) return;
+      if (!issuer) return;
       const token = await requestToken({
         ...issuer,
         nodes: this.nodes.all,
+        deadline,
         ...this.tls(),
         ...(this.opts.random ? { random: this.opts.random } : {}),
       });
-      await this.nonces.use(async () => ({ result: undefined, next: "" }));
-      await writeFileAtomic(this.opts.tokenFile, token, 0o600);
+      await this.nonces.restart();
       this.token = token;
+      this.tokenUncommitted = true;
       this.tokenGeneration++;
     })().finally(() => {
       this.refreshing = undefined;
     });
     return this.refreshing;
+  }
+
+  /** The current token signed something that verifies: keep it, and its chain, in the files. */
+  private async commitToken(): Promise<void> {
+    if (!this.tokenUncommitted || this.token === undefined) return;
+    this.tokenUncommitted = false;
+    await writeFileAtomic(this.opts.tokenFile, this.token, 0o600);
+    await this.nonces.commit();
   }
 
   private cachePath(format: string, sha256: string): string | undefined {

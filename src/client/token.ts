@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { Deadline } from "./deadline.js";
 import { ClientError } from "./errors.js";
 import { apiError, send } from "./http.js";
 import { NodeRotation } from "./nodes.js";
@@ -11,6 +12,8 @@ export interface TokenRequest {
   slaveIp: string;
   durationSeconds: number;
   formats?: readonly string[];
+  /** The run's deadline; without one, `maxTimeMs` (default 2 minutes) from now. */
+  deadline?: Deadline;
   maxTimeMs?: number;
   requestTimeoutMs?: number;
   ca?: Buffer;
@@ -21,7 +24,7 @@ export interface TokenRequest {
 /** `POST /token` on the first node that answers, rotating and backing off like uploads do. */
 export async function requestToken(req: TokenRequest): Promise<string> {
   const nodes = new NodeRotation(req.nodes, req.random);
-  const deadline = Date.now() + (req.maxTimeMs ?? 120_000);
+  const deadline = req.deadline ?? new Deadline(req.maxTimeMs ?? 120_000);
   const form = new URLSearchParams({ slave_ip: req.slaveIp, duration: String(req.durationSeconds) });
   if (req.formats?.length) form.set("formats", req.formats.join(","));
   const body = Buffer.from(form.toString());
@@ -40,7 +43,7 @@ export async function requestToken(req: TokenRequest): Promise<string> {
           "Content-Length": body.length,
         },
         body,
-        timeoutMs: req.requestTimeoutMs ?? 30_000,
+        timeoutMs: deadline.cap(req.requestTimeoutMs ?? 30_000),
         maxBodyBytes: 8192,
         ...(req.ca ? { ca: req.ca } : {}),
         ...(req.clientCert ? { clientCert: req.clientCert } : {}),
@@ -55,10 +58,12 @@ export async function requestToken(req: TokenRequest): Promise<string> {
               status: res.status,
               ...apiError(res.body),
               retryAfter: res.headers["retry-after"] as string,
+              location: res.headers.location as string,
             });
     } catch (err) {
       verdict = classifyNetworkError(err);
     }
+    if (verdict.kind === "mistake") throw new ClientError("CONFIG", `node ${node} ${verdict.reason}`);
     if (verdict.kind !== "retry")
       throw new ClientError(
         "REFUSED",
@@ -66,8 +71,10 @@ export async function requestToken(req: TokenRequest): Promise<string> {
       );
     last = `${node}: ${verdict.reason}`;
     if (verdict.demote) nodes.demote(node);
-    const delay = Math.max(verdict.retryAfterMs ?? 0, backoffMs(attempt, req.random));
-    if (Date.now() + delay > deadline)
+    // Another node may serve now: a Retry-After is for this node, not a reason to sleep.
+    const alone = nodes.all.length === 1;
+    const delay = Math.max(alone ? (verdict.retryAfterMs ?? 0) : 0, backoffMs(attempt, req.random));
+    if (delay >= deadline.remainingMs)
       throw new ClientError("GAVE_UP", `no node issued a token; last error: ${last}`);
     await sleep(delay);
   }

@@ -65,6 +65,9 @@ const rateLimit = z
   .object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })
   .strict();
 
+/** Letters and digits of any script, spaces and a few marks; no leading space, dot or dash. */
+export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N} ._+,()\\[\\]~@-]{0,254}$";
+
 const formatBase = {
   enabled: z.boolean().default(true),
   /** Largest upload accepted for this format, in bytes. */
@@ -73,20 +76,26 @@ const formatBase = {
     .int()
     .positive()
     .default(512 * 1024 * 1024),
-  /** Uploaded filenames must match this (anchored) pattern. */
+  /**
+   * Uploaded filenames must match this pattern (a JavaScript regular expression with the `u`
+   * flag, so `\\p{L}` is any letter). Path separators and control characters are refused
+   * whatever it says. The default takes names like `Firefox Setup 29.0.exe` and `Überblick.pdf`:
+   * letters and digits of any script, spaces and `._+,()[]~@-`, not starting with a space, dot
+   * or dash.
+   */
   filenamePattern: z
     .string()
-    .default("^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+    .default(DEFAULT_FILENAME_PATTERN)
     .refine(
       (p) => {
         try {
-          new RegExp(p);
+          new RegExp(p, "u");
           return true;
         } catch {
           return false;
         }
       },
-      { message: "not a valid regular expression" },
+      { message: "not a valid regular expression (with the u flag)" },
     ),
 };
 

@@ -87,6 +87,7 @@ export function sendError(res: Response, err: ApiError): void {
 export function tokenError(
   result: Exclude<TokenCheckResult, "valid" | "healed" | "degraded" | "corrupt">,
   retryAfterMs?: number,
+  clientIp?: string,
 ) {
   switch (result) {
     case "malformed":
@@ -96,7 +97,13 @@ export function tokenError(
     case "expired":
       return new ApiError("TOKEN_EXPIRED", "token has expired: fetch a new token");
     case "ip_mismatch":
-      return new ApiError("IP_MISMATCH", "token was issued for another client IP");
+      // The caller's own address is no secret to it, and it is what it needs to fix this.
+      return new ApiError(
+        "IP_MISMATCH",
+        clientIp
+          ? `token was issued for another address; this node sees you as ${clientIp}: fetch a token for that address (signtool token --slave-ip ${clientIp}), or check the proxies in between (node.trustProxy)`
+          : "token was issued for another client IP",
+      );
     case "revoked":
       return new ApiError("TOKEN_REVOKED", "token was revoked");
     case "invalidated":

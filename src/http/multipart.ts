@@ -53,6 +53,8 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       parser = busboy({
         headers: req.headers,
         preservePath: true,
+        // A part's filename in raw UTF-8, as signtool and browsers send it, not Latin-1.
+        defParamCharset: "utf8",
         limits: { ...FIELD_LIMITS, fileSize: limits.maxSize },
       });
     } catch {

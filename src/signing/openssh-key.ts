@@ -35,7 +35,8 @@ export function wrapBase64(b64: string, width = 70): string {
   return lines.join("\n");
 }
 
-class SshReader {
+/** Reads SSH wire-format fields one after another. */
+export class SshReader {
   private pos = 0;
   constructor(
     private readonly buf: Buffer,

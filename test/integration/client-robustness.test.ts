@@ -5,11 +5,20 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import * as openpgp from "openpgp";
 import { ClientError } from "../../src/client/errors.js";
 import { SigningClient } from "../../src/client/signing-client.js";
 import { startFakeNode } from "../helpers/fake-node.js";
 
 const dir = mkdtempSync(join(tmpdir(), "signtool-robust-"));
+// Scripted nodes serve no key: the client checks signatures with this one.
+const { publicKey } = await openpgp.generateKey({
+  type: "ecc",
+  curve: "ed25519Legacy",
+  userIDs: [{ email: "robust@test.invalid" }],
+  format: "armored",
+});
+const trustedKeys = new Map([["gpg", { text: publicKey, from: "the test" }]]);
 after(() => rmSync(dir, { recursive: true, force: true }));
 const file = join(dir, "a.bin");
 writeFileSync(file, "data to sign");
@@ -46,6 +55,7 @@ test("a signature that keeps getting lost after upload: paced re-uploads, then G
       tokenFile: join(dir, "token"),
       nonceFile: join(dir, "n1"),
       maxTimeMs: 3000,
+      trustedKeys,
     });
     const started = Date.now();
     await assert.rejects(
@@ -76,6 +86,7 @@ test("tokens that stay rejected after refetching: TOKEN_REJECTED after two refre
       nonceFile: join(dir, "n2"),
       maxTimeMs: 20_000,
       issuer: { user: "u", password: "p", slaveIp: "127.0.0.1", durationSeconds: 60 },
+      trustedKeys,
     });
     await assert.rejects(
       client.sign(file, "gpg"),
@@ -96,6 +107,7 @@ test("failed upload attempts do not leak file descriptors", async () => {
       tokenFile: join(dir, "token"),
       nonceFile: join(dir, "n3"),
       maxTimeMs: 1500,
+      trustedKeys,
     });
     await assert.rejects(client.sign(file, "gpg"));
     const before = fds();

@@ -66,10 +66,13 @@ describe("the retry classifier", () => {
     assert.equal(kind(401, "BAD_CREDENTIALS"), "fail");
   });
 
-  test("answers that are not our API (a proxy's page, garbage) move on to another node", () => {
-    assert.equal(kind(400), "retry");
-    assert.equal(kind(302), "retry");
+  test("a 4xx that is not our API's, or a redirect, is a mistake in the setup; a stray 200 moves on", () => {
+    assert.equal(kind(400), "mistake");
+    assert.equal(kind(413), "mistake", "a proxy's HTML 413");
+    assert.equal(kind(302), "mistake");
     assert.equal(kind(200), "retry", "a 200 where the API answers otherwise");
+    assert.equal(kind(429), "retry", "a proxy's rate limit");
+    assert.equal(kind(502), "retry", "a proxy whose node is down");
   });
 
   test("transport failures are retried on another node", () => {

@@ -85,7 +85,10 @@ const UNSAFE_FILENAME = /[/\\\u0000-\u001f\u007f]/;
 function checkFilename(name: string, pattern: RegExp): void {
   // Path separators and control characters are refused whatever the configured pattern says.
   if (!name || UNSAFE_FILENAME.test(name) || name === "." || name === ".." || !pattern.test(name)) {
-    throw new ApiError("BAD_FILENAME", "filename must be a plain file name matching this format's pattern");
+    throw new ApiError(
+      "BAD_FILENAME",
+      `filename must be a plain file name (no path) matching this format's pattern ${pattern.source}`,
+    );
   }
 }
 
@@ -201,7 +204,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
     if (verdict.ok) return verdict;
     const nonce = fields.nonce?.trim();
     if (nonce !== undefined && NONCE_SHAPE.test(nonce)) res.set("X-Nonce", nonce);
-    return tokenError(verdict.result);
+    return tokenError(verdict.result, undefined, clientIp(req));
   };
 
   const receive = async (
