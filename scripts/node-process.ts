@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { get as httpsGet } from "node:https";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -28,6 +29,8 @@ export interface NodeProcessOptions {
   logFile?: string;
   /** More SIGNING__… overrides. */
   env?: Record<string, string>;
+  /** The node serves https (its `tls` section): its URL says so, and readiness is asked over TLS. */
+  https?: boolean;
 }
 
 /** Another process listens on a port a node or monitor was to listen on. */
@@ -62,7 +65,7 @@ export class NodeProcess {
   private listening = false;
 
   constructor(readonly opts: NodeProcessOptions) {
-    this.url = `http://127.0.0.1:${opts.port}`;
+    this.url = `${opts.https ? "https" : "http"}://127.0.0.1:${opts.port}`;
     const monitor = opts.program === "signing-monitor";
     const entry = monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js";
     const identity = monitor
@@ -112,6 +115,7 @@ export class NodeProcess {
   }
 
   private async answersReady(): Promise<boolean> {
+    if (this.opts.https) return httpsReady(`${this.url}/readyz`);
     try {
       return (await fetch(`${this.url}/readyz`)).ok;
     } catch {
@@ -132,4 +136,16 @@ export class NodeProcess {
     this.child.kill(signal);
     await exited;
   }
+}
+
+/** GET over TLS without checking the certificate: only whether our own child is ready. */
+function httpsReady(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpsGet(url, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("error", () => resolve(false));
+    req.on("timeout", () => req.destroy());
+  });
 }

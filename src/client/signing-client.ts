@@ -487,7 +487,7 @@ export class SigningClient {
           await this.pauseWithinUpload(job, node, verdict.reason, attempt);
           continue;
         }
-        return this.uploadAnswered(job, node, res, form, attempt);
+        return this.uploadAnswered(node, res, form, attempt);
       }
     });
   }
@@ -510,7 +510,6 @@ export class SigningClient {
   }
 
   private uploadAnswered(
-    job: Job,
     node: string,
     res: HttpAnswer,
     form: ReturnType<typeof multipartUpload>,

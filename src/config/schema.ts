@@ -66,7 +66,7 @@ const rateLimit = z
   .strict();
 
 /** Letters and digits of any script, spaces and a few marks; no leading space, dot or dash. */
-export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N} ._+,()\\[\\]~@-]{0,254}$";
+export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N}\\p{Pd} ._+,()\\[\\]~@]{0,254}$";
 
 const formatBase = {
   enabled: z.boolean().default(true),
@@ -80,8 +80,8 @@ const formatBase = {
    * Uploaded filenames must match this pattern (a JavaScript regular expression with the `u`
    * flag, so `\\p{L}` is any letter). Path separators and control characters are refused
    * whatever it says. The default takes names like `Firefox Setup 29.0.exe` and `Überblick.pdf`:
-   * letters and digits of any script, spaces and `._+,()[]~@-`, not starting with a space, dot
-   * or dash.
+   * letters and digits of any script, spaces, dashes and `._+,()[]~@`, not starting with a
+   * space, dot or dash.
    */
   filenamePattern: z
     .string()

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   existsSync,
@@ -17,9 +17,9 @@ import { freePort } from "../../scripts/redis-server.js";
 import { NONCE_SHAPE } from "../../src/tokens/nonce.js";
 import { startFakeNode } from "../helpers/fake-node.js";
 import { ProcessCluster } from "../helpers/process-cluster.js";
+import { fetchToken as fetchTokenAs, hosts, signtool as runSigntool } from "../helpers/signtool.js";
 import { gpgVerify, sshVerify } from "../helpers/verify.js";
 
-const SIGNTOOL = new URL("../../src/bin/signtool.js", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signtool-e2e-"));
 let cluster: ProcessCluster;
 
@@ -32,51 +32,10 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const signtool = (args: string[], onLine?: (line: string) => void) => runSigntool(work, args, onLine);
 
-function signtool(args: string[], onLine?: (line: string) => void): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [SIGNTOOL, ...args], { cwd: work });
-    let stdout = "";
-    let stderr = "";
-    let partial = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d;
-      partial += d;
-      const lines = partial.split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) onLine?.(l);
-    });
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-const hosts = (urls: string[]) => urls.flatMap((u) => ["-H", u.replace("http://", "")]);
-
-async function fetchToken(file: string, urls = cluster.urls): Promise<void> {
-  const r = await signtool([
-    "token",
-    ...hosts(urls),
-    "--user",
-    cluster.state.issuer.user,
-    "--password-file",
-    cluster.state.issuer.passwordFile,
-    "--slave-ip",
-    "127.0.0.1",
-    "--duration",
-    "1h",
-    "-o",
-    file,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-}
+const fetchToken = (file: string, urls = cluster.urls) =>
+  fetchTokenAs(work, urls, cluster.state.issuer, file);
 
 function makeFiles(dir: string, n: number): string[] {
   mkdirSync(dir, { recursive: true });

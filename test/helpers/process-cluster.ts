@@ -14,7 +14,9 @@ export class ProcessCluster {
     private readonly env: Record<string, string>,
   ) {}
 
-  static async start(opts: { nodes?: number; env?: Record<string, string> } = {}): Promise<ProcessCluster> {
+  static async start(
+    opts: { nodes?: number; env?: Record<string, string>; https?: boolean } = {},
+  ): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
     const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url);
     const env = { SIGNING__log__level: "warn", ...opts.env };
@@ -22,7 +24,13 @@ export class ProcessCluster {
     try {
       for (let i = 0; i < (opts.nodes ?? 3); i++) {
         cluster.nodes.push(
-          new NodeProcess({ configFile: state.configFile, port: await freePort(), id: `node-${i}`, env }),
+          new NodeProcess({
+            configFile: state.configFile,
+            port: await freePort(),
+            id: `node-${i}`,
+            env,
+            ...(opts.https ? { https: true } : {}),
+          }),
         );
       }
       await Promise.all(cluster.nodes.map((n) => n.ready()));
