@@ -170,12 +170,15 @@ export async function startMonitor(
       });
     } else {
       const now = Date.now();
-      const lost = await settleEpoch(cur, "invalidated", now);
+      // Tokens issued before the loss, not those the new epoch issued since: nodes refuse every
+      // token issued before minIat. Whole seconds, as tokens carry their issue time.
+      const lossAt = Math.floor(cur.epoch.createdAt / 1000) * 1000;
+      const lost = await settleEpoch(cur, "invalidated", lossAt);
       const live = snapshot ? snapshot.tokens.filter((t) => t.expiresAt > now).length : 0;
       if (!lost) metrics.invalidated.inc(live);
       description = lost
         ? `${base} monitor.onDataLoss is invalidate, but this monitor did not settle it. ${lost}`
-        : `${base} monitor.onDataLoss is invalidate: every token issued before ${new Date(now).toISOString()} (${live} live per the last snapshot) now gets 401 TOKEN_INVALIDATED; build masters must fetch new tokens.`;
+        : `${base} monitor.onDataLoss is invalidate: every token issued before ${new Date(lossAt).toISOString()} (${live} live per the last snapshot) now gets 401 TOKEN_INVALIDATED; build masters must fetch new tokens.`;
       log.warn({ event: "invalidated", epoch: cur.epoch.id, tokens: live, settled: !lost });
     }
     event("RedisRestartedWithDataLoss", { summary: "Redis restarted and lost its data", description });

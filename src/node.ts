@@ -107,6 +107,13 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
       limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern, "u") });
   }
 
+  if (config.signing.uploadIdleTimeoutMs !== undefined)
+    log.warn({
+      event: "config_deprecated",
+      key: "signing.uploadIdleTimeoutMs",
+      use: "signing.uploadMinBytesPerSecond and signing.uploadRateWindowMs",
+    });
+
   const redis = createRedisClient({
     redis: config.redis,
     commandTimeoutMs: config.store.commandTimeoutMs,
@@ -140,7 +147,12 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     client.on("error", (err: Error) =>
       log.debug({ event: "redis_error", connection: "replicated", err: err.message }),
     );
-    await waitForReady(client, config.redis.connectTimeoutMs);
+    try {
+      await waitForReady(client, config.redis.connectTimeoutMs);
+    } catch (err) {
+      client.disconnect(); // the next revocation makes a new one
+      throw err;
+    }
     return client;
   }, config.store.replicaAckTimeoutMs);
   const tokens = new TokenService({

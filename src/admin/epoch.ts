@@ -3,7 +3,7 @@ import { reseed } from "../recovery/restore.js";
 import { readSnapshot, type Snapshot, takeSnapshot, writeSnapshot } from "../recovery/snapshot.js";
 import { type Epoch, type EpochChange, ensureEpoch, readEpoch, setEpochState } from "../store/epoch.js";
 import { ago, iso, section } from "./output.js";
-import { AdminError, durably, globEscape, type Store, scanKeys, UsageError } from "./target.js";
+import { AdminError, durably, type Store, UsageError } from "./target.js";
 
 /** What each epoch state means for a token that is missing from Redis (DESIGN.md §4). */
 export const STATE_MEANING: Record<Epoch["state"], string> = {
@@ -74,52 +74,21 @@ export interface InvalidateResult {
   epochId: string;
   before: { state: Epoch["state"]; minIat: string | null };
   after: { state: "invalidated"; minIat: string };
-  /** Token records issued before the time, deleted so that nodes refuse them. */
-  removed: number;
 }
 
 /**
  * An operator decision overrides the monitor's: sets the current epoch `invalidated` with
- * `minIat` directly (settleEpoch only acts on a fresh epoch), then deletes the records of the
- * tokens issued before it. Nodes decide about a token missing from Redis by minIat first, so
- * those tokens get 401 TOKEN_INVALIDATED (revocation markers stay: revoked stays revoked).
+ * `minIat` (compare-and-set on its id, confirmed by a replica). Every node refuses a token
+ * issued before minIat from then on, present in Redis or not, with 401 TOKEN_INVALIDATED
+ * (revocation markers stay: revoked stays revoked).
  */
 export async function invalidate(store: Store, beforeMs: number): Promise<InvalidateResult> {
-  const { client, keys } = store;
-  const epoch = await ensureEpoch(client, keys);
+  const epoch = await ensureEpoch(store.client, store.keys);
   await changeEpoch(store, { id: epoch.id, state: "invalidated", minIatMs: beforeMs }, "invalidate");
-  let removed = 0;
-  const found = await scanKeys(client, `${globEscape(keys.prefix)}token:*`);
-  for (let i = 0; i < found.length; i += 500) {
-    const batch = found.slice(i, i + 500);
-    const values = await client.mget(batch);
-    const doomed: string[] = [];
-    values.forEach((v, j) => {
-      try {
-        const claims = (JSON.parse(v ?? "null") as { claims?: { id?: string; iat?: number } } | null)?.claims;
-        if (
-          typeof claims?.iat === "number" &&
-          claims.iat * 1000 < beforeMs &&
-          typeof claims.id === "string"
-        ) {
-          doomed.push(batch[j] as string, keys.nonce(claims.id));
-        }
-      } catch {
-        // not a record we understand: left alone
-      }
-    });
-    if (doomed.length)
-      removed += (await Promise.all(doomed.map((k) => client.del(k)))).filter(
-        (n, j) => j % 2 === 0 && n > 0,
-      ).length;
-  }
-  // The deletions are what makes nodes refuse those tokens: confirmed like the epoch change.
-  if (removed) await durably(client, "invalidate");
   return {
     epochId: epoch.id,
     before: { state: epoch.state, minIat: epoch.minIat ? iso(epoch.minIat) : null },
     after: { state: "invalidated", minIat: iso(beforeMs) },
-    removed,
   };
 }
 
@@ -128,7 +97,7 @@ export function renderInvalidate(r: InvalidateResult): string {
     `epoch ${r.epochId} invalidated`,
     `  state   ${r.before.state} → ${r.after.state}`,
     `  minIat  ${r.before.minIat ?? "unset"} → ${r.after.minIat}`,
-    `removed ${r.removed} token record${r.removed === 1 ? "" : "s"} issued before ${r.after.minIat}: those tokens, and any lost with Redis, now get 401 TOKEN_INVALIDATED; build masters must fetch new ones.`,
+    `every token issued before ${r.after.minIat} now gets 401 TOKEN_INVALIDATED, whether Redis still holds it or lost it; build masters must fetch new ones.`,
   ];
   return `${lines.join("\n")}\n`;
 }

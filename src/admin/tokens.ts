@@ -1,3 +1,4 @@
+import { MAX_TOKEN_SECONDS } from "../config/schema.js";
 import { TokenRecords } from "../store/token-records.js";
 import type { TokenClaims } from "../tokens/codec.js";
 import { tokenHash } from "../tokens/service.js";
@@ -6,7 +7,8 @@ import { AdminError, durably, globEscape, idOfKey, type Store, scanKeys, UsageEr
 
 /** What `tokens revoke` writes, like TokenRecords.revoke (src/store/token-records.ts). */
 export const REVOKE_REASON = "revoked by signing-admin";
-const DEFAULT_REVOKE_MS = 24 * 3600 * 1000;
+// Longer than any token lives: a marker that expired first would let the token heal.
+const DEFAULT_REVOKE_MS = (MAX_TOKEN_SECONDS + 86400) * 1000;
 
 const ID_RE = /^[A-Za-z0-9_-]{22}$/;
 const HASH_RE = /^[0-9a-f]{16}$/;
@@ -254,7 +256,7 @@ export interface RevokeResult {
 
 /**
  * Revokes as the nodes do (TokenRecords.revoke): a marker `<prefix>revoked:{id}` until the
- * token's expiry (from the stored record, else the token's payload, else 24 h), confirmed by a
+ * token's expiry (from the stored record, else the token's payload, else 31 days), confirmed by a
  * replica before it is reported done. The record stays: a missing record heals.
  */
 export async function revokeToken(store: Store, input: string, showIds: boolean): Promise<RevokeResult> {
@@ -298,7 +300,7 @@ export function renderRevoke(r: RevokeResult): string {
   const src = {
     record: "from its Redis record",
     token: "from the token's payload",
-    default: "expiry unknown: 24 h",
+    default: "expiry unknown: 31 days, longer than any token lives",
   }[r.expirySource];
   const lines = r.alreadyExpired
     ? [`token ${r.hash} already expired at ${r.expiresAt}: no revocation marker needed`]

@@ -70,8 +70,15 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
       () => fail("ETIMEDOUT", `no complete answer from ${url.host} in ${req.timeoutMs} ms`),
       req.timeoutMs,
     );
-    r.on("error", (err: NodeJS.ErrnoException) => fail(err.code ?? "ERROR", `${url.host}: ${err.message}`));
+    let answering = false;
+    r.on("error", (err: NodeJS.ErrnoException) => {
+      const why = () => fail(err.code ?? "ERROR", `${url.host}: ${err.message}`);
+      // Sending failed after the answer began to arrive: let the answer finish first.
+      if (answering) setTimeout(why, 1000).unref();
+      else why();
+    });
     r.on("response", (res) => {
+      answering = true;
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (c: Buffer) => {
@@ -105,8 +112,17 @@ export function send(req: HttpRequest): Promise<HttpAnswer> {
         },
         (err: Error) => {
           bodySent = true;
-          // The body's own failure (a local file) is passed on as it is: it is not the node's.
           if (done) return;
+          // The node may have answered and closed while we were still sending (a refused
+          // token): its answer is in the socket, and it is what the client must act on.
+          if ((err as { code?: string }).code !== "LOCAL_IO") {
+            setTimeout(
+              () => fail("EPIPE", `${url.host} closed the connection while the upload was sent`),
+              1000,
+            ).unref();
+            return;
+          }
+          // The body's own failure (a local file) is passed on as it is: it is not the node's.
           done = true;
           clearTimeout(timer);
           r.destroy();

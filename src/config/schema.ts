@@ -24,6 +24,9 @@ const passwordHash = z.string().superRefine((stored, ctx) => {
 
 const cidr = z.union([z.cidrv4(), z.cidrv6()], { error: "must be a CIDR such as 10.0.0.0/8" });
 const seconds = z.number().int().positive();
+
+/** The longest a token may live (token.maxDuration's bound, and a revocation's fallback life). */
+export const MAX_TOKEN_SECONDS = 30 * 86400;
 const ms = z.number().int().positive();
 
 export const redisSchema = z
@@ -215,7 +218,8 @@ export const configSchema = z
               .strict(),
           )
           .min(1),
-        maxDuration: seconds.default(8 * 3600),
+        /** At most 30 days: a revocation whose token's expiry is unknown is kept that long. */
+        maxDuration: seconds.max(MAX_TOKEN_SECONDS).default(8 * 3600),
         defaultDuration: seconds.default(2 * 3600),
       })
       .strict()
@@ -245,6 +249,8 @@ export const configSchema = z
         uploadMinBytesPerSecond: z.number().int().min(1).default(8192),
         /** The window the upload rate is measured over; also the grace an upload has at its start. */
         uploadRateWindowMs: ms.default(10_000),
+        /** No longer used (uploadMinBytesPerSecond replaces it): accepted, so old configs start. */
+        uploadIdleTimeoutMs: ms.optional(),
         /** Results kept in this node's memory while Redis is unreachable, bytes. */
         localResultBytes: z
           .number()

@@ -40,6 +40,23 @@ export interface ReceivedUpload {
 
 const FIELD_LIMITS = { fields: 10, fieldSize: 8 * 1024, files: 1, parts: 12, headerPairs: 20 };
 
+/** How much of a refused upload is read and dropped before its connection is cut. */
+const BRIEF_DRAIN = { bytes: 64 * 1024 * 1024, ms: 2000 };
+
+function drainBriefly(req: Request): void {
+  let bytes = 0;
+  const cut = () => req.socket.destroy();
+  const timer = setTimeout(cut, BRIEF_DRAIN.ms);
+  timer.unref();
+  req.on("data", (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > BRIEF_DRAIN.bytes) cut();
+  });
+  req.once("end", () => clearTimeout(timer));
+  req.once("close", () => clearTimeout(timer));
+  req.resume();
+}
+
 /**
  * Reads a multipart upload, hashing the file part as it streams by: the file is never held in
  * memory or written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
@@ -71,18 +88,26 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
           "REQUEST_TIMEOUT",
           `upload slower than ${limits.pace.minBytesPerSecond} bytes/s over ${limits.pace.windowMs / 1000} s: retry on a better link`,
         ),
-        { unread: true },
+        "unread",
       ),
     );
     req.on("data", (chunk: Buffer) => pace.add(chunk.length));
-    const fail = (err: ApiError, { unread = UNREAD_BODY_CODES.has(err.code) } = {}) => {
+    /**
+     * `read`: the rest of the body is read and dropped (the connection stays usable); `unread`:
+     * not read at all, the answer goes out with Connection: close; `briefly`: dropped for a
+     * moment so that a client still sending reads the answer instead of a reset connection,
+     * then the connection is cut (a forged token must not cost a whole upload).
+     */
+    const fail = (
+      err: ApiError,
+      how: "read" | "unread" | "briefly" = UNREAD_BODY_CODES.has(err.code) ? "unread" : "read",
+    ) => {
       if (settled) return;
       settled = true;
       pace.stop();
       req.unpipe(parser);
-      // A refusal that needs no more of the body does not read it: the answer goes out with
-      // Connection: close.
-      if (!unread) req.resume();
+      if (how === "briefly") drainBriefly(req);
+      else if (how === "read") req.resume();
       reject(err);
     };
     const badRequest = (message: string) => fail(new ApiError("BAD_REQUEST", message));
@@ -101,7 +126,7 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
       const early = limits.beforeFile?.(fields);
       if (early) {
         stream.resume();
-        fail(early, { unread: true });
+        fail(early, "briefly");
         return;
       }
       const sha256 = createHash("sha256");

@@ -26,8 +26,10 @@ export interface ReseedResult {
 
 /**
  * Puts a snapshot back: revocations first (a revoked token must never be restored before its
- * marker), then tokens (without overwriting a copy a node already healed) and nonces, each
- * with its remaining lifetime; entries already expired are skipped. Safe to run twice.
+ * marker), then nonce chains (a token restored before its chain would let the first nonce
+ * presented, even the empty one, start the chain afresh), then tokens (without overwriting a
+ * copy a node already healed), each with its remaining lifetime; entries already expired are
+ * skipped. Safe to run twice.
  */
 export async function reseed(
   client: RedisClient,
@@ -55,11 +57,12 @@ export async function reseed(
     }
   };
   await inBatches(revoked, (pipe, r) => pipe.set(keys.revoked(r.id), r.reason, "PXAT", r.expiresAt));
-  await inBatches(tokens, (pipe, t) => pipe.set(keys.token(t.id), t.value, "PXAT", t.expiresAt, "NX"));
-  for (const { id, expiresAt, ...fields } of nonces) {
+  await RESTORE_NONCE.load(client);
+  await inBatches(nonces, (pipe, { id, expiresAt, ...fields }) => {
     const pairs = Object.entries(fields).flatMap(([k, v]) => [k, String(v)]);
-    await RESTORE_NONCE.run(client, [keys.nonce(id)], [...pairs, expiresAt]);
-  }
+    RESTORE_NONCE.addTo(pipe, [keys.nonce(id)], [...pairs, expiresAt]);
+  });
+  await inBatches(tokens, (pipe, t) => pipe.set(keys.token(t.id), t.value, "PXAT", t.expiresAt, "NX"));
   return { tokens: tokens.length, revoked: revoked.length, nonces: nonces.length, skippedExpired };
 }
 

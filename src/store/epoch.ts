@@ -31,11 +31,12 @@ export function parseEpoch(fields: Record<string, string>): Epoch | undefined {
 // fresh one, which the monitor then handles as a data loss. The validity rules are
 // parseEpoch's; a record that passes here but not there is still refused by parseEpoch.
 const ENSURE_EPOCH = new LuaScript(`
+local function millis(v) return v and #v <= 16 and string.match(v, '^%d+$') end
 local function valid()
   if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return false end
-  local f = redis.call('HMGET', KEYS[1], 'id', 'createdAt', 'state')
+  local f = redis.call('HMGET', KEYS[1], 'id', 'createdAt', 'state', 'minIat')
   if not f[1] or not string.match(f[1], '^[%w_-]+$') or #f[1] > 64 then return false end
-  if not f[2] or not string.match(f[2], '^%d+$') then return false end
+  if not millis(f[2]) or (f[4] and not millis(f[4])) then return false end
   return f[3] == 'fresh' or f[3] == 'restored' or f[3] == 'invalidated'
 end
 local exists = redis.call('EXISTS', KEYS[1]) == 1

@@ -39,9 +39,11 @@ function keyOfCommand(err: unknown): string {
   return keys.map(String).join(" ") || "(unknown key)";
 }
 
-// Redis answers these when it cannot serve now: outages. Matched anywhere: inside a script the
-// reply reads "ERR Error running script ... OOM ...".
-const OUTAGE_REPLIES = /\b(OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|NOREPLICAS)\b/;
+// Redis answers these when it cannot serve now (out of memory, a failed save refusing writes,
+// a replica, loading, a script hogging it) or will not serve us (authentication, ACL): outages,
+// not data. Matched anywhere: inside a script the reply reads "ERR Error running script ... OOM".
+const OUTAGE_REPLIES =
+  /\b(OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|NOREPLICAS|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
 // Errors of the connection, of ioredis' bounds and of the breaker (opossum's codes).
 const OUTAGE_CODES = new Set([
   "EOPENBREAKER",

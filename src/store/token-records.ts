@@ -24,15 +24,19 @@ export interface PresentedNonce extends ChainStep {
 export type StoredTokenState =
   | { state: "ok"; next?: ChainStep }
   | { state: "revoked" }
+  | { state: "invalidated" }
   | { state: "missing" }
   | { state: "nonce_mismatch" };
 
 /*
- * KEYS: token, revoked, nonce.
+ * KEYS: token, revoked, nonce, epoch.
  * ARGV: mode ('check' | 'sign'), record to heal with ('' = do not heal), token expiry (ms),
- *       presented counter, lineage, random, sha256 of the upload, fresh lineage, fresh random.
- * Keys of an unexpected type are reported, never read past (STORE_CORRUPT). The nonce rules
- * (DESIGN.md §4):
+ *       presented counter, lineage, random, sha256 of the upload, fresh lineage, fresh random,
+ *       token issue time (ms).
+ * Keys of an unexpected type are reported, never read past (STORE_CORRUPT). A token issued
+ * before the epoch's minIat (an invalidation) is refused here, in the same step that would heal
+ * or accept it, so no heal or restore decided on an older epoch can bring it back. The nonce
+ * rules (DESIGN.md §4):
  * - the current nonce advances the chain (same lineage, fresh random);
  * - the previous nonce is accepted once more for the same file, answering the same next nonce;
  * - a missing chain, or one the monitor restored ('s' = restored), is re-seeded by the first
@@ -49,6 +53,11 @@ if rk ~= 'none' and rk ~= 'string' then return {'corrupt', KEYS[2], 'a ' .. rk .
 if tk ~= 'none' and tk ~= 'string' then return {'corrupt', KEYS[1], 'a ' .. tk .. ', not a string'} end
 if nk ~= 'none' and nk ~= 'hash' then return {'corrupt', KEYS[3], 'a ' .. nk .. ', not a hash'} end
 if rk == 'string' then return {'revoked'} end
+local ek = kind(KEYS[4])
+if ek ~= 'none' and ek ~= 'hash' then return {'corrupt', KEYS[4], 'a ' .. ek .. ', not a hash'} end
+local minIat = redis.call('HGET', KEYS[4], 'minIat')
+if minIat and not string.match(minIat, '^%d+$') then return {'corrupt', KEYS[4], 'a minIat that is not a number'} end
+if minIat and tonumber(ARGV[10]) < tonumber(minIat) then return {'invalidated'} end
 if tk == 'none' then
   if ARGV[2] == '' then return {'missing'} end
   redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
@@ -57,6 +66,8 @@ if ARGV[1] ~= 'sign' then return {'ok'} end
 local pc, pl, pr, digest = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local presented = ARGV[4] .. '.' .. pl .. '.' .. pr
 local function step(n, l, c)
+  -- A chain older nodes kept has no lineage: it gets one with its first step here.
+  if l == '' then l = ARGV[8] end
   redis.call('HSET', KEYS[3], 'n', n, 'l', l, 'c', c, 'p', presented, 'd', digest, 'r', '0')
   redis.call('HDEL', KEYS[3], 's')
   redis.call('PEXPIREAT', KEYS[3], ARGV[3])
@@ -64,8 +75,8 @@ local function step(n, l, c)
 end
 if nk == 'none' then return step(pc + 1, ARGV[8], ARGV[9]) end
 local rec = redis.call('HMGET', KEYS[3], 'n', 'l', 'c', 'p', 'd', 'r', 's')
+if not rec[1] or not string.match(rec[1], '^%d+$') then return {'corrupt', KEYS[3], 'a nonce chain without a counter'} end
 local n = tonumber(rec[1])
-if not n then return {'corrupt', KEYS[3], 'a nonce chain without a counter'} end
 local l, c = rec[2] or '', rec[3] or ''
 if presented == rec[4] and digest == rec[5] and rec[6] == '0' then
   redis.call('HSET', KEYS[3], 'r', '1')
@@ -80,6 +91,14 @@ if pl == l and pc > n then return step(pc + 1, ARGV[8], ARGV[9]) end
 return {'nonce_mismatch'}
 `);
 
+/** The token a check is about, as the store needs it. */
+export interface StoredToken {
+  id: string;
+  expiresAtMs: number;
+  /** Compared with the epoch's minIat: tokens issued before an invalidation are refused. */
+  issuedAtMs: number;
+}
+
 export interface CheckOptions {
   /** With a nonce: an upload, which checks and advances the chain. Without: a read. */
   nonce?: PresentedNonce;
@@ -92,7 +111,8 @@ function parseReply(reply: unknown): StoredTokenState {
   if (state === "ok" && a === undefined) return { state };
   if (state === "ok" && typeof b === "string" && typeof c === "string" && /^[0-9]{1,15}$/.test(String(a)))
     return { state, next: { counter: Number(a), lineage: b, random: c } };
-  if (state === "revoked" || state === "missing" || state === "nonce_mismatch") return { state };
+  if (state === "revoked" || state === "invalidated" || state === "missing" || state === "nonce_mismatch")
+    return { state };
   if (state === "corrupt") throw new StoreCorruptError(String(a), String(b));
   throw new StoreCorruptError(
     "(token check script)",
@@ -111,11 +131,12 @@ export class TokenRecords {
     await this.client.set(this.keys.token(id), record, "PXAT", expiresAtMs);
   }
 
-  async check(id: string, expiresAtMs: number, opts: CheckOptions = {}): Promise<StoredTokenState> {
+  async check(token: StoredToken, opts: CheckOptions = {}): Promise<StoredTokenState> {
+    const { id, expiresAtMs, issuedAtMs } = token;
     const n = opts.nonce;
     const reply = await CHECK_TOKEN.run(
       this.client,
-      [this.keys.token(id), this.keys.revoked(id), this.keys.nonce(id)],
+      [this.keys.token(id), this.keys.revoked(id), this.keys.nonce(id), this.keys.epoch()],
       [
         n ? "sign" : "check",
         opts.healWith ?? "",
@@ -126,6 +147,7 @@ export class TokenRecords {
         n?.sha256 ?? "",
         n?.fresh.lineage ?? "",
         n?.fresh.random ?? "",
+        issuedAtMs,
       ],
     );
     return parseReply(reply);

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import type { StoreBreakers } from "../store/breakers.js";
 import { ensureEpoch } from "../store/epoch.js";
-import { StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
+import { classifyStoreError, StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
 import type { ReplicatedWrites } from "../store/replicas.js";
@@ -112,7 +112,9 @@ export class TokenService {
   async issue(req: IssueRequest, nowMs = Date.now()): Promise<{ token: string; claims: TokenClaims }> {
     const { breakers, client, keys } = this.opts;
     const epoch = await breakers.run("token_writes", "epoch_ensure", () => ensureEpoch(client, keys, nowMs));
-    const iat = Math.floor(nowMs / 1000);
+    // Issued after an invalidation means not before its minIat, also within its second (tokens
+    // carry whole seconds): such a token starts at most a second ahead.
+    const iat = Math.max(Math.floor(nowMs / 1000), Math.ceil(epoch.minIat / 1000));
     const claims: TokenClaims = {
       id: newTokenId(),
       ip: req.clientIp,
@@ -137,11 +139,15 @@ export class TokenService {
     const checked = verifyMac(token, this.secrets);
     if (!checked.ok) return checked;
     const { id, exp } = checked.claims;
-    await this.opts.breakers.run("token_writes", "token_revoke", () =>
-      this.opts.replicated.run("token_revoke", (client) =>
+    // Not through a breaker: waiting for a replica outlasts a breaker's timeout, and a replica
+    // slow to acknowledge is no reason to fail the primary's token checks fast.
+    try {
+      await this.opts.replicated.run("token_revoke", (client) =>
         this.records.revoke(id, exp * 1000, "revoked by issuer", client),
-      ),
-    );
+      );
+    } catch (err) {
+      throw classifyStoreError("token_revoke", err);
+    }
     return checked;
   }
 
@@ -207,7 +213,7 @@ export class TokenService {
   ): Promise<StoredCheck> {
     const { claims } = token;
     const stored = await this.opts.breakers.run("token_reads", "token_check", () =>
-      this.records.check(claims.id, claims.exp * 1000, nonce ? { nonce } : {}),
+      this.records.check(storedToken(claims), nonce ? { nonce } : {}),
     );
     if (stored.state === "ok") return this.accepted(token, "valid", stored.next);
     if (stored.state !== "missing") return { ok: false, result: stored.state };
@@ -229,9 +235,9 @@ export class TokenService {
       return { ok: false, result: "recovering", retryAfterMs: decision.retryAfterMs };
     const healWith = JSON.stringify({ ...JSON.parse(this.recordOf(claims)), healed: true });
     const healed = await breakers.run("token_writes", "token_heal", () =>
-      this.records.check(claims.id, claims.exp * 1000, { healWith, ...(nonce ? { nonce } : {}) }),
+      this.records.check(storedToken(claims), { healWith, ...(nonce ? { nonce } : {}) }),
     );
-    if (healed.state === "revoked" || healed.state === "nonce_mismatch")
+    if (healed.state === "revoked" || healed.state === "invalidated" || healed.state === "nonce_mismatch")
       return { ok: false, result: healed.state };
     if (healed.state !== "ok")
       throw new StoreCorruptError(keys.token(claims.id), "still missing after a heal");
@@ -245,12 +251,15 @@ export class TokenService {
     return this.accepted(token, "healed", healed.next);
   }
 
-  /** Redis is unreachable: `hmac` keeps builds signing on the local checks alone. */
+  /**
+   * Redis is unreachable: `hmac` keeps builds signing on the local checks alone, and the nonce
+   * chain is not checked (DESIGN.md §4). The next nonce continues the presented one's lineage:
+   * the store takes it as its own chain having lost steps. Echoing the presented nonce instead
+   * would strand the client behind a paused Redis that runs the queued advance once resumed.
+   */
   private whileStoreDown(token: VerifiedToken, nonce: PresentedNonce | undefined): TokenCheck {
     this.opts.log.debug({ event: "token_store_unavailable", downPolicy: this.opts.downPolicy });
     if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
-    // The chain resumes with Redis: the next nonce continues this lineage, which the store
-    // takes as its own chain having lost steps.
     const next = nonce && {
       counter: nonce.counter + 1,
       lineage: nonce.lineage || nonce.fresh.lineage,
@@ -272,6 +281,8 @@ export class TokenService {
     return JSON.stringify({ claims, node: this.opts.nodeId });
   }
 }
+
+const storedToken = (c: TokenClaims) => ({ id: c.id, expiresAtMs: c.exp * 1000, issuedAtMs: c.iat * 1000 });
 
 function freshRandomness() {
   return { lineage: nonceRandom(), random: nonceRandom() };

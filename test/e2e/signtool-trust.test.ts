@@ -99,7 +99,11 @@ describe("1. a node's bytes are never taken for a signature", () => {
     assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr, /does not verify/);
     assert.deepEqual(readFileSync(`${f}.asc`), before, "the existing output is untouched");
-    assert.equal(existsSync(join(cache, "gpg")) ? readdirSync(join(cache, "gpg")).length : 0, 0, "nothing cached");
+    assert.equal(
+      existsSync(join(cache, "gpg")) ? readdirSync(join(cache, "gpg")).length : 0,
+      0,
+      "nothing cached",
+    );
   });
 
   test("with the liar and a real node listed, the real node's signature is the one written", async () => {

@@ -59,6 +59,27 @@ async function redisCheck(
   };
 }
 
+/**
+ * Whether Redis may evict keys: with a memory limit and a policy other than noeviction, it may
+ * drop a revocation marker, and a revoked token whose record then goes missing would heal.
+ */
+async function evictionCheck(redis: RedisClient): Promise<{ ok: boolean; detail: string }> {
+  let info: string;
+  try {
+    info = await redis.info("memory");
+  } catch {
+    return { ok: true, detail: "not known (Redis did not answer INFO memory)" };
+  }
+  const field = (name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim();
+  const policy = field("maxmemory_policy") ?? "unknown";
+  const limit = Number(field("maxmemory") ?? 0);
+  if (limit === 0 || policy === "noeviction") return { ok: true, detail: `maxmemory-policy ${policy}` };
+  return {
+    ok: false,
+    detail: `maxmemory-policy ${policy} with maxmemory ${limit}: Redis may evict revocation markers; set noeviction`,
+  };
+}
+
 /** Formats, public keys, health and version. */
 export function metaRoutes(deps: MetaRouteDeps): Router {
   const router = Router();
@@ -94,6 +115,7 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
   const ready = async (_req: Request, res: Response) => {
     const checks = {
       redis: await redisCheck(deps.breakers, deps.redis),
+      eviction: await evictionCheck(deps.redis),
       keys: keysCheck(deps),
       lifecycle: {
         ok: !deps.lifecycle.shuttingDown,
@@ -106,7 +128,7 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
       ? "unavailable"
       : !checks.redis.ok && deps.downPolicy !== "hmac"
         ? "unavailable"
-        : !checks.redis.ok || checks.keys.expired
+        : !checks.redis.ok || checks.keys.expired || !checks.eviction.ok
           ? "degraded"
           : "ok";
     res.status(status === "unavailable" ? 503 : 200).json({ status, checks });

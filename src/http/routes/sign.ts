@@ -218,10 +218,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
     const beforeFile = (fields: Readonly<Record<string, string>>) => {
       if (fields.token === undefined) return undefined;
       const verdict = verifyToken(req, res, format, fields);
-      if (verdict instanceof ApiError) {
-        res.set("Connection", "close"); // the rest of the upload is not read
-        return verdict;
-      }
+      if (verdict instanceof ApiError) return verdict;
       early = verdict;
       return undefined;
     };
