@@ -20,12 +20,13 @@ import { type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName } from "./signing/signer.js";
 import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
+import { ConnectionHealth } from "./store/connection-health.js";
 import { JobStore } from "./store/jobs.js";
 import { StoreKeys } from "./store/keys.js";
 import { createRedisClient, waitForReady } from "./store/redis.js";
 import { ReplicatedWrites } from "./store/replicas.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "./tokens/service.js";
-import { PACKAGE_VERSION } from "./version.js";
+import { buildInfo, PACKAGE_VERSION } from "./version.js";
 
 export interface RunningNode {
   url: string;
@@ -120,6 +121,7 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     password: loaded.redisPassword,
   });
   redis.on("error", (err: Error) => log.warn({ event: "redis_error", err: err.message }));
+  const redisHealth = new ConnectionHealth(redis);
   // Serve even if Redis is not up yet: readiness says so, and token checks follow downPolicy.
   await waitForReady(redis, config.redis.connectTimeoutMs).catch((err: Error) =>
     log.warn({ event: "redis_not_ready", err: err.message }),
@@ -209,7 +211,8 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
       windowMs: config.signing.uploadRateWindowMs,
     },
     redis,
-    version: { version: PACKAGE_VERSION, commit: process.env.SIGNING_COMMIT ?? "unknown", node: nodeId },
+    redisHealth,
+    version: { version: PACKAGE_VERSION, ...buildInfo(), node: nodeId },
     log,
   });
   const server = listenerFor(loaded, app);

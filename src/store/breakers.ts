@@ -71,10 +71,19 @@ export class StoreBreakers {
       const state = (v: number) => metrics.breakerState.set({ breaker: name }, v);
       const event = (e: string) => metrics.breakerEvents.inc({ breaker: name, event: e });
       state(0);
+      // The error that opened it goes with the breaker_open line: "Breaker is open" is all the
+      // calls after it say.
+      let lastFailure = "";
+      breaker.on("failure", (err: Error) => {
+        lastFailure = err?.message ?? String(err);
+      });
+      breaker.on("timeout", () => {
+        lastFailure = `no answer in ${settings.commandTimeoutMs * 2} ms`;
+      });
       breaker.on("open", () => {
         state(2);
         event("open");
-        log.warn({ event: "breaker_open", breaker: name });
+        log.warn({ event: "breaker_open", breaker: name, err: lastFailure });
       });
       breaker.on("halfOpen", () => {
         state(1);

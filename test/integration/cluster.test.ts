@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
@@ -212,5 +213,9 @@ describe("two nodes over one Redis", () => {
     assert.equal(ready.status, 200, ready.text);
     const version = await request(a).get("/__version__");
     assert.equal(version.body.version, "0.1.0");
+    // Stamped by npm run build from the checkout it was built in.
+    const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: new URL("../../..", import.meta.url) });
+    assert.match(version.body.commit, new RegExp(`^${head.toString().trim()}(-dirty)?$`));
+    assert.ok(Date.parse(version.body.builtAt) <= Date.now());
   });
 });

@@ -3,6 +3,7 @@ import type { NodeMetrics } from "../../metrics/node-metrics.js";
 import type { SigningService } from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
 import { BREAKER_NAMES, type StoreBreakers } from "../../store/breakers.js";
+import type { ConnectionHealth } from "../../store/connection-health.js";
 import type { RedisClient } from "../../store/redis.js";
 import { ApiError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
@@ -12,11 +13,13 @@ export interface MetaRouteDeps {
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
   redis: RedisClient;
+  /** Why the connection to Redis fails, when it does. */
+  redisHealth: ConnectionHealth;
   breakers: StoreBreakers;
   lifecycle: Lifecycle;
   metrics: NodeMetrics;
   downPolicy: "hmac" | "reject";
-  version: { version: string; commit: string; node: string };
+  version: { version: string; commit: string; builtAt: string; node: string };
 }
 
 /** Keys are loaded at start-up; an OpenPGP key may expire while the node runs. */
@@ -41,6 +44,7 @@ function keysCheck(deps: MetaRouteDeps): { ok: boolean; expired: boolean; detail
 async function redisCheck(
   breakers: StoreBreakers,
   redis: RedisClient,
+  health: ConnectionHealth,
 ): Promise<{ ok: boolean; detail: string }> {
   const results = await Promise.all(
     BREAKER_NAMES.map(async (name) => {
@@ -53,10 +57,10 @@ async function redisCheck(
     }),
   );
   const problems = results.filter((r) => r !== undefined);
-  return {
-    ok: problems.length === 0,
-    detail: problems.length ? problems.join("; ") : "ping ok through every breaker",
-  };
+  if (problems.length === 0) return { ok: true, detail: "ping ok through every breaker" };
+  // The cause first: the connection's own error, then what each breaker saw of it.
+  const cause = health.describe();
+  return { ok: false, detail: [...(cause ? [`Redis connection: ${cause}`] : []), ...problems].join("; ") };
 }
 
 /**
@@ -114,7 +118,7 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
    */
   const ready = async (_req: Request, res: Response) => {
     const checks = {
-      redis: await redisCheck(deps.breakers, deps.redis),
+      redis: await redisCheck(deps.breakers, deps.redis, deps.redisHealth),
       eviction: await evictionCheck(deps.redis),
       keys: keysCheck(deps),
       lifecycle: {
