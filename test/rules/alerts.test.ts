@@ -98,6 +98,24 @@ describe("prometheus/alerts.yml", () => {
     }
   });
 
+  test("the promtool cases run at the intervals prometheus.yml ships, which the rules are designed for", () => {
+    const global = (
+      parse(readFileSync(join(promDir, "prometheus.yml"), "utf8")) as {
+        global: { scrape_interval: string; evaluation_interval: string };
+      }
+    ).global;
+    const cases = parse(readFileSync(join(promDir, "alerts.test.yml"), "utf8")) as {
+      evaluation_interval: string;
+      tests: { name: string; interval: string }[];
+    };
+    assert.equal(cases.evaluation_interval, global.evaluation_interval);
+    // The cases that time a page (or its absence) for the fast-paging rules scrape as shipped;
+    // at a longer interval their 1m windows would hold too few samples to mean anything.
+    const timed = ["InvalidTokenSpike", "StoreBreakerOpen", "RedisUnreachable"];
+    for (const c of cases.tests.filter((c) => timed.some((a) => c.name.startsWith(a))))
+      assert.equal(c.interval, global.scrape_interval, c.name);
+  });
+
   test("every expression uses only metrics that nodes and monitor export", async () => {
     const exported = await exportedMetricNames();
     for (const r of rules) {
