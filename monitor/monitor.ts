@@ -86,7 +86,14 @@ export async function startMonitor(
     commandTimeoutMs: 1000,
     password: loaded.redisPassword,
   });
-  redis.on("error", () => {}); // reported by the detection loop as RedisUnreachable
+  /** The connection's own error: commands refused meanwhile only say the stream is closed. */
+  let connectionError: string | undefined;
+  redis.on("error", (err: Error) => {
+    connectionError = err.message; // reported by the detection loop as RedisUnreachable
+  });
+  redis.on("ready", () => {
+    connectionError = undefined;
+  });
   // Start with a first look at Redis if it is there, so that a restart right after start-up
   // is seen as one.
   await waitForReady(redis, config.redis.connectTimeoutMs).catch(() => {});
@@ -94,7 +101,8 @@ export async function startMonitor(
   const startedAt = Date.now();
   let prev: Observation | undefined;
   let knownEpochId = snapshot?.epochId;
-  let unreachableSince: number | undefined;
+  /** Since when Redis has not been reached, and the last reason. */
+  let unreachable: { since: number; error: string } | undefined;
   /** The epoch whose data loss was counted, so a retried one is counted once. */
   let countedLoss: string | undefined;
   let lastDetect = 0;
@@ -217,23 +225,23 @@ export async function startMonitor(
       cur = { at: now, ...server, role: roleName, epoch: await ensureOrRepairEpoch(redis, keys, now) };
     } catch (err) {
       metrics.redisUp.set(0);
-      if (unreachableSince === undefined) {
-        unreachableSince = now;
-        log.warn({ event: "redis_unreachable", err: (err as Error).message });
-      }
-      if (now - unreachableSince >= m.unreachableForSeconds * 1000) {
+      const error =
+        redis.status === "ready" ? (err as Error).message : (connectionError ?? (err as Error).message);
+      if (unreachable === undefined) log.warn({ event: "redis_unreachable", err: error });
+      unreachable = { since: unreachable?.since ?? now, error };
+      if (now - unreachable.since >= m.unreachableForSeconds * 1000) {
         alerter.fire("RedisUnreachable", {
           summary: "The signing cluster's Redis is unreachable",
-          description: `The monitor has not reached the Redis master for ${secondsAgo(unreachableSince)}s: ${(err as Error).message}. Nodes follow store.downPolicy meanwhile.`,
+          description: `The monitor has not reached the Redis master for ${secondsAgo(unreachable.since)}s: ${error}. Nodes follow store.downPolicy meanwhile.`,
         });
       }
       return;
     }
     metrics.redisUp.set(1);
-    if (unreachableSince !== undefined) {
-      log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachableSince) });
+    if (unreachable !== undefined) {
+      log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachable.since) });
       alerter.resolve("RedisUnreachable");
-      unreachableSince = undefined;
+      unreachable = undefined;
     }
     const finding = classify(prev, cur, knownEpochId);
     if (finding.kind === "data_loss") {
@@ -360,6 +368,21 @@ export async function startMonitor(
   const tasks = [task("detect", m.detectCron, detectOnce), task("snapshot", m.snapshotCron, snapshotNow)];
   if (config.nodes.length) tasks.push(task("spike", config.spike.scrapeCron, scrape));
 
+  /** A failing check says what fails and since when; the last good state only when ok. */
+  const redisCheck = () => {
+    if (unreachable) {
+      const since = new Date(unreachable.since).toISOString();
+      const seconds = secondsAgo(unreachable.since);
+      const detail = `unreachable since ${since} (${seconds}s): ${unreachable.error}`;
+      return { ok: false, detail, error: unreachable.error, since, sinceSeconds: seconds };
+    }
+    if (!prev) return { ok: false, detail: "not reached yet" };
+    return {
+      ok: true,
+      detail: `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}`,
+    };
+  };
+
   const server = createServer(async (req, res) => {
     if (req.url === "/metrics") {
       res.setHeader("Content-Type", metrics.registry.contentType);
@@ -370,12 +393,7 @@ export async function startMonitor(
         status: looping ? "ok" : "unavailable",
         checks: {
           loop: { ok: looping, detail: `last detection ${Date.now() - lastDetect} ms ago` },
-          redis: {
-            ok: unreachableSince === undefined && prev !== undefined,
-            detail: prev
-              ? `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}`
-              : "not reached yet",
-          },
+          redis: redisCheck(),
           snapshot: {
             ok: snapshot !== undefined,
             detail: snapshot
