@@ -51,8 +51,10 @@ export async function startMonitor(
   const log = opts.log ?? createLogger(config.log.level, id);
   const metrics = new MonitorMetrics();
   const keys = new StoreKeys(config.store.prefix);
+  const { webhookUrl, alertmanagerUrl } = config.alerts;
   const alerter = new Alerter({
-    ...(config.alerts.webhookUrl ? { webhookUrl: config.alerts.webhookUrl } : {}),
+    ...(webhookUrl ? { webhookUrl } : {}),
+    ...(alertmanagerUrl ? { alertmanagerUrl } : {}),
     runbookBaseUrl: config.alerts.runbookBaseUrl,
     timeoutMs: config.alerts.timeoutMs,
     retries: config.alerts.retries,
@@ -417,7 +419,14 @@ export async function startMonitor(
   });
   const port = (server.address() as AddressInfo).port;
   const url = `http://${m.host}:${port}`;
-  log.info({ event: "monitor_started", url, onDataLoss: m.onDataLoss, nodes: config.nodes.length });
+  const alertsTo = [webhookUrl && "webhook", alertmanagerUrl && "alertmanager"].filter(Boolean);
+  log.info({
+    event: "monitor_started",
+    url,
+    onDataLoss: m.onDataLoss,
+    nodes: config.nodes.length,
+    alertsTo: alertsTo.length ? alertsTo : "log only (alerts.enabled false)",
+  });
   await detectOnce().catch(() => {});
 
   return {
@@ -431,6 +440,7 @@ export async function startMonitor(
       for (const t of tasks) await t.destroy();
       for (const t of eventTimers.values()) clearTimeout(t);
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      alerter.close();
       await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
       redis.off("close", lookNow); // our own disconnect is no outage
       redis.disconnect();
