@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { type FiringAlert, readAlertState, writeAlertState } from "./alert-state.js";
 import type { MonitorMetrics } from "./metrics.js";
 
 export type AlertName =
@@ -17,6 +18,8 @@ export const SEVERITY: Record<AlertName, "page" | "ticket"> = {
   InvalidTokenSpike: "page",
   SnapshotStale: "ticket",
 };
+
+export const isAlertName = (name: string): name is AlertName => Object.hasOwn(SEVERITY, name);
 
 export interface AlertText {
   summary: string;
@@ -41,6 +44,8 @@ export interface AlerterOptions {
   monitorId: string;
   log: Logger;
   metrics: MonitorMetrics;
+  /** The alerts firing now, kept here (written atomically) so a restarted monitor resolves them. */
+  stateFile?: string;
   /** How often firing alerts are re-sent to Alertmanager: 60 s, Prometheus' resend delay. */
   resendMs?: number;
 }
@@ -54,7 +59,10 @@ export interface AlerterOptions {
  */
 export class Alerter {
   private readonly active = new Map<AlertName, Active>();
+  /** Firing when an earlier run of this monitor stopped, and no check has said since. */
+  private readonly inherited = new Map<AlertName, Active>();
   private readonly queues = new Map<Destination, Promise<void>>();
+  private saving: Promise<void> = Promise.resolve();
   private readonly resendTimer: NodeJS.Timeout | undefined;
   private readonly resendMs: number;
 
@@ -68,29 +76,71 @@ export class Alerter {
   }
 
   isFiring(name: AlertName): boolean {
-    return this.active.has(name);
+    return this.active.has(name) || this.inherited.has(name);
   }
 
   fire(name: AlertName, text: AlertText): void {
     if (this.active.has(name)) return;
-    const alert = { labels: this.labels(name), startsAt: new Date().toISOString(), text };
+    const before = this.inherited.get(name);
+    this.inherited.delete(name);
+    // Still firing since the previous run: the same alert (labels, start), told again.
+    const alert = {
+      labels: before?.labels ?? this.labels(name),
+      startsAt: before?.startsAt ?? new Date().toISOString(),
+      text,
+    };
     this.active.set(name, alert);
-    this.opts.log.warn({ event: "alert_firing", alert: name, severity: SEVERITY[name], ...text });
+    const since = before ? { since: before.startsAt } : {};
+    this.opts.log.warn({ event: "alert_firing", alert: name, severity: SEVERITY[name], ...since, ...text });
+    this.save();
     this.send(name, "firing", alert);
   }
 
   resolve(name: AlertName, text?: AlertText): void {
-    const alert = this.active.get(name);
+    const alert = this.active.get(name) ?? this.inherited.get(name);
     if (!alert) return;
     this.active.delete(name);
+    this.inherited.delete(name);
     const final = text ? { ...alert, text } : alert;
     this.opts.log.info({ event: "alert_resolved", alert: name, ...final.text });
+    this.save();
     this.send(name, "resolved", final);
   }
 
-  /** Resolves when every queued delivery has been attempted. */
+  /**
+   * Reads back what an earlier run left firing. Those alerts count as firing (isFiring) until
+   * a check fires or resolves them, or reconcile() decides.
+   */
+  async restore(): Promise<{ name: AlertName; startsAt: string }[]> {
+    if (!this.opts.stateFile) return [];
+    for (const a of await readAlertState(this.opts.stateFile, this.opts.log)) {
+      if (!isAlertName(a.name)) {
+        this.opts.log.warn({ event: "alert_state_unknown", alert: a.name });
+        continue;
+      }
+      const { summary, description } = a;
+      this.inherited.set(a.name, { labels: a.labels, startsAt: a.startsAt, text: { summary, description } });
+    }
+    if (this.inherited.size)
+      this.opts.log.info({ event: "alerts_inherited", alerts: [...this.inherited.keys()] });
+    return [...this.inherited].map(([name, a]) => ({ name, startsAt: a.startsAt }));
+  }
+
+  /**
+   * An inherited alert no check has fired or resolved yet: fired again if its condition still
+   * holds, else resolved. False when there was nothing to decide.
+   */
+  reconcile(name: AlertName, holds: boolean): boolean {
+    const alert = this.inherited.get(name);
+    if (!alert) return false;
+    if (holds) this.fire(name, alert.text);
+    else this.resolve(name);
+    return true;
+  }
+
+  /** Resolves when every queued delivery and state write has been attempted. */
   async flush(): Promise<void> {
-    await Promise.all(this.queues.values());
+    await Promise.all([...this.queues.values(), this.saving]);
   }
 
   close(): void {
@@ -104,6 +154,23 @@ export class Alerter {
       service: "signing-cluster",
       monitor: this.opts.monitorId,
     };
+  }
+
+  /** The firing set, as receivers know it, for the next start-up; written in call order. */
+  private save(): void {
+    const file = this.opts.stateFile;
+    if (!file) return;
+    const alerts: FiringAlert[] = [...this.inherited, ...this.active].map(([name, a]) => ({
+      name,
+      labels: a.labels,
+      startsAt: a.startsAt,
+      ...a.text,
+    }));
+    this.saving = this.saving.then(() =>
+      writeAlertState(file, alerts).catch((err: Error) =>
+        this.opts.log.error({ event: "alert_state_write_failed", file, err: err.message }),
+      ),
+    );
   }
 
   private send(name: AlertName, status: "firing" | "resolved", alert: Active): void {

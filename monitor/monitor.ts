@@ -51,10 +51,12 @@ export async function startMonitor(
   const log = opts.log ?? createLogger(config.log.level, id);
   const metrics = new MonitorMetrics();
   const keys = new StoreKeys(config.store.prefix);
+  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
   const { webhookUrl, alertmanagerUrl } = config.alerts;
   const alerter = new Alerter({
     ...(webhookUrl ? { webhookUrl } : {}),
     ...(alertmanagerUrl ? { alertmanagerUrl } : {}),
+    stateFile: join(m.stateDir, "alerts.json"),
     runbookBaseUrl: config.alerts.runbookBaseUrl,
     timeoutMs: config.alerts.timeoutMs,
     retries: config.alerts.retries,
@@ -62,8 +64,8 @@ export async function startMonitor(
     log,
     metrics,
   });
+  const inherited = await alerter.restore();
 
-  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
   const snapshotFile = join(m.stateDir, "snapshot.json");
   let snapshot: Snapshot | undefined;
   try {
@@ -110,15 +112,18 @@ export async function startMonitor(
   let lastDetect = 0;
   const eventTimers = new Map<AlertName, NodeJS.Timeout>();
 
+  const resolveIn = (name: AlertName, ms: number) => {
+    clearTimeout(eventTimers.get(name));
+    eventTimers.set(
+      name,
+      setTimeout(() => alerter.resolve(name), ms),
+    );
+  };
   /** Restart alerts are events: (re)fire now, resolve after eventHoldSeconds. */
   const event = (name: AlertName, text: AlertText) => {
     if (alerter.isFiring(name)) alerter.resolve(name);
     alerter.fire(name, text);
-    clearTimeout(eventTimers.get(name));
-    eventTimers.set(
-      name,
-      setTimeout(() => alerter.resolve(name), m.eventHoldSeconds * 1000),
-    );
+    resolveIn(name, m.eventHoldSeconds * 1000);
   };
 
   /** Acts on a data loss; false when another monitor holds it (look again next tick). */
@@ -327,6 +332,7 @@ export async function startMonitor(
     minChecksPerSecond: config.spike.minChecksPerSecond,
     forMs: config.spike.forSeconds * 1000,
   });
+  let scrapes = 0;
   const scrape = async (): Promise<void> => {
     const readings = new Map<string, Map<string, number>>();
     await Promise.all(
@@ -348,6 +354,25 @@ export async function startMonitor(
     metrics.invalidTokenRatio.set(r.ratio);
     if (r.change === "fire") alerter.fire("InvalidTokenSpike", spikeText(r, config.spike));
     else if (r.change === "resolve") alerter.resolve("InvalidTokenSpike");
+    // The second scrape is the first with rates: a spike the previous run left firing still
+    // holds, or it is over.
+    if (++scrapes === 2 && alerter.reconcile("InvalidTokenSpike", r.above)) {
+      if (r.above) spike.resumeFiring(Date.now());
+    }
+  };
+
+  /**
+   * What the previous run left firing and the first detection did not fire or resolve itself
+   * (SnapshotStale it always does): fired again while it holds, resolved if not.
+   */
+  const reconcileAtStart = () => {
+    for (const { name, startsAt } of inherited) {
+      if (name === "RedisUnreachable") alerter.reconcile(name, unreachable !== undefined);
+      else if (name === "RedisRestarted" || name === "RedisRestartedWithDataLoss") {
+        const left = Date.parse(startsAt) + m.eventHoldSeconds * 1000 - Date.now();
+        if (alerter.reconcile(name, left > 0) && left > 0) resolveIn(name, left);
+      } else if (name === "InvalidTokenSpike" && !config.nodes.length) alerter.reconcile(name, false);
+    }
   };
 
   const task = (name: string, cron: string, fn: () => Promise<unknown>): ScheduledTask => {
@@ -428,6 +453,7 @@ export async function startMonitor(
     alertsTo: alertsTo.length ? alertsTo : "log only (alerts.enabled false)",
   });
   await detectOnce().catch(() => {});
+  reconcileAtStart();
 
   return {
     url,

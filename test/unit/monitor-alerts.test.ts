@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -11,6 +11,7 @@ import { pino } from "pino";
 import { Alerter, type AlerterOptions } from "../../monitor/alerts.js";
 import { buildMonitorConfig } from "../../monitor/config.js";
 import { MonitorMetrics } from "../../monitor/metrics.js";
+import { SpikeDetector } from "../../monitor/spike.js";
 import { ConfigError } from "../../src/config/load.js";
 import { WebhookReceiver } from "../helpers/webhook.js";
 
@@ -175,4 +176,95 @@ test("to Alertmanager's API: firing re-sent while it fires, with an end ahead; r
     a.close();
     am.close();
   }
+});
+
+describe("the firing alerts, kept across restarts", () => {
+  const text = { summary: "Redis down", description: "connect ECONNREFUSED" };
+
+  test("written atomically (mode 0600) as alerts fire and resolve", async () => {
+    const stateFile = join(dir, "alerts-a.json");
+    const { alerter: a } = alerter({ stateFile });
+    a.fire("RedisUnreachable", text);
+    a.fire("SnapshotStale", { summary: "s", description: "d" });
+    a.resolve("SnapshotStale");
+    await a.flush();
+    const kept = JSON.parse(readFileSync(stateFile, "utf8"));
+    assert.deepEqual(
+      kept.alerts.map((x: { name: string }) => x.name),
+      ["RedisUnreachable"],
+    );
+    assert.equal(kept.alerts[0].labels.monitor, "m1");
+    assert.equal(statSync(stateFile).mode & 0o777, 0o600);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.endsWith(".tmp")),
+      [],
+    );
+  });
+
+  test("a new run resolves what no longer holds and fires again what does, with the first start", async () => {
+    const hook = await WebhookReceiver.start();
+    try {
+      const stateFile = join(dir, "alerts-b.json");
+      const first = alerter({ stateFile, webhookUrl: hook.url }).alerter;
+      first.fire("RedisUnreachable", text);
+      first.fire("InvalidTokenSpike", { summary: "spike", description: "d" });
+      await first.flush();
+      const fired = hook.alerts("RedisUnreachable", "firing")[0];
+      // The next run: another monitor id would be another alert at the receiver; the kept
+      // labels are used.
+      const { alerter: next } = alerter({ stateFile, webhookUrl: hook.url, monitorId: "m1-restarted" });
+      const inherited = await next.restore();
+      assert.deepEqual(inherited.map((x) => x.name).sort(), ["InvalidTokenSpike", "RedisUnreachable"]);
+      assert.ok(next.isFiring("RedisUnreachable"));
+      assert.equal(next.reconcile("RedisUnreachable", false), true);
+      assert.equal(next.reconcile("RedisUnreachable", false), false, "decided once");
+      assert.equal(next.reconcile("InvalidTokenSpike", true), true);
+      await next.flush();
+      const resolved = hook.alerts("RedisUnreachable", "resolved")[0];
+      assert.ok(resolved, JSON.stringify(hook.alerts()));
+      assert.equal(resolved.startsAt, fired?.startsAt);
+      assert.deepEqual(resolved.labels, fired?.labels);
+      const spikes = hook.alerts("InvalidTokenSpike", "firing");
+      assert.equal(spikes.length, 2, "fired again");
+      assert.equal(spikes[1]?.startsAt, spikes[0]?.startsAt);
+      assert.deepEqual(
+        JSON.parse(readFileSync(stateFile, "utf8")).alerts.map((x: { name: string }) => x.name),
+        ["InvalidTokenSpike"],
+      );
+    } finally {
+      await hook.close();
+    }
+  });
+
+  test("an unreadable file is logged and read as nothing firing", async () => {
+    const stateFile = join(dir, "alerts-c.json");
+    writeFileSync(stateFile, '{"version":1,"alerts":[{"name":"RedisUnreachable"}]}');
+    const lines: string[] = [];
+    const log = pino({ level: "info" }, { write: (l: string) => void lines.push(l) });
+    const { alerter: a } = alerter({ stateFile, log });
+    assert.deepEqual(await a.restore(), []);
+    const line = lines.map((l) => JSON.parse(l)).find((l) => l.event === "alert_state_unreadable");
+    assert.match(line?.reason ?? "", /labels/);
+  });
+});
+
+test("a spike the previous run fired resolves at the first reading below the condition", () => {
+  const d = new SpikeDetector({ ratio: 0.25, minChecksPerSecond: 0.1, forMs: 60_000 });
+  const node = (valid: number, expired: number) =>
+    new Map([
+      [
+        "a",
+        new Map([
+          ["valid", valid],
+          ["expired", expired],
+        ]),
+      ],
+    ]);
+  d.update(0, node(0, 0));
+  const above = d.update(1000, node(1, 1));
+  assert.deepEqual([above.above, above.change], [true, undefined]);
+  d.resumeFiring(1000);
+  assert.equal(d.update(2000, node(2, 2)).change, undefined, "still firing, not fired again");
+  const below = d.update(3000, node(12, 2));
+  assert.deepEqual([below.above, below.change], [false, "resolve"]);
 });
