@@ -174,27 +174,33 @@ export class Alerter {
   }
 
   private send(name: AlertName, status: "firing" | "resolved", alert: Active): void {
-    const annotations = { ...alert.text, runbook_url: `${this.opts.runbookBaseUrl}/${name}.md` };
-    const now = Date.now();
     if (this.opts.webhookUrl) {
-      const endsAt = status === "resolved" ? new Date(now).toISOString() : "0001-01-01T00:00:00Z";
-      const body = webhookPayload(name, status, alert, annotations, endsAt);
+      const endsAt = status === "resolved" ? new Date().toISOString() : "0001-01-01T00:00:00Z";
+      const body = webhookPayload(name, status, alert, this.annotations(name, alert), endsAt);
       this.enqueue("webhook", this.opts.webhookUrl, name, status, body);
     }
-    if (this.opts.alertmanagerUrl) {
-      // Firing: valid for four re-send intervals, as Prometheus sends them; resolved: ends now.
-      const endsAt = new Date(status === "resolved" ? now : now + 4 * this.resendMs).toISOString();
-      const body = JSON.stringify([
-        { labels: alert.labels, annotations, startsAt: alert.startsAt, endsAt, generatorURL: "" },
-      ]);
-      const url = `${this.opts.alertmanagerUrl.replace(/\/$/, "")}/api/v2/alerts`;
-      this.enqueue("alertmanager", url, name, status, body);
-    }
+    this.sendToAlertmanager(name, status, alert);
   }
 
-  /** Alertmanager forgets a firing alert that is not repeated before its endsAt. */
+  private sendToAlertmanager(name: AlertName, status: "firing" | "resolved", alert: Active): void {
+    if (!this.opts.alertmanagerUrl) return;
+    // Firing: valid for four re-send intervals, as Prometheus sends them; resolved: ends now.
+    const endsAt = new Date(Date.now() + (status === "resolved" ? 0 : 4 * this.resendMs)).toISOString();
+    const { labels, startsAt } = alert;
+    const body = JSON.stringify([
+      { labels, annotations: this.annotations(name, alert), startsAt, endsAt, generatorURL: "" },
+    ]);
+    const url = `${this.opts.alertmanagerUrl.replace(/\/$/, "")}/api/v2/alerts`;
+    this.enqueue("alertmanager", url, name, status, body);
+  }
+
+  private annotations(name: AlertName, alert: Active): Record<string, string> {
+    return { ...alert.text, runbook_url: `${this.opts.runbookBaseUrl}/${name}.md` };
+  }
+
+  /** Alertmanager forgets a firing alert that is not repeated before its endsAt; a webhook does not. */
   private resend(): void {
-    for (const [name, alert] of this.active) if (this.opts.alertmanagerUrl) this.send(name, "firing", alert);
+    for (const [name, alert] of this.active) this.sendToAlertmanager(name, "firing", alert);
   }
 
   private enqueue(to: Destination, url: string, name: AlertName, status: string, body: string): void {

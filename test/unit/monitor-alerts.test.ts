@@ -150,7 +150,8 @@ interface AmAlert {
 
 test("to Alertmanager's API: firing re-sent while it fires, with an end ahead; resolved ends now", async () => {
   const am = await fakeAlertmanager();
-  const { alerter: a } = alerter({ alertmanagerUrl: `${am.url}/`, resendMs: 100 });
+  const hook = await WebhookReceiver.start();
+  const { alerter: a } = alerter({ alertmanagerUrl: `${am.url}/`, webhookUrl: hook.url, resendMs: 100 });
   try {
     a.fire("RedisUnreachable", { summary: "down", description: "d" });
     await sleep(350);
@@ -172,9 +173,15 @@ test("to Alertmanager's API: firing re-sent while it fires, with an end ahead; r
     const count = am.posts.length;
     await sleep(250);
     assert.equal(am.posts.length, count, "nothing re-sent once resolved");
+    assert.deepEqual(
+      hook.payloads.map((p) => p.status),
+      ["firing", "resolved"],
+      "the webhook is told once each",
+    );
   } finally {
     a.close();
     am.close();
+    await hook.close();
   }
 });
 
