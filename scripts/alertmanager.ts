@@ -18,7 +18,7 @@ export function findAlertmanager(env: NodeJS.ProcessEnv = process.env): string |
   if (chosen === "none") return undefined;
   if (chosen) return chosen;
   return ["alertmanager", "prometheus-alertmanager"].find(
-    (p) => spawnSync(p, ["--version"], { stdio: "ignore" }).status === 0,
+    (p) => spawnSync(p, ["--version"], { stdio: "ignore", env }).status === 0,
   );
 }
 

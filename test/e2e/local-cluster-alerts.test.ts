@@ -17,8 +17,15 @@ const work = mkdtempSync(join(tmpdir(), "signing-local-alerts-"));
 const clusters: ChildProcess[] = [];
 const childPids: number[] = [];
 
-after(() => {
-  for (const c of clusters) if (c.exitCode === null && c.signalCode === null) c.kill("SIGTERM");
+after(async () => {
+  const running = clusters.filter((c) => c.exitCode === null && c.signalCode === null);
+  await Promise.all(
+    running.map((c) => {
+      const exited = new Promise((r) => c.once("exit", r));
+      c.kill("SIGTERM");
+      return exited;
+    }),
+  );
   for (const pid of childPids.filter(alive)) process.kill(pid, "SIGKILL");
   rmSync(work, { recursive: true, force: true });
 });
