@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { type FiringAlert, readAlertState, writeAlertState } from "./alert-state.js";
 import type { MonitorMetrics } from "./metrics.js";
 
 export type AlertName =
@@ -18,94 +19,201 @@ export const SEVERITY: Record<AlertName, "page" | "ticket"> = {
   SnapshotStale: "ticket",
 };
 
+export const isAlertName = (name: string): name is AlertName => Object.hasOwn(SEVERITY, name);
+
 export interface AlertText {
   summary: string;
   description: string;
 }
 
+/** An alert the receivers were told fires: resolving it must repeat its labels and start. */
 interface Active {
+  labels: Record<string, string>;
   startsAt: string;
   text: AlertText;
 }
 
+type Destination = "webhook" | "alertmanager";
+
 export interface AlerterOptions {
   webhookUrl?: string;
+  alertmanagerUrl?: string;
   runbookBaseUrl: string;
   timeoutMs: number;
   retries: number;
   monitorId: string;
   log: Logger;
   metrics: MonitorMetrics;
+  /** The alerts firing now, kept here (written atomically) so a restarted monitor resolves them. */
+  stateFile?: string;
+  /** How often firing alerts are re-sent to Alertmanager: 60 s, Prometheus' resend delay. */
+  resendMs?: number;
 }
 
 /**
- * Alerts as Alertmanager's webhook receivers expect them (payload version 4). An alert is sent
- * once when it starts firing (not again while it fires) and once when it resolves. Every alert
- * is also a log line, so nothing depends on the webhook being up. Deliveries retry with
- * exponential backoff, in order.
+ * Alerts for Alertmanager-compatible webhook receivers (payload version 4), sent once when an
+ * alert starts firing and once when it resolves, and for Alertmanager's API, where firing
+ * alerts are re-sent as Prometheus does (Alertmanager resolves an alert nobody repeats). Every
+ * alert is also a log line, so nothing depends on a destination being up. Deliveries retry
+ * with exponential backoff, in order, each destination in its own queue.
  */
 export class Alerter {
   private readonly active = new Map<AlertName, Active>();
-  private queue: Promise<void> = Promise.resolve();
+  /** Firing when an earlier run of this monitor stopped, and no check has said since. */
+  private readonly inherited = new Map<AlertName, Active>();
+  private readonly queues = new Map<Destination, Promise<void>>();
+  private saving: Promise<void> = Promise.resolve();
+  private readonly resendTimer: NodeJS.Timeout | undefined;
+  private readonly resendMs: number;
 
-  constructor(private readonly opts: AlerterOptions) {}
+  constructor(private readonly opts: AlerterOptions) {
+    this.resendMs = opts.resendMs ?? 60_000;
+    opts.metrics.alertDeliveryConfigured.set(opts.webhookUrl || opts.alertmanagerUrl ? 1 : 0);
+    if (opts.alertmanagerUrl) {
+      this.resendTimer = setInterval(() => this.resend(), this.resendMs);
+      this.resendTimer.unref();
+    }
+  }
 
   isFiring(name: AlertName): boolean {
-    return this.active.has(name);
+    return this.active.has(name) || this.inherited.has(name);
   }
 
   fire(name: AlertName, text: AlertText): void {
     if (this.active.has(name)) return;
-    const alert = { startsAt: new Date().toISOString(), text };
+    const before = this.inherited.get(name);
+    this.inherited.delete(name);
+    // Still firing since the previous run: the same alert (labels, start), told again.
+    const alert = {
+      labels: before?.labels ?? this.labels(name),
+      startsAt: before?.startsAt ?? new Date().toISOString(),
+      text,
+    };
     this.active.set(name, alert);
-    this.opts.log.warn({ event: "alert_firing", alert: name, severity: SEVERITY[name], ...text });
-    this.send(name, "firing", alert, "0001-01-01T00:00:00Z");
+    const since = before ? { since: before.startsAt } : {};
+    this.opts.log.warn({ event: "alert_firing", alert: name, severity: SEVERITY[name], ...since, ...text });
+    this.save();
+    this.send(name, "firing", alert);
   }
 
   resolve(name: AlertName, text?: AlertText): void {
-    const alert = this.active.get(name);
+    const alert = this.active.get(name) ?? this.inherited.get(name);
     if (!alert) return;
     this.active.delete(name);
+    this.inherited.delete(name);
     const final = text ? { ...alert, text } : alert;
     this.opts.log.info({ event: "alert_resolved", alert: name, ...final.text });
-    this.send(name, "resolved", final, new Date().toISOString());
+    this.save();
+    this.send(name, "resolved", final);
   }
 
-  /** Resolves when every queued delivery has been attempted. */
-  flush(): Promise<void> {
-    return this.queue;
+  /**
+   * Reads back what an earlier run left firing. Those alerts count as firing (isFiring) until
+   * a check fires or resolves them, or reconcile() decides.
+   */
+  async restore(): Promise<{ name: AlertName; startsAt: string }[]> {
+    if (!this.opts.stateFile) return [];
+    for (const a of await readAlertState(this.opts.stateFile, this.opts.log)) {
+      if (!isAlertName(a.name)) {
+        this.opts.log.warn({ event: "alert_state_unknown", alert: a.name });
+        continue;
+      }
+      const { summary, description } = a;
+      this.inherited.set(a.name, { labels: a.labels, startsAt: a.startsAt, text: { summary, description } });
+    }
+    if (this.inherited.size)
+      this.opts.log.info({ event: "alerts_inherited", alerts: [...this.inherited.keys()] });
+    return [...this.inherited].map(([name, a]) => ({ name, startsAt: a.startsAt }));
   }
 
-  private send(name: AlertName, status: "firing" | "resolved", alert: Active, endsAt: string): void {
-    const url = this.opts.webhookUrl;
-    if (!url) return;
-    const labels = {
+  /**
+   * An inherited alert no check has fired or resolved yet: fired again if its condition still
+   * holds, else resolved. False when there was nothing to decide.
+   */
+  reconcile(name: AlertName, holds: boolean): boolean {
+    const alert = this.inherited.get(name);
+    if (!alert) return false;
+    if (holds) this.fire(name, alert.text);
+    else this.resolve(name);
+    return true;
+  }
+
+  /** Resolves when every queued delivery and state write has been attempted. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.queues.values(), this.saving]);
+  }
+
+  close(): void {
+    clearInterval(this.resendTimer);
+  }
+
+  private labels(name: AlertName): Record<string, string> {
+    return {
       alertname: name,
       severity: SEVERITY[name],
       service: "signing-cluster",
       monitor: this.opts.monitorId,
     };
-    const fingerprint = createHash("sha256").update(JSON.stringify(labels)).digest("hex").slice(0, 16);
-    const annotations = { ...alert.text, runbook_url: `${this.opts.runbookBaseUrl}/${name}.md` };
-    const payload = {
-      version: "4",
-      groupKey: `{}:{alertname="${name}"}`,
-      truncatedAlerts: 0,
-      status,
-      receiver: "signing-monitor",
-      groupLabels: { alertname: name },
-      commonLabels: labels,
-      commonAnnotations: annotations,
-      externalURL: "",
-      alerts: [
-        { status, labels, annotations, startsAt: alert.startsAt, endsAt, generatorURL: "", fingerprint },
-      ],
-    };
-    const body = JSON.stringify(payload);
-    this.queue = this.queue.then(() => this.deliver(url, name, status, body));
   }
 
-  private async deliver(url: string, name: AlertName, status: string, body: string): Promise<void> {
+  /** The firing set, as receivers know it, for the next start-up; written in call order. */
+  private save(): void {
+    const file = this.opts.stateFile;
+    if (!file) return;
+    const alerts: FiringAlert[] = [...this.inherited, ...this.active].map(([name, a]) => ({
+      name,
+      labels: a.labels,
+      startsAt: a.startsAt,
+      ...a.text,
+    }));
+    this.saving = this.saving.then(() =>
+      writeAlertState(file, alerts).catch((err: Error) =>
+        this.opts.log.error({ event: "alert_state_write_failed", file, err: err.message }),
+      ),
+    );
+  }
+
+  private send(name: AlertName, status: "firing" | "resolved", alert: Active): void {
+    if (this.opts.webhookUrl) {
+      const endsAt = status === "resolved" ? new Date().toISOString() : "0001-01-01T00:00:00Z";
+      const body = webhookPayload(name, status, alert, this.annotations(name, alert), endsAt);
+      this.enqueue("webhook", this.opts.webhookUrl, name, status, body);
+    }
+    this.sendToAlertmanager(name, status, alert);
+  }
+
+  private sendToAlertmanager(name: AlertName, status: "firing" | "resolved", alert: Active): void {
+    if (!this.opts.alertmanagerUrl) return;
+    // Firing: valid for four re-send intervals, as Prometheus sends them; resolved: ends now.
+    const endsAt = new Date(Date.now() + (status === "resolved" ? 0 : 4 * this.resendMs)).toISOString();
+    const { labels, startsAt } = alert;
+    const body = JSON.stringify([
+      { labels, annotations: this.annotations(name, alert), startsAt, endsAt, generatorURL: "" },
+    ]);
+    const url = `${this.opts.alertmanagerUrl.replace(/\/$/, "")}/api/v2/alerts`;
+    this.enqueue("alertmanager", url, name, status, body);
+  }
+
+  private annotations(name: AlertName, alert: Active): Record<string, string> {
+    return { ...alert.text, runbook_url: `${this.opts.runbookBaseUrl}/${name}.md` };
+  }
+
+  /** Alertmanager forgets a firing alert that is not repeated before its endsAt; a webhook does not. */
+  private resend(): void {
+    for (const [name, alert] of this.active) this.sendToAlertmanager(name, "firing", alert);
+  }
+
+  private enqueue(to: Destination, url: string, name: AlertName, status: string, body: string): void {
+    const queue = this.queues.get(to) ?? Promise.resolve();
+    this.queues.set(
+      to,
+      queue.then(() => this.deliver(to, url, name, status, body)),
+    );
+  }
+
+  private async deliver(to: Destination, url: string, name: AlertName, status: string, body: string) {
+    // The URL is not logged: a webhook's may carry a token.
+    const fields = { alert: name, status, destination: to };
     for (let attempt = 0; attempt <= this.opts.retries; attempt++) {
       try {
         const res = await fetch(url, {
@@ -118,24 +226,44 @@ export class Alerter {
           this.opts.metrics.alertsSent.inc({ alert: name });
           return;
         }
-        this.opts.log.warn({
-          event: "alert_delivery_failed",
-          alert: name,
-          status,
-          http: res.status,
-          attempt,
-        });
+        this.opts.log.warn({ event: "alert_delivery_failed", ...fields, http: res.status, attempt });
       } catch (err) {
         this.opts.log.warn({
           event: "alert_delivery_failed",
-          alert: name,
-          status,
+          ...fields,
           err: (err as Error).message,
           attempt,
         });
       }
       if (attempt < this.opts.retries) await sleep(Math.min(30_000, 500 * 2 ** attempt));
     }
-    this.opts.log.error({ event: "alert_undelivered", alert: name, status });
+    this.opts.metrics.alertDeliveryFailures.inc({ alert: name });
+    this.opts.log.error({ event: "alert_undelivered", ...fields, attempts: this.opts.retries + 1 });
   }
+}
+
+/** Alertmanager's webhook payload (version 4), one alert per notification. */
+function webhookPayload(
+  name: AlertName,
+  status: "firing" | "resolved",
+  alert: Active,
+  annotations: Record<string, string>,
+  endsAt: string,
+): string {
+  const labels = alert.labels;
+  const fingerprint = createHash("sha256").update(JSON.stringify(labels)).digest("hex").slice(0, 16);
+  return JSON.stringify({
+    version: "4",
+    groupKey: `{}:{alertname="${name}"}`,
+    truncatedAlerts: 0,
+    status,
+    receiver: "signing-monitor",
+    groupLabels: { alertname: name },
+    commonLabels: labels,
+    commonAnnotations: annotations,
+    externalURL: "",
+    alerts: [
+      { status, labels, annotations, startsAt: alert.startsAt, endsAt, generatorURL: "", fingerprint },
+    ],
+  });
 }

@@ -65,8 +65,19 @@ export const monitorConfigSchema = z
       .prefault({}),
     alerts: z
       .object({
-        /** Alertmanager-compatible webhook; alerts are always logged as well. */
+        /**
+         * false: the monitor's alerts are only log lines (and
+         * signing_monitor_alert_delivery_configured is 0). It must be said: a monitor without a
+         * destination would otherwise page nobody and nothing would say so.
+         */
+        enabled: z.boolean().default(true),
+        /** Alertmanager-compatible webhook receiver (webhook payload version 4). */
         webhookUrl: z.string().url().optional(),
+        /**
+         * An Alertmanager (its base URL): alerts go to its API, <url>/api/v2/alerts, and are
+         * re-sent while they fire, as Prometheus does, so that Alertmanager routes them.
+         */
+        alertmanagerUrl: z.string().url().optional(),
         /** Base of runbook links: runbook_url = <base>/<AlertName>.md */
         runbookBaseUrl: z
           .string()
@@ -75,11 +86,7 @@ export const monitorConfigSchema = z
         retries: z.number().int().min(0).default(5),
       })
       .strict()
-      .default({
-        runbookBaseUrl: "https://github.com/signing-cluster/signing-cluster/blob/main/runbooks",
-        timeoutMs: 5000,
-        retries: 5,
-      }),
+      .prefault({}),
     log: z
       .object({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -96,6 +103,19 @@ export interface LoadedMonitorConfig {
   redisPassword: string | undefined;
 }
 
+/**
+ * Where alerts go must be decided: a destination, or `alerts: { enabled: false }` said in so
+ * many words. Read from the raw object, so that it is listed with the schema's problems.
+ */
+function alertDestinationProblem(alerts: unknown): string | undefined {
+  const a = typeof alerts === "object" && alerts !== null ? (alerts as Record<string, unknown>) : {};
+  const set = ["webhookUrl", "alertmanagerUrl"].filter((k) => a[k] !== undefined && a[k] !== "");
+  if (a.enabled === false)
+    return set.length ? `alerts: enabled is false but alerts.${set[0]} is set: remove one` : undefined;
+  if (set.length) return undefined;
+  return "alerts: no alert destination, so the monitor's alerts would only be log lines: set alerts.webhookUrl (an Alertmanager-compatible webhook receiver) or alerts.alertmanagerUrl (an Alertmanager), or alerts: { enabled: false } to run without";
+}
+
 /** Validates a raw monitor configuration; SIGNING_MONITOR__a__b=value overrides key a.b. */
 export function buildMonitorConfig(
   raw: unknown,
@@ -105,11 +125,13 @@ export function buildMonitorConfig(
   const object = typeof raw === "object" && raw !== null ? structuredClone(raw) : {};
   applyEnvOverrides(object as Record<string, unknown>, env, "SIGNING_MONITOR__");
   const parsed = monitorConfigSchema.safeParse(object);
-  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error));
+  const destination = alertDestinationProblem((object as Record<string, unknown>).alerts);
+  if (!parsed.success)
+    throw new ConfigError([...describeIssues(parsed.error), ...(destination ? [destination] : [])]);
   const config = parsed.data;
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   config.monitor.stateDir = abs(config.monitor.stateDir);
-  const problems: string[] = [];
+  const problems: string[] = destination ? [destination] : [];
   if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
   const redisPassword = config.redis.password
     ? readSecret(config.redis.password, "redis.password", env, problems)

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { SEVERITY } from "./alerts.js";
 
 /** The monitor's metrics (DESIGN.md §8). */
 export class MonitorMetrics {
@@ -40,6 +41,17 @@ export class MonitorMetrics {
     labelNames: ["alert"] as const,
     registers: [this.registry],
   });
+  readonly alertDeliveryFailures = new Counter({
+    name: "signing_monitor_alert_delivery_failures_total",
+    help: "Alert notifications (firing, resolved, or a re-send to Alertmanager) given up after every retry, by alert.",
+    labelNames: ["alert"] as const,
+    registers: [this.registry],
+  });
+  readonly alertDeliveryConfigured = new Gauge({
+    name: "signing_monitor_alert_delivery_configured",
+    help: "1 when the monitor sends its alerts somewhere (alerts.webhookUrl or alerts.alertmanagerUrl), 0 when they are only logged (alerts.enabled false).",
+    registers: [this.registry],
+  });
   readonly invalidTokenRate = new Gauge({
     name: "signing_monitor_invalid_token_rate",
     help: "Rejected token checks per second across the scraped nodes, by result, at the last scrape.",
@@ -61,14 +73,9 @@ export class MonitorMetrics {
     collectDefaultMetrics({ register: this.registry });
     // Known label values at zero from the start: an absent series is not a zero in PromQL.
     for (const kind of ["data_loss", "restart", "failover"]) this.restarts.inc({ kind }, 0);
-    for (const alert of [
-      "RedisRestartedWithDataLoss",
-      "RedisRestarted",
-      "RedisUnreachable",
-      "InvalidTokenSpike",
-      "SnapshotStale",
-    ]) {
+    for (const alert of Object.keys(SEVERITY)) {
       this.alertsSent.inc({ alert }, 0);
+      this.alertDeliveryFailures.inc({ alert }, 0);
     }
   }
 }

@@ -51,8 +51,12 @@ export async function startMonitor(
   const log = opts.log ?? createLogger(config.log.level, id);
   const metrics = new MonitorMetrics();
   const keys = new StoreKeys(config.store.prefix);
+  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
+  const { webhookUrl, alertmanagerUrl } = config.alerts;
   const alerter = new Alerter({
-    ...(config.alerts.webhookUrl ? { webhookUrl: config.alerts.webhookUrl } : {}),
+    ...(webhookUrl ? { webhookUrl } : {}),
+    ...(alertmanagerUrl ? { alertmanagerUrl } : {}),
+    stateFile: join(m.stateDir, "alerts.json"),
     runbookBaseUrl: config.alerts.runbookBaseUrl,
     timeoutMs: config.alerts.timeoutMs,
     retries: config.alerts.retries,
@@ -60,8 +64,8 @@ export async function startMonitor(
     log,
     metrics,
   });
+  const inherited = await alerter.restore();
 
-  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
   const snapshotFile = join(m.stateDir, "snapshot.json");
   let snapshot: Snapshot | undefined;
   try {
@@ -86,7 +90,14 @@ export async function startMonitor(
     commandTimeoutMs: 1000,
     password: loaded.redisPassword,
   });
-  redis.on("error", () => {}); // reported by the detection loop as RedisUnreachable
+  /** The connection's own error: commands refused meanwhile only say the stream is closed. */
+  let connectionError: string | undefined;
+  redis.on("error", (err: Error) => {
+    connectionError = err.message; // reported by the detection loop as RedisUnreachable
+  });
+  redis.on("ready", () => {
+    connectionError = undefined;
+  });
   // Start with a first look at Redis if it is there, so that a restart right after start-up
   // is seen as one.
   await waitForReady(redis, config.redis.connectTimeoutMs).catch(() => {});
@@ -94,21 +105,25 @@ export async function startMonitor(
   const startedAt = Date.now();
   let prev: Observation | undefined;
   let knownEpochId = snapshot?.epochId;
-  let unreachableSince: number | undefined;
+  /** Since when Redis has not been reached, and the last reason. */
+  let unreachable: { since: number; error: string } | undefined;
   /** The epoch whose data loss was counted, so a retried one is counted once. */
   let countedLoss: string | undefined;
   let lastDetect = 0;
   const eventTimers = new Map<AlertName, NodeJS.Timeout>();
 
+  const resolveIn = (name: AlertName, ms: number) => {
+    clearTimeout(eventTimers.get(name));
+    eventTimers.set(
+      name,
+      setTimeout(() => alerter.resolve(name), ms),
+    );
+  };
   /** Restart alerts are events: (re)fire now, resolve after eventHoldSeconds. */
   const event = (name: AlertName, text: AlertText) => {
     if (alerter.isFiring(name)) alerter.resolve(name);
     alerter.fire(name, text);
-    clearTimeout(eventTimers.get(name));
-    eventTimers.set(
-      name,
-      setTimeout(() => alerter.resolve(name), m.eventHoldSeconds * 1000),
-    );
+    resolveIn(name, m.eventHoldSeconds * 1000);
   };
 
   /** Acts on a data loss; false when another monitor holds it (look again next tick). */
@@ -217,23 +232,23 @@ export async function startMonitor(
       cur = { at: now, ...server, role: roleName, epoch: await ensureOrRepairEpoch(redis, keys, now) };
     } catch (err) {
       metrics.redisUp.set(0);
-      if (unreachableSince === undefined) {
-        unreachableSince = now;
-        log.warn({ event: "redis_unreachable", err: (err as Error).message });
-      }
-      if (now - unreachableSince >= m.unreachableForSeconds * 1000) {
+      const error =
+        redis.status === "ready" ? (err as Error).message : (connectionError ?? (err as Error).message);
+      if (unreachable === undefined) log.warn({ event: "redis_unreachable", err: error });
+      unreachable = { since: unreachable?.since ?? now, error };
+      if (now - unreachable.since >= m.unreachableForSeconds * 1000) {
         alerter.fire("RedisUnreachable", {
           summary: "The signing cluster's Redis is unreachable",
-          description: `The monitor has not reached the Redis master for ${secondsAgo(unreachableSince)}s: ${(err as Error).message}. Nodes follow store.downPolicy meanwhile.`,
+          description: `The monitor has not reached the Redis master for ${secondsAgo(unreachable.since)}s: ${error}. Nodes follow store.downPolicy meanwhile.`,
         });
       }
       return;
     }
     metrics.redisUp.set(1);
-    if (unreachableSince !== undefined) {
-      log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachableSince) });
+    if (unreachable !== undefined) {
+      log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachable.since) });
       alerter.resolve("RedisUnreachable");
-      unreachableSince = undefined;
+      unreachable = undefined;
     }
     const finding = classify(prev, cur, knownEpochId);
     if (finding.kind === "data_loss") {
@@ -317,6 +332,7 @@ export async function startMonitor(
     minChecksPerSecond: config.spike.minChecksPerSecond,
     forMs: config.spike.forSeconds * 1000,
   });
+  let scrapes = 0;
   const scrape = async (): Promise<void> => {
     const readings = new Map<string, Map<string, number>>();
     await Promise.all(
@@ -338,6 +354,25 @@ export async function startMonitor(
     metrics.invalidTokenRatio.set(r.ratio);
     if (r.change === "fire") alerter.fire("InvalidTokenSpike", spikeText(r, config.spike));
     else if (r.change === "resolve") alerter.resolve("InvalidTokenSpike");
+    // The second scrape is the first with rates: a spike the previous run left firing still
+    // holds, or it is over.
+    if (++scrapes === 2 && alerter.reconcile("InvalidTokenSpike", r.above)) {
+      if (r.above) spike.resumeFiring(Date.now());
+    }
+  };
+
+  /**
+   * What the previous run left firing and the first detection did not fire or resolve itself
+   * (SnapshotStale it always does): fired again while it holds, resolved if not.
+   */
+  const reconcileAtStart = () => {
+    for (const { name, startsAt } of inherited) {
+      if (name === "RedisUnreachable") alerter.reconcile(name, unreachable !== undefined);
+      else if (name === "RedisRestarted" || name === "RedisRestartedWithDataLoss") {
+        const left = Date.parse(startsAt) + m.eventHoldSeconds * 1000 - Date.now();
+        if (alerter.reconcile(name, left > 0) && left > 0) resolveIn(name, left);
+      } else if (name === "InvalidTokenSpike" && !config.nodes.length) alerter.reconcile(name, false);
+    }
   };
 
   const task = (name: string, cron: string, fn: () => Promise<unknown>): ScheduledTask => {
@@ -360,6 +395,21 @@ export async function startMonitor(
   const tasks = [task("detect", m.detectCron, detectOnce), task("snapshot", m.snapshotCron, snapshotNow)];
   if (config.nodes.length) tasks.push(task("spike", config.spike.scrapeCron, scrape));
 
+  /** A failing check says what fails and since when; the last good state only when ok. */
+  const redisCheck = () => {
+    if (unreachable) {
+      const since = new Date(unreachable.since).toISOString();
+      const seconds = secondsAgo(unreachable.since);
+      const detail = `unreachable since ${since} (${seconds}s): ${unreachable.error}`;
+      return { ok: false, detail, error: unreachable.error, since, sinceSeconds: seconds };
+    }
+    if (!prev) return { ok: false, detail: "not reached yet" };
+    return {
+      ok: true,
+      detail: `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}`,
+    };
+  };
+
   const server = createServer(async (req, res) => {
     if (req.url === "/metrics") {
       res.setHeader("Content-Type", metrics.registry.contentType);
@@ -370,12 +420,7 @@ export async function startMonitor(
         status: looping ? "ok" : "unavailable",
         checks: {
           loop: { ok: looping, detail: `last detection ${Date.now() - lastDetect} ms ago` },
-          redis: {
-            ok: unreachableSince === undefined && prev !== undefined,
-            detail: prev
-              ? `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}`
-              : "not reached yet",
-          },
+          redis: redisCheck(),
           snapshot: {
             ok: snapshot !== undefined,
             detail: snapshot
@@ -399,8 +444,16 @@ export async function startMonitor(
   });
   const port = (server.address() as AddressInfo).port;
   const url = `http://${m.host}:${port}`;
-  log.info({ event: "monitor_started", url, onDataLoss: m.onDataLoss, nodes: config.nodes.length });
+  const alertsTo = [webhookUrl && "webhook", alertmanagerUrl && "alertmanager"].filter(Boolean);
+  log.info({
+    event: "monitor_started",
+    url,
+    onDataLoss: m.onDataLoss,
+    nodes: config.nodes.length,
+    alertsTo: alertsTo.length ? alertsTo : "log only (alerts.enabled false)",
+  });
   await detectOnce().catch(() => {});
+  reconcileAtStart();
 
   return {
     url,
@@ -413,6 +466,7 @@ export async function startMonitor(
       for (const t of tasks) await t.destroy();
       for (const t of eventTimers.values()) clearTimeout(t);
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      alerter.close();
       await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
       redis.off("close", lookNow); // our own disconnect is no outage
       redis.disconnect();

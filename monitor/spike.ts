@@ -33,6 +33,8 @@ export interface SpikeReading {
   byResult: Map<string, number>;
   /** rejectedPerSecond / checksPerSecond; 0 when there were no checks. */
   ratio: number;
+  /** The condition holds at this reading (fired only once it has held for forMs). */
+  above: boolean;
   /** Transition to announce, if any. */
   change?: "fire" | "resolve";
 }
@@ -74,7 +76,13 @@ export class SpikeDetector {
     const ratio = checksPerSecond > 0 ? rejectedPerSecond / checksPerSecond : 0;
     const above = checksPerSecond > this.condition.minChecksPerSecond && ratio > this.condition.ratio;
     const change = this.hold(now, above);
-    return { checksPerSecond, rejectedPerSecond, byResult, ratio, ...(change ? { change } : {}) };
+    return { checksPerSecond, rejectedPerSecond, byResult, ratio, above, ...(change ? { change } : {}) };
+  }
+
+  /** The alert fires already (the previous run fired it, and it still holds): only resolve it. */
+  resumeFiring(now: number): void {
+    this.firing = true;
+    this.aboveSince ??= now;
   }
 
   /** Per-second rates by result, summed over the nodes that have an earlier reading. */

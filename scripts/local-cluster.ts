@@ -5,12 +5,17 @@
  * (default .local/). Writes cluster.json once every node is ready, prints a walkthrough, stops
  * everything on Ctrl-C or SIGTERM. Its children also stop when it is SIGKILLed: the nodes and
  * the monitor watch it (src/bin/parent-link.ts), the kernel kills its redis-server
- * (scripts/redis-server.ts).
+ * (scripts/redis-server.ts) and Alertmanager. The monitor's alerts are printed as they arrive
+ * and kept in alerts.log: through a local Alertmanager when one is installed
+ * (scripts/alertmanager.ts; SIGNING_ALERTMANAGER=none does without), else straight from the
+ * monitor to the local receiver (scripts/alert-receiver.ts).
  */
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { prepareDevState, writeMonitorConfig } from "../src/config/dev-state.js";
+import { AlertReceiver } from "./alert-receiver.js";
+import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
 import { assertPortFree, NodeProcess, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 
@@ -39,9 +44,33 @@ function portInUseLine(port: number): string {
   );
 }
 
+/**
+ * Where the monitor's alerts go: the receiver that prints them, through a local Alertmanager
+ * when there is one (a newcomer sees the shipped routing at work, and its UI).
+ */
+async function alertPath(
+  receiver: AlertReceiver,
+): Promise<{ alerts: Record<string, string>; alertmanager?: LocalAlertmanager }> {
+  const program = findAlertmanager();
+  if (!program) return { alerts: { webhookUrl: receiver.url } };
+  try {
+    const alertmanager = await LocalAlertmanager.start(
+      program,
+      resolve(stateDir, "alertmanager"),
+      receiver.url,
+    );
+    return { alerts: { alertmanagerUrl: alertmanager.url }, alertmanager };
+  } catch (err) {
+    console.error(`local cluster: ${(err as Error).message}; alerts go straight to the local receiver`);
+    return { alerts: { webhookUrl: receiver.url } };
+  }
+}
+
 async function main(): Promise<void> {
   const children: NodeProcess[] = [];
   let redis: RedisServer | undefined;
+  let receiver: AlertReceiver | undefined;
+  let alertmanager: LocalAlertmanager | undefined;
   let stopping = false;
   // Until the cluster is up, a child that exits is reported by its ready() (a port in use as one
   // line), not by its exit handler.
@@ -50,6 +79,8 @@ async function main(): Promise<void> {
     stopping = true;
     await Promise.all(children.map((c) => c.stop()));
     await redis?.stop();
+    await alertmanager?.stop();
+    await receiver?.close();
     process.exit(code);
   };
   process.once("SIGINT", () => void shutdown(0));
@@ -81,7 +112,11 @@ async function main(): Promise<void> {
     await Promise.all(children.map((n) => n.ready()));
     const nodes = children.map((n) => n.url);
 
-    const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, monitorPort);
+    const alertsLog = resolve(stateDir, "alerts.log");
+    receiver = await AlertReceiver.start(alertsLog);
+    const path = await alertPath(receiver);
+    alertmanager = path.alertmanager;
+    const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, monitorPort, path.alerts);
     const monitor = new NodeProcess({
       program: "signing-monitor",
       configFile: monitorConfig.configFile,
@@ -106,6 +141,7 @@ async function main(): Promise<void> {
       monitorStateDir: resolve(stateDir, "monitor"),
       issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
       keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
+      alerts: { receiver: receiver.url, log: alertsLog, alertmanager: alertmanager?.url },
     };
     const file = resolve(stateDir, "cluster.json");
     writeFileSync(`${file}.tmp`, `${JSON.stringify(cluster, null, 2)}\n`, { mode: 0o600 });
@@ -117,6 +153,8 @@ async function main(): Promise<void> {
   redis:  ${redisUrl}${redis ? " (our own, no persistence)" : ""}
   nodes:  ${nodes.join("  ")}
   monitor: ${monitor.url}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
+  alerts: printed here as "alert [...]" lines and kept in ${alertsLog}
+          ${alertmanager ? `via Alertmanager ${alertmanager.url} (its UI; prometheus/alertmanager.yml's routing)` : "straight from the monitor (no alertmanager installed: apt install prometheus-alertmanager)"}
   state:  ${stateDir}  (cluster.json, keys, node logs)
 
 Sign a file with curl, through three different nodes:

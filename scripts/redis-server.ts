@@ -72,20 +72,19 @@ async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: st
 }
 
 /**
- * redis-server cannot watch its parent, and the exit hook below does not run when its owner is
- * SIGKILLed. util-linux's setpriv asks the kernel to SIGKILL it when its parent dies
- * (PR_SET_PDEATHSIG, kept across the exec into redis-server, so the pid stays Redis' own for
- * kill and pause). The kernel's "parent" is the thread that spawned it: start Redis from the
- * main thread, never from a worker that may end first. Linux only: without setpriv, Redis is
- * started plainly and only an owner that exits normally stops it.
+ * redis-server (like npm start's Alertmanager) cannot watch its parent, and the exit hook below
+ * does not run when its owner is SIGKILLed. util-linux's setpriv asks the kernel to SIGKILL it
+ * when its parent dies (PR_SET_PDEATHSIG, kept across the exec into the program, so the pid
+ * stays the program's own for kill and pause). The kernel's "parent" is the thread that spawned
+ * it: start it from the main thread, never from a worker that may end first. Linux only:
+ * without setpriv, it is started plainly and only an owner that exits normally stops it.
  */
 let parentDeathSignal: boolean | undefined;
-function redisCommand(args: string[]): [string, string[]] {
+export function killedWithParent(program: string, args: string[]): [string, string[]] {
   parentDeathSignal ??= spawnSync("setpriv", ["--pdeathsig", "KILL", "true"]).status === 0;
-  return parentDeathSignal
-    ? ["setpriv", ["--pdeathsig", "KILL", "--", "redis-server", ...args]]
-    : ["redis-server", args];
+  return parentDeathSignal ? ["setpriv", ["--pdeathsig", "KILL", "--", program, ...args]] : [program, args];
 }
+const redisCommand = (args: string[]) => killedWithParent("redis-server", args);
 
 const running = new Set<RedisServer>();
 // Never leave a redis-server behind, even when a test throws or the runner exits early.

@@ -62,12 +62,17 @@ export async function prepareDevState(dir: string, redisUrl: string): Promise<De
   return { dir, config, configFile, issuer: { user: DEV_ISSUER, password, passwordFile }, keys };
 }
 
-/** The local cluster's monitor configuration: snapshots in `<dir>/monitor`, watching `nodes`. */
+/**
+ * The local cluster's monitor configuration: snapshots in `<dir>/monitor`, watching `nodes`,
+ * alerting to `alerts` (the monitor refuses to start without a destination or
+ * `{ enabled: false }`).
+ */
 export function writeMonitorConfig(
   dir: string,
   redisUrl: string,
   nodes: string[],
   port: number,
+  alerts: Record<string, unknown>,
 ): { config: Record<string, unknown>; configFile: string } {
   const config: Record<string, unknown> = {
     monitor: { host: "127.0.0.1", port, stateDir: join(dir, "monitor"), snapshotCron: "*/2 * * * * *" },
@@ -75,6 +80,7 @@ export function writeMonitorConfig(
     nodes,
     // spike.ratio and spike.minChecksPerSecond stay at their defaults: the Prometheus rule's.
     spike: { scrapeCron: "*/5 * * * * *", forSeconds: 30 },
+    alerts,
     log: { level: "info" },
   };
   const configFile = join(dir, "monitor.yaml");

@@ -161,6 +161,43 @@ test("the monitor serves /readyz and its DESIGN.md §8 metrics", async () => {
   }
 });
 
+test("the monitor's /readyz says what fails and since when while Redis is down, and the state only when ok", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({ redisUrl: redis.url });
+  const check = async () => (await request(monitor.url).get("/readyz")).body.checks.redis;
+  try {
+    assert.match((await check()).detail, /^run_id [0-9a-f]{8}, epoch [0-9a-f]+ fresh$/);
+    const killedAt = Date.now();
+    await redis.kill();
+    let down = await check();
+    for (let i = 0; i < 50 && down.ok; i++) {
+      await sleep(100);
+      down = await check();
+    }
+    assert.equal(down.ok, false, JSON.stringify(down));
+    await sleep(2100);
+    down = await check();
+    assert.equal(down.error, `connect ECONNREFUSED 127.0.0.1:${redis.port}`, JSON.stringify(down));
+    const since = Date.parse(down.since);
+    assert.ok(since >= killedAt - 1000 && since <= killedAt + 5000, `since ${down.since}`);
+    assert.ok(down.sinceSeconds >= 2, `sinceSeconds ${down.sinceSeconds}`);
+    assert.equal(down.detail, `unreachable since ${down.since} (${down.sinceSeconds}s): ${down.error}`);
+    assert.doesNotMatch(down.detail, /run_id|epoch/, "not the last good state");
+    await redis.restart();
+    let up = await check();
+    for (let i = 0; i < 50 && !up.ok; i++) {
+      await sleep(100);
+      up = await check();
+    }
+    assert.equal(up.ok, true);
+    assert.match(up.detail, /^run_id /);
+    assert.equal(up.error, undefined);
+  } finally {
+    await monitor.close();
+    await redis.stop();
+  }
+});
+
 /** A monitor that detects and snapshots only when told to, on a Redis of its own. */
 async function withManualMonitor(
   fn: (monitor: Awaited<ReturnType<typeof startTestMonitor>>, client: Redis) => Promise<void>,

@@ -72,6 +72,7 @@ export class ChaosRig {
         primary.url,
         rig.urls,
         rig.monitorPort,
+        { enabled: false }, // the scenarios read the monitor's metrics, not its alerts
       ).configFile;
       await rig.startMonitor();
     } catch (err) {

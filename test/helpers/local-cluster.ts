@@ -31,13 +31,24 @@ export async function threeFreePorts(): Promise<number> {
   }
 }
 
-/** `npm start`'s program (dist/scripts/local-cluster.js), its stdout and stderr in `output`. */
+/**
+ * `npm start`'s program (dist/scripts/local-cluster.js), its stdout and stderr in `output`.
+ * Without an Alertmanager, the same on every machine, unless `env` asks for one.
+ */
 export function spawnLocalCluster(
   stateDir: string,
   base: number,
+  env: Record<string, string> = {},
 ): { cluster: ChildProcess; output: () => string } {
   const cluster = spawn(process.execPath, [join(root, "dist/scripts/local-cluster.js")], {
-    env: { ...process.env, SIGNING_STATE_DIR: stateDir, SIGNING_BASE_PORT: String(base), REDIS_URL: "" },
+    env: {
+      ...process.env,
+      SIGNING_STATE_DIR: stateDir,
+      SIGNING_BASE_PORT: String(base),
+      REDIS_URL: "",
+      SIGNING_ALERTMANAGER: "none",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

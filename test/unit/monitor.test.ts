@@ -238,7 +238,11 @@ test("a corrupt snapshot at start-up is set aside with a clear error, and the mo
   const { buildMonitorConfig } = await import("../../monitor/config.js");
   const { startMonitor } = await import("../../monitor/monitor.js");
   const monitor = await startMonitor(
-    buildMonitorConfig({ monitor: { port: 0, stateDir }, redis: { url: redis.url } }, "/", {}),
+    buildMonitorConfig(
+      { monitor: { port: 0, stateDir }, redis: { url: redis.url }, alerts: { enabled: false } },
+      "/",
+      {},
+    ),
     {
       log: pino({ level: "info" }, { write: (l: string) => void lines.push(l) }),
     },
