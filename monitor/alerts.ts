@@ -75,6 +75,16 @@ export class Alerter {
     }
   }
 
+  /** Every alert firing now (this run's and those inherited from the last), for status. */
+  firing(): { alert: AlertName; severity: "page" | "ticket"; since: string; summary: string }[] {
+    return [...this.active, ...this.inherited].map(([alert, a]) => ({
+      alert,
+      severity: SEVERITY[alert],
+      since: a.startsAt,
+      summary: a.text.summary,
+    }));
+  }
+
   isFiring(name: AlertName): boolean {
     return this.active.has(name) || this.inherited.has(name);
   }

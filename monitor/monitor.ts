@@ -22,6 +22,7 @@ import { Alerter, type AlertName, type AlertText } from "./alerts.js";
 import type { LoadedMonitorConfig, MonitorConfig } from "./config.js";
 import { classify, type Observation, parseInfoServer } from "./detect.js";
 import { MonitorMetrics } from "./metrics.js";
+import { RecentEvents, TokenRates } from "./recent.js";
 import { checkCounts, SpikeDetector, type SpikeReading } from "./spike.js";
 
 export interface RunningMonitor {
@@ -119,8 +120,11 @@ export async function startMonitor(
       setTimeout(() => alerter.resolve(name), ms),
     );
   };
+  const recent = new RecentEvents();
+  const tokenRates = new TokenRates();
   /** Restart alerts are events: (re)fire now, resolve after eventHoldSeconds. */
   const event = (name: AlertName, text: AlertText) => {
+    recent.add(name, text.summary, text.description);
     if (alerter.isFiring(name)) alerter.resolve(name);
     alerter.fire(name, text);
     resolveIn(name, m.eventHoldSeconds * 1000);
@@ -234,7 +238,10 @@ export async function startMonitor(
       metrics.redisUp.set(0);
       const error =
         redis.status === "ready" ? (err as Error).message : (connectionError ?? (err as Error).message);
-      if (unreachable === undefined) log.warn({ event: "redis_unreachable", err: error });
+      if (unreachable === undefined) {
+        log.warn({ event: "redis_unreachable", err: error });
+        recent.add("RedisUnreachable", `the monitor cannot reach the Redis master: ${error}`);
+      }
       unreachable = { since: unreachable?.since ?? now, error };
       if (now - unreachable.since >= m.unreachableForSeconds * 1000) {
         alerter.fire("RedisUnreachable", {
@@ -247,6 +254,7 @@ export async function startMonitor(
     metrics.redisUp.set(1);
     if (unreachable !== undefined) {
       log.info({ event: "redis_reachable", downSeconds: secondsAgo(unreachable.since) });
+      recent.add("RedisReachable", `Redis reachable again after ${secondsAgo(unreachable.since)}s`);
       alerter.resolve("RedisUnreachable");
       unreachable = undefined;
     }
@@ -352,6 +360,7 @@ export async function startMonitor(
       metrics.invalidTokenRate.set({ result }, r.byResult.get(result) ?? 0);
     metrics.tokenCheckRate.set(r.checksPerSecond);
     metrics.invalidTokenRatio.set(r.ratio);
+    tokenRates.add(Date.now(), r.checksPerSecond, r.rejectedPerSecond);
     if (r.change === "fire") alerter.fire("InvalidTokenSpike", spikeText(r, config.spike));
     else if (r.change === "resolve") alerter.resolve("InvalidTokenSpike");
     // The second scrape is the first with rates: a spike the previous run left firing still
@@ -410,8 +419,24 @@ export async function startMonitor(
     };
   };
 
+  /** For `signing-admin status`: what happened lately, what fires, the share of rejected tokens. */
+  const status = () => ({
+    monitor: id,
+    redis: redisCheck(),
+    events: recent.list(),
+    firing: alerter.firing(),
+    tokens: {
+      lastMinute: tokenRates.over(60) ?? null,
+      last5Minutes: tokenRates.over(300) ?? null,
+      spike: { ratio: config.spike.ratio, minChecksPerSecond: config.spike.minChecksPerSecond },
+    },
+  });
+
   const server = createServer(async (req, res) => {
-    if (req.url === "/metrics") {
+    if (req.url === "/status") {
+      res.writeHead(200, { "Content-Type": "application/json" });
+      res.end(JSON.stringify(status()));
+    } else if (req.url === "/metrics") {
       res.setHeader("Content-Type", metrics.registry.contentType);
       res.end(await metrics.registry.metrics());
     } else if (req.url === "/readyz" || req.url === "/livez") {

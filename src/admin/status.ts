@@ -43,6 +43,29 @@ export interface MonitorStatus {
   status: string;
   error?: string;
   checks?: Record<string, { ok: boolean; detail: string }>;
+  /** What the monitor saw lately and what it did, newest first (its /status). */
+  events?: { kind: string; at: string; summary: string; description?: string }[];
+  /** The alerts it has firing now. */
+  firing?: { alert: string; severity: string; since: string; summary: string }[];
+  /** Token checks across the nodes over the last minute and five, and InvalidTokenSpike's bar. */
+  tokens?: {
+    lastMinute: TokenWindow | null;
+    last5Minutes: TokenWindow | null;
+    spike: { ratio: number; minChecksPerSecond: number };
+  };
+}
+
+export interface TokenWindow {
+  seconds: number;
+  checksPerSecond: number;
+  rejectedPerSecond: number;
+  ratio: number;
+}
+
+/** A root cause and what follows from it, so the cause is read first. */
+export interface Finding {
+  problem: string;
+  consequences: string[];
 }
 
 export interface SnapshotStatus {
@@ -59,7 +82,12 @@ export interface SnapshotStatus {
 export interface StatusReport {
   ok: boolean;
   checkedAt: string;
+  /** Every problem, root causes first, each followed by what it causes. */
   problems: string[];
+  /** The same, grouped: each root cause with its consequences. */
+  findings: Finding[];
+  /** Not failures, but what an on-call engineer should know: a recent data loss, say. */
+  notices: string[];
   nodes: NodeStatus[];
   redis: RedisStatus | null;
   monitor: MonitorStatus | null;
@@ -194,7 +222,11 @@ async function probeRedis(target: Target): Promise<RedisStatus | null> {
 }
 
 async function probeMonitor(url: string): Promise<{ status: MonitorStatus; metrics?: string }> {
-  const [ready, metrics] = await Promise.allSettled([get(`${url}/readyz`), get(`${url}/metrics`)]);
+  const [ready, metrics, about] = await Promise.allSettled([
+    get(`${url}/readyz`),
+    get(`${url}/metrics`),
+    get(`${url}/status`),
+  ]);
   if (ready.status === "rejected")
     return { status: { url, reachable: false, status: "unreachable", error: reason(ready.reason) } };
   const status: MonitorStatus = { url, reachable: true, status: `HTTP ${ready.value.status}` };
@@ -204,6 +236,16 @@ async function probeMonitor(url: string): Promise<{ status: MonitorStatus; metri
     if (body.checks) status.checks = body.checks;
   } catch {
     status.error = "/readyz did not answer JSON";
+  }
+  if (about.status === "fulfilled" && about.value.status === 200) {
+    try {
+      const body = JSON.parse(about.value.text) as Pick<MonitorStatus, "events" | "firing" | "tokens">;
+      if (body.events) status.events = body.events;
+      if (body.firing) status.firing = body.firing;
+      if (body.tokens) status.tokens = body.tokens;
+    } catch {
+      // an older monitor: no RECENT or ALERTS section
+    }
   }
   return metrics.status === "fulfilled" && metrics.value.status === 200
     ? { status, metrics: metrics.value.text }
@@ -241,6 +283,134 @@ function snapshotFromMonitor(text: string, monitor: MonitorStatus): SnapshotStat
   return s;
 }
 
+interface Parts {
+  nodes: NodeStatus[];
+  redis: RedisStatus | null;
+  monitor: MonitorStatus | undefined;
+  snapshot: SnapshotStatus | null;
+}
+
+/** How recent a data loss or restart must be to be told about even when all is well. */
+const NOTICE_WINDOW_MS = 15 * 60_000;
+
+/**
+ * Root causes first, each with what follows from it: a Redis that is down explains degraded
+ * nodes and open breakers, so those are listed under it rather than before it.
+ */
+function diagnose(
+  parts: Parts,
+  opts: { snapshotMaxAgeSeconds: number },
+): { findings: Finding[]; notices: string[] } {
+  const findings: Finding[] = [];
+  const redisDown = redisFinding(parts.redis);
+  const nodeProblems = parts.nodes.flatMap(nodeProblemsOf);
+  const fromRedis = nodeProblems.filter((p) => p.becauseOfRedis).map((p) => p.text);
+  if (redisDown) findings.push({ problem: redisDown, consequences: fromRedis });
+  for (const p of nodeProblems)
+    if (!redisDown || !p.becauseOfRedis) findings.push({ problem: p.text, consequences: [] });
+  if (!parts.nodes.length)
+    findings.push(lone("no signing node given (--node URL or nodes in the cluster file)"));
+  if (differentKeys(parts.nodes))
+    findings.push(lone("nodes sign with different keys (see KEYS): check their key files"));
+  findings.push(...monitorFindings(parts.monitor), ...snapshotFindings(parts, opts));
+  return { findings, notices: notices(parts) };
+}
+
+const lone = (problem: string): Finding => ({ problem, consequences: [] });
+
+function redisFinding(redis: RedisStatus | null): string | undefined {
+  if (!redis) return "no Redis given (--redis URL or redisUrl in the cluster file)";
+  if (!redis.reachable || redis.error) return redis.error ?? `Redis ${redis.url} is unreachable`;
+  if (redis.role !== "master") return `Redis ${redis.url} is a ${redis.role}, not the master`;
+  return undefined;
+}
+
+function nodeProblemsOf(n: NodeStatus): { text: string; becauseOfRedis: boolean }[] {
+  if (!n.reachable) return [{ text: `node ${n.url} is unreachable: ${n.error}`, becauseOfRedis: false }];
+  const out: { text: string; becauseOfRedis: boolean }[] = [];
+  if (n.ready !== "ok") {
+    const why = n.failedChecks.length ? ` (${n.failedChecks.join("; ")})` : "";
+    out.push({
+      text: `node ${n.url} is ${n.ready}${why}`,
+      becauseOfRedis: n.failedChecks.every((c) => c.startsWith("redis:")) && n.failedChecks.length > 0,
+    });
+  }
+  const open = Object.entries(n.breakers).filter(([, state]) => state !== "closed");
+  if (open.length)
+    out.push({
+      text: `node ${n.url}: ${open.map(([b, st]) => `breaker ${b} is ${st}`).join(", ")}`,
+      becauseOfRedis: true,
+    });
+  return out;
+}
+
+function differentKeys(nodes: NodeStatus[]): boolean {
+  const sets = nodes
+    .filter((n) => n.keys.length)
+    .map((n) => n.keys.map((k) => `${k.format}=${k.fingerprint}`).join(","));
+  return new Set(sets).size > 1;
+}
+
+function monitorFindings(m: MonitorStatus | undefined): Finding[] {
+  if (!m) return [];
+  if (m.status !== "ok")
+    return [
+      lone(
+        `monitor ${m.url} is ${m.status}${m.error ? `: ${m.error}` : ""}: no restart detection, re-seed or alerts meanwhile`,
+      ),
+    ];
+  const out = (m.firing ?? []).map((a) =>
+    lone(`alert ${a.alert} (${a.severity}) firing since ${a.since}: ${a.summary}`),
+  );
+  const t = m.tokens;
+  const minute = t?.lastMinute;
+  if (t && minute && minute.ratio > t.spike.ratio && minute.checksPerSecond > t.spike.minChecksPerSecond)
+    out.push(
+      lone(
+        `${pct(minute.ratio)} of token checks were rejected over the last minute (${minute.rejectedPerSecond.toFixed(1)}/s; InvalidTokenSpike's bar is ${pct(t.spike.ratio)}): see runbooks/InvalidTokenSpike.md`,
+      ),
+    );
+  return out;
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
+
+function snapshotFindings({ snapshot, redis }: Parts, opts: { snapshotMaxAgeSeconds: number }): Finding[] {
+  if (!snapshot) return [];
+  const out: Finding[] = [];
+  if (!snapshot.present)
+    out.push(
+      lone(`no usable snapshot${snapshot.file ? ` at ${snapshot.file}` : ""}: ${snapshot.error ?? "none"}`),
+    );
+  else if ((snapshot.ageSeconds ?? 0) > opts.snapshotMaxAgeSeconds)
+    out.push(
+      lone(
+        `snapshot is ${duration(snapshot.ageSeconds ?? 0)} old (limit ${opts.snapshotMaxAgeSeconds}s): tokens issued since would be lost with Redis`,
+      ),
+    );
+  const epoch = redis?.epoch;
+  if (epoch && snapshot.epochId && snapshot.epochId !== epoch.id && epoch.state === "fresh")
+    out.push(
+      lone(
+        `Redis lost its data (snapshot epoch ${snapshot.epochId}, now ${epoch.id}) and nobody re-seeded or invalidated yet: see \`signing-admin reseed --help\``,
+      ),
+    );
+  return out;
+}
+
+/** A data loss or restart of the last minutes, and what the monitor did, even when all is well. */
+function notices({ redis, monitor }: Parts): string[] {
+  const now = Date.now();
+  const out: string[] = [];
+  for (const e of monitor?.events ?? []) {
+    if (now - Date.parse(e.at) > NOTICE_WINDOW_MS) continue;
+    out.push(`${e.at} (${ago(Date.parse(e.at))}) ${e.kind}: ${e.description ?? e.summary}`);
+  }
+  if (!monitor?.events && redis?.uptimeSeconds !== undefined && redis.uptimeSeconds * 1000 < NOTICE_WINDOW_MS)
+    out.push(`Redis restarted ${duration(redis.uptimeSeconds)} ago (no monitor to say what it found)`);
+  return out;
+}
+
 /** Asks every part of the cluster how it is; never throws for an unreachable part. */
 export async function gatherStatus(
   target: Target,
@@ -255,50 +425,14 @@ export async function gatherStatus(
   const snapshot =
     fromDir ?? (monitor?.metrics ? snapshotFromMonitor(monitor.metrics, monitor.status) : null);
 
-  const problems: string[] = [];
-  if (!nodes.length) problems.push("no signing node given (--node URL or nodes in the cluster file)");
-  for (const n of nodes) {
-    if (!n.reachable) problems.push(`node ${n.url} is unreachable: ${n.error}`);
-    else if (n.ready !== "ok")
-      problems.push(
-        `node ${n.url} is ${n.ready}${n.failedChecks.length ? ` (${n.failedChecks.join("; ")})` : ""}`,
-      );
-    for (const [b, s] of Object.entries(n.breakers))
-      if (s !== "closed") problems.push(`node ${n.url}: breaker ${b} is ${s}`);
-  }
-  const fingerprints = new Set(
-    nodes
-      .filter((n) => n.keys.length)
-      .map((n) => n.keys.map((k) => `${k.format}=${k.fingerprint}`).join(",")),
-  );
-  if (fingerprints.size > 1)
-    problems.push("nodes sign with different keys (see KEYS): check their key files");
-  if (!redis) problems.push("no Redis given (--redis URL or redisUrl in the cluster file)");
-  else if (!redis.reachable || redis.error) problems.push(redis.error ?? `Redis ${redis.url} is unreachable`);
-  else if (redis.role !== "master") problems.push(`Redis ${redis.url} is a ${redis.role}, not the master`);
-  if (monitor && monitor.status.status !== "ok")
-    problems.push(
-      `monitor ${monitor.status.url} is ${monitor.status.status}${monitor.status.error ? `: ${monitor.status.error}` : ""}`,
-    );
-  if (snapshot) {
-    if (!snapshot.present)
-      problems.push(
-        `no usable snapshot${snapshot.file ? ` at ${snapshot.file}` : ""}: ${snapshot.error ?? "none"}`,
-      );
-    else if ((snapshot.ageSeconds ?? 0) > opts.snapshotMaxAgeSeconds)
-      problems.push(
-        `snapshot is ${duration(snapshot.ageSeconds ?? 0)} old (limit ${opts.snapshotMaxAgeSeconds}s): tokens issued since would be lost with Redis`,
-      );
-    const epoch = redis?.epoch;
-    if (epoch && snapshot.epochId && snapshot.epochId !== epoch.id && epoch.state === "fresh")
-      problems.push(
-        `Redis lost its data (snapshot epoch ${snapshot.epochId}, now ${epoch.id}) and nobody re-seeded or invalidated yet: see \`signing-admin reseed --help\``,
-      );
-  }
+  const { findings, notices } = diagnose({ nodes, redis, monitor: monitor?.status, snapshot }, opts);
+  const problems = findings.flatMap((f) => [f.problem, ...f.consequences.map((c) => `  ${c}`)]);
   return {
-    ok: problems.length === 0,
+    ok: findings.length === 0,
     checkedAt: new Date().toISOString(),
     problems,
+    findings,
+    notices,
     nodes,
     redis,
     monitor: monitor?.status ?? null,
@@ -375,13 +509,59 @@ export function renderStatus(r: StatusReport): string {
     }
     out.push(section("SNAPSHOT", fields));
   }
-  out.push(
-    r.ok
-      ? "status: ok"
-      : [
-          `status: ${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}`,
-          ...r.problems.map((p) => `  - ${p}`),
-        ].join("\n"),
-  );
+  const about = r.monitor ? monitorSections(r.monitor) : [];
+  out.push(...about, summary(r));
   return `${out.join("\n\n")}\n`;
+}
+
+/** RECENT, ALERTS and TOKENS, from the monitor's /status. */
+function monitorSections(m: MonitorStatus): string[] {
+  const out: string[] = [];
+  const events = (m.events ?? []).slice(0, 5);
+  if (events.length)
+    out.push(
+      section(
+        "RECENT (the monitor, newest first)",
+        events.map((e): [string, string] => [
+          ago(Date.parse(e.at)),
+          `${e.kind}: ${e.description ?? e.summary}`,
+        ]),
+      ),
+    );
+  if (m.firing)
+    out.push(
+      section(
+        "ALERTS (the monitor's, firing now)",
+        m.firing.length
+          ? m.firing.map((a): [string, string] => [a.alert, `${a.severity}, since ${a.since}: ${a.summary}`])
+          : [["none", ""]],
+      ),
+    );
+  const t = m.tokens;
+  if (t) {
+    const line = (w: TokenWindow | null) =>
+      w
+        ? `${pct(w.ratio)} rejected (${w.rejectedPerSecond.toFixed(1)} of ${w.checksPerSecond.toFixed(1)} checks/s)`
+        : "no scrape yet";
+    out.push(
+      section("TOKEN CHECKS (all nodes)", [
+        ["last minute", line(t.lastMinute)],
+        ["last 5 minutes", line(t.last5Minutes)],
+      ]),
+    );
+  }
+  return out;
+}
+
+/** The verdict: root causes first, each with what follows from it, then what to know. */
+function summary(r: StatusReport): string {
+  const lines = r.ok
+    ? ["status: ok"]
+    : [`status: ${r.findings.length} problem${r.findings.length === 1 ? "" : "s"}`];
+  for (const f of r.findings) {
+    lines.push(`  - ${f.problem}`);
+    for (const c of f.consequences) lines.push(`      which causes: ${c}`);
+  }
+  if (r.notices.length) lines.push("  to know:", ...r.notices.map((n) => `  * ${n}`));
+  return lines.join("\n");
 }
