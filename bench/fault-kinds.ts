@@ -9,7 +9,7 @@
  */
 import { rmSync } from "node:fs";
 import { Redis } from "ioredis";
-import { ChaosRig } from "../test/helpers/chaos.js";
+import { ChaosRig } from "../scripts/chaos-rig.js";
 import {
   benchNodeEnv,
   clientDir,

@@ -21,8 +21,8 @@ import {
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
+import { ProcessCluster } from "../scripts/process-cluster.js";
 import { SigningClient } from "../src/client/signing-client.js";
-import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import { type LoadResult, SigningLoad } from "../test/helpers/load.js";
+import { type LoadResult, SigningLoad } from "../scripts/signing-load.js";
 import { startAtNode } from "./lib.js";
 
 /**

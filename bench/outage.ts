@@ -9,8 +9,8 @@
  *   BENCH_FAULTS=data-loss           only one of data-loss,failover
  */
 import { rmSync } from "node:fs";
-import { ChaosRig } from "../test/helpers/chaos.js";
-import type { LoadResult } from "../test/helpers/load.js";
+import { ChaosRig } from "../scripts/chaos-rig.js";
+import type { LoadResult } from "../scripts/signing-load.js";
 import {
   benchNodeEnv,
   CLIENT_PARENT_DIR,

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ChaosRig } from "../test/helpers/chaos.js";
+import type { ChaosRig } from "../scripts/chaos-rig.js";
 import { basicAuth, issueTokens, sleep, WARM_SIGNATURES_PER_NODE } from "./lib.js";
 import { WorkerLoad } from "./load-worker.js";
 

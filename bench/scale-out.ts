@@ -7,8 +7,8 @@
  */
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { ProcessCluster } from "../scripts/process-cluster.js";
 import { SigningClient } from "../src/client/signing-client.js";
-import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,

@@ -9,10 +9,10 @@ import { rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
+import { ProcessCluster } from "../scripts/process-cluster.js";
 import { SigningClient } from "../src/client/signing-client.js";
 import { hashInput } from "../src/signing/signer.js";
 import { loadGpgSigner } from "../src/signing/signers/gpg.js";
-import { ProcessCluster } from "../test/helpers/process-cluster.js";
 import {
   basicAuth,
   benchNodeEnv,

@@ -6,6 +6,7 @@
  *   node dist/bench/token-checks.js        BENCH_CHECKS=20000 BENCH_SECONDS=3
  */
 import { Redis } from "ioredis";
+import { TestCluster } from "../scripts/in-process-cluster.js";
 import { createLogger } from "../src/log/logger.js";
 import { NodeMetrics } from "../src/metrics/node-metrics.js";
 import { BREAKER_NAMES, StoreBreakers } from "../src/store/breakers.js";
@@ -14,7 +15,6 @@ import { createRedisClient, waitForReady } from "../src/store/redis.js";
 import { ReplicatedWrites } from "../src/store/replicas.js";
 import { verifyTokenLocally } from "../src/tokens/codec.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "../src/tokens/service.js";
-import { TestCluster } from "../test/helpers/cluster.js";
 import { cpuMs, fmt, main, printTable, ratio, summarize, writeResult } from "./lib.js";
 
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 20_000);

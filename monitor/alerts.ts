@@ -1,25 +1,11 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
 import { type FiringAlert, readAlertState, writeAlertState } from "./alert-state.js";
 import type { MonitorMetrics } from "./metrics.js";
 
-export type AlertName =
-  | "RedisRestartedWithDataLoss"
-  | "RedisRestarted"
-  | "RedisUnreachable"
-  | "InvalidTokenSpike"
-  | "SnapshotStale";
-
-export const SEVERITY: Record<AlertName, "page" | "ticket"> = {
-  RedisRestartedWithDataLoss: "page",
-  RedisRestarted: "ticket",
-  RedisUnreachable: "page",
-  InvalidTokenSpike: "page",
-  SnapshotStale: "ticket",
-};
-
-export const isAlertName = (name: string): name is AlertName => Object.hasOwn(SEVERITY, name);
+export { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
 
 export interface AlertText {
   summary: string;

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { linkToParent } from "../src/bin/parent-link.js";
-import { runMain } from "../src/bin/run-main.js";
 import { ConfigError } from "../src/config/load.js";
+import { linkToParent } from "../src/process/parent-link.js";
+import { runMain } from "../src/process/run-main.js";
 import { PACKAGE_VERSION } from "../src/version.js";
 import { loadMonitorConfigFile } from "./config.js";
 import { startMonitor } from "./monitor.js";

@@ -1,4 +1,6 @@
-import type { Epoch } from "../src/tokens/orphans.js";
+import type { Epoch } from "../src/store/epoch.js";
+
+export { parseInfoServer } from "../src/store/redis-info.js";
 
 /** One look at Redis: what INFO server, ROLE and the epoch record said. */
 export interface Observation {
@@ -36,13 +38,4 @@ export function classify(
   // A server that started after our previous look restarted; one up for longer took over.
   const sincePrevSeconds = (cur.at - prev.at) / 1000;
   return cur.uptimeSeconds <= sincePrevSeconds + 2 ? { kind: "restart" } : { kind: "failover" };
-}
-
-/** `INFO server` text → run_id and uptime. */
-export function parseInfoServer(text: string): { runId: string; uptimeSeconds: number } {
-  const field = (name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(text)?.[1]?.trim();
-  const runId = field("run_id");
-  const uptime = Number(field("uptime_in_seconds"));
-  if (!runId || !Number.isFinite(uptime)) throw new Error("INFO server has no run_id/uptime_in_seconds");
-  return { runId, uptimeSeconds: uptime };
 }

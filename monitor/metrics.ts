@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
-import { SEVERITY } from "./alerts.js";
+import { SEVERITY } from "./alert-names.js";
 
 /** The monitor's metrics (DESIGN.md §8). */
 export class MonitorMetrics {

@@ -13,9 +13,9 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { prepareDevState, writeMonitorConfig } from "../src/config/dev-state.js";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
+import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { assertPortFree, NodeProcess, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 

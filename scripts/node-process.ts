@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { isListeningMessage, PARENT_LINK_ENV } from "../src/bin/parent-link.js";
+import { isListeningMessage, PARENT_LINK_ENV } from "../src/process/parent-link.js";
 
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
 

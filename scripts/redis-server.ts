@@ -3,6 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 
 /**
  * Ports this machine's test and benchmark processes were given, one file each: a port whose
@@ -215,4 +217,31 @@ export class RedisServer {
     running.delete(this);
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Resolves once the primary at `primaryUrl` has a replica that is online; throws after ~10 s. */
+export async function waitForReplica(primaryUrl: string): Promise<void> {
+  const client = new Redis(primaryUrl);
+  try {
+    for (let i = 0; i < 100; i++) {
+      const info = await client.info("replication");
+      if (/connected_slaves:1/.test(info) && /state=online/.test(info)) return;
+      await sleep(100);
+    }
+    throw new Error("the replica never caught up with the primary");
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A token for 127.0.0.1 from `url`, with HTTP Basic `auth`. */
+export async function fetchToken(url: string, auth: string, duration = 600): Promise<string> {
+  const res = await fetch(`${url}/token`, {
+    method: "POST",
+    headers: { Authorization: auth, "Content-Type": "application/x-www-form-urlencoded" },
+    body: `slave_ip=127.0.0.1&duration=${duration}`,
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`POST /token: ${res.status} ${text}`);
+  return text;
 }

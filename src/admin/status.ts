@@ -1,7 +1,7 @@
 import { join } from "node:path";
-import { parseInfoServer } from "../../monitor/detect.js";
 import { readSnapshot } from "../recovery/snapshot.js";
 import { parseEpoch } from "../store/epoch.js";
+import { parseInfoServer } from "../store/redis-info.js";
 import type { Epoch } from "../tokens/orphans.js";
 import { ago, duration, iso, section, table } from "./output.js";
 import { connectRedis, globEscape, redactUrl, scanKeys, type Target } from "./target.js";

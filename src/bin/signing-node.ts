@@ -2,11 +2,11 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfigFile } from "../config/load.js";
 import { startNode } from "../node.js";
+import { linkToParent } from "../process/parent-link.js";
+import { runMain } from "../process/run-main.js";
 import { KeyLoadError } from "../signing/signer.js";
 import { hashPassword } from "../tokens/credentials.js";
 import { PACKAGE_VERSION } from "../version.js";
-import { linkToParent } from "./parent-link.js";
-import { runMain } from "./run-main.js";
 import { tuneHeapForUploads } from "./upload-heap.js";
 
 const USAGE = `usage:

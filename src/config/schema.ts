@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { PasswordHashError, parsePasswordHash } from "../tokens/credentials.js";
+import { PasswordHashError, parsePasswordHash } from "./password-hash.js";
 
 /** A secret is never written in the config itself: it names the file or env var that holds it. */
 export const secretRef = z

@@ -8,10 +8,10 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import type { RunningMonitor } from "../../monitor/monitor.js";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { encodeToken } from "../../src/tokens/codec.js";
 import { getToken, upload } from "../helpers/api.js";
 import { startTestMonitor } from "../helpers/monitor.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 
 /**
  * Issue 29 item 4: `signing-admin status` says what happened (a data loss and what the monitor

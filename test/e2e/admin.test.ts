@@ -7,11 +7,11 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { RunningMonitor } from "../../monitor/monitor.js";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { verifyPassword } from "../../src/tokens/credentials.js";
 import { tokenHash } from "../../src/tokens/service.js";
 import { getToken, upload } from "../helpers/api.js";
 import { startTestMonitor } from "../helpers/monitor.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 
 const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signing-admin-e2e-"));

@@ -5,8 +5,8 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { ChaosRig, formatReport, MASTER_NAME, type ScenarioReport } from "../../scripts/chaos-rig.js";
 import { getToken, upload } from "../helpers/api.js";
-import { ChaosRig, formatReport, MASTER_NAME, type ScenarioReport } from "../helpers/chaos.js";
 import { waitForReplica } from "../helpers/redis.js";
 
 /**

@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { prepareDevState } from "../../scripts/dev-state.js";
 import { NodeProcess, PortInUseError } from "../../scripts/node-process.js";
 import { freePort, RedisServer } from "../../scripts/redis-server.js";
-import { prepareDevState } from "../../src/config/dev-state.js";
 import { alive, childrenOf, spawnLocalCluster, threeFreePorts } from "../helpers/local-cluster.js";
 
 const work = mkdtempSync(join(tmpdir(), "signing-local-cluster-"));

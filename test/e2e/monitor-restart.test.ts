@@ -17,6 +17,12 @@ import { WebhookReceiver } from "../helpers/webhook.js";
 const work = mkdtempSync(join(tmpdir(), "signing-monitor-restart-"));
 after(() => rmSync(work, { recursive: true, force: true }));
 
+/** The state file is written after the receivers were told: give the write a moment. */
+async function settledFiring(stateDir: string): Promise<string[]> {
+  for (let i = 0; i < 40 && firingNames(stateDir).length; i++) await new Promise((r) => setTimeout(r, 50));
+  return firingNames(stateDir);
+}
+
 const firingNames = (stateDir: string): string[] =>
   JSON.parse(readFileSync(join(stateDir, "alerts.json"), "utf8")).alerts.map((a: { name: string }) => a.name);
 
@@ -51,7 +57,7 @@ test("RedisUnreachable left firing by a stopped monitor is resolved by the next 
       assert.deepEqual(resolved.labels, fired.labels);
       await sleep(500);
       assert.equal(webhook.alerts("RedisUnreachable", "firing").length, 1, "not fired again");
-      assert.deepEqual(firingNames(stateDir), []);
+      assert.deepEqual(await settledFiring(stateDir), []);
     } finally {
       await next.close();
     }
@@ -114,7 +120,7 @@ test("restart alerts left firing resolve when their hold is over, at once or whe
     assert.equal(webhook.alerts("RedisRestartedWithDataLoss", "resolved").length, 0, "hold not over yet");
     const resolved = await webhook.waitFor("RedisRestartedWithDataLoss", "resolved", 6000);
     assert.equal(resolved.startsAt, again.startsAt);
-    assert.deepEqual(firingNames(stateDir), []);
+    assert.deepEqual(await settledFiring(stateDir), []);
   } finally {
     await monitor.close();
     await webhook.close();

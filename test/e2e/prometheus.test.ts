@@ -8,11 +8,11 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse, stringify } from "yaml";
 import type { RunningMonitor } from "../../monitor/monitor.js";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { freePort } from "../../scripts/redis-server.js";
 import { getToken, upload } from "../helpers/api.js";
 import { queries, readDashboards, substitute } from "../helpers/dashboards.js";
 import { startTestMonitor } from "../helpers/monitor.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 
 /**
  * Two real Prometheus processes (Debian's package) scraping a local cluster and its monitor:

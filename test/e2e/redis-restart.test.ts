@@ -6,10 +6,10 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import type { RunningMonitor } from "../../monitor/monitor.js";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
+import { p99, SigningLoad } from "../../scripts/signing-load.js";
 import { getToken, upload } from "../helpers/api.js";
-import { p99, SigningLoad } from "../helpers/load.js";
 import { startTestMonitor } from "../helpers/monitor.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 import { WebhookReceiver } from "../helpers/webhook.js";
 
 const CLIENTS = 6;

@@ -5,10 +5,10 @@ import { request as httpRequest } from "node:http";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { multipartUpload } from "../../src/client/multipart.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import { sample } from "../helpers/metrics.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 import { gpgVerify } from "../helpers/verify.js";
 
 let cluster: ProcessCluster;

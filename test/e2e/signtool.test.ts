@@ -13,10 +13,10 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { freePort } from "../../scripts/redis-server.js";
 import { NONCE_SHAPE } from "../../src/tokens/nonce.js";
 import { startFakeNode } from "../helpers/fake-node.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 import { fetchToken as fetchTokenAs, hosts, signtool as runSigntool } from "../helpers/signtool.js";
 import { gpgVerify, sshVerify } from "../helpers/verify.js";
 

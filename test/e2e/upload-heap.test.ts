@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { SigningClient } from "../../src/client/signing-client.js";
 import { getToken } from "../helpers/api.js";
 import { sample } from "../helpers/metrics.js";
-import { ProcessCluster } from "../helpers/process-cluster.js";
 import { gpgVerify } from "../helpers/verify.js";
 
 const MiB = 1024 * 1024;

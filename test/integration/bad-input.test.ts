@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { encodeToken } from "../../src/tokens/codec.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { rawRequest } from "../helpers/raw-http.js";
 
 const MAX_SIZE = 1024 * 1024;

@@ -4,9 +4,9 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, sha1, sha256 } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { gpgVerify } from "../helpers/verify.js";
 
 let cluster: TestCluster;

@@ -6,9 +6,9 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { gpgVerify, sshVerify } from "../helpers/verify.js";
 
 let cluster: TestCluster;

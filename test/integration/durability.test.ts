@@ -3,10 +3,10 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { setEpochState } from "../../src/store/epoch.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { sample } from "../helpers/metrics.js";
 import { TestRedis, waitForReplica } from "../helpers/redis.js";
 

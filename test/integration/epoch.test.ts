@@ -4,10 +4,10 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { setEpochState } from "../../src/store/epoch.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 const GRACE_MS = 1500;
 let cluster: TestCluster;

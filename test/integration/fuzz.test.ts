@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { after, before, test } from "node:test";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { ERROR_CODES } from "../../src/http/errors.js";
 import { encodeToken, verifyTokenLocally } from "../../src/tokens/codec.js";
 import { getToken, sha1 } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 /**
  * Seeded fuzzing (reproducible: FUZZ_SEED=n) of the token parser, the multipart endpoint and

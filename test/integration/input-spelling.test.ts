@@ -3,10 +3,10 @@ import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { send } from "../../src/client/http.js";
 import { encodeToken, type TokenSecret } from "../../src/tokens/codec.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { type RawResponse, rawRequest } from "../helpers/raw-http.js";
 
 /**

@@ -7,8 +7,8 @@ import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as openpgp from "openpgp";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 // Long enough for the cluster to start and sign once first, even on a loaded CI machine.
 const EXPIRES_IN_S = 8;

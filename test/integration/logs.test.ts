@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { after, before, test } from "node:test";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 const lines: Record<string, unknown>[] = [];
 let raw = "";

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { fetchSignature, getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { sample, types } from "../helpers/metrics.js";
 
 let cluster: TestCluster;

@@ -3,13 +3,13 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { reseed } from "../../src/recovery/restore.js";
 import { takeSnapshot } from "../../src/recovery/snapshot.js";
 import { ensureEpoch } from "../../src/store/epoch.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { NONCE_SHAPE } from "../../src/tokens/nonce.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 /**
  * Issue 27 item 3: the nonce rules of DESIGN.md §4. (1) A nonce is accepted at most once, the

@@ -4,8 +4,8 @@ import { Writable } from "node:stream";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 
 /**
  * Issue 29 item 5: while Redis is down, readiness names the connection's own error and since

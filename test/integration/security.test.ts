@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { stringify } from "yaml";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { makePki, type TestPki } from "../helpers/tls.js";
 
 const SIGNTOOL = new URL("../../src/bin/signtool.js", import.meta.url).pathname;

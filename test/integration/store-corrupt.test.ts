@@ -4,9 +4,9 @@ import { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
-import { TestCluster } from "../helpers/cluster.js";
 import { sample } from "../helpers/metrics.js";
 
 /**

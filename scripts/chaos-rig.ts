@@ -3,12 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { NodeProcess } from "../../scripts/node-process.js";
-import { freePort, RedisServer } from "../../scripts/redis-server.js";
-import { type DevState, prepareDevState, writeMonitorConfig } from "../../src/config/dev-state.js";
-import { getToken } from "./api.js";
-import { type LoadResult, p99, SigningLoad } from "./load.js";
-import { waitForReplica } from "./redis.js";
+import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
+import { NodeProcess } from "./node-process.js";
+import { fetchToken, freePort, RedisServer, waitForReplica } from "./redis-server.js";
+import { type LoadResult, p99, SigningLoad } from "./signing-load.js";
 
 export const MASTER_NAME = "signing";
 
@@ -176,7 +174,7 @@ export class ChaosRig {
     const clients = await Promise.all(
       Array.from({ length: this.opts.clients ?? 4 }, async (_, i) => {
         const tokenFile = join(this.dir, `${tag}-token-${i}`);
-        writeFileSync(tokenFile, await getToken(this.urls[i % this.urls.length] as string, auth));
+        writeFileSync(tokenFile, await fetchToken(this.urls[i % this.urls.length] as string, auth));
         return { tokenFile, nonceFile: join(this.dir, `${tag}-nonce-${i}`) };
       }),
     );

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SigningClient, type SigningClientOptions } from "../../src/client/signing-client.js";
+import { SigningClient, type SigningClientOptions } from "../src/client/signing-client.js";
 
 export interface LoadResult {
   signed: number;

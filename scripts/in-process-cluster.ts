@@ -2,11 +2,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DestinationStream } from "pino";
-import { type DevState, prepareDevState } from "../../src/config/dev-state.js";
-import { buildConfig, type LoadedConfig } from "../../src/config/load.js";
-import { createLogger } from "../../src/log/logger.js";
-import { type RunningNode, startNode } from "../../src/node.js";
-import { TestRedis } from "./redis.js";
+import { buildConfig, type LoadedConfig } from "../src/config/load.js";
+import { createLogger } from "../src/log/logger.js";
+import { type RunningNode, startNode } from "../src/node.js";
+import { type DevState, prepareDevState } from "./dev-state.js";
+import { RedisServer as TestRedis } from "./redis-server.js";
 
 export type Overrides = Record<string, unknown>;
 

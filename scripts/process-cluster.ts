@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NodeProcess } from "../../scripts/node-process.js";
-import { freePort, RedisServer } from "../../scripts/redis-server.js";
-import { type DevState, prepareDevState } from "../../src/config/dev-state.js";
+import { type DevState, prepareDevState } from "./dev-state.js";
+import { NodeProcess } from "./node-process.js";
+import { freePort, RedisServer } from "./redis-server.js";
 
 /** A real Redis and N signing nodes as real processes: for tests that kill and restart them. */
 export class ProcessCluster {

@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { type DevKeys, generateDevKeys } from "../signing/dev-keys.js";
-import { hashPassword } from "../tokens/credentials.js";
+import { type DevKeys, generateDevKeys } from "../src/signing/dev-keys.js";
+import { hashPassword } from "../src/tokens/credentials.js";
 
 /** Everything a local cluster (npm start) or a test needs: keys, secrets, credentials, a config. */
 export interface DevState {
