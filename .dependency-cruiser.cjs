@@ -3,7 +3,7 @@
  * store ← domain ← edges ← bin, no cycles, src/ self-contained, bench/ and scripts/ never
  * reaching into test/. A wrong-way import fails the lint with the rule's name and comment.
  */
-const LEAF = "^src/(files|log|metrics|net|config)/|^src/version\\.ts$";
+const LEAF = "^src/(files|log|metrics|net|config|process)/|^src/(version|errors)\\.ts$";
 const STORE = "^src/store/";
 const DOMAIN = "^src/(tokens|signing|keys|recovery)/";
 const EDGE = "^src/(http|client|admin)/|^src/node\\.ts$";

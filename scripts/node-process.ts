@@ -5,6 +5,7 @@ import { createServer } from "node:net";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { SigningClusterError } from "../src/errors.js";
 import { isListeningMessage, PARENT_LINK_ENV } from "../src/process/parent-link.js";
 
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
@@ -34,10 +35,9 @@ export interface NodeProcessOptions {
 }
 
 /** Another process listens on a port a node or monitor was to listen on. */
-export class PortInUseError extends Error {
+export class PortInUseError extends SigningClusterError<"PORT_IN_USE"> {
   constructor(readonly port: number) {
-    super(`port ${port} is already in use`);
-    this.name = "PortInUseError";
+    super("PORT_IN_USE", `port ${port} is already in use`);
   }
 }
 

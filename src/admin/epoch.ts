@@ -3,7 +3,7 @@ import { reseed } from "../recovery/restore.js";
 import { readSnapshot, type Snapshot, takeSnapshot, writeSnapshot } from "../recovery/snapshot.js";
 import { type Epoch, type EpochChange, ensureEpoch, readEpoch, setEpochState } from "../store/epoch.js";
 import { ago, iso, section } from "./output.js";
-import { AdminError, durably, type Store, UsageError } from "./target.js";
+import { AdminError, durably, type Store, usageError } from "./target.js";
 
 /** What each epoch state means for a token that is missing from Redis (DESIGN.md §4). */
 export const STATE_MEANING: Record<Epoch["state"], string> = {
@@ -65,8 +65,8 @@ export function parseTime(s: string, now = Date.now()): number {
   if (s.trim().toLowerCase() === "now") return now;
   const ms = Date.parse(s);
   if (!/^\d{4}-\d{2}-\d{2}/.test(s.trim()) || !Number.isFinite(ms))
-    throw new UsageError(`--before takes an ISO date/time (2024-05-01T12:00:00Z) or "now", not "${s}"`);
-  if (ms > now + 60_000) throw new UsageError(`--before ${s} is in the future`);
+    throw usageError(`--before takes an ISO date/time (2024-05-01T12:00:00Z) or "now", not "${s}"`);
+  if (ms > now + 60_000) throw usageError(`--before ${s} is in the future`);
   return ms;
 }
 

@@ -3,20 +3,24 @@ import { join, resolve } from "node:path";
 import { z } from "zod";
 import type { Config } from "../config/schema.js";
 import { redisSchema } from "../config/schema.js";
+import { SigningClusterError } from "../errors.js";
 import { ReplicaAckTimeoutError } from "../store/errors.js";
 import { StoreKeys } from "../store/keys.js";
 import { createRedisClient, type RedisClient, waitForReady } from "../store/redis.js";
 import { awaitReplica } from "../store/replicas.js";
 
-/** A failure the operator must see: one line on stderr, exit 1. */
-export class AdminError extends Error {
-  override name = "AdminError";
+/**
+ * A signing-admin command that could not be done (ADMIN_FAILED: one line, exit 1), or a
+ * mistake on its command line (USAGE: one line, exit 2, like commander's own errors).
+ */
+export class AdminError extends SigningClusterError<"ADMIN_FAILED" | "USAGE"> {
+  constructor(message: string, code: "ADMIN_FAILED" | "USAGE" = "ADMIN_FAILED") {
+    super(code, message);
+  }
 }
 
-/** A mistake on the command line: one line on stderr, exit 2 (like commander's own errors). */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
+/** A mistake on the command line. */
+export const usageError = (message: string) => new AdminError(message, "USAGE");
 
 /** The global options as commander hands them over (merged over the command chain). */
 export interface GlobalOptions {
@@ -140,7 +144,7 @@ export function redactUrl(url: string): string {
 
 export function requireRedisUrl(target: Target): string {
   if (target.redisUrl) return target.redisUrl;
-  throw new UsageError(
+  throw usageError(
     `no Redis given: use --redis URL or --cluster FILE (or set ${CLUSTER_ENV}, or run where .local/cluster.json exists)`,
   );
 }

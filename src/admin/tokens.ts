@@ -3,7 +3,7 @@ import { TokenRecords } from "../store/token-records.js";
 import type { TokenClaims } from "../tokens/codec.js";
 import { tokenHash } from "../tokens/service.js";
 import { duration, iso, section, table } from "./output.js";
-import { AdminError, durably, globEscape, idOfKey, type Store, scanKeys, UsageError } from "./target.js";
+import { AdminError, durably, globEscape, idOfKey, type Store, scanKeys, usageError } from "./target.js";
 
 /** What `tokens revoke` writes, like TokenRecords.revoke (src/store/token-records.ts). */
 export const REVOKE_REASON = "revoked by signing-admin";
@@ -27,20 +27,20 @@ export function parseTokenRef(input: string, allowHash: boolean): TokenRef {
   const s = input.trim();
   if (s.startsWith("v1.")) {
     const parts = s.split(".");
-    if (parts.length !== 4) throw new UsageError("not a token: expected v1.<kid>.<payload>.<mac>");
+    if (parts.length !== 4) throw usageError("not a token: expected v1.<kid>.<payload>.<mac>");
     let claims: Partial<TokenClaims>;
     try {
       claims = JSON.parse(Buffer.from(parts[2] ?? "", "base64url").toString("utf8")) as Partial<TokenClaims>;
     } catch {
-      throw new UsageError("not a token: its payload is not base64url JSON");
+      throw usageError("not a token: its payload is not base64url JSON");
     }
     if (typeof claims?.id !== "string" || !ID_RE.test(claims.id))
-      throw new UsageError("not a token: its payload has no valid id");
+      throw usageError("not a token: its payload has no valid id");
     return { kind: "token", id: claims.id, claims };
   }
   if (ID_RE.test(s)) return { kind: "id", id: s };
   if (allowHash && HASH_RE.test(s)) return { kind: "hash", hash: s };
-  throw new UsageError(
+  throw usageError(
     `expected a token (v1.…), a token id (22 base64url characters)${allowHash ? " or an id hash (16 hex digits)" : ""}`,
   );
 }

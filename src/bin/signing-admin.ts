@@ -22,7 +22,7 @@ import {
   REDIS_PASSWORD_ENV,
   resolveTarget,
   type Target,
-  UsageError,
+  usageError,
   withRedis,
 } from "../admin/target.js";
 import {
@@ -34,6 +34,7 @@ import {
   revokeToken,
   showToken,
 } from "../admin/tokens.js";
+import { hasCode } from "../errors.js";
 import { PACKAGE_VERSION } from "../version.js";
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
@@ -161,7 +162,7 @@ program
   .action(async (o: { from?: string; force?: boolean }, cmd: Command) => {
     const t = target(cmd);
     const file = o.from ?? defaultSnapshotFile(t);
-    if (!file) throw new UsageError("reseed needs --from FILE or --state-dir DIR");
+    if (!file) throw usageError("reseed needs --from FILE or --state-dir DIR");
     const report = await withRedis(t, (s) => reseedFrom(s, file, Boolean(o.force)));
     emit(t, report, renderReseed);
   });
@@ -191,7 +192,7 @@ program
   .action(async (o: { out?: string; force?: boolean }, cmd: Command) => {
     const t = target(cmd);
     const file = o.out ?? defaultSnapshotFile(t);
-    if (!file) throw new UsageError("snapshot needs --out FILE or --state-dir DIR");
+    if (!file) throw usageError("snapshot needs --out FILE or --state-dir DIR");
     const report = await withRedis(t, (s) => snapshotTo(s, file, Boolean(o.force)));
     emit(t, report, renderSnapshot);
   });
@@ -218,6 +219,6 @@ program.parseAsync().then(
   () => exit(Number(process.exitCode ?? 0)),
   (err: unknown) => {
     process.stderr.write(`signing-admin: ${err instanceof Error ? err.message : String(err)}\n`);
-    exit(err instanceof UsageError ? 2 : 1);
+    exit(hasCode(err, "USAGE") ? 2 : 1);
   },
 );

@@ -1,6 +1,7 @@
 import { type Agent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { Writable } from "node:stream";
+import { ClientError } from "./errors.js";
 import { serverText } from "./server-text.js";
 
 export interface HttpAnswer {
@@ -34,13 +35,13 @@ export interface HttpRequest {
 export type BodyWriter = (out: Writable) => Promise<void>;
 
 /** A transport failure: refused, reset, timed out, cut short, oversized. Always worth another node. */
-export class TransportError extends Error {
+export class TransportError extends ClientError {
   constructor(
-    readonly code: string,
+    /** What failed, as Node names it: ECONNREFUSED, ETIMEDOUT, a TLS error's code… */
+    readonly reason: string,
     message: string,
   ) {
-    super(message);
-    this.name = "TransportError";
+    super("TRANSPORT", message);
   }
 }
 

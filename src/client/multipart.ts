@@ -1,6 +1,7 @@
 import { createHash, type Hash, randomBytes } from "node:crypto";
 import { open, stat } from "node:fs/promises";
 import type { Writable } from "node:stream";
+import { ClientError } from "./errors.js";
 import type { BodyWriter } from "./http.js";
 
 /** Read size for a streamed file: a large file goes out in few, large socket writes. */
@@ -28,11 +29,9 @@ const BOUNDARY_TAG = randomBytes(24).toString("hex");
 let uploads = 0;
 
 /** The file could not be read, or changed while it was sent: the client's problem, not a node's. */
-export class LocalFileError extends Error {
-  readonly code = "LOCAL_IO";
+export class LocalFileError extends ClientError {
   constructor(message: string) {
-    super(message);
-    this.name = "LocalFileError";
+    super("LOCAL_IO", message);
   }
 }
 

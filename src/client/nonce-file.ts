@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { ClientError } from "./errors.js";
 
 /**
  * The token's nonce chain as the client keeps it: the classic nonce file (empty or missing
@@ -20,7 +21,10 @@ export class NonceChain {
         this.value = (await readFile(this.file, "utf8")).trim();
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-          throw new Error(`cannot read nonce file ${this.file}: ${(err as NodeJS.ErrnoException).code}`);
+          throw new ClientError(
+            "LOCAL_IO",
+            `cannot read nonce file ${this.file}: ${(err as NodeJS.ErrnoException).code}`,
+          );
         }
         this.value = "";
       }

@@ -1,3 +1,4 @@
+import { TransportError } from "./http.js";
 import { serverText } from "./server-text.js";
 
 /**
@@ -91,7 +92,7 @@ const UNTRUSTED_CERT = new Set([
  */
 export function classifyNetworkError(err: unknown): Verdict {
   const e = err as NodeJS.ErrnoException;
-  const code = e?.code ?? "";
+  const code = err instanceof TransportError ? err.reason : (e?.code ?? "");
   const message = String(e?.message ?? err);
   if (UNRESOLVED.has(code)) return { kind: "mistake", reason: "its host name does not resolve" };
   if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || /wrong version number/.test(message))

@@ -10,7 +10,7 @@ import { NONCE_SHAPE } from "../tokens/nonce.js";
 import { Deadline } from "./deadline.js";
 import { hashFile, rehashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
-import { apiError, type HttpAnswer, send } from "./http.js";
+import { apiError, type HttpAnswer, send, TransportError } from "./http.js";
 import { LocalFileError, multipartUpload } from "./multipart.js";
 import { NodeRotation } from "./nodes.js";
 import { NonceChain } from "./nonce-file.js";
@@ -220,7 +220,8 @@ export class SigningClient {
       try {
         outcome = step === "upload" ? await this.stepUpload(job) : await this.stepFetch(job, node, step);
       } catch (err) {
-        if (err instanceof ClientError) throw err;
+        // One exchange failing is for the retry classifier; any other of our errors ends the file.
+        if (err instanceof ClientError && !(err instanceof TransportError)) throw err;
         outcome = { next: step, verdict: classifyNetworkError(err) };
       }
       if ("signature" in outcome) {

@@ -2,13 +2,13 @@ import { closeSync, openSync, readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
+import { SigningClusterError } from "../errors.js";
 import { type Config, configSchema, type SecretRef } from "./schema.js";
 
 /** Every problem found in a configuration, so an operator fixes them all in one go. */
-export class ConfigError extends Error {
+export class ConfigError extends SigningClusterError<"CONFIG_INVALID"> {
   constructor(readonly problems: string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-    this.name = "ConfigError";
+    super("CONFIG_INVALID", `invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   }
 }
 

@@ -1,3 +1,5 @@
+import { SigningClusterError } from "../errors.js";
+
 /**
  * The stored form of an issuer's password, `scrypt$N$r$p$<salt b64>$<hash b64>`: read here, by
  * the config check at start-up and by verifyPassword (src/tokens/credentials.ts) alike.
@@ -16,10 +18,9 @@ export interface PasswordHash {
 }
 
 /** A stored password hash that scrypt cannot use, with every reason (never the hash itself). */
-export class PasswordHashError extends Error {
+export class PasswordHashError extends SigningClusterError<"PASSWORD_HASH_INVALID"> {
   constructor(readonly problems: string[]) {
-    super(`not a usable scrypt hash (${FORMAT}): ${problems.join("; ")}`);
-    this.name = "PasswordHashError";
+    super("PASSWORD_HASH_INVALID", `not a usable scrypt hash (${FORMAT}): ${problems.join("; ")}`);
   }
 }
 

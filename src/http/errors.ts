@@ -1,8 +1,9 @@
 import type { Response } from "express";
+import { type ApiErrorCode, SigningClusterError } from "../errors.js";
 import type { TokenCheckResult } from "../tokens/service.js";
 
 /** Every error code the API answers with (DESIGN.md §3), and the status that goes with it. */
-const STATUS = {
+const STATUS: Readonly<Record<ApiErrorCode, number>> = {
   BAD_REQUEST: 400,
   DIGEST_MISMATCH: 400,
   UNKNOWN_FORMAT: 400,
@@ -35,9 +36,9 @@ const STATUS = {
   STORE_CORRUPT: 503,
   OVERLOADED: 503,
   SHUTTING_DOWN: 503,
-} as const;
+};
 
-export type ApiErrorCode = keyof typeof STATUS;
+export type { ApiErrorCode } from "../errors.js";
 
 /** Every documented error code: what a client may ever see in `error.code`. */
 export const ERROR_CODES: ReadonlySet<string> = new Set(Object.keys(STATUS));
@@ -57,14 +58,13 @@ const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
   "SIGNING_FAILED",
 ]);
 
-export class ApiError extends Error {
+export class ApiError extends SigningClusterError<ApiErrorCode> {
   constructor(
-    readonly code: ApiErrorCode,
+    code: ApiErrorCode,
     message: string,
     readonly retryAfterSeconds?: number,
   ) {
-    super(message);
-    this.name = "ApiError";
+    super(code, message);
   }
 
   get status(): number {

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
+import { SigningClusterError } from "../errors.js";
 import { writeFileAtomic } from "../files/write-atomic.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
@@ -42,13 +43,12 @@ const snapshotBody = z
 
 export type Snapshot = z.infer<typeof snapshotBody>;
 
-export class SnapshotCorruptError extends Error {
+export class SnapshotCorruptError extends SigningClusterError<"SNAPSHOT_CORRUPT"> {
   constructor(
     readonly file: string,
     reason: string,
   ) {
-    super(`snapshot ${file} is unusable: ${reason}`);
-    this.name = "SnapshotCorruptError";
+    super("SNAPSHOT_CORRUPT", `snapshot ${file} is unusable: ${reason}`);
   }
 }
 

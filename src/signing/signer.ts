@@ -1,5 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
+import { SigningClusterError } from "../errors.js";
 
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
 export type FormatName = "gpg" | "sshsig";
@@ -46,14 +47,13 @@ export interface Signer {
 }
 
 /** A key that cannot be loaded: the node refuses to start and says which and why. */
-export class KeyLoadError extends Error {
+export class KeyLoadError extends SigningClusterError<"KEY_LOAD_FAILED"> {
   constructor(
     readonly format: FormatName,
     readonly file: string,
     reason: string,
   ) {
-    super(`cannot load ${format} key from ${file}: ${reason}`);
-    this.name = "KeyLoadError";
+    super("KEY_LOAD_FAILED", `cannot load ${format} key from ${file}: ${reason}`);
   }
 }
 

@@ -3,14 +3,17 @@
  * lead to `store.downPolicy`; unexpected data never does.
  */
 
+import { SigningClusterError } from "../errors.js";
+
 /** Redis could not be used for this operation: unreachable, too slow, or the breaker is open. */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends SigningClusterError<"STORE_UNAVAILABLE"> {
   constructor(
     readonly op: string,
     cause: unknown,
   ) {
-    super(`store unavailable for ${op}: ${(cause as Error)?.message ?? String(cause)}`);
-    this.name = "StoreUnavailableError";
+    super("STORE_UNAVAILABLE", `store unavailable for ${op}: ${(cause as Error)?.message ?? String(cause)}`, {
+      cause,
+    });
   }
 }
 
@@ -18,14 +21,13 @@ export class StoreUnavailableError extends Error {
  * Redis answered with data we did not write: a key of the wrong type, a record that does not
  * parse, a script's unexpected reply. Fails closed: 503 STORE_CORRUPT, never a degraded accept.
  */
-export class StoreCorruptError extends Error {
+export class StoreCorruptError extends SigningClusterError<"STORE_CORRUPT"> {
   constructor(
     /** The key holding the unexpected data (token keys name the token id, never the token). */
     readonly key: string,
     readonly reason: string,
   ) {
-    super(`unexpected data at ${key}: ${reason}`);
-    this.name = "StoreCorruptError";
+    super("STORE_CORRUPT", `unexpected data at ${key}: ${reason}`);
   }
 }
 
@@ -87,7 +89,6 @@ export function classifyStoreError(op: string, err: unknown): unknown {
 /** A write the primary took but no replica acknowledged in time: not durable, so not acknowledged. */
 export class ReplicaAckTimeoutError extends StoreUnavailableError {
   constructor(op: string, timeoutMs: number) {
-    super(op, new Error(`no replica acknowledged the write within ${timeoutMs} ms`));
-    this.name = "ReplicaAckTimeoutError";
+    super(op, `no replica acknowledged the write within ${timeoutMs} ms`);
   }
 }

@@ -1,5 +1,6 @@
 import { Redis } from "ioredis";
 import type { Config } from "../config/schema.js";
+import { StoreUnavailableError } from "./errors.js";
 import { SentinelFollowingRedis } from "./sentinel-switch.js";
 
 export type RedisClient = Redis;
@@ -57,7 +58,7 @@ export function waitForReady(client: RedisClient, timeoutMs: number): Promise<vo
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.off("ready", onReady);
-      reject(new Error(`Redis not ready after ${timeoutMs} ms`));
+      reject(new StoreUnavailableError("connect", `Redis not ready after ${timeoutMs} ms`));
     }, timeoutMs);
     const onReady = () => {
       clearTimeout(timer);
