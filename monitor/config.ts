@@ -39,7 +39,7 @@ export const monitorConfigSchema = z
     store: z
       .object({ prefix: z.string().default("signing:") })
       .strict()
-      .default({ prefix: "signing:" }),
+      .prefault({}),
     /** Signing nodes whose /metrics are scraped for invalid-token spikes. */
     nodes: z.array(z.string().url()).default([]),
     /**
@@ -92,7 +92,7 @@ export const monitorConfigSchema = z
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
       })
       .strict()
-      .default({ level: "info" }),
+      .prefault({}),
   })
   .strict();
 

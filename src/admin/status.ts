@@ -2,9 +2,10 @@ import { join } from "node:path";
 import { readSnapshot } from "../recovery/snapshot.js";
 import { parseEpoch } from "../store/epoch.js";
 import { parseInfoServer } from "../store/redis-info.js";
+import { globLiteral, scanKeys } from "../store/scan.js";
 import type { Epoch } from "../tokens/orphans.js";
 import { ago, duration, iso, section, table } from "./output.js";
-import { connectRedis, globEscape, redactUrl, scanKeys, type Target } from "./target.js";
+import { connectRedis, redactUrl, type Target } from "./target.js";
 
 const HTTP_TIMEOUT_MS = 3000;
 const BREAKER_STATES = ["closed", "half-open", "open"] as const;
@@ -206,7 +207,7 @@ async function probeRedis(target: Target): Promise<RedisStatus | null> {
     status.runId = server.runId;
     status.uptimeSeconds = server.uptimeSeconds;
     status.epoch = parseEpoch(epoch) ?? null;
-    const p = globEscape(keys.prefix);
+    const p = globLiteral(keys.prefix);
     const [tokens, revoked] = await Promise.all([
       scanKeys(client, `${p}token:*`),
       scanKeys(client, `${p}revoked:*`),

@@ -209,25 +209,3 @@ export async function durably(client: RedisClient, what: string): Promise<"repli
     );
   }
 }
-
-/** Every key matching `pattern`, with SCAN (never KEYS). */
-export async function scanKeys(client: RedisClient, pattern: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, batch] = (await client.scan(cursor, "MATCH", pattern, "COUNT", 1000)) as [string, string[]];
-    cursor = next;
-    found.push(...batch);
-  } while (cursor !== "0");
-  return found;
-}
-
-/** A prefix used inside a SCAN MATCH pattern: glob characters stand for themselves. */
-export function globEscape(s: string): string {
-  return s.replace(/[*?[\]\\]/g, "\\$&");
-}
-
-/** The token id inside a key of the form `<prefix>token:{<id>}`. */
-export function idOfKey(key: string): string {
-  return key.slice(key.indexOf("{") + 1, key.lastIndexOf("}"));
-}

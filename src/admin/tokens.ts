@@ -1,9 +1,10 @@
 import { MAX_TOKEN_SECONDS } from "../config/schema.js";
+import { globLiteral, idOfKey, scanKeys } from "../store/scan.js";
 import { TokenRecords } from "../store/token-records.js";
 import type { TokenClaims } from "../tokens/codec.js";
 import { tokenHash } from "../tokens/service.js";
 import { duration, iso, section, table } from "./output.js";
-import { AdminError, durably, globEscape, idOfKey, type Store, scanKeys, usageError } from "./target.js";
+import { AdminError, durably, type Store, usageError } from "./target.js";
 
 /** What `tokens revoke` writes, like TokenRecords.revoke (src/store/token-records.ts). */
 export const REVOKE_REASON = "revoked by signing-admin";
@@ -47,7 +48,7 @@ export function parseTokenRef(input: string, allowHash: boolean): TokenRef {
 
 /** Finds the id whose hash is `hash` among token records, revocation markers and nonce chains. */
 async function idForHash({ client, keys }: Store, hash: string): Promise<string | undefined> {
-  const p = globEscape(keys.prefix);
+  const p = globLiteral(keys.prefix);
   for (const kind of ["token", "revoked", "nonce"]) {
     for (const key of await scanKeys(client, `${p}${kind}:*`)) {
       const id = idOfKey(key);
@@ -122,7 +123,7 @@ export async function listTokens(
   { client, keys }: Store,
   opts: { limit: number; showIds: boolean },
 ): Promise<TokenList> {
-  const found = await scanKeys(client, `${globEscape(keys.prefix)}token:*`);
+  const found = await scanKeys(client, `${globLiteral(keys.prefix)}token:*`);
   const rows: (TokenRow & { iat: number })[] = [];
   for (let i = 0; i < found.length; i += 500) {
     const chunk = found.slice(i, i + 500);

@@ -118,13 +118,7 @@ export const configSchema = z
         allowedClients: z.array(cidr).min(1).default(["0.0.0.0/0", "::/0"]),
       })
       .strict()
-      .default({
-        host: "127.0.0.1",
-        port: 9110,
-        allowPlaintext: false,
-        trustProxy: [],
-        allowedClients: ["0.0.0.0/0", "::/0"],
-      }),
+      .prefault({}),
     /** HTTPS: certificate chain and key (PEM files); with clientCa, clients must present a certificate it signed. */
     tls: z
       .object({ cert: z.string().min(1), key: z.string().min(1), clientCa: z.string().min(1).optional() })
@@ -134,7 +128,7 @@ export const configSchema = z
     audit: z
       .object({ file: z.string().min(1).optional() })
       .strict()
-      .default({}),
+      .prefault({}),
     redis: redisSchema,
     store: z
       .object({
@@ -163,28 +157,10 @@ export const configSchema = z
             rollingWindowMs: ms.default(10_000),
           })
           .strict()
-          .default({
-            errorThresholdPercentage: 50,
-            volumeThreshold: 5,
-            resetTimeoutMs: 5000,
-            rollingWindowMs: 10_000,
-          }),
+          .prefault({}),
       })
       .strict()
-      .default({
-        prefix: "signing:",
-        commandTimeoutMs: 500,
-        downPolicy: "hmac",
-        orphanPolicy: "heal",
-        recoveryGraceMs: 10_000,
-        replicaAckTimeoutMs: 1000,
-        breaker: {
-          errorThresholdPercentage: 50,
-          volumeThreshold: 5,
-          resetTimeoutMs: 5000,
-          rollingWindowMs: 10_000,
-        },
-      }),
+      .prefault({}),
     token: z
       .object({
         /** HMAC secrets; the first one signs new tokens, all of them verify (rotation). */
@@ -290,24 +266,20 @@ export const configSchema = z
         signPerToken: rateLimit.default({ ratePerSecond: 50, burst: 200 }),
       })
       .strict()
-      .default({
-        tokenPerIp: { ratePerSecond: 10, burst: 50 },
-        signPerIp: { ratePerSecond: 100, burst: 400 },
-        signPerToken: { ratePerSecond: 50, burst: 200 },
-      }),
+      .prefault({}),
     shutdown: z
       .object({
         /** On SIGTERM, how long in-flight jobs may take before the process exits anyway. */
         timeoutMs: ms.default(30_000),
       })
       .strict()
-      .default({ timeoutMs: 30_000 }),
+      .prefault({}),
     log: z
       .object({
         level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
       })
       .strict()
-      .default({ level: "info" }),
+      .prefault({}),
   })
   .strict()
   .refine((c) => c.tls !== undefined || c.node.allowPlaintext, {

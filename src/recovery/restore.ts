@@ -7,7 +7,10 @@ import type { Snapshot } from "./snapshot.js";
 // restored chain is marked: the first nonce at or beyond its counter re-seeds it under a new
 // lineage, and every other holder of an old nonce is refused (DESIGN.md §4, nonce rule 3).
 // A key of another type is not ours to overwrite: the restore fails, loudly, and is retried.
-const RESTORE_NONCE = new LuaScript(`
+const RESTORE_NONCE = new LuaScript(
+  "signingRestoreNonce",
+  1,
+  `
 local t = redis.call('TYPE', KEYS[1]).ok
 if t == 'hash' then return 0 end
 if t ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. t .. ', not a nonce chain') end
@@ -15,7 +18,8 @@ for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 's', 'restored')
 redis.call('PEXPIREAT', KEYS[1], ARGV[#ARGV])
 return 1
-`);
+`,
+);
 
 export interface ReseedResult {
   tokens: number;
@@ -57,7 +61,7 @@ export async function reseed(
     }
   };
   await inBatches(revoked, (pipe, r) => pipe.set(keys.revoked(r.id), r.reason, "PXAT", r.expiresAt));
-  await RESTORE_NONCE.load(client);
+  RESTORE_NONCE.define(client);
   await inBatches(nonces, (pipe, { id, expiresAt, ...fields }) => {
     const pairs = Object.entries(fields).flatMap(([k, v]) => [k, String(v)]);
     RESTORE_NONCE.addTo(pipe, [keys.nonce(id)], [...pairs, expiresAt]);

@@ -5,6 +5,7 @@ import { SigningClusterError } from "../errors.js";
 import { writeFileAtomic } from "../files/write-atomic.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
+import { globLiteral, idOfKey, scanKeys } from "../store/scan.js";
 
 /**
  * What the monitor keeps to put tokens back after Redis lost its data: every live token
@@ -53,10 +54,6 @@ export class SnapshotCorruptError extends SigningClusterError<"SNAPSHOT_CORRUPT"
 }
 
 const checksum = (body: string) => createHash("sha256").update(body).digest("hex");
-const idOf = (key: string) => key.slice(key.indexOf("{") + 1, key.lastIndexOf("}"));
-
-/** `s` matched literally inside a Redis glob pattern (a prefix may contain `*`, `?`, `[`). */
-const globLiteral = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&");
 
 /**
  * The token, revocation and nonce keys, in one SCAN pass. SCAN walks the whole keyspace
@@ -69,23 +66,12 @@ const globLiteral = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&");
 async function scanTokenKeys(client: RedisClient, keys: StoreKeys) {
   const p = keys.prefix;
   const found = { tokens: [] as string[], revoked: [] as string[], nonces: [] as string[] };
-  let cursor = "0";
-  do {
-    const [next, batch] = (await client.scan(
-      cursor,
-      "MATCH",
-      `${globLiteral(p)}[nrt][eo][knv]*`,
-      "COUNT",
-      1000,
-    )) as [string, string[]];
-    cursor = next;
-    for (const key of batch) {
-      const kind = key.slice(p.length, key.indexOf(":{", p.length));
-      if (kind === "token") found.tokens.push(key);
-      else if (kind === "revoked") found.revoked.push(key);
-      else if (kind === "nonce") found.nonces.push(key);
-    }
-  } while (cursor !== "0");
+  for (const key of await scanKeys(client, `${globLiteral(p)}[nrt][eo][knv]*`)) {
+    const kind = key.slice(p.length, key.indexOf(":{", p.length));
+    if (kind === "token") found.tokens.push(key);
+    else if (kind === "revoked") found.revoked.push(key);
+    else if (kind === "nonce") found.nonces.push(key);
+  }
   return found;
 }
 
@@ -134,12 +120,12 @@ export async function takeSnapshot(
   await read<string>(
     tokenKeys,
     (pipe, k) => pipe.get(k),
-    (k, value, expiresAt) => snap.tokens.push({ id: idOf(k), value, expiresAt }),
+    (k, value, expiresAt) => snap.tokens.push({ id: idOfKey(k), value, expiresAt }),
   );
   await read<string>(
     revokedKeys,
     (pipe, k) => pipe.get(k),
-    (k, reason, expiresAt) => snap.revoked.push({ id: idOf(k), reason, expiresAt }),
+    (k, reason, expiresAt) => snap.revoked.push({ id: idOfKey(k), reason, expiresAt }),
   );
   await read<Record<string, string>>(
     nonceKeys,
@@ -148,7 +134,7 @@ export async function takeSnapshot(
       if (h.n === undefined || !/^[0-9]{1,15}$/.test(h.n)) return; // not a chain we wrote
       const { l, c, p } = h;
       snap.nonces.push({
-        id: idOf(k),
+        id: idOfKey(k),
         n: Number(h.n),
         ...(l !== undefined ? { l } : {}),
         ...(c !== undefined ? { c } : {}),

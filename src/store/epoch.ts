@@ -30,7 +30,10 @@ export function parseEpoch(fields: Record<string, string>): Epoch | undefined {
 // With ARGV[3] = 'repair' (the monitor), a record that is not a valid epoch is replaced by a
 // fresh one, which the monitor then handles as a data loss. The validity rules are
 // parseEpoch's; a record that passes here but not there is still refused by parseEpoch.
-const ENSURE_EPOCH = new LuaScript(`
+const ENSURE_EPOCH = new LuaScript(
+  "signingEnsureEpoch",
+  1,
+  `
 local function millis(v) return v and #v <= 16 and string.match(v, '^%d+$') end
 local function valid()
   if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return false end
@@ -48,18 +51,23 @@ if not exists then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'state', 'fresh', 'minIat', '0')
 end
 return redis.call('HGETALL', KEYS[1])
-`);
+`,
+);
 
 // Compare-and-set on the epoch id (and, for the monitor, on the state being fresh): a write
 // meant for one epoch never lands on the next one, and two deciders cannot both act.
-const SET_EPOCH_STATE = new LuaScript(`
+const SET_EPOCH_STATE = new LuaScript(
+  "signingSetEpochState",
+  1,
+  `
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
 if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
 if ARGV[4] == 'fresh' and redis.call('HGET', KEYS[1], 'state') ~= 'fresh' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'minIat', ARGV[3]) end
 return 1
-`);
+`,
+);
 
 function pairsToRecord(reply: unknown): Record<string, string> {
   const out: Record<string, string> = {};

@@ -40,12 +40,16 @@ function parseJob(key: string, text: string): JobState {
  * script sets both atomically (MULTI, HSET, EXPIRE, EXEC took four commands) and, given the
  * job key as KEYS[2], ends the job in the same step.
  */
-const STORE_RESULT = new LuaScript(`
+const STORE_RESULT = new LuaScript(
+  "signingStoreResult",
+  2,
+  `
 redis.call('HSET', KEYS[1], 'output', ARGV[1], 'fingerprint', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[2])
 return 1
-`);
+`,
+);
 
 /**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and

@@ -1,33 +1,49 @@
-import { createHash } from "node:crypto";
 import type { RedisClient } from "./redis.js";
 
+type Arg = string | number | Buffer;
+type Pipeline = ReturnType<RedisClient["pipeline"]>;
+type Scripted = Record<string, (...args: Arg[]) => Promise<unknown>>;
+
 /**
- * A Lua script run by EVALSHA, falling back to EVAL when Redis does not know it (a restarted
- * Redis has an empty script cache): one round trip in the common case.
+ * One Lua script, loaded the ioredis way (`defineCommand`, as BullMQ does): ioredis sends it by
+ * its SHA1 (EVALSHA) and falls back to EVAL when Redis does not know it yet (a restarted Redis
+ * has an empty script cache), in one round trip in the common case. Each script is defined once
+ * per client, on first use, and is then a command of that client and of its pipelines.
  */
 export class LuaScript {
-  private readonly sha: string;
+  constructor(
+    /** The command's name on the client: unique among the project's scripts. */
+    private readonly name: string,
+    private readonly numberOfKeys: number,
+    private readonly lua: string,
+  ) {}
 
-  constructor(private readonly source: string) {
-    this.sha = createHash("sha1").update(source).digest("hex");
+  run(client: RedisClient, keys: string[], args: Arg[]): Promise<unknown> {
+    return (this.on(client) as unknown as Scripted)[this.name]?.(
+      ...this.keysOf(keys),
+      ...args,
+    ) as Promise<unknown>;
   }
 
-  /** Makes sure Redis has the script, before it is sent by its sha in a pipeline. */
-  async load(client: RedisClient): Promise<void> {
-    await client.script("LOAD", this.source);
+  /** Queues the script on a pipeline of a client it was defined on (see `define`). */
+  addTo(pipe: Pipeline, keys: string[], args: Arg[]): void {
+    (pipe as unknown as Scripted)[this.name]?.(...this.keysOf(keys), ...args);
   }
 
-  /** Queues the script on a pipeline (after load: a pipeline cannot fall back to EVAL). */
-  addTo(pipe: ReturnType<RedisClient["pipeline"]>, keys: string[], args: (string | number | Buffer)[]): void {
-    pipe.evalsha(this.sha, keys.length, ...keys, ...args);
+  /** Makes the script a command of `client` (and of the pipelines made after). */
+  define(client: RedisClient): void {
+    this.on(client);
   }
 
-  async run(client: RedisClient, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
-    try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (e) {
-      if (!(e instanceof Error) || !e.message.startsWith("NOSCRIPT")) throw e;
-      return client.eval(this.source, keys.length, ...keys, ...args);
-    }
+  private on(client: RedisClient): RedisClient {
+    if (typeof (client as unknown as Scripted)[this.name] !== "function")
+      client.defineCommand(this.name, { numberOfKeys: this.numberOfKeys, lua: this.lua });
+    return client;
+  }
+
+  private keysOf(keys: string[]): string[] {
+    if (keys.length !== this.numberOfKeys)
+      throw new Error(`script ${this.name} takes ${this.numberOfKeys} keys, not ${keys.length}`);
+    return keys;
   }
 }

@@ -46,7 +46,10 @@ export type StoredTokenState =
  *   failover before they were replicated): re-seeded the same way;
  * - anything else is a mismatch.
  */
-const CHECK_TOKEN = new LuaScript(`
+const CHECK_TOKEN = new LuaScript(
+  "signingCheckToken",
+  4,
+  `
 local function kind(k) return redis.call('TYPE', k).ok end
 local tk, rk, nk = kind(KEYS[1]), kind(KEYS[2]), kind(KEYS[3])
 if rk ~= 'none' and rk ~= 'string' then return {'corrupt', KEYS[2], 'a ' .. rk .. ', not a string'} end
@@ -89,7 +92,8 @@ end
 if pl == l and pc == n and pr == c then return step(n + 1, l, ARGV[9]) end
 if pl == l and pc > n then return step(pc + 1, ARGV[8], ARGV[9]) end
 return {'nonce_mismatch'}
-`);
+`,
+);
 
 /** The token a check is about, as the store needs it. */
 export interface StoredToken {
