@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
-import { createApp } from "./http/app.js";
+import { type AppDeps, createApp } from "./http/app.js";
 import { CidrList } from "./http/cidr.js";
 import { errorBody } from "./http/errors.js";
 import type { Lifecycle } from "./http/lifecycle.js";
@@ -18,12 +18,12 @@ import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
 import { type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
-import type { FormatName } from "./signing/signer.js";
+import type { FormatName, Signer } from "./signing/signer.js";
 import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
 import { ConnectionHealth } from "./store/connection-health.js";
 import { JobStore } from "./store/jobs.js";
 import { StoreKeys } from "./store/keys.js";
-import { createRedisClient, waitForReady } from "./store/redis.js";
+import { createRedisClient, type RedisClient, waitForReady } from "./store/redis.js";
 import { ReplicatedWrites } from "./store/replicas.js";
 import { TOKEN_CHECK_RESULTS, TokenService } from "./tokens/service.js";
 import { buildInfo, PACKAGE_VERSION } from "./version.js";
@@ -91,55 +91,43 @@ function answerClientErrors(server: Server): void {
   });
 }
 
-/** Starts one signing node: loads keys (refusing to start without them), connects Redis, serves. */
-export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<RunningNode> {
-  const { config } = loaded;
-  const nodeId = config.node.id ?? `${config.node.host}:${config.node.port}`;
-  const log = opts.log ?? createLogger(config.log.level, nodeId);
-
-  const keys = enabledKeys(loaded);
-  const signers = await loadSigners(keys);
+/** Each enabled format's upload limits. */
+function formatLimits({ config }: LoadedConfig): Map<FormatName, FormatLimits> {
   const limits = new Map<FormatName, FormatLimits>();
-  for (const [name, f] of Object.entries(config.signing.formats) as [
+  const formats = Object.entries(config.signing.formats) as [
     FormatName,
     { enabled: boolean; maxSize: number; filenamePattern: string },
-  ][]) {
+  ][];
+  for (const [name, f] of formats)
     if (f?.enabled)
       limits.set(name, { maxSize: f.maxSize, filenamePattern: new RegExp(f.filenamePattern, "u") });
-  }
+  return limits;
+}
 
-  if (config.signing.uploadIdleTimeoutMs !== undefined)
-    log.warn({
-      event: "config_deprecated",
-      key: "signing.uploadIdleTimeoutMs",
-      use: "signing.uploadMinBytesPerSecond and signing.uploadRateWindowMs",
-    });
+function warnDeprecated({ config }: LoadedConfig, log: Logger): void {
+  if (config.signing.uploadIdleTimeoutMs === undefined) return;
+  const use = "signing.uploadMinBytesPerSecond and signing.uploadRateWindowMs";
+  log.warn({ event: "config_deprecated", key: "signing.uploadIdleTimeoutMs", use });
+}
 
-  const redis = createRedisClient({
-    redis: config.redis,
-    commandTimeoutMs: config.store.commandTimeoutMs,
-    password: loaded.redisPassword,
-  });
+/** The shared Redis connection, and what says why it fails when it does. */
+async function connectStore(loaded: LoadedConfig, log: Logger) {
+  const { config } = loaded;
+  const { commandTimeoutMs } = config.store;
+  const redis = createRedisClient({ redis: config.redis, commandTimeoutMs, password: loaded.redisPassword });
   redis.on("error", (err: Error) => log.warn({ event: "redis_error", err: err.message }));
   const redisHealth = new ConnectionHealth(redis);
   // Serve even if Redis is not up yet: readiness says so, and token checks follow downPolicy.
   await waitForReady(redis, config.redis.connectTimeoutMs).catch((err: Error) =>
     log.warn({ event: "redis_not_ready", err: err.message }),
   );
+  return { redis, redisHealth };
+}
 
-  const storeKeys = new StoreKeys(config.store.prefix);
-  const metrics = new NodeMetrics();
-  metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
-  // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
-  for (const [format, signer] of signers)
-    if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
-  const breakers = new StoreBreakers(
-    { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker },
-    metrics,
-    log,
-  );
-  const lifecycle: Lifecycle = { shuttingDown: false };
-  const replicated = new ReplicatedWrites(async () => {
+/** Revocations' own connection, made on first use (they wait for a replica on it). */
+function replicatedWrites(loaded: LoadedConfig, log: Logger): ReplicatedWrites {
+  const { config } = loaded;
+  return new ReplicatedWrites(async () => {
     const client = createRedisClient({
       redis: config.redis,
       // WAIT itself takes up to replicaAckTimeoutMs: the command must not time out first.
@@ -157,105 +145,154 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     }
     return client;
   }, config.store.replicaAckTimeoutMs);
+}
+
+/** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
+function services(
+  loaded: LoadedConfig,
+  nodeId: string,
+  log: Logger,
+  redis: RedisClient,
+  signers: ReadonlyMap<FormatName, Signer>,
+) {
+  const { config } = loaded;
+  const limits = formatLimits(loaded);
+  const metrics = new NodeMetrics();
+  metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
+  // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
+  for (const [format, signer] of signers)
+    if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
+  const settings = { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker };
+  const breakers = new StoreBreakers(settings, metrics, log);
+  const storeKeys = new StoreKeys(config.store.prefix);
+  const replicated = replicatedWrites(loaded, log);
+  const { downPolicy, orphanPolicy, recoveryGraceMs } = config.store;
   const tokens = new TokenService({
-    replicated,
-    breakers,
-    metrics,
-    client: redis,
-    keys: storeKeys,
-    secrets: loaded.tokenSecrets,
-    nodeId,
-    downPolicy: config.store.downPolicy,
-    orphanPolicy: config.store.orphanPolicy,
-    recoveryGraceMs: config.store.recoveryGraceMs,
-    log,
+    ...{
+      replicated,
+      breakers,
+      metrics,
+      client: redis,
+      keys: storeKeys,
+      secrets: loaded.tokenSecrets,
+      nodeId,
+    },
+    ...{ downPolicy, orphanPolicy, recoveryGraceMs, log },
   });
   const audit = new AuditLog(config.audit.file, nodeId, (err) =>
     log.error({ event: "audit_write_failed", err: err.message }),
   );
+  const s = config.signing;
   const signing = new SigningService({
-    audit,
-    breakers,
-    metrics,
-    local: new LocalResults(config.signing.localResultBytes, config.signing.resultTtl * 1000),
-    maxPending: config.signing.maxPending,
-    maxPendingPerIp: config.signing.maxPendingPerIp,
-    jobs: new JobStore(redis, storeKeys, config.signing.resultTtl),
-    signers,
-    nodeId,
-    leaseMs: config.signing.jobLeaseMs,
-    log,
+    ...{ audit, breakers, metrics, signers, nodeId, log },
+    local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
+    ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp, leaseMs: s.jobLeaseMs },
+    jobs: new JobStore(redis, storeKeys, s.resultTtl),
   });
+  return { limits, metrics, breakers, replicated, tokens, audit, signing };
+}
 
-  const { limits: rates } = config;
-  const app = createApp({
-    audit,
-    metrics,
-    breakers,
-    lifecycle,
-    downPolicy: config.store.downPolicy,
+type Services = ReturnType<typeof services>;
+
+/** Everything the HTTP routes are given. */
+function appDeps(
+  loaded: LoadedConfig,
+  nodeId: string,
+  log: Logger,
+  store: Awaited<ReturnType<typeof connectStore>>,
+  x: Services,
+  lifecycle: Lifecycle,
+): AppDeps {
+  const { config } = loaded;
+  const rate = (r: { ratePerSecond: number; burst: number }) => new RateLimiter(r.ratePerSecond, r.burst);
+  const { tokenPerIp, signPerIp, signPerToken } = config.limits;
+  return {
+    ...{ audit: x.audit, metrics: x.metrics, breakers: x.breakers, tokens: x.tokens, signing: x.signing },
+    ...{
+      lifecycle,
+      downPolicy: config.store.downPolicy,
+      log,
+      redis: store.redis,
+      redisHealth: store.redisHealth,
+    },
     trustProxy: new CidrList(config.node.trustProxy),
     allowedClients: new CidrList(config.node.allowedClients),
-    tokenPerIp: new RateLimiter(rates.tokenPerIp.ratePerSecond, rates.tokenPerIp.burst),
-    signPerIp: new RateLimiter(rates.signPerIp.ratePerSecond, rates.signPerIp.burst),
-    signPerToken: new RateLimiter(rates.signPerToken.ratePerSecond, rates.signPerToken.burst),
-    tokens,
-    signing,
+    ...{ tokenPerIp: rate(tokenPerIp), signPerIp: rate(signPerIp), signPerToken: rate(signPerToken) },
     issuers: new CidrList(config.token.issuers),
     tokenConfig: config.token,
-    formats: new Set(limits.keys()),
-    limits,
+    formats: new Set(x.limits.keys()),
+    limits: x.limits,
     maxWaitSeconds: config.signing.maxWait,
     uploadPace: {
       minBytesPerSecond: config.signing.uploadMinBytesPerSecond,
       windowMs: config.signing.uploadRateWindowMs,
     },
-    redis,
-    redisHealth,
     version: { version: PACKAGE_VERSION, ...buildInfo(), node: nodeId },
-    log,
-  });
-  const server = listenerFor(loaded, app);
-  answerClientErrors(server);
+  };
+}
+
+/** Listens on the configured address; resolves to the URL clients reach it at. */
+async function listen(server: Server, { config }: LoadedConfig): Promise<{ url: string; port: number }> {
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.node.port, config.node.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   const scheme = config.tls ? "https" : "http";
-  const url = `${scheme}://${config.node.host.includes(":") ? `[${config.node.host}]` : config.node.host}:${port}`;
-  log.info({ event: "node_started", url, formats: [...limits.keys()] });
+  const host = config.node.host.includes(":") ? `[${config.node.host}]` : config.node.host;
+  return { url: `${scheme}://${host}:${port}`, port };
+}
 
+/**
+ * Graceful stop: readiness fails and new uploads get 503 SHUTTING_DOWN at once, jobs in flight
+ * finish (bounded by shutdown.timeoutMs) and their waiting clients are answered, then the
+ * server closes and the connections go.
+ */
+async function shutdown(
+  { config }: LoadedConfig,
+  log: Logger,
+  server: Server,
+  redis: RedisClient,
+  x: Services,
+  lifecycle: Lifecycle,
+): Promise<boolean> {
+  lifecycle.shuttingDown = true;
+  log.info({ event: "draining", inflightJobs: x.signing.inflightJobs });
+  const drained = await x.signing.drain(config.shutdown.timeoutMs);
+  if (!drained) log.warn({ event: "drain_timeout", inflightJobs: x.signing.inflightJobs });
+  // Clients holding ?wait requests for those jobs get their answers before we close.
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const forced = setTimeout(() => server.closeAllConnections(), Math.min(5000, config.shutdown.timeoutMs));
+  await closed;
+  clearTimeout(forced);
+  x.breakers.shutdown();
+  redis.disconnect();
+  await x.replicated.close();
+  await x.audit.close();
+  log.info({ event: "stopped", drained });
+  return drained;
+}
+
+/** Starts one signing node: loads keys (refusing to start without them), connects Redis, serves. */
+export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {}): Promise<RunningNode> {
+  const { config } = loaded;
+  const nodeId = config.node.id ?? `${config.node.host}:${config.node.port}`;
+  const log = opts.log ?? createLogger(config.log.level, nodeId);
+  warnDeprecated(loaded, log);
+  // Keys first: a node that cannot sign refuses to start before it connects anywhere.
+  const signers = await loadSigners(enabledKeys(loaded));
+  const s = await connectStore(loaded, log);
+  const x = services(loaded, nodeId, log, s.redis, signers);
+  const lifecycle: Lifecycle = { shuttingDown: false };
+  const server = listenerFor(loaded, createApp(appDeps(loaded, nodeId, log, s, x, lifecycle)));
+  answerClientErrors(server);
+  const { url, port } = await listen(server, loaded);
+  log.info({ event: "node_started", url, formats: [...x.limits.keys()] });
   let closing: Promise<boolean> | undefined;
-  return {
-    url,
-    port,
-    server,
-    log,
-    metrics,
-    close() {
-      closing ??= (async () => {
-        lifecycle.shuttingDown = true;
-        log.info({ event: "draining", inflightJobs: signing.inflightJobs });
-        const drained = await signing.drain(config.shutdown.timeoutMs);
-        if (!drained) log.warn({ event: "drain_timeout", inflightJobs: signing.inflightJobs });
-        // Clients holding ?wait requests for those jobs get their answers before we close.
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        const forced = setTimeout(
-          () => server.closeAllConnections(),
-          Math.min(5000, config.shutdown.timeoutMs),
-        );
-        await closed;
-        clearTimeout(forced);
-        breakers.shutdown();
-        redis.disconnect();
-        await replicated.close();
-        await audit.close();
-        log.info({ event: "stopped", drained });
-        return drained;
-      })();
-      return closing;
-    },
+  const close = () => {
+    closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);
+    return closing;
   };
+  return { url, port, server, log, metrics: x.metrics, close };
 }

@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import type { Config } from "../config/schema.js";
 import { StoreUnavailableError } from "./errors.js";
+import { defineScripts } from "./script.js";
 import { SentinelFollowingRedis } from "./sentinel-switch.js";
 
 export type RedisClient = Redis;
@@ -27,14 +28,13 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
     retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000),
     password,
   };
-  if (redis.sentinels) {
-    // Sentinel's +switch-master moves the client to the new primary at once, instead of on
-    // its next retry against a dead one (SentinelFollowingRedis says why not failoverDetector).
-    return withReconnectFields(
-      new SentinelFollowingRedis({ ...common, sentinels: redis.sentinels, name: redis.name as string }),
-    );
-  }
-  return withReconnectFields(new Redis(redis.url as string, common));
+  // Sentinel's +switch-master moves the client to the new primary at once, instead of on its
+  // next retry against a dead one (SentinelFollowingRedis says why not failoverDetector).
+  const client = redis.sentinels
+    ? new SentinelFollowingRedis({ ...common, sentinels: redis.sentinels, name: redis.name as string })
+    : new Redis(redis.url as string, common);
+  defineScripts(client);
+  return withReconnectFields(client);
 }
 
 /**

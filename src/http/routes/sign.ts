@@ -133,38 +133,64 @@ function readForm(res: Response, { fields, file }: ReceivedUpload, limits: Forma
   return { token, nonce, file, filename } satisfies UploadForm;
 }
 
-/** The classic signing protocol: upload with `POST /sign/:format`, poll with `GET /sign/:format/:digest`. */
-export function signRoutes(deps: SignRouteDeps): Router {
-  const router = Router();
+/** An upload as the request asks it: its format, that format's limits, and the query options. */
+interface UploadRequest {
+  req: Request;
+  res: Response;
+  format: FormatName;
+  limits: FormatLimits;
+}
 
-  const formatOf = (req: Request): { format: FormatName; limits: FormatLimits } => {
+/** Refusals that need no body are answered before reading it, and the connection closed. */
+function refuseUnread(res: Response, err: ApiError): never {
+  res.set("Connection", "close");
+  throw err;
+}
+
+/**
+ * One upload, in the steps its answer goes through: admission (headers only), receive (the
+ * body, with the token checked at the file's first byte), readForm, the token's store check,
+ * submit, answer. A step that refuses throws the ApiError the client gets.
+ */
+class Uploads {
+  constructor(private readonly deps: SignRouteDeps) {}
+
+  formatOf(req: Request): { format: FormatName; limits: FormatLimits } {
     const format = req.params.format as FormatName;
-    const limits = deps.limits.get(format);
+    const limits = this.deps.limits.get(format);
     if (!limits) throw new ApiError("UNKNOWN_FORMAT", `format ${String(format).slice(0, 32)} is not enabled`);
     return { format, limits };
-  };
+  }
 
-  router.post("/sign/:format", async (req: Request, res: Response) => {
-    const { format, limits } = formatOf(req);
-    let outcome = "error";
+  /** The whole upload; resolves to its outcome for signing_requests_total. */
+  async upload(u: UploadRequest): Promise<string> {
+    const { req, res } = u;
+    const o = { wait: waitSeconds(req, this.deps.maxWaitSeconds), sha256Only: digestParam(req) === "sha256" };
+    const slot = this.admit(u);
+    let handedOver = false;
     try {
-      outcome = await upload(req, res, format, limits);
-    } catch (err) {
-      outcome = err instanceof ApiError ? outcomeOf(err) : "error";
-      throw err;
+      const { received, early } = await this.receive(u, o);
+      const form = readForm(res, received, u.limits, o);
+      const check = await this.checkToken(u, form, early);
+      handedOver = true;
+      const submitted = await this.submit(u, form, check, slot);
+      const signed =
+        o.wait > 0 ? await this.signatureWithin(u, form.file.sha256, o.wait, submitted) : undefined;
+      res.status(202).json({
+        status: submitted.outcome,
+        sha1: form.file.sha1,
+        sha256: form.file.sha256,
+        ...(signed ? { signature: signed.output.toString("utf8") } : {}),
+      });
+      return submitted.outcome;
     } finally {
-      deps.metrics.requests.inc({ format, outcome });
+      if (!handedOver) slot.release();
     }
-  });
-
-  /** Refusals that need no body are answered before reading it, and the connection closed. */
-  const refuseUnread = (res: Response, err: ApiError): never => {
-    res.set("Connection", "close");
-    throw err;
-  };
+  }
 
   /** Admission: everything decided from the headers alone, then a place in the pending set. */
-  const admit = (req: Request, res: Response, format: FormatName, limits: FormatLimits): Slot => {
+  private admit({ req, res, format, limits }: UploadRequest): Slot {
+    const { deps } = this;
     if (deps.lifecycle.shuttingDown)
       refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
     const ip = clientIp(req);
@@ -188,166 +214,149 @@ export function signRoutes(deps: SignRouteDeps): Router {
       refuseUnread(res, new ApiError("OVERLOADED", busy, 1));
     }
     return slot as Slot;
-  };
+  }
 
   /**
    * The local token check (MAC, expiry, IP, format): when the token field comes before the
    * file, at the file's first byte, so a forged token is answered before its upload is read.
    */
-  const verifyToken = (
-    req: Request,
-    res: Response,
-    format: FormatName,
-    fields: Readonly<Record<string, string>>,
-  ) => {
-    const verdict = deps.tokens.verifyLocally(fields.token as string, clientIp(req), format);
+  private verifyToken({ req, res, format }: UploadRequest, fields: Readonly<Record<string, string>>) {
+    const verdict = this.deps.tokens.verifyLocally(fields.token as string, clientIp(req), format);
     if (verdict.ok) return verdict;
     const nonce = fields.nonce?.trim();
     if (nonce !== undefined && NONCE_SHAPE.test(nonce)) res.set("X-Nonce", nonce);
     return tokenError(verdict.result, undefined, clientIp(req));
-  };
+  }
 
-  const receive = async (
-    req: Request,
-    res: Response,
-    format: FormatName,
-    limits: FormatLimits,
-    o: UploadOptions,
-  ) => {
+  private async receive(u: UploadRequest, o: UploadOptions) {
     let early: VerifiedToken | undefined;
     const beforeFile = (fields: Readonly<Record<string, string>>) => {
       if (fields.token === undefined) return undefined;
-      const verdict = verifyToken(req, res, format, fields);
+      const verdict = this.verifyToken(u, fields);
       if (verdict instanceof ApiError) return verdict;
       early = verdict;
       return undefined;
     };
     try {
-      const received = await receiveUpload(req, {
-        maxSize: limits.maxSize,
+      const limits = {
+        maxSize: u.limits.maxSize,
         sha1: !o.sha256Only,
-        pace: deps.uploadPace,
+        pace: this.deps.uploadPace,
         beforeFile,
-      });
-      return { received, early };
+      };
+      return { received: await receiveUpload(u.req, limits), early };
     } catch (err) {
-      if (err instanceof ApiError && UNREAD_BODY_CODES.has(err.code)) res.set("Connection", "close");
+      if (err instanceof ApiError && UNREAD_BODY_CODES.has(err.code)) u.res.set("Connection", "close");
       throw err;
     }
-  };
+  }
 
   /** The store half of the token check, after the per-token rate limit (keyed on its id). */
-  const checkToken = async (
-    req: Request,
-    res: Response,
-    format: FormatName,
-    form: UploadForm,
-    early?: VerifiedToken,
-  ) => {
-    const verdict = early ?? verifyToken(req, res, format, { token: form.token, nonce: form.nonce });
+  private async checkToken(u: UploadRequest, form: UploadForm, early?: VerifiedToken) {
+    const verdict = early ?? this.verifyToken(u, { token: form.token, nonce: form.nonce });
     if (verdict instanceof ApiError) throw verdict;
-    const tokenWait = deps.signPerToken.take(verdict.claims.id);
+    const tokenWait = this.deps.signPerToken.take(verdict.claims.id);
     if (tokenWait !== undefined)
       throw new ApiError("RATE_LIMITED", "too many uploads with this token", tokenWait / 1000);
-    const check = await deps.tokens.checkStored(verdict, { value: form.nonce, sha256: form.file.sha256 });
-    if (check.ok && check.nextNonce !== undefined) res.set("X-Nonce", check.nextNonce);
+    const check = await this.deps.tokens.checkStored(verdict, {
+      value: form.nonce,
+      sha256: form.file.sha256,
+    });
+    if (check.ok && check.nextNonce !== undefined) u.res.set("X-Nonce", check.nextNonce);
     if (!check.ok) throw tokenError(check.result, check.retryAfterMs);
     return check;
-  };
+  }
 
-  const upload = async (
-    req: Request,
-    res: Response,
-    format: FormatName,
-    limits: FormatLimits,
-  ): Promise<string> => {
-    const o = { wait: waitSeconds(req, deps.maxWaitSeconds), sha256Only: digestParam(req) === "sha256" };
-    const slot = admit(req, res, format, limits);
-    let handedOver = false;
-    try {
-      const { received, early } = await receive(req, res, format, limits, o);
-      const form = readForm(res, received, limits, o);
-      const check = await checkToken(req, res, format, form, early);
-      handedOver = true;
-      const tokenHashed = tokenHash(check.claims.id);
-      const { file, filename } = form;
-      const submitted = await deps.signing.submit(
-        format,
-        { ...file, filename, tokenHash: tokenHashed, clientIp: clientIp(req) },
-        slot,
-      );
-      deps.log.info({
-        event: "upload",
-        format,
-        sha256: file.sha256,
-        bytes: file.size,
-        outcome: submitted.outcome,
-        tokenCheck: check.result,
-        tokenHash: tokenHashed,
-      });
-      const signed =
-        o.wait > 0 ? await signatureWithin(req, res, format, file.sha256, o.wait, submitted) : undefined;
-      res.status(202).json({
-        status: submitted.outcome,
-        sha1: file.sha1,
-        sha256: file.sha256,
-        ...(signed ? { signature: signed.output.toString("utf8") } : {}),
-      });
-      return submitted.outcome;
-    } finally {
-      if (!handedOver) slot.release();
-    }
-  };
+  /** Hands the received upload to the signing service (the slot is its from here on). */
+  private async submit(
+    u: UploadRequest,
+    form: UploadForm,
+    check: { claims: { id: string }; result: string },
+    slot: Slot,
+  ) {
+    const { file, filename } = form;
+    const hashed = tokenHash(check.claims.id);
+    const submitted = await this.deps.signing.submit(
+      u.format,
+      { ...file, filename, tokenHash: hashed, clientIp: clientIp(u.req) },
+      slot,
+    );
+    const { format } = u;
+    const { sha256, size: bytes } = file;
+    this.deps.log.info({
+      event: "upload",
+      format,
+      sha256,
+      bytes,
+      outcome: submitted.outcome,
+      tokenCheck: check.result,
+      tokenHash: hashed,
+    });
+    return submitted;
+  }
 
   /**
    * ?wait: the signature itself (ready within milliseconds when this node makes it), which
    * spares the client its GET; when another node signs, waits for that one.
    */
-  const signatureWithin = async (
-    req: Request,
-    res: Response,
-    format: FormatName,
+  private async signatureWithin(
+    { req, res, format }: UploadRequest,
     sha256: string,
     wait: number,
     { outcome, result }: Submitted,
-  ): Promise<SignedResult | undefined> => {
+  ): Promise<SignedResult | undefined> {
     const signed = result ? await result : undefined;
     if (signed || outcome === "cached") return signed;
-    const { found } = await deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
+    const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
     return found.kind === "signed" ? found.result : undefined;
-  };
+  }
 
-  router.get("/sign/:format/:digest", async (req: Request, res: Response) => {
-    const { format } = formatOf(req);
+  /** `GET /sign/:format/:digest`: the signature, pending, or unknown. */
+  async fetch(req: Request, res: Response): Promise<void> {
+    const { format } = this.formatOf(req);
     const digest = String(req.params.digest).toLowerCase();
     if (!/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(digest)) {
       throw new ApiError("BAD_REQUEST", "digest must be the hex sha1 or sha256 of the input");
     }
-    const wait = waitSeconds(req, deps.maxWaitSeconds);
+    const wait = waitSeconds(req, this.deps.maxWaitSeconds);
     const { found } =
       wait > 0
-        ? await deps.signing.waitFor(format, digest, wait * 1000, abortOnClose(req, res))
-        : await deps.signing.lookup(format, digest);
-    switch (found.kind) {
-      case "signed": {
-        const out = found.result.output;
-        res.set({
-          "Content-Type": CONTENT_TYPES[format],
-          "X-SHA1-Digest": createHash("sha1").update(out).digest("hex"),
-          "X-SHA256-Digest": createHash("sha256").update(out).digest("hex"),
-        });
-        res.status(200).send(out);
-        return;
-      }
-      case "job":
-        if (found.job.state === "failed")
-          throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
-        res.set("X-Pending", "True").status(404).json({ status: "pending" });
-        return;
-      case "none":
-        throw new ApiError("NOT_FOUND", "no signature for this digest: upload the file");
+        ? await this.deps.signing.waitFor(format, digest, wait * 1000, abortOnClose(req, res))
+        : await this.deps.signing.lookup(format, digest);
+    if (found.kind === "none")
+      throw new ApiError("NOT_FOUND", "no signature for this digest: upload the file");
+    if (found.kind === "job") {
+      if (found.job.state === "failed")
+        throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+      res.set("X-Pending", "True").status(404).json({ status: "pending" });
+      return;
+    }
+    const out = found.result.output;
+    res.set({
+      "Content-Type": CONTENT_TYPES[format],
+      "X-SHA1-Digest": createHash("sha1").update(out).digest("hex"),
+      "X-SHA256-Digest": createHash("sha256").update(out).digest("hex"),
+    });
+    res.status(200).send(out);
+  }
+}
+
+/** The classic signing protocol: upload with `POST /sign/:format`, poll with `GET /sign/:format/:digest`. */
+export function signRoutes(deps: SignRouteDeps): Router {
+  const router = Router();
+  const uploads = new Uploads(deps);
+  router.post("/sign/:format", async (req: Request, res: Response) => {
+    const { format, limits } = uploads.formatOf(req);
+    let outcome = "error";
+    try {
+      outcome = await uploads.upload({ req, res, format, limits });
+    } catch (err) {
+      outcome = err instanceof ApiError ? outcomeOf(err) : "error";
+      throw err;
+    } finally {
+      deps.metrics.requests.inc({ format, outcome });
     }
   });
-
+  router.get("/sign/:format/:digest", (req: Request, res: Response) => uploads.fetch(req, res));
   return router;
 }
