@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import type { Readable } from "node:stream";
 import busboy from "busboy";
 import type { Request } from "express";
 import { ApiError, type ApiErrorCode } from "./errors.js";
@@ -58,6 +59,117 @@ function drainBriefly(req: Request): void {
 }
 
 /**
+ * How a refused upload's body is dealt with. `read`: the rest is read and dropped (the
+ * connection stays usable); `unread`: not read at all, the answer goes out with Connection:
+ * close; `briefly`: dropped for a moment so that a client still sending reads the answer
+ * instead of a reset connection, then the connection is cut (a forged token must not cost a
+ * whole upload).
+ */
+type Refusal = "read" | "unread" | "briefly";
+
+/** One upload being read: its fields so far, its file part, and how it ends (once). */
+class UploadReader {
+  private readonly fields: Record<string, string> = {};
+  private file: Promise<ReceivedFile> | undefined;
+  private settled = false;
+  private readonly pace: UploadPace;
+
+  constructor(
+    private readonly req: Request,
+    private readonly parser: busboy.Busboy,
+    private readonly limits: UploadLimits,
+    private readonly resolve: (u: ReceivedUpload) => void,
+    private readonly reject: (err: ApiError) => void,
+  ) {
+    const { minBytesPerSecond, windowMs } = limits.pace;
+    const slow = `upload slower than ${minBytesPerSecond} bytes/s over ${windowMs / 1000} s: retry on a better link`;
+    this.pace = new UploadPace(limits.pace, () => this.fail(new ApiError("REQUEST_TIMEOUT", slow), "unread"));
+    req.on("data", (chunk: Buffer) => this.pace.add(chunk.length));
+    parser.on("field", (name, value, info) => this.onField(name, value, info));
+    parser.on("file", (name, stream, info) => this.onFile(name, stream, info));
+    for (const limit of ["partsLimit", "filesLimit", "fieldsLimit"] as const)
+      parser.on(limit, () => this.badRequest("the form has too many parts"));
+    parser.on("error", (err: Error) => this.badRequest(`malformed multipart body: ${err.message}`));
+    parser.on("close", () => void this.onClose());
+    req.on("aborted", () => this.badRequest("client closed the upload"));
+    req.on("error", () => this.badRequest("client closed the upload"));
+    req.pipe(parser);
+  }
+
+  private fail(err: ApiError, how: Refusal = UNREAD_BODY_CODES.has(err.code) ? "unread" : "read"): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.pace.stop();
+    this.req.unpipe(this.parser);
+    if (how === "briefly") drainBriefly(this.req);
+    else if (how === "read") this.req.resume();
+    this.reject(err);
+  }
+
+  private badRequest(message: string): void {
+    this.fail(new ApiError("BAD_REQUEST", message));
+  }
+
+  private onField(name: string, value: string, info: busboy.FieldInfo): void {
+    if (info.nameTruncated || info.valueTruncated)
+      this.badRequest(`form field ${name.slice(0, 32)} is too long`);
+    else this.fields[name] = value;
+  }
+
+  private onFile(name: string, stream: Readable, info: busboy.FileInfo): void {
+    if (name !== "filedata" || this.file) {
+      stream.resume();
+      this.badRequest("the form must carry exactly one file part, named filedata");
+      return;
+    }
+    const early = this.limits.beforeFile?.(this.fields);
+    if (early) {
+      stream.resume();
+      this.fail(early, "briefly");
+      return;
+    }
+    const tooLarge = `file is larger than this format's limit of ${this.limits.maxSize} bytes`;
+    stream.on("limit", () => this.fail(new ApiError("FILE_TOO_LARGE", tooLarge)));
+    this.file = hashFilePart(stream, info.filename ?? "", this.limits.sha1);
+    this.file.catch(() => {});
+  }
+
+  private async onClose(): Promise<void> {
+    if (this.settled) return;
+    try {
+      const received = await this.file;
+      if (this.settled) return;
+      this.settled = true;
+      this.pace.stop();
+      this.resolve(received ? { fields: this.fields, file: received } : { fields: this.fields });
+    } catch {
+      this.badRequest("upload was interrupted");
+    }
+  }
+}
+
+/** The file part, hashed as it streams by: never held in memory or written to disk. */
+function hashFilePart(stream: Readable, partFilename: string, withSha1: boolean): Promise<ReceivedFile> {
+  const sha256 = createHash("sha256");
+  const sha1 = withSha1 ? createHash("sha1") : undefined;
+  let size = 0;
+  stream.on("data", (chunk: Buffer) => {
+    sha256.update(chunk);
+    sha1?.update(chunk);
+    size += chunk.length;
+  });
+  return new Promise<ReceivedFile>((done, broken) => {
+    stream.on("error", broken);
+    stream.on("end", () => {
+      // Copied before digesting: a digested hash cannot be continued by the signer.
+      const hash = sha256.copy();
+      const sha1hex = sha1 ? { sha1: sha1.digest("hex") } : {};
+      done({ size, sha256: sha256.digest("hex"), ...sha1hex, hash, partFilename });
+    });
+  });
+}
+
+/**
  * Reads a multipart upload, hashing the file part as it streams by: the file is never held in
  * memory or written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
  * with BAD_REQUEST for anything that is not a well-formed form with at most one `filedata` part.
@@ -67,118 +179,18 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
     let parser: busboy.Busboy;
     try {
       // preservePath: a part filename with a path is refused by the route, never stripped.
+      // defParamCharset: a part's filename in raw UTF-8, as signtool and browsers send it.
+      const busboyLimits = { ...FIELD_LIMITS, fileSize: limits.maxSize };
       parser = busboy({
         headers: req.headers,
         preservePath: true,
-        // A part's filename in raw UTF-8, as signtool and browsers send it, not Latin-1.
         defParamCharset: "utf8",
-        limits: { ...FIELD_LIMITS, fileSize: limits.maxSize },
+        limits: busboyLimits,
       });
     } catch {
       reject(new ApiError("BAD_REQUEST", "expected a multipart/form-data body"));
       return;
     }
-    const fields: Record<string, string> = {};
-    let file: Promise<ReceivedFile> | undefined;
-    let settled = false;
-
-    const pace = new UploadPace(limits.pace, () =>
-      fail(
-        new ApiError(
-          "REQUEST_TIMEOUT",
-          `upload slower than ${limits.pace.minBytesPerSecond} bytes/s over ${limits.pace.windowMs / 1000} s: retry on a better link`,
-        ),
-        "unread",
-      ),
-    );
-    req.on("data", (chunk: Buffer) => pace.add(chunk.length));
-    /**
-     * `read`: the rest of the body is read and dropped (the connection stays usable); `unread`:
-     * not read at all, the answer goes out with Connection: close; `briefly`: dropped for a
-     * moment so that a client still sending reads the answer instead of a reset connection,
-     * then the connection is cut (a forged token must not cost a whole upload).
-     */
-    const fail = (
-      err: ApiError,
-      how: "read" | "unread" | "briefly" = UNREAD_BODY_CODES.has(err.code) ? "unread" : "read",
-    ) => {
-      if (settled) return;
-      settled = true;
-      pace.stop();
-      req.unpipe(parser);
-      if (how === "briefly") drainBriefly(req);
-      else if (how === "read") req.resume();
-      reject(err);
-    };
-    const badRequest = (message: string) => fail(new ApiError("BAD_REQUEST", message));
-
-    parser.on("field", (name, value, info) => {
-      if (info.nameTruncated || info.valueTruncated)
-        badRequest(`form field ${name.slice(0, 32)} is too long`);
-      else fields[name] = value;
-    });
-    parser.on("file", (name, stream, info) => {
-      if (name !== "filedata" || file) {
-        stream.resume();
-        badRequest("the form must carry exactly one file part, named filedata");
-        return;
-      }
-      const early = limits.beforeFile?.(fields);
-      if (early) {
-        stream.resume();
-        fail(early, "briefly");
-        return;
-      }
-      const sha256 = createHash("sha256");
-      const sha1 = limits.sha1 ? createHash("sha1") : undefined;
-      let size = 0;
-      stream.on("data", (chunk: Buffer) => {
-        sha256.update(chunk);
-        sha1?.update(chunk);
-        size += chunk.length;
-      });
-      stream.on("limit", () =>
-        fail(
-          new ApiError(
-            "FILE_TOO_LARGE",
-            `file is larger than this format's limit of ${limits.maxSize} bytes`,
-          ),
-        ),
-      );
-      file = new Promise<ReceivedFile>((done, broken) => {
-        stream.on("error", broken);
-        stream.on("end", () => {
-          // Copied before digesting: a digested hash cannot be continued by the signer.
-          const hash = sha256.copy();
-          done({
-            size,
-            sha256: sha256.digest("hex"),
-            ...(sha1 ? { sha1: sha1.digest("hex") } : {}),
-            hash,
-            partFilename: info.filename ?? "",
-          });
-        });
-      });
-      file.catch(() => {});
-    });
-    for (const limit of ["partsLimit", "filesLimit", "fieldsLimit"] as const) {
-      parser.on(limit, () => badRequest("the form has too many parts"));
-    }
-    parser.on("error", (err: Error) => badRequest(`malformed multipart body: ${err.message}`));
-    parser.on("close", async () => {
-      if (settled) return;
-      try {
-        const received = await file;
-        if (settled) return;
-        settled = true;
-        pace.stop();
-        resolve(received ? { fields, file: received } : { fields });
-      } catch {
-        badRequest("upload was interrupted");
-      }
-    });
-    req.on("aborted", () => badRequest("client closed the upload"));
-    req.on("error", () => badRequest("client closed the upload"));
-    req.pipe(parser);
+    new UploadReader(req, parser, limits, resolve, reject);
   });
 }
