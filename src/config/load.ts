@@ -78,6 +78,90 @@ export function readSecret(
   }
 }
 
+const errno = (e: unknown) => (e as NodeJS.ErrnoException).code ?? "error";
+
+/** Paths in the file are relative to the file, so a config directory can move as a whole. */
+function absolutePaths(config: Config, baseDir: string): void {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  for (const s of config.token.secrets) if (s.file) s.file = abs(s.file);
+  const { gpg, sshsig } = config.signing.formats;
+  if (gpg) gpg.keyFile = abs(gpg.keyFile);
+  if (gpg?.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
+  if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
+  if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
+  if (config.tls) {
+    config.tls.cert = abs(config.tls.cert);
+    config.tls.key = abs(config.tls.key);
+    if (config.tls.clientCa) config.tls.clientCa = abs(config.tls.clientCa);
+  }
+  if (config.audit.file) config.audit.file = abs(config.audit.file);
+}
+
+/** TLS files readable, the audit log appendable, key files present. */
+function checkFiles(config: Config, problems: string[]): void {
+  for (const [what, file] of Object.entries(config.tls ?? {})) {
+    try {
+      readFileSync(file);
+    } catch (e) {
+      problems.push(`tls.${what}: cannot read ${file}: ${errno(e)}`);
+    }
+  }
+  if (config.audit.file) {
+    try {
+      closeSync(openSync(config.audit.file, "a", 0o600));
+    } catch (e) {
+      problems.push(`audit.file: cannot append to ${config.audit.file}: ${errno(e)}`);
+    }
+  }
+  for (const [name, f] of Object.entries(config.signing.formats)) {
+    if (!f?.enabled) continue;
+    try {
+      if (!statSync(f.keyFile).isFile())
+        problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
+    } catch {
+      problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} does not exist or cannot be read`);
+    }
+  }
+}
+
+/** Private keys and secrets others can read are refused: whoever reads them can sign. */
+function checkPrivate(config: Config, problems: string[]): void {
+  const { gpg, sshsig } = config.signing.formats;
+  const privateFiles: [string, string | undefined][] = [
+    ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
+    ["signing.formats.gpg.keyFile", gpg?.enabled ? gpg.keyFile : undefined],
+    ["signing.formats.gpg.passphrase", gpg?.enabled ? gpg.passphrase?.file : undefined],
+    ["signing.formats.sshsig.keyFile", sshsig?.enabled ? sshsig.keyFile : undefined],
+    ["redis.password", config.redis.password?.file],
+    ["tls.key", config.tls?.key],
+  ];
+  for (const [what, file] of privateFiles) {
+    if (file === undefined) continue;
+    const mode = (statSync(file, { throwIfNoEntry: false })?.mode ?? 0) & 0o777; // a missing file is reported where it is read
+    if (mode & 0o077)
+      problems.push(`${what}: ${file} is accessible to other users (mode ${mode.toString(8)}): chmod 600 it`);
+  }
+}
+
+/** The token secrets by kid: each at least 32 bytes, kids unique. */
+function tokenSecretsOf(
+  config: Config,
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+): LoadedConfig["tokenSecrets"] {
+  const kids = new Set<string>();
+  const out: LoadedConfig["tokenSecrets"] = [];
+  config.token.secrets.forEach((s, i) => {
+    if (kids.has(s.kid)) problems.push(`token.secrets.${i}.kid: duplicate kid "${s.kid}"`);
+    kids.add(s.kid);
+    const value = readSecret(s, `token.secrets.${i}`, env, problems);
+    if (value === undefined) return;
+    if (Buffer.byteLength(value) < 32) problems.push(`token.secrets.${i}: secret must be at least 32 bytes`);
+    out.push({ kid: s.kid, secret: Buffer.from(value) });
+  });
+  return out;
+}
+
 /** Validates a raw configuration object and reads its secrets; throws ConfigError listing every problem. */
 export function buildConfig(
   raw: unknown,
@@ -89,86 +173,12 @@ export function buildConfig(
   const parsed = configSchema.safeParse(rawObject);
   if (!parsed.success) throw new ConfigError(describeIssues(parsed.error));
   const config = parsed.data;
-
-  // Paths in the file are relative to the file, so a config directory can move as a whole.
-  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  absolutePaths(config, baseDir);
   const problems: string[] = [];
-  for (const s of config.token.secrets) if (s.file) s.file = abs(s.file);
-  const { gpg, sshsig } = config.signing.formats;
-  if (gpg) {
-    gpg.keyFile = abs(gpg.keyFile);
-    if (gpg.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
-  }
-  if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
-  if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
-  if (config.tls) {
-    config.tls.cert = abs(config.tls.cert);
-    config.tls.key = abs(config.tls.key);
-    if (config.tls.clientCa) config.tls.clientCa = abs(config.tls.clientCa);
-  }
-  if (config.audit.file) config.audit.file = abs(config.audit.file);
-
-  for (const [what, file] of Object.entries(config.tls ?? {})) {
-    try {
-      readFileSync(file);
-    } catch (e) {
-      problems.push(`tls.${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
-    }
-  }
-
-  if (config.audit.file) {
-    try {
-      closeSync(openSync(config.audit.file, "a", 0o600));
-    } catch (e) {
-      problems.push(
-        `audit.file: cannot append to ${config.audit.file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`,
-      );
-    }
-  }
-
-  // Private keys and secrets others can read are refused: whoever reads them can sign.
-  const privateFiles: [string, string | undefined][] = [
-    ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
-    ["signing.formats.gpg.keyFile", gpg?.enabled ? gpg.keyFile : undefined],
-    ["signing.formats.gpg.passphrase", gpg?.enabled ? gpg.passphrase?.file : undefined],
-    ["signing.formats.sshsig.keyFile", sshsig?.enabled ? sshsig.keyFile : undefined],
-    ["redis.password", config.redis.password?.file],
-    ["tls.key", config.tls?.key],
-  ];
-  for (const [what, file] of privateFiles) {
-    if (file === undefined) continue;
-    try {
-      const mode = statSync(file).mode & 0o777;
-      if (mode & 0o077) {
-        problems.push(
-          `${what}: ${file} is accessible to other users (mode ${mode.toString(8)}): chmod 600 it`,
-        );
-      }
-    } catch {
-      // a missing file is reported where it is read
-    }
-  }
-
-  for (const [name, f] of Object.entries(config.signing.formats)) {
-    if (!f?.enabled) continue;
-    try {
-      if (!statSync(f.keyFile).isFile())
-        problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
-    } catch {
-      problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} does not exist or cannot be read`);
-    }
-  }
-
-  const kids = new Set<string>();
-  const tokenSecrets: LoadedConfig["tokenSecrets"] = [];
-  config.token.secrets.forEach((s, i) => {
-    if (kids.has(s.kid)) problems.push(`token.secrets.${i}.kid: duplicate kid "${s.kid}"`);
-    kids.add(s.kid);
-    const value = readSecret(s, `token.secrets.${i}`, env, problems);
-    if (value === undefined) return;
-    if (Buffer.byteLength(value) < 32) problems.push(`token.secrets.${i}: secret must be at least 32 bytes`);
-    tokenSecrets.push({ kid: s.kid, secret: Buffer.from(value) });
-  });
+  checkFiles(config, problems);
+  checkPrivate(config, problems);
+  const tokenSecrets = tokenSecretsOf(config, env, problems);
+  const gpg = config.signing.formats.gpg;
   const gpgPassphrase =
     gpg?.enabled && gpg.passphrase
       ? readSecret(gpg.passphrase, "signing.formats.gpg.passphrase", env, problems)
@@ -176,7 +186,6 @@ export function buildConfig(
   const redisPassword = config.redis.password
     ? readSecret(config.redis.password, "redis.password", env, problems)
     : undefined;
-
   if (problems.length) throw new ConfigError(problems);
   return { config, tokenSecrets, gpgPassphrase, redisPassword };
 }
