@@ -1,4 +1,10 @@
-import { type Agent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import {
+  type Agent,
+  type ClientRequest,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { Writable } from "node:stream";
 import { ClientError } from "./errors.js";
@@ -47,91 +53,122 @@ export class TransportError extends ClientError {
 
 /** One HTTP exchange with a hard deadline; the whole answer body is read (they are small). */
 export function send(req: HttpRequest): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const url = new URL(req.url);
-    const maxBody = req.maxBodyBytes ?? 16 * 1024 * 1024;
-    const make = url.protocol === "https:" ? httpsRequest : httpRequest;
-    let done = false;
-    let bodySent = req.body === undefined || Buffer.isBuffer(req.body);
-    const fail = (code: string, message: string) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      r.destroy(); // a body writer sees the close and shuts its file
-      reject(new TransportError(code, message));
-    };
-    const r = make(url, {
+  return new Promise((resolve, reject) => new Exchange(req, resolve, reject).start());
+}
+
+/** One request and its answer; it settles once: answered, failed, or timed out. */
+class Exchange {
+  private readonly url: URL;
+  private readonly request: ClientRequest;
+  private readonly timer: NodeJS.Timeout;
+  private done = false;
+  private answering = false;
+  private bodySent: boolean;
+
+  constructor(
+    private readonly req: HttpRequest,
+    private readonly resolve: (answer: HttpAnswer) => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    this.url = new URL(req.url);
+    this.bodySent = req.body === undefined || Buffer.isBuffer(req.body);
+    const make = this.url.protocol === "https:" ? httpsRequest : httpRequest;
+    this.request = make(this.url, {
       method: req.method,
       headers: req.headers,
       agent: req.agent ?? false,
       ...(req.ca ? { ca: req.ca } : {}),
       ...(req.clientCert ?? {}),
     });
-    const timer = setTimeout(
-      () => fail("ETIMEDOUT", `no complete answer from ${url.host} in ${req.timeoutMs} ms`),
+    this.timer = setTimeout(
+      () => this.fail("ETIMEDOUT", `no complete answer from ${this.url.host} in ${req.timeoutMs} ms`),
       req.timeoutMs,
     );
-    let answering = false;
-    r.on("error", (err: NodeJS.ErrnoException) => {
-      const why = () => fail(err.code ?? "ERROR", `${url.host}: ${err.message}`);
-      // Sending failed after the answer began to arrive: let the answer finish first.
-      if (answering) setTimeout(why, 1000).unref();
-      else why();
-    });
-    r.on("response", (res) => {
-      answering = true;
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > maxBody) fail("ETOOBIG", `${url.host} sent more than ${maxBody} bytes`);
-        else chunks.push(c);
-      });
-      res.on("aborted", () => fail("ECONNRESET", `${url.host} closed the connection mid-answer`));
-      res.on("error", (err: NodeJS.ErrnoException) =>
-        fail(err.code ?? "ERROR", `${url.host}: ${err.message}`),
+  }
+
+  start(): void {
+    this.request.on("error", (err: NodeJS.ErrnoException) => this.requestFailed(err));
+    this.request.on("response", (res) => this.read(res));
+    const body = this.req.body;
+    if (body === undefined) this.request.end();
+    else if (Buffer.isBuffer(body)) this.request.end(body);
+    else
+      body(this.request).then(
+        () => this.bodyWritten(),
+        (err: Error) => this.bodyFailed(err),
       );
-      res.on("end", () => {
-        if (done) return;
-        if (!res.complete) return fail("ECONNRESET", `${url.host} closed the connection mid-answer`);
-        done = true;
-        clearTimeout(timer);
-        // A node may answer (503, 413, …) before reading the whole upload: stop sending it
-        // (the connection cannot be reused mid-body) and the writer closes its file.
-        if (!bodySent) r.destroy();
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
-      });
+  }
+
+  /** Fails and drops the connection: a body writer sees the close and shuts its file. */
+  private fail(code: string, message: string): void {
+    if (!this.settle()) return;
+    this.request.destroy();
+    this.reject(new TransportError(code, message));
+  }
+
+  /** True the first time only: the exchange is over, its timer and connection released. */
+  private settle(): boolean {
+    if (this.done) return false;
+    this.done = true;
+    clearTimeout(this.timer);
+    return true;
+  }
+
+  private requestFailed(err: NodeJS.ErrnoException): void {
+    const why = () => this.fail(err.code ?? "ERROR", `${this.url.host}: ${err.message}`);
+    // Sending failed after the answer began to arrive: let the answer finish first.
+    if (this.answering) setTimeout(why, 1000).unref();
+    else why();
+  }
+
+  private read(res: IncomingMessage): void {
+    this.answering = true;
+    const host = this.url.host;
+    const maxBody = this.req.maxBodyBytes ?? 16 * 1024 * 1024;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > maxBody) this.fail("ETOOBIG", `${host} sent more than ${maxBody} bytes`);
+      else chunks.push(c);
     });
-    const body = req.body;
-    if (body === undefined) r.end();
-    else if (Buffer.isBuffer(body)) r.end(body);
-    else {
-      body(r).then(
-        () => {
-          bodySent = true;
-          r.end();
-        },
-        (err: Error) => {
-          bodySent = true;
-          if (done) return;
-          // The node may have answered and closed while we were still sending (a refused
-          // token): its answer is in the socket, and it is what the client must act on.
-          if ((err as { code?: string }).code !== "LOCAL_IO") {
-            setTimeout(
-              () => fail("EPIPE", `${url.host} closed the connection while the upload was sent`),
-              1000,
-            ).unref();
-            return;
-          }
-          // The body's own failure (a local file) is passed on as it is: it is not the node's.
-          done = true;
-          clearTimeout(timer);
-          r.destroy();
-          reject(err);
-        },
-      );
+    res.on("aborted", () => this.fail("ECONNRESET", `${host} closed the connection mid-answer`));
+    res.on("error", (err: NodeJS.ErrnoException) =>
+      this.fail(err.code ?? "ERROR", `${host}: ${err.message}`),
+    );
+    res.on("end", () => {
+      if (!res.complete) return this.fail("ECONNRESET", `${host} closed the connection mid-answer`);
+      if (!this.settle()) return;
+      // A node may answer (503, 413, …) before reading the whole upload: stop sending it
+      // (the connection cannot be reused mid-body) and the writer closes its file.
+      if (!this.bodySent) this.request.destroy();
+      this.resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+    });
+  }
+
+  private bodyWritten(): void {
+    this.bodySent = true;
+    this.request.end();
+  }
+
+  private bodyFailed(err: Error): void {
+    this.bodySent = true;
+    if (this.done) return;
+    // The body's own failure (a local file) is passed on as it is: it is not the node's.
+    if ((err as { code?: string }).code === "LOCAL_IO") {
+      this.settle();
+      this.request.destroy();
+      this.reject(err);
+      return;
     }
-  });
+    // The node may have answered and closed while we were still sending (a refused
+    // token): its answer is in the socket, and it is what the client must act on.
+    const host = this.url.host;
+    setTimeout(
+      () => this.fail("EPIPE", `${host} closed the connection while the upload was sent`),
+      1000,
+    ).unref();
+  }
 }
 
 /** The API's JSON error, if the body is one; its text made safe to print (server-text.ts). */

@@ -49,15 +49,25 @@ export interface MultipartUpload {
   readonly sentHash: Hash | undefined;
 }
 
-/**
- * The classic upload form: text fields, then `filedata` streamed from `path`. Without a
- * `sha256` field, the file is hashed as it is sent and its sha256 follows the file part: one
- * read of the file instead of two.
- */
-export function multipartUpload(
-  fields: Record<string, string>,
-  file: { path: string; size: number; mtimeMs: number; name: string; bytes?: Buffer },
-): MultipartUpload {
+/** The file to upload, as stat saw it; `bytes` when it was small enough to read whole. */
+export interface UploadFile {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  name: string;
+  bytes?: Buffer;
+}
+
+/** The form around the file: fields and the file part's header, the sha256 trailer, the end. */
+interface Framing {
+  contentType: string;
+  head: Buffer;
+  tail: Buffer;
+  /** The sha256 part sent after the file when no `sha256` field went before it. */
+  sha256Part: (hex: string) => Buffer;
+}
+
+function framing(fields: Record<string, string>, fileName: string): Framing {
   // As long as RFC 2046 allows (70): a node's boundary search skips ahead by its length.
   const boundary = `----signtool${BOUNDARY_TAG}${(uploads++).toString(36).padStart(10, "0")}`;
   const quote = (s: string) => s.replace(/["\r\n\\]/g, "_");
@@ -66,76 +76,110 @@ export function multipartUpload(
     head += `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
   }
   head +=
-    `--${boundary}\r\nContent-Disposition: form-data; name="filedata"; filename="${quote(file.name)}"\r\n` +
+    `--${boundary}\r\nContent-Disposition: form-data; name="filedata"; filename="${quote(fileName)}"\r\n` +
     "Content-Type: application/octet-stream\r\n\r\n";
-  const headBytes = Buffer.from(head);
-  const tailBytes = Buffer.from(`\r\n--${boundary}--\r\n`);
-  const hashAfter = fields.sha256 === undefined;
-  const sha256Field = (hex: string) =>
-    Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${hex}`);
-  const trailerLength = hashAfter ? sha256Field("0".repeat(64)).length : 0;
-  const contentType = `multipart/form-data; boundary=${boundary}`;
-  if (file.bytes) {
-    const sentHash = createHash("sha256").update(file.bytes);
-    const hex = fields.sha256 ?? sentHash.copy().digest("hex");
-    const parts = [headBytes, file.bytes, ...(hashAfter ? [sha256Field(hex)] : []), tailBytes];
-    const body = Buffer.concat(parts);
-    return { contentType, contentLength: body.length, body, sentSha256: hex, sentHash };
-  }
-  const upload: MultipartUpload = {
-    contentType,
-    contentLength: headBytes.length + file.size + trailerLength + tailBytes.length,
-    sentSha256: fields.sha256,
-    sentHash: undefined,
-    async body(out) {
-      const hash = hashAfter ? createHash("sha256") : undefined;
-      const cannotRead = (err: unknown) =>
-        new LocalFileError(
-          `cannot read ${file.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        );
-      const changed = () => new LocalFileError(`${file.path} changed while it was being uploaded`);
-      await handOver(out, headBytes);
-      const fh = await open(file.path, "r").catch((err) => {
-        throw cannotRead(err);
-      });
-      try {
-        // Exactly `size` bytes go out, as Content-Length promised: a file that shrank, grew or
-        // was rewritten while it was sent fails here instead of desynchronising the connection.
-        // Two buffers, reused: one is read into while the connection takes the other. A fresh
-        // buffer per read cost a page fault per 4 KiB and a garbage collection per 64 MiB.
-        const buffers = [Buffer.allocUnsafeSlow(CHUNK_BYTES), Buffer.allocUnsafeSlow(CHUNK_BYTES)];
-        const sending: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
-        let sent = 0;
-        for (let i = 0; sent < file.size; i = 1 - i) {
-          await sending[i]; // that buffer is the connection's until then
-          if (out.destroyed) throw connectionClosed();
-          const buffer = buffers[i] as Buffer;
-          const { bytesRead } = await fh
-            .read(buffer, 0, Math.min(CHUNK_BYTES, file.size - sent), sent)
-            .catch((err) => {
-              throw cannotRead(err);
-            });
-          if (bytesRead === 0) throw changed();
-          const chunk = buffer.subarray(0, bytesRead);
-          hash?.update(chunk);
-          sent += bytesRead;
-          sending[i] = handOver(out, chunk);
-          sending[i]?.catch(() => {}); // awaited before reuse or below
-        }
-        await Promise.all(sending);
-      } finally {
-        await fh.close();
-      }
-      const after = await stat(file.path).catch(() => undefined);
-      if (after?.size !== file.size || after.mtimeMs !== file.mtimeMs) throw changed();
-      if (hash) {
-        (upload as { sentHash: Hash | undefined }).sentHash = hash.copy();
-        const hex = hash.digest("hex");
-        (upload as { sentSha256: string | undefined }).sentSha256 = hex;
-        await handOver(out, sha256Field(hex));
-      }
-      await handOver(out, tailBytes);
-    },
+  return {
+    contentType: `multipart/form-data; boundary=${boundary}`,
+    head: Buffer.from(head),
+    tail: Buffer.from(`\r\n--${boundary}--\r\n`),
+    sha256Part: (hex) =>
+      Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${hex}`),
   };
-  return upload;
+}
+
+/**
+ * The classic upload form: text fields, then `filedata` streamed from `path`. Without a
+ * `sha256` field, the file is hashed as it is sent and its sha256 follows the file part: one
+ * read of the file instead of two.
+ */
+export function multipartUpload(fields: Record<string, string>, file: UploadFile): MultipartUpload {
+  const form = framing(fields, file.name);
+  return file.bytes
+    ? wholeUpload(form, fields.sha256, file.bytes)
+    : new StreamedUpload(form, fields.sha256, file);
+}
+
+function wholeUpload(form: Framing, sha256: string | undefined, bytes: Buffer): MultipartUpload {
+  const sentHash = createHash("sha256").update(bytes);
+  const hex = sha256 ?? sentHash.copy().digest("hex");
+  const trailer = sha256 === undefined ? [form.sha256Part(hex)] : [];
+  const body = Buffer.concat([form.head, bytes, ...trailer, form.tail]);
+  return { contentType: form.contentType, contentLength: body.length, body, sentSha256: hex, sentHash };
+}
+
+/** A file sent from disk, never held whole; each call of `body` sends it afresh. */
+class StreamedUpload implements MultipartUpload {
+  readonly contentType: string;
+  readonly contentLength: number;
+  sentSha256: string | undefined;
+  sentHash: Hash | undefined;
+  readonly body: BodyWriter = (out) => this.send(out);
+  /** No sha256 field went before the file: it is hashed as it is sent and follows it. */
+  private readonly hashAfter: boolean;
+
+  constructor(
+    private readonly form: Framing,
+    sha256: string | undefined,
+    private readonly file: UploadFile,
+  ) {
+    this.contentType = form.contentType;
+    this.sentSha256 = sha256;
+    this.hashAfter = sha256 === undefined;
+    const trailerLength = this.hashAfter ? form.sha256Part("0".repeat(64)).length : 0;
+    this.contentLength = form.head.length + file.size + trailerLength + form.tail.length;
+  }
+
+  private async send(out: Writable): Promise<void> {
+    const hash = this.hashAfter ? createHash("sha256") : undefined;
+    await handOver(out, this.form.head);
+    await sendFile(out, this.file, hash);
+    if (hash) {
+      this.sentHash = hash.copy();
+      this.sentSha256 = hash.digest("hex");
+      await handOver(out, this.form.sha256Part(this.sentSha256));
+    }
+    await handOver(out, this.form.tail);
+  }
+}
+
+const cannotRead = (path: string, err: unknown) =>
+  new LocalFileError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+const changedWhileSent = (path: string) => new LocalFileError(`${path} changed while it was being uploaded`);
+
+/**
+ * Sends exactly `size` bytes, as Content-Length promised: a file that shrank, grew or was
+ * rewritten while it was sent fails here instead of desynchronising the connection.
+ */
+async function sendFile(out: Writable, file: UploadFile, hash: Hash | undefined): Promise<void> {
+  const fh = await open(file.path, "r").catch((err) => {
+    throw cannotRead(file.path, err);
+  });
+  try {
+    // Two buffers, reused: one is read into while the connection takes the other. A fresh
+    // buffer per read costs a page fault per 4 KiB and frequent garbage collections.
+    const buffers = [Buffer.allocUnsafeSlow(CHUNK_BYTES), Buffer.allocUnsafeSlow(CHUNK_BYTES)];
+    const sending: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
+    let sent = 0;
+    for (let i = 0; sent < file.size; i = 1 - i) {
+      await sending[i]; // that buffer is the connection's until then
+      if (out.destroyed) throw connectionClosed();
+      const buffer = buffers[i] as Buffer;
+      const { bytesRead } = await fh
+        .read(buffer, 0, Math.min(CHUNK_BYTES, file.size - sent), sent)
+        .catch((err) => {
+          throw cannotRead(file.path, err);
+        });
+      if (bytesRead === 0) throw changedWhileSent(file.path);
+      const chunk = buffer.subarray(0, bytesRead);
+      hash?.update(chunk);
+      sent += bytesRead;
+      sending[i] = handOver(out, chunk);
+      sending[i]?.catch(() => {}); // awaited before reuse or below
+    }
+    await Promise.all(sending);
+  } finally {
+    await fh.close();
+  }
+  const after = await stat(file.path).catch(() => undefined);
+  if (after?.size !== file.size || after.mtimeMs !== file.mtimeMs) throw changedWhileSent(file.path);
 }
