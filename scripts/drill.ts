@@ -9,7 +9,8 @@
  * ended), whether builds failed, and what `signing-admin status` said a few seconds in. It writes
  * bench/results/drill.json and regenerates the "The on-call drill" section of docs/operations.md.
  *
- *   npm run drill                         all five incidents, ~24 minutes
+ *   npm run drill                           all five incidents, ~24 minutes
+ *   node dist/scripts/drill.js --render     the doc's section again from bench/results/drill.json
  *   DRILL_ONLY=forged-tokens npm run drill  some of them (docs/operations.md is then left alone,
  *                                           unless DRILL_DOC=1)
  *
@@ -781,7 +782,88 @@ interface IncidentResult {
   alertmanager: AmAlertRecord[];
   /** What the monitor raised, from its log, whether or not it reached the pager. */
   monitorAlerts: (MonitorAlert & { delivered: boolean })[];
+  /** Token checks the nodes accepted without Redis (`tokenCheck: degraded` in their logs), per node. */
+  degradedChecks?: {
+    node: string;
+    count: number;
+    firstAt: number;
+    lastAt: number;
+    /** The node's warning and error log lines from 5 s before the first to 5 s after the last. */
+    warningsAround: number;
+  }[];
   extra?: Record<string, unknown>;
+}
+
+/** Everything a run recorded: bench/results/drill.json, and what the doc is rendered from. */
+interface DrillData {
+  meta: {
+    date: string;
+    commit: string;
+    machine: {
+      hostname: string;
+      cpus: number;
+      cpuModel: string;
+      memGiB: number;
+      load1: { min: number; median: number; max: number };
+    };
+    versions: Record<string, string>;
+    intervals: Record<string, string>;
+    alertmanagerRoute: Record<string, unknown>;
+  };
+  settings: {
+    clients: number;
+    filesPerBuild: number;
+    pauseMs: number;
+    baselineS: number;
+    gapS: number;
+    tailMaxS: number;
+    forgers: number;
+    statusAtS: number[];
+    pollMs?: number;
+  };
+  t0: number;
+  totalMs: number;
+  baseline: IncidentResult["builds"];
+  beforeDrill: Notified[];
+  incidents: IncidentResult[];
+  pager: Notified[];
+  builds: Build[];
+  /** The signing nodes, in order: their ids (node logs) and URLs (Prometheus' instance label). */
+  nodes?: { id: string; url: string }[];
+  stateDir?: string;
+}
+
+/** How far before an incident's start its node-log evidence is shown: what came just before. */
+const EVIDENCE_BEFORE_MS = 60_000;
+
+/** Fills each incident's degradedChecks from the nodes' logs in the run's state dir. */
+function addNodeEvidence(data: DrillData, dir: string): void {
+  const checks: { node: string; at: number }[] = [];
+  const warnings: { node: string; at: number }[] = [];
+  for (const f of readdirSync(dir).filter((x) => /^node-\d+\.log$/.test(x)))
+    for (const line of readFileSync(join(dir, f), "utf8").split("\n")) {
+      const m = /^\{"level":(\d+),"time":"([^"]+)","node":"([^"]+)"/.exec(line);
+      if (!m?.[2] || !m[3]) continue;
+      const at = { node: m[3], at: Date.parse(m[2]) };
+      if (Number(m[1]) >= 40) warnings.push(at);
+      if (line.includes('"tokenCheck":"degraded"')) checks.push(at);
+    }
+  for (const r of data.incidents) {
+    const by = new Map<string, NonNullable<IncidentResult["degradedChecks"]>[number]>();
+    for (const c of checks) {
+      if (c.at < r.start - EVIDENCE_BEFORE_MS || c.at >= r.windowEnd) continue;
+      const e = by.get(c.node) ?? { node: c.node, count: 0, firstAt: c.at, lastAt: c.at, warningsAround: 0 };
+      e.count++;
+      e.firstAt = Math.min(e.firstAt, c.at);
+      e.lastAt = Math.max(e.lastAt, c.at);
+      by.set(c.node, e);
+    }
+    for (const e of by.values())
+      e.warningsAround = warnings.filter(
+        (w) => w.node === e.node && w.at >= e.firstAt - 5000 && w.at <= e.lastAt + 5000,
+      ).length;
+    r.degradedChecks = [...by.values()].sort((a, b) => a.node.localeCompare(b.node));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,13 +945,98 @@ function statusCell(s: StatusSample | undefined): string {
   return `exit ${s.exit}: ${lines.map((l) => `\`${l.length > 160 ? `${l.slice(0, 157)}…` : l}\``).join("<br>")}${more}`;
 }
 
+/** Prometheus' instance label (host:port) → the node's id, from the run's node list. */
+const nodeIdOf = (data: DrillData, instance: string | undefined) =>
+  instance ? (data.nodes?.find((n) => new URL(n.url).host === instance)?.id ?? instance) : undefined;
+
+/** Prometheus re-sends a resolved alert to Alertmanager this long (its resolvedRetention). */
+const PROMETHEUS_RESOLVED_RESEND_MS = 15 * 60_000;
+
+/**
+ * Why an alert that fired was never notified as firing, from what Alertmanager does: a new group
+ * waits group_wait before its first notification; a group that still exists notifies only at
+ * its group_interval ticks (a Prometheus alert's group lives on while Prometheus re-sends the
+ * resolved alert, 15 min); an alert that fired and resolved between two notifications of its
+ * group is told to nobody.
+ */
+function whyUndelivered(
+  data: DrillData,
+  alertname: string,
+  source: string,
+  firedAt: number,
+  goneAt?: number,
+): string {
+  const wait = String(data.meta.alertmanagerRoute.group_wait);
+  const interval = String(data.meta.alertmanagerRoute.group_interval);
+  const lived = goneAt !== undefined ? goneAt - firedAt : undefined;
+  const firedFor = lived !== undefined ? `fired for ${dur(lived)}` : "fired";
+  const waitMs = Number.parseFloat(wait) * (wait.endsWith("m") ? 60_000 : 1000);
+  if (lived !== undefined && lived <= waitMs + 5000)
+    return `${firedFor}, resolved within Alertmanager's group_wait of ${wait}: never notified`;
+  const earlier = data.pager
+    .filter(
+      (n) =>
+        source === "Prometheus" &&
+        n.alertname === alertname &&
+        n.source === source &&
+        n.resolvedAt !== undefined &&
+        n.resolvedAt < firedAt &&
+        n.resolvedAt > firedAt - PROMETHEUS_RESOLVED_RESEND_MS,
+    )
+    .map((n) => n.resolvedAt as number);
+  if (earlier.length)
+    return `${firedFor}, resolved before its next notification: its Alertmanager group, kept open by the earlier ${alertname} (resolved ${dur(firedAt - Math.max(...earlier))} before; Prometheus re-sends resolved alerts for 15 min), notifies only every ${interval}`;
+  return `${firedFor}: never notified`;
+}
+
+/** An alert's labels other than its name and severity, a node named by its id: ` (local-1, breaker=jobs)`. */
+function describeLabels(data: DrillData, labels: Record<string, string>): string {
+  const parts = Object.entries(labels)
+    .filter(([k]) => !["alertname", "severity", "service", "monitor"].includes(k))
+    .map(([k, v]) => (k === "instance" ? (nodeIdOf(data, v) ?? v) : `${k}=${v}`));
+  return parts.length ? ` (${parts.join(", ")})` : "";
+}
+
 /** What the record says an on-call engineer would not learn, or learn late. */
-function missed(r: IncidentResult): string[] {
+function missed(r: IncidentResult, data: DrillData): string[] {
   const out: string[] = [];
   const pages = r.pager.filter((n) => n.severity === "page" && n.firingAt !== undefined);
   const first = Math.min(...pages.map((n) => n.firingAt as number));
   if (!pages.length) out.push("no page at all");
   else if (r.durationMs > 0 && first > r.end) out.push(`first page ${dur(first - r.end)} after it was over`);
+  if (r.durationMs > 0) {
+    // Pages that came only once it was over, and all-clears that came long after.
+    const byName = new Map<string, Notified[]>();
+    for (const n of pages)
+      byName.set(`${n.alertname} (${n.source})`, [...(byName.get(`${n.alertname} (${n.source})`) ?? []), n]);
+    for (const [name, ns] of byName) {
+      const at = Math.min(...ns.map((n) => n.firingAt as number));
+      const held = r.alertmanager.some(
+        (a) => `${a.alertname} (${a.source})` === name && a.inhibitedBy.length,
+      );
+      if (at > r.end && at !== first)
+        out.push(
+          `${name} paged ${dur(at - r.end)} after it was over${held ? ", once the inhibiting RedisUnreachable had resolved" : ""}`,
+        );
+      const resolved = ns.filter((n) => n.resolvedAt !== undefined).map((n) => n.resolvedAt as number);
+      if (resolved.length === ns.length && Math.max(...resolved) - r.end > 120_000)
+        out.push(`all clear for ${name} only ${dur(Math.max(...resolved) - r.end)} after it was over`);
+    }
+  }
+  // The monitor's account of losing Redis (status' RECENT) without the connection's own error.
+  const opaque = r.status
+    .flatMap((x) => x.summary)
+    .find(
+      (l) =>
+        /Stream isn't writeable/.test(l) &&
+        !/ECONN|connect |ETIMEDOUT|ENOTFOUND/.test(l) &&
+        // An event of this incident's, not one of an earlier incident still listed.
+        Date.parse(/\d{4}-\d\d-\d\dT[\d:.]+Z/.exec(l)?.[0] ?? "") >= r.start - 1000,
+    );
+  if (opaque)
+    out.push(
+      `\`status\` (from the monitor's events) says "${opaque.replace(/^.*?: (the monitor cannot reach)/, "$1").trim()}": not the connection's own error`,
+    );
   const undelivered = new Map<string, { nodes: Set<string>; why: Set<string> }>();
   for (const p of r.prometheus.filter((x) => x.firingSeen !== undefined)) {
     const delivered = r.pager.some(
@@ -877,21 +1044,34 @@ function missed(r: IncidentResult): string[] {
     );
     if (delivered) continue;
     const am = r.alertmanager.filter((a) => a.alertname === p.alertname && a.source === "Prometheus");
-    const by = am.flatMap((a) => a.inhibitedBy);
+    const by = [...new Set(am.flatMap((a) => a.inhibitedBy))];
     const u = undelivered.get(p.alertname) ?? { nodes: new Set(), why: new Set() };
-    if (p.labels.instance) u.nodes.add(p.labels.instance);
-    u.why.add(by.length ? "inhibited in Alertmanager" : "never delivered as firing");
+    const node = nodeIdOf(data, p.labels.instance);
+    if (node) u.nodes.add(node);
+    u.why.add(
+      by.length
+        ? "inhibited in Alertmanager (the shipped inhibit rule: RedisUnreachable fired)"
+        : whyUndelivered(data, p.alertname, "Prometheus", p.firingSeen as number, p.goneSeen),
+    );
     undelivered.set(p.alertname, u);
   }
   for (const [name, u] of undelivered)
     out.push(
-      `Prometheus fired ${name}${u.nodes.size ? ` (${u.nodes.size} node${u.nodes.size > 1 ? "s" : ""})` : ""}: ${[...u.why].join(", ")}`,
+      `Prometheus fired ${name}${u.nodes.size ? ` (${[...u.nodes].sort().join(", ")})` : ""} +${dur(Math.min(...r.prometheus.filter((p) => p.alertname === name && p.firingSeen).map((p) => p.firingSeen as number)) - r.start)}: ${[...u.why].join("; ")}`,
     );
-  for (const a of r.monitorAlerts.filter((x) => !x.delivered)) {
-    const lived = a.resolvedAt !== undefined ? `, resolved +${dur(a.resolvedAt - r.start)}` : "";
+  for (const a of r.monitorAlerts.filter((x) => !x.delivered))
     out.push(
-      `the monitor fired ${a.alertname} at +${dur(a.firedAt - r.start)}${lived}: it never reached the pager`,
+      `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt)}`,
     );
+  // A node's degraded checks that all came before the incident: the alert is not about it.
+  const degradedAlerts = r.prometheus.filter((p) => p.alertname === "DegradedTokenChecks" && p.firingSeen);
+  for (const p of degradedAlerts) {
+    const node = nodeIdOf(data, p.labels.instance);
+    const ev = r.degradedChecks?.find((d) => d.node === node);
+    if (ev && ev.lastAt < r.start)
+      out.push(
+        `DegradedTokenChecks (${node}) is not this incident's: ${ev.count} degraded check${ev.count > 1 ? "s" : ""} at ${dur(ev.lastAt - r.start)}, before it began${ev.warningsAround ? "" : ", with no warning or error in the node's log within 5 s: nothing says why"}`,
+      );
   }
   // Slow burns (for: 30m) are meant to stay quiet through an incident.
   const flapped = r.prometheus.filter(
@@ -914,27 +1094,9 @@ function missed(r: IncidentResult): string[] {
   return out;
 }
 
-function markdown(
-  results: IncidentResult[],
-  meta: Record<string, unknown>,
-  total: number,
-  baseline: IncidentResult["builds"],
-): string {
+function markdown(data: DrillData): string {
   const lines: string[] = [];
-  const m = meta as {
-    date: string;
-    commit: string;
-    machine: {
-      hostname: string;
-      cpus: number;
-      cpuModel: string;
-      memGiB: number;
-      load1: { min: number; median: number; max: number };
-    };
-    versions: Record<string, string>;
-    intervals: Record<string, string>;
-    alertmanagerRoute: Record<string, unknown>;
-  };
+  const { meta: m, settings: set, incidents: results, baseline, totalMs: total, t0 } = data;
   lines.push("## The on-call drill");
   lines.push("");
   lines.push(
@@ -942,7 +1104,7 @@ function markdown(
   );
   lines.push("");
   lines.push(
-    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${CLIENTS} build machines, each running \`signtool sign\` on ${FILES_PER_BUILD} files then pausing ${PAUSE_MS / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval}, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${GAP_S} s between the end of one and the start of the next.`,
+    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${set.clients} build machines, each running \`signtool sign\` on ${set.filesPerBuild} files then pausing ${set.pauseMs / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval}, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${set.gapS} s between the end of one and the start of the next.`,
   );
   lines.push("");
   lines.push(
@@ -950,7 +1112,7 @@ function markdown(
   );
   lines.push("");
   lines.push(
-    "Times: a page's delay is from the incident's start to the notification's arrival at the receiver; a resolve's, from the incident's end (Redis back, the process started again, the burst stopped). An alert belongs to the incident in whose window it started (Alertmanager's `startsAt`), even when it arrived during a later one. (monitor) and (Prometheus) say who raised it. `signing-admin status` is its exit code and the first lines of its verdict, run 5 s after the incident began.",
+    "Times: a page's delay is from the incident's start to the notification's arrival at the receiver; a resolve's, from the incident's end (Redis back, the process started again, the burst stopped). An alert belongs to the incident in whose window it started (Alertmanager's `startsAt`), even when it arrived during a later one. (monitor) and (Prometheus) say who raised it. `signing-admin status` is its exit code and the first lines of its verdict, run 5 s after the incident began. Reading the pages: Alertmanager (group_by alertname) notifies a new group group_wait after its first alert, and a group that already exists only at its group_interval ticks; an alert that fires and resolves between two notifications of its group is told to nobody. The monitor's pages carry a `service` label and take the first route, Prometheus' pages the second, so each source's pages have groups of their own (tickets share the default route's).",
   );
   lines.push("");
   lines.push(
@@ -965,7 +1127,7 @@ function markdown(
     const b = r.builds;
     const buildCell = `${b.runs} runs, **${b.failed} failed** (${secs(b.medianMs)}, ${secs(b.slowestMs)})${b.errors.length ? `: ${b.errors.map((e) => `\`${e.replace(/\|/g, "\\|").slice(0, 120)}\``).join("; ")}` : ""}`;
     lines.push(
-      `| ${r.title} | ${buildCell} | ${pagerCell(r, "page")} | ${pagerCell(r, "ticket")} | ${statusCell(r.status.find((s) => s.atS <= 10))} | ${missed(r).join("<br>") || "-"} |`,
+      `| ${r.title} | ${buildCell} | ${pagerCell(r, "page")} | ${pagerCell(r, "ticket")} | ${statusCell(r.status.find((s) => s.atS <= 10))} | ${missed(r, data).join("<br>") || "-"} |`,
     );
   }
   lines.push("");
@@ -973,18 +1135,27 @@ function markdown(
   lines.push("");
   for (const r of results) {
     lines.push(
-      `**${r.title}** (at ${dur(r.start - T0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
+      `**${r.title}** (at ${dur(r.start - t0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
     );
     lines.push("");
     const prom = r.prometheus
       .map(
         (p) =>
-          `${p.alertname}${p.labels.instance ? ` (${p.labels.instance})` : ""}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
+          `${p.alertname}${describeLabels(data, p.labels)}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
             p.firingSeen !== undefined ? `firing seen +${dur(p.firingSeen - r.start)}` : "never fired"
           }${p.goneSeen !== undefined ? `, gone +${dur(p.goneSeen - r.start)}` : ""}`,
       )
       .join("; ");
-    lines.push(`- Prometheus (polled every ${POLL_MS / 1000} s): ${prom || "no alert pending or firing"}.`);
+    lines.push(
+      `- Prometheus (polled every ${(set.pollMs ?? POLL_MS) / 1000} s): ${prom || "no alert pending or firing"}.`,
+    );
+    const ev = (r.degradedChecks ?? [])
+      .map((d) => `${d.node} ${d.count} (${dur(d.firstAt - r.start)} to ${dur(d.lastAt - r.start)})`)
+      .join(", ");
+    if (r.degradedChecks)
+      lines.push(
+        `- Token checks accepted without Redis (\`tokenCheck: degraded\` in the node logs, from ${EVIDENCE_BEFORE_MS / 1000} s before it began to the next incident; times from its start): ${ev || "none"}.`,
+      );
     const mon = r.monitorAlerts
       .map(
         (a) =>
@@ -1210,58 +1381,34 @@ async function main(): Promise<void> {
       repeat_interval: amRoute.repeat_interval,
     },
   };
-  const total = drillEnd - T0;
-
-  for (const r of results) {
-    console.log(`\n== ${r.title}`);
-    console.log(`builds: ${JSON.stringify(r.builds)}`);
-    console.log(`pages:   ${pagerCell(r, "page").replace(/<br>/g, "\n         ")}`);
-    console.log(`tickets: ${pagerCell(r, "ticket").replace(/<br>/g, "\n         ")}`);
-    for (const s of r.status)
-      console.log(`status +${s.atS} s (${s.when}): exit ${s.exit}\n    ${s.summary.join("\n    ")}`);
-    console.log(`missed: ${missed(r).join("; ") || "-"}`);
-  }
-  if (beforeDrill.length)
-    console.log(
-      `\nalerts that began before the first incident: ${beforeDrill.map((n) => n.alertname).join(", ")}`,
-    );
-
-  mkdirSync(join(root, "bench/results"), { recursive: true });
-  writeFileSync(
-    join(root, "bench/results/drill.json"),
-    `${JSON.stringify(
-      {
-        meta,
-        settings: {
-          clients: CLIENTS,
-          filesPerBuild: FILES_PER_BUILD,
-          pauseMs: PAUSE_MS,
-          baselineS: BASELINE_S,
-          gapS: GAP_S,
-          tailMaxS: TAIL_MAX_S,
-          forgers: FORGERS,
-          statusAtS: STATUS_AT_S,
-        },
-        t0: T0,
-        totalMs: total,
-        baseline,
-        beforeDrill,
-        incidents: results,
-        pager,
-        builds: load.builds,
-        stateDir: KEEP ? dir : undefined,
-      },
-      null,
-      2,
-    )}\n`,
-  );
+  const data: DrillData = {
+    meta,
+    settings: {
+      clients: CLIENTS,
+      filesPerBuild: FILES_PER_BUILD,
+      pauseMs: PAUSE_MS,
+      baselineS: BASELINE_S,
+      gapS: GAP_S,
+      tailMaxS: TAIL_MAX_S,
+      forgers: FORGERS,
+      statusAtS: STATUS_AT_S,
+      pollMs: POLL_MS,
+    },
+    t0: T0,
+    totalMs: drillEnd - T0,
+    baseline,
+    beforeDrill,
+    incidents: results,
+    pager,
+    builds: load.builds,
+    nodes: c.nodes.map((n) => ({ id: n.opts.id, url: n.url })),
+    ...(KEEP ? { stateDir: dir } : {}),
+  };
+  addNodeEvidence(data, dir);
   const writeDocs = process.env.DRILL_DOC
     ? process.env.DRILL_DOC === "1"
     : incidents.length === INCIDENTS.length;
-  if (writeDocs) {
-    writeDoc(markdown(results, meta, total, baseline));
-    log("docs/operations.md: the on-call drill section rewritten");
-  } else log("some incidents only: docs/operations.md left alone");
+  report(data, writeDocs);
 
   await c.prometheus.stop();
   await Promise.all(c.nodes.map((n) => n.stop()));
@@ -1274,7 +1421,53 @@ async function main(): Promise<void> {
   log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
 }
 
-main().then(
+const RESULTS_FILE = join(root, "bench/results/drill.json");
+
+/** Prints the summary, writes bench/results/drill.json and, when asked, the doc's section. */
+function report(data: DrillData, writeDocs: boolean): void {
+  for (const r of data.incidents) {
+    console.log(`\n== ${r.title}`);
+    console.log(`builds: ${JSON.stringify(r.builds)}`);
+    console.log(`pages:   ${pagerCell(r, "page").replace(/<br>/g, "\n         ")}`);
+    console.log(`tickets: ${pagerCell(r, "ticket").replace(/<br>/g, "\n         ")}`);
+    for (const s of r.status)
+      console.log(`status +${s.atS} s (${s.when}): exit ${s.exit}\n    ${s.summary.join("\n    ")}`);
+    console.log(`missed: ${missed(r, data).join("; ") || "-"}`);
+  }
+  if (data.beforeDrill.length)
+    console.log(
+      `\nalerts that began before the first incident: ${data.beforeDrill.map((n) => n.alertname).join(", ")}`,
+    );
+  mkdirSync(join(root, "bench/results"), { recursive: true });
+  writeFileSync(RESULTS_FILE, `${JSON.stringify(data, null, 2)}\n`);
+  if (writeDocs) {
+    writeDoc(markdown(data));
+    log("docs/operations.md: the on-call drill section rewritten");
+  } else log("some incidents only: docs/operations.md left alone");
+}
+
+/**
+ * `--render [FILE]`: the doc's section again from a run's results (bench/results/drill.json),
+ * without running anything; node-log evidence is added when the run kept its state dir.
+ */
+function render(file: string): void {
+  const data = JSON.parse(readFileSync(file, "utf8")) as DrillData;
+  if (data.stateDir && existsSync(data.stateDir)) {
+    if (!data.nodes) {
+      const cluster = JSON.parse(readFileSync(join(data.stateDir, "cluster.json"), "utf8")) as {
+        nodes: string[];
+      };
+      data.nodes = cluster.nodes.map((url, i) => ({ id: `local-${i}`, url }));
+    }
+    addNodeEvidence(data, data.stateDir);
+  }
+  report(data, data.incidents.length === INCIDENTS.length);
+}
+
+const renderAt = process.argv.indexOf("--render");
+const entry = renderAt >= 0 ? async () => render(resolve(process.argv[renderAt + 1] ?? RESULTS_FILE)) : main;
+
+entry().then(
   () => process.exit(0),
   (err) => {
     console.error(`drill failed: ${(err as Error).stack ?? err}`);
