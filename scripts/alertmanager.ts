@@ -23,21 +23,31 @@ export function findAlertmanager(env: NodeJS.ProcessEnv = process.env): string |
 }
 
 /**
- * The shipped prometheus/alertmanager.yml with every receiver replaced by `receiverUrl`, and
- * notifications within seconds instead of the production minutes, so that a page shows up
- * while the newcomer still looks.
+ * How soon Alertmanager notifies: `local` (npm start) within seconds instead of the production
+ * minutes, so that a page shows up while the newcomer still looks; `shipped` keeps
+ * prometheus/alertmanager.yml's group_wait and group_interval (the on-call drill measures them).
  */
-export function localAlertmanagerConfig(receiverUrl: string): string {
+export type AlertmanagerTimings = "local" | "shipped";
+
+/**
+ * The shipped prometheus/alertmanager.yml with every receiver replaced by `receiverUrl` (routes,
+ * grouping, inhibitions kept), and with `local` timings, notifications within seconds.
+ */
+export function localAlertmanagerConfig(receiverUrl: string, timings: AlertmanagerTimings = "local"): string {
   const config = parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
     route: Record<string, unknown>;
     receivers: { name: string }[];
   };
-  Object.assign(config.route, { group_wait: "1s", group_interval: "5s" });
+  if (timings === "local") Object.assign(config.route, { group_wait: "1s", group_interval: "5s" });
   config.receivers = config.receivers.map((r) => ({
     name: r.name,
     webhook_configs: [{ url: receiverUrl, send_resolved: true }],
   }));
-  return `# Written by npm start from prometheus/alertmanager.yml: every receiver is the local alert receiver.\n${stringify(config)}`;
+  const what =
+    timings === "local"
+      ? "every receiver is the local alert receiver"
+      : "every receiver is the local alert receiver, timings as shipped";
+  return `# Written from prometheus/alertmanager.yml: ${what}.\n${stringify(config)}`;
 }
 
 const running = new Set<ChildProcess>();
@@ -62,10 +72,15 @@ export class LocalAlertmanager {
     });
   }
 
-  static async start(program: string, dir: string, receiverUrl: string): Promise<LocalAlertmanager> {
+  static async start(
+    program: string,
+    dir: string,
+    receiverUrl: string,
+    timings: AlertmanagerTimings = "local",
+  ): Promise<LocalAlertmanager> {
     mkdirSync(join(dir, "data"), { recursive: true, mode: 0o700 });
     const configFile = join(dir, "alertmanager.yml");
-    writeFileSync(configFile, localAlertmanagerConfig(receiverUrl), { mode: 0o600 });
+    writeFileSync(configFile, localAlertmanagerConfig(receiverUrl, timings), { mode: 0o600 });
     const port = await freePort();
     const [cmd, argv] = killedWithParent(program, [
       `--config.file=${configFile}`,
