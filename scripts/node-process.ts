@@ -11,10 +11,10 @@ import { isListeningMessage, PARENT_LINK_ENV } from "../src/process/parent-link.
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
 
 /**
- * How nodes are run (README, "Running a node in production"): glibc keeps up to 256 MiB of
+ * How nodes are run (docs/operations.md, "Running a node"): glibc keeps up to 256 MiB of
  * freed heap instead of handing it back to the kernel after each garbage collection. Node's
- * HTTP parser copies every upload into fresh 64 KiB buffers, freed 64 MiB at a time; given
- * back, they come back as page faults, ~12 µs each on a VM (bench/machine). A GLIBC_TUNABLES
+ * HTTP parser copies every upload into fresh 64 KiB buffers, freed many at a time; given
+ * back, they come back as page faults, which are slow on a VM (bench/machine). A GLIBC_TUNABLES
  * in the environment wins (empty: glibc's defaults).
  */
 export const NODE_GLIBC_TUNABLES =

@@ -3,7 +3,10 @@ import { PasswordHashError, parsePasswordHash } from "./password-hash.js";
 
 /** A secret is never written in the config itself: it names the file or env var that holds it. */
 export const secretRef = z
-  .object({ file: z.string().min(1).optional(), env: z.string().min(1).optional() })
+  .object({
+    file: z.string().min(1).optional().describe("a file holding the secret (mode 0600)"),
+    env: z.string().min(1).optional().describe("an environment variable holding the secret"),
+  })
   .strict()
   .refine((s) => (s.file === undefined) !== (s.env === undefined), {
     message: "give exactly one of `file` or `env`",
@@ -31,19 +34,27 @@ const ms = z.number().int().positive();
 
 export const redisSchema = z
   .object({
-    url: z.string().url().optional(),
+    url: z.string().url().optional().describe("a standalone Redis, `redis://host:port/db` (or `rediss://`)"),
     sentinels: z
-      .array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict())
+      .array(
+        z
+          .object({
+            host: z.string().min(1).describe("a Sentinel's host name or address"),
+            port: z.number().int().min(1).max(65535).describe("its port, usually 26379"),
+          })
+          .strict(),
+      )
       .min(1)
-      .optional(),
-    name: z.string().min(1).optional(),
+      .optional()
+      .describe("Redis Sentinel: every Sentinel's `{host, port}`; give `url` or `sentinels`, not both"),
+    name: z.string().min(1).optional().describe("with `sentinels`: the master's name"),
     /**
      * Not supported: refused with a pointer to Sentinel. One primary carries far more than a
      * build farm needs, and the monitor's snapshot, INFO/ROLE and epoch see one server only.
      */
-    cluster: z.unknown().optional(),
-    password: secretRef.optional(),
-    connectTimeoutMs: ms.default(2000),
+    cluster: z.unknown().optional().describe("not supported: refused, with a pointer to Sentinel"),
+    password: secretRef.optional().describe("Redis password, `{file}` or `{env}`"),
+    connectTimeoutMs: ms.default(2000).describe("a connection attempt gives up after this long, ms"),
   })
   .strict()
   .superRefine((r, ctx) => {
@@ -65,30 +76,29 @@ export const redisSchema = z
   });
 
 const rateLimit = z
-  .object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })
+  .object({
+    ratePerSecond: z.number().positive().describe("requests per second, sustained"),
+    burst: z.number().int().positive().describe("requests allowed at once above the rate"),
+  })
   .strict();
 
 /** Letters and digits of any script, spaces and a few marks; no leading space, dot or dash. */
 export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N}\\p{Pd} ._+,()\\[\\]~@]{0,254}$";
 
 const formatBase = {
-  enabled: z.boolean().default(true),
-  /** Largest upload accepted for this format, in bytes. */
+  enabled: z.boolean().default(true).describe("sign this format"),
   maxSize: z
     .number()
     .int()
     .positive()
-    .default(512 * 1024 * 1024),
-  /**
-   * Uploaded filenames must match this pattern (a JavaScript regular expression with the `u`
-   * flag, so `\\p{L}` is any letter). Path separators and control characters are refused
-   * whatever it says. The default takes names like `Firefox Setup 29.0.exe` and `Überblick.pdf`:
-   * letters and digits of any script, spaces, dashes and `._+,()[]~@`, not starting with a
-   * space, dot or dash.
-   */
+    .default(512 * 1024 * 1024)
+    .describe("largest upload accepted for this format, bytes (413 beyond)"),
   filenamePattern: z
     .string()
     .default(DEFAULT_FILENAME_PATTERN)
+    .describe(
+      "uploaded filenames must match this JavaScript regular expression (`u` flag: `\\p{L}` is any letter); path separators and control characters are refused whatever it says. The default takes `Firefox Setup 29.0.exe` and `Überblick.pdf`: letters and digits of any script, spaces, dashes and `._+,()[]~@`, not starting with a space, dot or dash",
+    )
     .refine(
       (p) => {
         try {
@@ -106,97 +116,169 @@ export const configSchema = z
   .object({
     node: z
       .object({
-        /** Names this node in logs, jobs and tokens it issues; defaults to host:port. */
-        id: z.string().min(1).optional(),
-        host: z.string().default("127.0.0.1"),
-        port: z.number().int().min(0).max(65535).default(9110),
-        /** Serve plain HTTP (no `tls` section): only behind a TLS-terminating proxy, or for development. */
-        allowPlaintext: z.boolean().default(false),
-        /** Peers whose X-Forwarded-For is believed (your proxies). Empty: never believed. */
-        trustProxy: z.array(cidr).default([]),
-        /** Clients allowed to make any request; others get 403 before anything is parsed. */
-        allowedClients: z.array(cidr).min(1).default(["0.0.0.0/0", "::/0"]),
+        id: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("names this node in logs, jobs and the tokens it issues; default `host:port`"),
+        host: z.string().default("127.0.0.1").describe("listen address"),
+        port: z.number().int().min(0).max(65535).default(9110).describe("listen port"),
+        allowPlaintext: z
+          .boolean()
+          .default(false)
+          .describe(
+            "serve plain HTTP without `tls`: only behind a TLS-terminating proxy, or for development",
+          ),
+        trustProxy: z
+          .array(cidr)
+          .default([])
+          .describe("CIDRs of your proxies: `X-Forwarded-For` is believed from them only (never by default)"),
+        allowedClients: z
+          .array(cidr)
+          .min(1)
+          .default(["0.0.0.0/0", "::/0"])
+          .describe(
+            "CIDRs allowed to make any request; others get `403 CLIENT_NOT_ALLOWED` before anything is parsed",
+          ),
       })
       .strict()
       .prefault({}),
-    /** HTTPS: certificate chain and key (PEM files); with clientCa, clients must present a certificate it signed. */
     tls: z
-      .object({ cert: z.string().min(1), key: z.string().min(1), clientCa: z.string().min(1).optional() })
+      .object({
+        cert: z.string().min(1).describe("certificate chain, PEM"),
+        key: z.string().min(1).describe("its private key, PEM, mode 0600"),
+        clientCa: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("with it, clients must present a certificate this CA signed (mutual TLS)"),
+      })
       .strict()
-      .optional(),
-    /** Append-only JSON lines of every token issued or revoked and every signature made. */
+      .optional()
+      .describe("HTTPS; required unless `node.allowPlaintext`"),
     audit: z
-      .object({ file: z.string().min(1).optional() })
+      .object({
+        file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "append-only JSON lines of every token issued or revoked and every signature made (docs/security.md)",
+          ),
+      })
       .strict()
       .prefault({}),
     redis: redisSchema,
     store: z
       .object({
-        /** Prefix of every Redis key (DESIGN.md §4). */
-        prefix: z.string().default("signing:"),
-        commandTimeoutMs: ms.default(500),
-        /** What a token check does while Redis is unreachable. */
-        downPolicy: z.enum(["hmac", "reject"]).default("hmac"),
-        /** What happens to a token lost with Redis once the monitor's grace period is over. */
-        orphanPolicy: z.enum(["heal", "reject"]).default("heal"),
-        recoveryGraceMs: ms.default(10_000),
-        /**
-         * A revocation or invalidation is answered once a replica has it (Redis WAIT), or after
-         * this long with a retryable 503; no wait when the primary has no replicas.
-         */
-        replicaAckTimeoutMs: ms.default(1000),
-        /** Circuit breakers around Redis (one per purpose: token reads, token writes, jobs). */
+        prefix: z.string().default("signing:").describe("prefix of every Redis key (DESIGN.md §4)"),
+        commandTimeoutMs: ms.default(500).describe("no request waits on Redis longer than this, ms"),
+        downPolicy: z
+          .enum(["hmac", "reject"])
+          .default("hmac")
+          .describe(
+            "Redis unreachable: `hmac` accepts MAC-valid tokens without revocation and nonce checks; `reject` answers 503",
+          ),
+        orphanPolicy: z
+          .enum(["heal", "reject"])
+          .default("heal")
+          .describe(
+            "a token lost with Redis, after the grace period: `heal` re-inserts it, `reject` refuses it",
+          ),
+        recoveryGraceMs: ms
+          .default(10_000)
+          .describe(
+            "after a data loss, lost tokens get `503 STORE_RECOVERING` this long: the monitor's time to re-seed, ms",
+          ),
+        replicaAckTimeoutMs: ms
+          .default(1000)
+          .describe(
+            "a revocation or invalidation is answered once a replica has it (Redis WAIT), or after this with a retryable 503; no wait without replicas, ms",
+          ),
         breaker: z
           .object({
-            /** Failure percentage over the rolling window that opens a breaker. */
-            errorThresholdPercentage: z.number().min(1).max(100).default(50),
-            /** Calls in the window before the percentage counts. */
-            volumeThreshold: z.number().int().min(1).default(5),
-            /** How long an open breaker fails fast before letting one trial call through. */
-            resetTimeoutMs: ms.default(5000),
-            rollingWindowMs: ms.default(10_000),
+            errorThresholdPercentage: z
+              .number()
+              .min(1)
+              .max(100)
+              .default(50)
+              .describe("failure percentage over the rolling window that opens a breaker"),
+            volumeThreshold: z
+              .number()
+              .int()
+              .min(1)
+              .default(5)
+              .describe("calls in the window before the percentage counts"),
+            resetTimeoutMs: ms
+              .default(5000)
+              .describe("how long an open breaker fails fast before letting one trial call through, ms"),
+            rollingWindowMs: ms.default(10_000).describe("the window failures are counted over, ms"),
           })
           .strict()
-          .prefault({}),
+          .prefault({})
+          .describe("circuit breakers around Redis, one per purpose: token reads, token writes, jobs"),
       })
       .strict()
       .prefault({}),
     token: z
       .object({
-        /** HMAC secrets; the first one signs new tokens, all of them verify (rotation). */
         secrets: z
           .array(
             z
-              .object({ kid: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, "kid must be [A-Za-z0-9_-]{1,32}") })
+              .object({
+                kid: z
+                  .string()
+                  .regex(/^[A-Za-z0-9_-]{1,32}$/, "kid must be [A-Za-z0-9_-]{1,32}")
+                  .describe("the secret's name, carried in each token"),
+              })
               .extend(secretRef.shape)
               .strict()
               .refine((s) => (s.file === undefined) !== (s.env === undefined), {
                 message: "give exactly one of `file` or `env`",
               }),
           )
-          .min(1),
-        /** Callers allowed to request tokens (build masters). */
-        issuers: z.array(cidr).min(1),
-        /** Build-master credentials: user and scrypt hash (`signing-node hash-password`). */
+          .min(1)
+          .describe(
+            "HMAC secrets, ≥ 32 bytes each: the first signs new tokens, all of them verify (rotation)",
+          ),
+        issuers: z.array(cidr).min(1).describe("CIDRs allowed to call `POST /token` (build masters)"),
         credentials: z
           .array(
             z
               .object({
-                user: z.string().min(1),
-                passwordHash,
-                /** Where this issuer may call from (within token.issuers); default: anywhere in it. */
-                from: z.array(cidr).min(1).optional(),
-                /** Build machines this issuer may request tokens for; default: any. */
-                slaveIps: z.array(cidr).min(1).optional(),
-                /** A lower maximum token lifetime for this issuer, seconds. */
-                maxDuration: seconds.optional(),
+                user: z.string().min(1).describe("the issuer's name"),
+                passwordHash: passwordHash.describe(
+                  "`scrypt$N$r$p$<salt base64>$<hash base64>` from `signing-node hash-password`; refused at start-up unless scrypt accepts its parameters (N a power of two, within 256 MiB)",
+                ),
+                from: z
+                  .array(cidr)
+                  .min(1)
+                  .optional()
+                  .describe(
+                    "where this issuer may call from (within `token.issuers`); default: anywhere in it",
+                  ),
+                slaveIps: z
+                  .array(cidr)
+                  .min(1)
+                  .optional()
+                  .describe("build machines this issuer may request tokens for; default: any"),
+                maxDuration: seconds
+                  .optional()
+                  .describe("a lower maximum token lifetime for this issuer, seconds"),
               })
               .strict(),
           )
-          .min(1),
-        /** At most 30 days: a revocation whose token's expiry is unknown is kept that long. */
-        maxDuration: seconds.max(MAX_TOKEN_SECONDS).default(8 * 3600),
-        defaultDuration: seconds.default(2 * 3600),
+          .min(1)
+          .describe("build-master credentials; two entries with one user and two hashes rotate a password"),
+        maxDuration: seconds
+          .max(MAX_TOKEN_SECONDS)
+          .default(8 * 3600)
+          .describe(
+            "longest token lifetime, seconds; at most 30 days (a revocation whose token's expiry is unknown is kept that long)",
+          ),
+        defaultDuration: seconds
+          .default(2 * 3600)
+          .describe("lifetime of a token whose request names none, seconds"),
       })
       .strict()
       .refine((t) => t.defaultDuration <= t.maxDuration, {
@@ -205,49 +287,68 @@ export const configSchema = z
       }),
     signing: z
       .object({
-        /** How long signed results stay in Redis, seconds. */
-        resultTtl: seconds.default(3600),
-        /** A job whose node died before finishing it is abandoned after this long. */
-        jobLeaseMs: ms.default(30_000),
-        /** Longest `?wait=` a client may ask for, seconds. */
-        maxWait: seconds.default(60),
-        /**
-         * Uploads being received plus jobs queued or signing on this node; beyond it uploads
-         * get 503 OVERLOADED. Bounds memory, sockets and queueing delay.
-         */
-        maxPending: z.number().int().positive().default(64),
-        /** Of those, at most this many from one client address. */
-        maxPendingPerIp: z.number().int().positive().default(16),
-        /**
-         * An upload slower than this, measured over the last `uploadRateWindowMs`, is answered
-         * 408 REQUEST_TIMEOUT: a trickling (or silent) upload holds a slot and a socket.
-         */
-        uploadMinBytesPerSecond: z.number().int().min(1).default(8192),
-        /** The window the upload rate is measured over; also the grace an upload has at its start. */
-        uploadRateWindowMs: ms.default(10_000),
-        /** No longer used (uploadMinBytesPerSecond replaces it): accepted, so old configs start. */
-        uploadIdleTimeoutMs: ms.optional(),
-        /** Results kept in this node's memory while Redis is unreachable, bytes. */
+        resultTtl: seconds
+          .default(3600)
+          .describe("how long signed results stay in Redis (the cache), seconds"),
+        jobLeaseMs: ms
+          .default(30_000)
+          .describe("a job whose node died before finishing it may be signed again after this, ms"),
+        maxWait: seconds.default(60).describe("longest `?wait=` a client may ask for, seconds"),
+        maxPending: z
+          .number()
+          .int()
+          .positive()
+          .default(64)
+          .describe(
+            "uploads being received plus jobs queued or signing on this node; beyond it `503 OVERLOADED` (bounds memory, sockets and queueing delay)",
+          ),
+        maxPendingPerIp: z
+          .number()
+          .int()
+          .positive()
+          .default(16)
+          .describe("of those, at most this many from one client address"),
+        uploadMinBytesPerSecond: z
+          .number()
+          .int()
+          .min(1)
+          .default(8192)
+          .describe(
+            "an upload slower than this over `uploadRateWindowMs` gets `408 REQUEST_TIMEOUT`: a trickling upload holds a slot and a socket",
+          ),
+        uploadRateWindowMs: ms
+          .default(10_000)
+          .describe(
+            "the window the upload rate is measured over, and the grace an upload has at its start, ms",
+          ),
+        uploadIdleTimeoutMs: ms
+          .optional()
+          .describe("no longer used (`uploadMinBytesPerSecond` replaces it): accepted so old configs start"),
         localResultBytes: z
           .number()
           .int()
           .positive()
-          .default(64 * 1024 * 1024),
+          .default(64 * 1024 * 1024)
+          .describe("results kept in this node's memory while Redis is unreachable, bytes"),
         formats: z
           .object({
             gpg: z
               .object({
                 ...formatBase,
-                keyFile: z.string().min(1),
-                passphrase: secretRef.optional(),
+                keyFile: z.string().min(1).describe("armored OpenPGP v4 secret key, Ed25519 or RSA"),
+                passphrase: secretRef.optional().describe("the key's passphrase, `{file}` or `{env}`"),
               })
               .strict()
               .optional(),
             sshsig: z
               .object({
                 ...formatBase,
-                keyFile: z.string().min(1),
-                namespace: z.string().min(1).default("file"),
+                keyFile: z.string().min(1).describe("unencrypted OpenSSH Ed25519 private key"),
+                namespace: z
+                  .string()
+                  .min(1)
+                  .default("file")
+                  .describe("the SSHSIG namespace verifiers pass to `ssh-keygen -Y verify -n`"),
               })
               .strict()
               .optional(),
@@ -258,25 +359,35 @@ export const configSchema = z
           }),
       })
       .strict(),
-    /** Per-node request rate limits (token buckets): 429 RATE_LIMITED with Retry-After beyond them. */
     limits: z
       .object({
-        tokenPerIp: rateLimit.default({ ratePerSecond: 10, burst: 50 }),
-        signPerIp: rateLimit.default({ ratePerSecond: 100, burst: 400 }),
-        signPerToken: rateLimit.default({ ratePerSecond: 50, burst: 200 }),
+        tokenPerIp: rateLimit
+          .default({ ratePerSecond: 10, burst: 50 })
+          .describe("`POST /token` per client address, checked before the password"),
+        signPerIp: rateLimit
+          .default({ ratePerSecond: 100, burst: 400 })
+          .describe("uploads (`POST /sign`) per client address"),
+        signPerToken: rateLimit.default({ ratePerSecond: 50, burst: 200 }).describe("uploads per token"),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe(
+        "per-node request rate limits (token buckets): `429 RATE_LIMITED` with `Retry-After` beyond them",
+      ),
     shutdown: z
       .object({
-        /** On SIGTERM, how long in-flight jobs may take before the process exits anyway. */
-        timeoutMs: ms.default(30_000),
+        timeoutMs: ms
+          .default(30_000)
+          .describe("on SIGTERM, how long jobs in flight may take before the process exits anyway, ms"),
       })
       .strict()
       .prefault({}),
     log: z
       .object({
-        level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+        level: z
+          .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+          .default("info")
+          .describe("JSON logs on stdout; tokens, passwords and keys are never logged"),
       })
       .strict()
       .prefault({}),

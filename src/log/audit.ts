@@ -3,7 +3,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 /**
  * The audit trail: one JSON line per token issued or revoked and per signature made, appended
  * to its own file (mode 0600), separate from the debug log. Fields are documented in the
- * README ("Audit log"); it never holds a token, a nonce, a password or a key.
+ * docs/security.md ("Audit log"); it never holds a token, a nonce, a password or a key.
  */
 export type AuditRecord =
   | {

@@ -63,8 +63,8 @@ export class StoreBreakers {
         errorFilter: (err: unknown) => !isOutage(err),
         // Nothing reads opossum's latency percentiles or snapshots, and they are not free: with
         // percentiles on, every failure sorts every call latency in the window to decide whether
-        // to open, and the snapshot timer does the same each second. In the first second of a
-        // Redis restart that was over half of a node's CPU (README, "Performance").
+        // to open, and the snapshot timer does the same each second: in the first second of a
+        // Redis restart, when every call fails at once, that sorting is most of a node's work.
         rollingPercentilesEnabled: false,
         enableSnapshots: false,
       });

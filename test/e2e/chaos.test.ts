@@ -16,7 +16,8 @@ import { waitForReplica } from "../helpers/redis.js";
 const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const reports: ScenarioReport[] = [];
 after(() => {
-  // The table the README's "Failure modes" section quotes.
+  // What each scenario attempted, failed and retried: the figures docs/operations.md's
+  // "Failure modes" table leaves to the run.
   if (reports.length) console.log(`\n${reports.map(formatReport).join("\n")}\n`);
 });
 

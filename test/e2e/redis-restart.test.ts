@@ -71,7 +71,7 @@ async function epochStateAfter(since: number, want: string): Promise<number> {
 
 /**
  * Until its breakers close again after the outage, a node under `downPolicy: hmac` checks
- * tokens by their MAC alone (README: store.downPolicy); /readyz says "ok" once it reads Redis.
+ * tokens by their MAC alone (store.downPolicy, docs/configuration.md); /readyz says "ok" once it reads Redis.
  */
 async function readsRedisAgain(url: string): Promise<void> {
   const deadline = Date.now() + 15_000;
