@@ -40,9 +40,9 @@ import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
-import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
+import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { freePort, killedWithParent, RedisServer } from "./redis-server.js";
 
