@@ -30,6 +30,8 @@ export class AlertReceiver {
   ) {}
 
   static async start(logFile: string, print: (line: string) => void = console.log): Promise<AlertReceiver> {
+    // There from the start: an empty file says "no alert yet", a missing one says nothing.
+    appendFileSync(logFile, "", { mode: 0o600 });
     const server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));

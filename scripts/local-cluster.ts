@@ -4,11 +4,13 @@
  * the monitor on SIGNING_BASE_PORT + 10, dev keys and credentials kept in SIGNING_STATE_DIR
  * (default .local/). Writes cluster.json once every node is ready, prints a walkthrough, stops
  * everything on Ctrl-C or SIGTERM. Its children also stop when it is SIGKILLed: the nodes and
- * the monitor watch it (src/bin/parent-link.ts), the kernel kills its redis-server
+ * the monitor watch it (src/process/parent-link.ts), the kernel kills its redis-server
  * (scripts/redis-server.ts) and Alertmanager. The monitor's alerts are printed as they arrive
  * and kept in alerts.log: through a local Alertmanager when one is installed
  * (scripts/alertmanager.ts; SIGNING_ALERTMANAGER=none does without), else straight from the
- * monitor to the local receiver (scripts/alert-receiver.ts).
+ * monitor to the local receiver (scripts/alert-receiver.ts). cluster.json lists every process
+ * (id, kind, port, pid, log file) and the control that `node dist/scripts/local-ctl.js` uses to
+ * restart, stop or start one of them (scripts/local-control.ts).
  */
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -16,7 +18,8 @@ import { fileURLToPath } from "node:url";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
 import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
-import { assertPortFree, NodeProcess, PortInUseError } from "./node-process.js";
+import { ControlServer, ManagedNode, type ManagedProcess, ManagedRedis } from "./local-control.js";
+import { assertPortFree, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
 
 const NODES = 3;
@@ -67,17 +70,22 @@ async function alertPath(
 }
 
 async function main(): Promise<void> {
-  const children: NodeProcess[] = [];
+  /** Nodes, then the monitor, then our own Redis (if any): what local-ctl can restart. */
+  const managed: ManagedProcess[] = [];
+  const nodeChildren = () => managed.filter((m): m is ManagedNode => m instanceof ManagedNode);
   let redis: RedisServer | undefined;
   let receiver: AlertReceiver | undefined;
   let alertmanager: LocalAlertmanager | undefined;
+  let control: ControlServer | undefined;
   let stopping = false;
   // Until the cluster is up, a child that exits is reported by its ready() (a port in use as one
   // line), not by its exit handler.
   let up = false;
+  let publish = () => {};
   const shutdown = async (code: number) => {
     stopping = true;
-    await Promise.all(children.map((c) => c.stop()));
+    await control?.close();
+    await Promise.all(nodeChildren().map((c) => c.current.stop()));
     await redis?.stop();
     await alertmanager?.stop();
     await receiver?.close();
@@ -85,6 +93,14 @@ async function main(): Promise<void> {
   };
   process.once("SIGINT", () => void shutdown(0));
   process.once("SIGTERM", () => void shutdown(0));
+  /** A child that exits by itself is reported; one that local-ctl stopped is not. */
+  const onExit = (m: ManagedNode, how: string, expected: boolean) => {
+    if (!up || stopping) return;
+    publish();
+    if (expected) return;
+    const log = m.info().log;
+    console.error(`${m.id} exited (${how}): ${m.current.stderr}${log ? `see ${log}` : ""}`);
+  };
 
   try {
     await assertPortsFree();
@@ -95,67 +111,78 @@ async function main(): Promise<void> {
     }
     const state = await prepareDevState(stateDir, redisUrl);
     for (const [i, port] of nodePorts.entries()) {
-      const node = new NodeProcess({
+      const opts = {
         configFile: state.configFile,
         port,
         id: `local-${i}`,
         logFile: resolve(stateDir, `node-${i}.log`),
-      });
-      node.child.on("exit", (code, signal) => {
-        if (up && !stopping)
-          console.error(
-            `node local-${i} exited (${code ?? signal}): ${node.stderr}see ${stateDir}/node-${i}.log`,
-          );
-      });
-      children.push(node);
+      };
+      managed.push(new ManagedNode(opts, onExit));
     }
-    await Promise.all(children.map((n) => n.ready()));
-    const nodes = children.map((n) => n.url);
+    await Promise.all(nodeChildren().map((n) => n.current.ready()));
+    const nodes = nodeChildren().map((n) => n.current.url);
 
     const alertsLog = resolve(stateDir, "alerts.log");
     receiver = await AlertReceiver.start(alertsLog);
     const path = await alertPath(receiver);
     alertmanager = path.alertmanager;
     const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, monitorPort, path.alerts);
-    const monitor = new NodeProcess({
-      program: "signing-monitor",
-      configFile: monitorConfig.configFile,
-      port: monitorPort,
-      id: "local-monitor",
-      logFile: resolve(stateDir, "monitor.log"),
-    });
-    monitor.child.on("exit", (code, signal) => {
-      if (up && !stopping)
-        console.error(`monitor exited (${code ?? signal}): ${monitor.stderr}see ${stateDir}/monitor.log`);
-    });
-    children.push(monitor);
-    await monitor.ready();
+    const monitor = new ManagedNode(
+      {
+        program: "signing-monitor",
+        configFile: monitorConfig.configFile,
+        port: monitorPort,
+        id: "local-monitor",
+        logFile: resolve(stateDir, "monitor.log"),
+      },
+      onExit,
+    );
+    managed.push(monitor);
+    await monitor.current.ready();
+    if (redis) managed.push(new ManagedRedis(redis));
     up = true;
-    const gone = children.find((c) => !c.running);
-    if (gone) throw new Error(`${gone.opts.id} exited while the cluster started: ${gone.stderr}`);
+    const gone = nodeChildren().find((c) => !c.current.running);
+    if (gone) throw new Error(`${gone.id} exited while the cluster started: ${gone.current.stderr}`);
 
+    const file = resolve(stateDir, "cluster.json");
+    const tokenFile = resolve(stateDir, "control-token");
     const cluster = {
       redisUrl,
       nodes,
-      monitor: monitor.url,
+      monitor: monitor.current.url,
       monitorStateDir: resolve(stateDir, "monitor"),
       issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
       keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
       alerts: { receiver: receiver.url, log: alertsLog, alertmanager: alertmanager?.url },
+      pid: process.pid,
+      control: { url: "", tokenFile },
+      processes: managed.map((m) => m.info()),
     };
-    const file = resolve(stateDir, "cluster.json");
-    writeFileSync(`${file}.tmp`, `${JSON.stringify(cluster, null, 2)}\n`, { mode: 0o600 });
-    renameSync(`${file}.tmp`, file);
+    // Rewritten whenever a process stops or starts, so its pid and state are current.
+    publish = () => {
+      if (stopping) return;
+      cluster.processes = managed.map((m) => m.info());
+      writeFileSync(`${file}.tmp`, `${JSON.stringify(cluster, null, 2)}\n`, { mode: 0o600 });
+      renameSync(`${file}.tmp`, file);
+    };
+    control = await ControlServer.start(
+      () => managed,
+      tokenFile,
+      () => publish(),
+    );
+    cluster.control.url = control.url;
+    publish();
 
     const [a, b, c] = nodes;
     const rel = (p: string) => (p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p);
     console.log(`signing cluster is up
   redis:  ${redisUrl}${redis ? " (our own, no persistence)" : ""}
   nodes:  ${nodes.join("  ")}
-  monitor: ${monitor.url}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
+  monitor: ${monitor.current.url}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
   alerts: printed here as "alert [...]" lines and kept in ${alertsLog}
           ${alertmanager ? `via Alertmanager ${alertmanager.url} (its UI; prometheus/alertmanager.yml's routing)` : "straight from the monitor (no alertmanager installed: apt install prometheus-alertmanager)"}
   state:  ${stateDir}  (cluster.json, keys, node logs)
+  restart one: node dist/scripts/local-ctl.js restart local-1   (ps: the processes; stop, start)
 
 Sign a file with curl, through three different nodes:
 

@@ -54,7 +54,7 @@ export function assertPortFree(port: number, host = "127.0.0.1"): Promise<void> 
 
 /**
  * A signing node or monitor as a real process (`--config FILE`), so it can be SIGKILLed.
- * Linked to this process (src/bin/parent-link.ts): it stops when this process dies, and it
+ * Linked to this process (src/process/parent-link.ts): it stops when this process dies, and it
  * says when it listens, so ready() never takes another process on its port for it.
  */
 export class NodeProcess {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +9,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { prepareDevState } from "../../scripts/dev-state.js";
 import { NodeProcess, PortInUseError } from "../../scripts/node-process.js";
 import { freePort, RedisServer } from "../../scripts/redis-server.js";
-import { alive, childrenOf, spawnLocalCluster, threeFreePorts } from "../helpers/local-cluster.js";
+import {
+  alive,
+  childrenOf,
+  redisLeftovers,
+  spawnLocalCluster,
+  threeFreePorts,
+} from "../helpers/local-cluster.js";
 
 const work = mkdtempSync(join(tmpdir(), "signing-local-cluster-"));
 const clusters: ChildProcess[] = [];
@@ -21,23 +27,6 @@ after(() => {
   for (const pid of childPids.filter(alive)) process.kill(pid, "SIGKILL");
   rmSync(work, { recursive: true, force: true });
 });
-
-/**
- * What a SIGKILLed cluster cannot clean up itself: its Redis' temp dir (Redis runs in it) and
- * the reservation of Redis' port (scripts/redis-server.ts; the file holds the owner's pid).
- */
-function redisLeftovers(clusterPid: number, redisPid: number, stateDir: string): () => void {
-  const dir = readlinkSync(`/proc/${redisPid}/cwd`);
-  const { redisUrl } = JSON.parse(readFileSync(join(stateDir, "cluster.json"), "utf8")) as {
-    redisUrl: string;
-  };
-  const reservation = join(tmpdir(), "signing-ports", new URL(redisUrl).port);
-  return () => {
-    rmSync(dir, { recursive: true, force: true });
-    if (existsSync(reservation) && readFileSync(reservation, "utf8") === String(clusterPid))
-      rmSync(reservation);
-  };
-}
 
 /** Another cluster's node, as far as a readiness check can tell: 200 on every path. */
 async function impostor(port: number): Promise<Server> {

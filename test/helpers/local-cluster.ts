@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const root = new URL("../../../", import.meta.url).pathname;
@@ -79,4 +80,21 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * What a SIGKILLed cluster cannot clean up itself: its Redis' temp dir (Redis runs in it) and
+ * the reservation of Redis' port (scripts/redis-server.ts; the file holds the owner's pid).
+ */
+export function redisLeftovers(clusterPid: number, redisPid: number, stateDir: string): () => void {
+  const dir = readlinkSync(`/proc/${redisPid}/cwd`);
+  const { redisUrl } = JSON.parse(readFileSync(join(stateDir, "cluster.json"), "utf8")) as {
+    redisUrl: string;
+  };
+  const reservation = join(tmpdir(), "signing-ports", new URL(redisUrl).port);
+  return () => {
+    rmSync(dir, { recursive: true, force: true });
+    if (existsSync(reservation) && readFileSync(reservation, "utf8") === String(clusterPid))
+      rmSync(reservation);
+  };
 }

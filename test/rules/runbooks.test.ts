@@ -33,12 +33,14 @@ function subcommand(line: string): string[] {
   return path;
 }
 
-test("runbooks have Meaning, Impact, Diagnosis and Mitigation, in that order", () => {
+test("runbooks have Meaning, Impact, Diagnosis, Mitigation and their local-cluster variant, in that order", () => {
   assert.ok(runbooks.length >= 11);
   for (const f of runbooks.filter((f) => f !== "README.md")) {
     const text = readFileSync(join(dir, f), "utf8");
     assert.match(text, new RegExp(`^# ${f.replace(/\.md$/, "")}\\b`), f);
-    const at = ["Meaning", "Impact", "Diagnosis", "Mitigation"].map((s) => text.indexOf(`\n## ${s}`));
+    const at = ["Meaning", "Impact", "Diagnosis", "Mitigation", "On the local cluster (npm start)"].map((s) =>
+      text.indexOf(`\n## ${s}`),
+    );
     assert.ok(
       at.every((i) => i > 0) && at.every((v, i) => i === 0 || v > (at[i - 1] as number)),
       `${f}: sections`,
@@ -51,8 +53,11 @@ test("every signing-admin command in the runbooks exists (its --help works)", ()
   let count = 0;
   for (const f of runbooks) {
     for (const block of blocks(readFileSync(join(dir, f), "utf8"), "sh")) {
-      for (const line of block.split("\n").map((l) => l.trim())) {
-        if (!line.startsWith("signing-admin ")) continue;
+      for (const whole of block.split("\n").map((l) => l.trim())) {
+        // Also after `ssh <monitor-host> sudo -u signing …`.
+        const at = whole.search(/(^|\s)signing-admin\s/);
+        if (at < 0) continue;
+        const line = whole.slice(at).trim();
         count++;
         const path = subcommand(line);
         assert.ok(path.length > 0, `${f}: no subcommand in "${line}"`);
