@@ -441,78 +441,80 @@ export async function gatherStatus(
   };
 }
 
+/** The report as on-call reads it: one section per part of the cluster, the verdict last. */
 export function renderStatus(r: StatusReport): string {
   const out: string[] = [];
-  if (r.nodes.length) {
-    out.push(
-      table(
-        ["NODE", "READY", "VERSION", "NODE ID", "BREAKERS", "KEYS"],
-        r.nodes.map((n) => [
-          n.url,
-          n.ready,
-          n.version ?? "-",
-          n.nodeId ?? "-",
-          Object.keys(n.breakers).length
-            ? Object.entries(n.breakers)
-                .map(([b, s]) => `${b}=${s}`)
-                .join(" ")
-            : "-",
-          n.keys.length ? n.keys.map((k) => `${k.format} ${k.fingerprint}`).join(", ") : "-",
-        ]),
-      ),
-    );
-  }
-  if (r.redis) {
-    const x = r.redis;
-    const fields: [string, string][] = [["url", x.url]];
-    if (!x.reachable) fields.push(["state", `unreachable: ${x.error ?? "?"}`]);
-    else {
-      fields.push(["role", x.role ?? "-"], ["run_id", x.runId ?? "-"]);
-      fields.push(["uptime", x.uptimeSeconds === undefined ? "-" : duration(x.uptimeSeconds)]);
-      const e = x.epoch;
-      fields.push([
-        "epoch",
-        e
-          ? `${e.id} ${e.state}, created ${iso(e.createdAt)}${e.minIat ? `, minIat ${iso(e.minIat)}` : ""}`
-          : "none (empty Redis: the next node request creates a fresh one)",
-      ]);
-      fields.push([
-        "tokens",
-        x.liveTokens === undefined ? "-" : `${x.liveTokens} live, ${x.revocations ?? 0} revocation markers`,
-      ]);
-      if (x.error) fields.push(["error", x.error]);
-    }
-    out.push(section("REDIS", fields));
-  }
-  if (r.monitor) {
-    const m = r.monitor;
-    const fields: [string, string][] = [
-      ["url", m.url],
-      ["ready", m.reachable ? m.status : `unreachable: ${m.error ?? "?"}`],
-    ];
-    for (const [name, c] of Object.entries(m.checks ?? {}))
-      fields.push([name, `${c.ok ? "ok" : "FAILED"}: ${c.detail}`]);
-    out.push(section("MONITOR", fields));
-  }
-  if (r.snapshot) {
-    const s = r.snapshot;
-    const fields: [string, string][] = [
-      ["source", s.file ?? "monitor metric signing_monitor_snapshot_age_seconds"],
-    ];
-    if (!s.present) fields.push(["state", s.error ?? "none"]);
-    else {
-      fields.push([
-        "age",
-        s.takenAt !== undefined ? `${ago(s.takenAt)} (${iso(s.takenAt)})` : duration(s.ageSeconds ?? 0),
-      ]);
-      fields.push(["tokens", String(s.tokens ?? "-")]);
-      if (s.epochId) fields.push(["epoch", s.epochId]);
-    }
-    out.push(section("SNAPSHOT", fields));
-  }
+  if (r.nodes.length) out.push(nodesTable(r.nodes));
+  if (r.redis) out.push(section("REDIS", redisFields(r.redis)));
+  if (r.monitor) out.push(section("MONITOR", monitorFields(r.monitor)));
+  if (r.snapshot) out.push(section("SNAPSHOT", snapshotFields(r.snapshot)));
   const about = r.monitor ? monitorSections(r.monitor) : [];
   out.push(...about, summary(r));
   return `${out.join("\n\n")}\n`;
+}
+
+function nodesTable(nodes: StatusReport["nodes"]): string {
+  const breakers = (b: Record<string, string>) =>
+    Object.keys(b).length
+      ? Object.entries(b)
+          .map(([name, state]) => `${name}=${state}`)
+          .join(" ")
+      : "-";
+  return table(
+    ["NODE", "READY", "VERSION", "NODE ID", "BREAKERS", "KEYS"],
+    nodes.map((n) => [
+      n.url,
+      n.ready,
+      n.version ?? "-",
+      n.nodeId ?? "-",
+      breakers(n.breakers),
+      n.keys.length ? n.keys.map((k) => `${k.format} ${k.fingerprint}`).join(", ") : "-",
+    ]),
+  );
+}
+
+function redisFields(x: NonNullable<StatusReport["redis"]>): [string, string][] {
+  const fields: [string, string][] = [["url", x.url]];
+  if (!x.reachable) return [...fields, ["state", `unreachable: ${x.error ?? "?"}`]];
+  const e = x.epoch;
+  fields.push(
+    ["role", x.role ?? "-"],
+    ["run_id", x.runId ?? "-"],
+    ["uptime", x.uptimeSeconds === undefined ? "-" : duration(x.uptimeSeconds)],
+    [
+      "epoch",
+      e
+        ? `${e.id} ${e.state}, created ${iso(e.createdAt)}${e.minIat ? `, minIat ${iso(e.minIat)}` : ""}`
+        : "none (empty Redis: the next node request creates a fresh one)",
+    ],
+    [
+      "tokens",
+      x.liveTokens === undefined ? "-" : `${x.liveTokens} live, ${x.revocations ?? 0} revocation markers`,
+    ],
+  );
+  if (x.error) fields.push(["error", x.error]);
+  return fields;
+}
+
+function monitorFields(m: MonitorStatus): [string, string][] {
+  const fields: [string, string][] = [
+    ["url", m.url],
+    ["ready", m.reachable ? m.status : `unreachable: ${m.error ?? "?"}`],
+  ];
+  for (const [name, c] of Object.entries(m.checks ?? {}))
+    fields.push([name, `${c.ok ? "ok" : "FAILED"}: ${c.detail}`]);
+  return fields;
+}
+
+function snapshotFields(s: NonNullable<StatusReport["snapshot"]>): [string, string][] {
+  const fields: [string, string][] = [
+    ["source", s.file ?? "monitor metric signing_monitor_snapshot_age_seconds"],
+  ];
+  if (!s.present) return [...fields, ["state", s.error ?? "none"]];
+  const age = s.takenAt !== undefined ? `${ago(s.takenAt)} (${iso(s.takenAt)})` : duration(s.ageSeconds ?? 0);
+  fields.push(["age", age], ["tokens", String(s.tokens ?? "-")]);
+  if (s.epochId) fields.push(["epoch", s.epochId]);
+  return fields;
 }
 
 /** RECENT, ALERTS and TOKENS, from the monitor's /status. */

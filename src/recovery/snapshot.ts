@@ -83,7 +83,7 @@ export async function takeSnapshot(
   minIat = 0,
 ): Promise<Snapshot> {
   const takenAt = Date.now();
-  const { tokens: tokenKeys, revoked: revokedKeys, nonces: nonceKeys } = await scanTokenKeys(client, keys);
+  const found = await scanTokenKeys(client, keys);
   const snap: Snapshot = {
     format: "signing-snapshot/1",
     takenAt,
@@ -93,16 +93,38 @@ export async function takeSnapshot(
     revoked: [],
     nonces: [],
   };
-  const expiry = (pttl: unknown) => (typeof pttl === "number" && pttl > 0 ? takenAt + pttl : undefined);
+  const reader = new ExpiringReads(client, takenAt);
+  for (const [k, value, expiresAt] of await reader.read(found.tokens, (pipe, k) => pipe.get(k))) {
+    snap.tokens.push({ id: idOfKey(k), value: value as string, expiresAt });
+  }
+  for (const [k, reason, expiresAt] of await reader.read(found.revoked, (pipe, k) => pipe.get(k))) {
+    snap.revoked.push({ id: idOfKey(k), reason: reason as string, expiresAt });
+  }
+  for (const [k, hash, expiresAt] of await reader.read(found.nonces, (pipe, k) => pipe.hgetall(k))) {
+    const chain = nonceEntry(idOfKey(k), hash as Record<string, string>, expiresAt);
+    if (chain) snap.nonces.push(chain);
+  }
+  return snap;
+}
 
-  const read = async <T>(
+type Pipeline = ReturnType<RedisClient["pipeline"]>;
+
+/** Reads keys with their remaining lifetimes, pipelined in chunks. */
+class ExpiringReads {
+  constructor(
+    private readonly client: RedisClient,
+    private readonly takenAt: number,
+  ) {}
+
+  /** [key, value, expiresAt] of each key still there with a TTL (gone since SCAN, or not ours: skipped). */
+  async read(
     list: string[],
-    cmd: (pipe: ReturnType<RedisClient["pipeline"]>, key: string) => void,
-    add: (key: string, value: T, expiresAt: number) => void,
-  ) => {
+    cmd: (pipe: Pipeline, key: string) => void,
+  ): Promise<[string, unknown, number][]> {
+    const out: [string, unknown, number][] = [];
     for (let i = 0; i < list.length; i += 500) {
       const chunk = list.slice(i, i + 500);
-      const pipe = client.pipeline();
+      const pipe = this.client.pipeline();
       for (const key of chunk) {
         cmd(pipe, key);
         pipe.pttl(key);
@@ -111,41 +133,32 @@ export async function takeSnapshot(
       chunk.forEach((key, j) => {
         const [err1, value] = replies[2 * j] ?? [];
         const [err2, pttl] = replies[2 * j + 1] ?? [];
-        const at = expiry(pttl);
-        // Gone between SCAN and read, or without a TTL (not ours): skip.
-        if (!err1 && !err2 && value !== null && at !== undefined) add(key, value as T, at);
+        const expiresAt = typeof pttl === "number" && pttl > 0 ? this.takenAt + pttl : undefined;
+        if (!err1 && !err2 && value !== null && expiresAt !== undefined) out.push([key, value, expiresAt]);
       });
     }
+    return out;
+  }
+}
+
+/** A nonce chain as the snapshot keeps it; undefined for a hash that is not a chain we wrote. */
+function nonceEntry(
+  id: string,
+  h: Record<string, string>,
+  expiresAt: number,
+): Snapshot["nonces"][number] | undefined {
+  if (h.n === undefined || !/^[0-9]{1,15}$/.test(h.n)) return undefined;
+  const { l, c, p } = h;
+  return {
+    id,
+    n: Number(h.n),
+    ...(l !== undefined ? { l } : {}),
+    ...(c !== undefined ? { c } : {}),
+    ...(p !== undefined ? { p } : {}),
+    d: h.d ?? "",
+    r: h.r ?? "0",
+    expiresAt,
   };
-  await read<string>(
-    tokenKeys,
-    (pipe, k) => pipe.get(k),
-    (k, value, expiresAt) => snap.tokens.push({ id: idOfKey(k), value, expiresAt }),
-  );
-  await read<string>(
-    revokedKeys,
-    (pipe, k) => pipe.get(k),
-    (k, reason, expiresAt) => snap.revoked.push({ id: idOfKey(k), reason, expiresAt }),
-  );
-  await read<Record<string, string>>(
-    nonceKeys,
-    (pipe, k) => pipe.hgetall(k),
-    (k, h, expiresAt) => {
-      if (h.n === undefined || !/^[0-9]{1,15}$/.test(h.n)) return; // not a chain we wrote
-      const { l, c, p } = h;
-      snap.nonces.push({
-        id: idOfKey(k),
-        n: Number(h.n),
-        ...(l !== undefined ? { l } : {}),
-        ...(c !== undefined ? { c } : {}),
-        ...(p !== undefined ? { p } : {}),
-        d: h.d ?? "",
-        r: h.r ?? "0",
-        expiresAt,
-      });
-    },
-  );
-  return snap;
 }
 
 /** Writes the snapshot so that a reader sees the old file or the new one (temp, fsync, rename). */
