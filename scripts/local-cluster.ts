@@ -17,7 +17,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
-import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
+import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { ControlServer, ManagedNode, type ManagedProcess, ManagedRedis } from "./local-control.js";
 import { assertPortFree, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
@@ -28,6 +28,7 @@ const stateDir = resolve(process.env.SIGNING_STATE_DIR ?? resolve(root, ".local"
 const basePort = Number(process.env.SIGNING_BASE_PORT ?? 9110);
 const nodePorts = Array.from({ length: NODES }, (_, i) => basePort + i);
 const monitorPort = basePort + 10;
+const alertsLog = resolve(stateDir, "alerts.log");
 
 /**
  * Refuses before anything is spawned or written. A cluster left running on these ports would
@@ -69,63 +70,63 @@ async function alertPath(
   }
 }
 
-async function main(): Promise<void> {
+/** The cluster's processes and what stops them; its steps in the order `npm start` takes them. */
+class LocalCluster {
   /** Nodes, then the monitor, then our own Redis (if any): what local-ctl can restart. */
-  const managed: ManagedProcess[] = [];
-  const nodeChildren = () => managed.filter((m): m is ManagedNode => m instanceof ManagedNode);
-  let redis: RedisServer | undefined;
-  let receiver: AlertReceiver | undefined;
-  let alertmanager: LocalAlertmanager | undefined;
-  let control: ControlServer | undefined;
-  let stopping = false;
+  readonly managed: ManagedProcess[] = [];
+  redis?: RedisServer;
+  receiver?: AlertReceiver;
+  alertmanager?: LocalAlertmanager;
+  control?: ControlServer;
+  stopping = false;
   // Until the cluster is up, a child that exits is reported by its ready() (a port in use as one
   // line), not by its exit handler.
-  let up = false;
-  let publish = () => {};
-  const shutdown = async (code: number) => {
-    stopping = true;
-    await control?.close();
-    await Promise.all(nodeChildren().map((c) => c.current.stop()));
-    await redis?.stop();
-    await alertmanager?.stop();
-    await receiver?.close();
+  up = false;
+  private publish = () => {};
+
+  nodeChildren(): ManagedNode[] {
+    return this.managed.filter((m): m is ManagedNode => m instanceof ManagedNode);
+  }
+
+  async shutdown(code: number): Promise<never> {
+    this.stopping = true;
+    await this.control?.close();
+    await Promise.all(this.nodeChildren().map((c) => c.current.stop()));
+    await this.redis?.stop();
+    await this.alertmanager?.stop();
+    await this.receiver?.close();
     process.exit(code);
-  };
-  process.once("SIGINT", () => void shutdown(0));
-  process.once("SIGTERM", () => void shutdown(0));
+  }
+
   /** A child that exits by itself is reported; one that local-ctl stopped is not. */
-  const onExit = (m: ManagedNode, how: string, expected: boolean) => {
-    if (!up || stopping) return;
-    publish();
+  private onExit = (m: ManagedNode, how: string, expected: boolean) => {
+    if (!this.up || this.stopping) return;
+    this.publish();
     if (expected) return;
     const log = m.info().log;
     console.error(`${m.id} exited (${how}): ${m.current.stderr}${log ? `see ${log}` : ""}`);
   };
 
-  try {
-    await assertPortsFree();
-    let redisUrl = process.env.REDIS_URL;
-    if (!redisUrl) {
-      redis = await RedisServer.start();
-      redisUrl = redis.url;
-    }
-    const state = await prepareDevState(stateDir, redisUrl);
-    for (const [i, port] of nodePorts.entries()) {
-      const opts = {
-        configFile: state.configFile,
-        port,
-        id: `local-${i}`,
-        logFile: resolve(stateDir, `node-${i}.log`),
-      };
-      managed.push(new ManagedNode(opts, onExit));
-    }
-    await Promise.all(nodeChildren().map((n) => n.current.ready()));
-    const nodes = nodeChildren().map((n) => n.current.url);
+  async startRedis(): Promise<string> {
+    if (process.env.REDIS_URL) return process.env.REDIS_URL;
+    this.redis = await RedisServer.start();
+    return this.redis.url;
+  }
 
-    const alertsLog = resolve(stateDir, "alerts.log");
-    receiver = await AlertReceiver.start(alertsLog);
-    const path = await alertPath(receiver);
-    alertmanager = path.alertmanager;
+  async startNodes(configFile: string): Promise<string[]> {
+    for (const [i, port] of nodePorts.entries()) {
+      const opts = { configFile, port, id: `local-${i}`, logFile: resolve(stateDir, `node-${i}.log`) };
+      this.managed.push(new ManagedNode(opts, this.onExit));
+    }
+    await Promise.all(this.nodeChildren().map((n) => n.current.ready()));
+    return this.nodeChildren().map((n) => n.current.url);
+  }
+
+  /** The alert receiver, Alertmanager if installed, then the monitor that sends to them. */
+  async startMonitor(redisUrl: string, nodes: string[]): Promise<ManagedNode> {
+    this.receiver = await AlertReceiver.start(alertsLog);
+    const path = await alertPath(this.receiver);
+    this.alertmanager = path.alertmanager;
     const monitorConfig = writeMonitorConfig(stateDir, redisUrl, nodes, monitorPort, path.alerts);
     const monitor = new ManagedNode(
       {
@@ -135,15 +136,15 @@ async function main(): Promise<void> {
         id: "local-monitor",
         logFile: resolve(stateDir, "monitor.log"),
       },
-      onExit,
+      this.onExit,
     );
-    managed.push(monitor);
+    this.managed.push(monitor);
     await monitor.current.ready();
-    if (redis) managed.push(new ManagedRedis(redis));
-    up = true;
-    const gone = nodeChildren().find((c) => !c.current.running);
-    if (gone) throw new Error(`${gone.id} exited while the cluster started: ${gone.current.stderr}`);
+    return monitor;
+  }
 
+  /** cluster.json, rewritten whenever a process stops or starts so its pids and states are current. */
+  async publishClusterFile(state: DevState, redisUrl: string, nodes: string[], monitor: ManagedNode) {
     const file = resolve(stateDir, "cluster.json");
     const tokenFile = resolve(stateDir, "control-token");
     const cluster = {
@@ -153,34 +154,58 @@ async function main(): Promise<void> {
       monitorStateDir: resolve(stateDir, "monitor"),
       issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
       keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
-      alerts: { receiver: receiver.url, log: alertsLog, alertmanager: alertmanager?.url },
+      alerts: { receiver: this.receiver?.url, log: alertsLog, alertmanager: this.alertmanager?.url },
       pid: process.pid,
       control: { url: "", tokenFile },
-      processes: managed.map((m) => m.info()),
+      processes: this.managed.map((m) => m.info()),
     };
-    // Rewritten whenever a process stops or starts, so its pid and state are current.
-    publish = () => {
-      if (stopping) return;
-      cluster.processes = managed.map((m) => m.info());
+    this.publish = () => {
+      if (this.stopping) return;
+      cluster.processes = this.managed.map((m) => m.info());
       writeFileSync(`${file}.tmp`, `${JSON.stringify(cluster, null, 2)}\n`, { mode: 0o600 });
       renameSync(`${file}.tmp`, file);
     };
-    control = await ControlServer.start(
-      () => managed,
+    this.control = await ControlServer.start(
+      () => this.managed,
       tokenFile,
-      () => publish(),
+      () => this.publish(),
     );
-    cluster.control.url = control.url;
-    publish();
+    cluster.control.url = this.control.url;
+    this.publish();
+  }
 
-    const [a, b, c] = nodes;
-    const rel = (p: string) => (p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p);
-    console.log(`signing cluster is up
-  redis:  ${redisUrl}${redis ? " (our own, no persistence)" : ""}
+  /** Starts every process in order; throws (a port in use, a child that died) before it is up. */
+  async start(): Promise<void> {
+    await assertPortsFree();
+    const redisUrl = await this.startRedis();
+    const state = await prepareDevState(stateDir, redisUrl);
+    const nodes = await this.startNodes(state.configFile);
+    const monitor = await this.startMonitor(redisUrl, nodes);
+    if (this.redis) this.managed.push(new ManagedRedis(this.redis));
+    this.up = true;
+    const gone = this.nodeChildren().find((c) => !c.current.running);
+    if (gone) throw new Error(`${gone.id} exited while the cluster started: ${gone.current.stderr}`);
+    await this.publishClusterFile(state, redisUrl, nodes, monitor);
+    console.log(walkthrough(state, redisUrl, nodes, monitor.current.url, this));
+  }
+}
+
+/** What `npm start` prints once the cluster is up: where everything is, and a first signature. */
+function walkthrough(
+  state: DevState,
+  redisUrl: string,
+  nodes: string[],
+  monitorUrl: string,
+  c: LocalCluster,
+): string {
+  const [a, b, d] = nodes;
+  const rel = (p: string) => (p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p);
+  return `signing cluster is up
+  redis:  ${redisUrl}${c.redis ? " (our own, no persistence)" : ""}
   nodes:  ${nodes.join("  ")}
-  monitor: ${monitor.current.url}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
+  monitor: ${monitorUrl}  (/metrics, /readyz; snapshots in ${stateDir}/monitor)
   alerts: printed here as "alert [...]" lines and kept in ${alertsLog}
-          ${alertmanager ? `via Alertmanager ${alertmanager.url} (its UI; prometheus/alertmanager.yml's routing)` : "straight from the monitor (no alertmanager installed: apt install prometheus-alertmanager)"}
+          ${c.alertmanager ? `via Alertmanager ${c.alertmanager.url} (its UI; prometheus/alertmanager.yml's routing)` : "straight from the monitor (no alertmanager installed: apt install prometheus-alertmanager)"}
   state:  ${stateDir}  (cluster.json, keys, node logs)
   restart one: node dist/scripts/local-ctl.js restart local-1   (ps: the processes; stop, start)
 
@@ -189,17 +214,25 @@ Sign a file with curl, through three different nodes:
   TOKEN=$(curl -sf -u ${state.issuer.user}:"$(cat ${rel(state.issuer.passwordFile)})" -d slave_ip=127.0.0.1 -d duration=3600 ${a}/token)
   echo "hello, signing" > hello.txt; SHA1=$(sha1sum hello.txt | cut -d' ' -f1)
   curl -sf -F sha1=$SHA1 -F filename=hello.txt -F token="$TOKEN" -F nonce= -F filedata=@hello.txt "${b}/sign/gpg?wait=30"
-  curl -sf -o hello.txt.asc ${c}/sign/gpg/$SHA1
+  curl -sf -o hello.txt.asc ${d}/sign/gpg/$SHA1
   GNUPGHOME=$(mktemp -d) sh -c 'gpg -q --import ${rel(state.keys.gpg.publicKeyFile)} && gpg --verify hello.txt.asc hello.txt'
 
-Ctrl-C stops the cluster.`);
+Ctrl-C stops the cluster.`;
+}
+
+async function main(): Promise<void> {
+  const cluster = new LocalCluster();
+  process.once("SIGINT", () => void cluster.shutdown(0));
+  process.once("SIGTERM", () => void cluster.shutdown(0));
+  try {
+    await cluster.start();
   } catch (err) {
-    if (stopping) return; // a signal came first: children stopped on purpose
+    if (cluster.stopping) return; // a signal came first: children stopped on purpose
     const portInUse = err instanceof PortInUseError;
     console.error(
       portInUse ? portInUseLine(err.port) : `local cluster failed to start: ${(err as Error).message}`,
     );
-    await shutdown(portInUse ? 2 : 1);
+    await cluster.shutdown(portInUse ? 2 : 1);
   }
 }
 
