@@ -1231,11 +1231,156 @@ function commit(): string {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+/** The incidents DRILL_ONLY names, or all of them. */
+function selectIncidents(): Incident[] {
   const only = process.env.DRILL_ONLY?.split(",").filter(Boolean);
   const incidents = only ? INCIDENTS.filter((i) => only.includes(i.id)) : INCIDENTS;
   if (!incidents.length)
     throw new Error(`DRILL_ONLY names no incident of ${INCIDENTS.map((i) => i.id).join(", ")}`);
+  return incidents;
+}
+
+interface TimelineEntry {
+  incident: Incident;
+  start: number;
+  end: number;
+  status: Promise<StatusSample>[];
+  extra?: Record<string, unknown>;
+}
+
+/** Injects one incident, samples `signing-admin status` during and after it, and recovers it. */
+async function runIncident(c: Cluster, incident: Incident): Promise<TimelineEntry> {
+  log(`INCIDENT ${incident.id}: ${incident.title}`);
+  const start = Date.now();
+  await incident.inject(c);
+  const entry: TimelineEntry = { incident, start, end: start, status: [] };
+  // An event (durationMs 0) has no "after": its aftermath is the incident.
+  let endedAt: number | undefined;
+  for (const s of STATUS_AT_S)
+    entry.status.push(
+      sleep(Math.max(0, start + s * 1000 - Date.now())).then(() =>
+        adminStatus(c.clusterFile, start, endedAt),
+      ),
+    );
+  if (incident.durationMs > 0) {
+    await sleep(Math.max(0, start + incident.durationMs - Date.now()));
+    await incident.recover(c);
+    endedAt = Date.now();
+    log(`INCIDENT ${incident.id} over (${dur(endedAt - start)})`);
+  }
+  entry.end = endedAt ?? Date.now();
+  if (endedAt !== undefined)
+    entry.status.push(
+      sleep(STATUS_AFTER_END_S * 1000).then(() => adminStatus(c.clusterFile, start, entry.end)),
+    );
+  if (incident.id === "forged-tokens")
+    entry.extra = {
+      forgedRequests: forgedSent,
+      forgedStatuses,
+      perSecond: +(forgedSent / ((entry.end - start) / 1000)).toFixed(1),
+    };
+  return entry;
+}
+
+/** After the last incident: until every page that arrived has resolved and nothing is active, or the cap. */
+async function waitForQuiet(c: Cluster, watcher: Watcher): Promise<void> {
+  const tailEnd = Date.now() + TAIL_MAX_S * 1000;
+  await sleep(Math.min(GAP_S, TAIL_MAX_S) * 1000 * 0.5);
+  while (Date.now() < tailEnd) {
+    const open = readPager(c.pagerLog).filter((n) => n.firingAt !== undefined && n.resolvedAt === undefined);
+    if (!open.length && watcher.promActive === 0 && watcher.amActive === 0) break;
+    await sleep(POLL_MS);
+  }
+}
+
+/** Each incident's evidence: builds, load, status samples, pages, alerts, all in its window. */
+async function collectResults(
+  timeline: TimelineEntry[],
+  load: BuildLoad,
+  watcher: Watcher,
+  c: Cluster,
+  dir: string,
+  drillEnd: number,
+): Promise<IncidentResult[]> {
+  const samples = await Promise.all(
+    timeline.map(async (t) => (await Promise.all(t.status)).sort((a, b) => a.atS - b.atS)),
+  );
+  const pager = readPager(c.pagerLog);
+  const monitorAlerts = readMonitorAlerts(join(dir, "monitor.log"));
+  return timeline.map((t, k) => {
+    const windowEnd = timeline[k + 1]?.start ?? drillEnd;
+    const w = { start: t.start, windowEnd };
+    const r: IncidentResult = {
+      id: t.incident.id,
+      title: t.incident.title,
+      durationMs: t.incident.durationMs,
+      start: t.start,
+      end: t.end,
+      windowEnd,
+      builds: buildsIn(load.builds, t.start, windowEnd),
+      load1: loadSummary(watcher.load.filter((l) => l.at >= t.start && l.at < windowEnd).map((l) => l.load1)),
+      status: samples[k] ?? [],
+      pager: pager.filter((n) => inWindow(Date.parse(n.startsAt), w)),
+      prometheus: [...watcher.prom.values()].filter((p) => inWindow(Date.parse(p.activeAt), w)),
+      alertmanager: [...watcher.am.values()].filter((a) => inWindow(Date.parse(a.startsAt), w)),
+      monitorAlerts: monitorAlerts
+        .filter((a) => inWindow(a.firedAt, w))
+        .map((a) => ({ ...a, delivered: deliveredFromMonitor(a, pager) })),
+    };
+    if (t.extra) r.extra = t.extra;
+    return r;
+  });
+}
+
+/** When, which commit, on what machine, with which versions and the shipped intervals. */
+function drillMeta(watcher: Watcher): DrillData["meta"] {
+  const shippedGlobal = (
+    parse(readFileSync(join(root, "prometheus/prometheus.yml"), "utf8")) as { global: Record<string, string> }
+  ).global;
+  const amRoute = (
+    parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
+      route: Record<string, unknown>;
+    }
+  ).route;
+  const cpu = cpus();
+  return {
+    date: `${new Date(T0).toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    commit: commit(),
+    machine: {
+      hostname: hostname(),
+      cpus: cpu.length,
+      cpuModel: cpu[0]?.model.trim() ?? "?",
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      load1: loadSummary(watcher.load.map((l) => l.load1)),
+    },
+    versions: {
+      node: process.version,
+      prometheus: `Prometheus ${/version (\S+)/.exec(versionLine("prometheus"))?.[1] ?? "?"}`,
+      alertmanager: `Alertmanager ${/version (\S+)/.exec(versionLine(findAlertmanager() ?? "prometheus-alertmanager"))?.[1] ?? "?"}`,
+      redis: `Redis ${/v=(\S+)/.exec(versionLine("redis-server"))?.[1] ?? "?"}`,
+    },
+    intervals: shippedGlobal,
+    alertmanagerRoute: {
+      group_wait: amRoute.group_wait,
+      group_interval: amRoute.group_interval,
+      repeat_interval: amRoute.repeat_interval,
+    },
+  };
+}
+
+async function stopCluster(c: Cluster, dir: string): Promise<void> {
+  await c.prometheus.stop();
+  await Promise.all(c.nodes.map((n) => n.stop()));
+  await c.monitor.stop();
+  await c.alertmanager.stop();
+  await c.receiver.close();
+  await c.redis.stop();
+  if (KEEP) log(`state kept in ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+}
+
+async function main(): Promise<void> {
+  const incidents = selectIncidents();
   const estimate =
     BASELINE_S +
     incidents.reduce((s, i) => s + i.durationMs / 1000, 0) +
@@ -1260,129 +1405,21 @@ async function main(): Promise<void> {
   const loadStarted = Date.now();
   await sleep(BASELINE_S * 1000);
 
-  const timeline: {
-    incident: Incident;
-    start: number;
-    end: number;
-    status: Promise<StatusSample>[];
-    extra?: Record<string, unknown>;
-  }[] = [];
+  const timeline: TimelineEntry[] = [];
   for (const [k, incident] of incidents.entries()) {
-    log(`INCIDENT ${incident.id}: ${incident.title}`);
-    const start = Date.now();
-    await incident.inject(c);
-    const entry: (typeof timeline)[number] = { incident, start, end: start, status: [] };
-    timeline.push(entry);
-    // An event (durationMs 0) has no "after": its aftermath is the incident.
-    let endedAt: number | undefined;
-    for (const s of STATUS_AT_S)
-      entry.status.push(
-        sleep(Math.max(0, start + s * 1000 - Date.now())).then(() =>
-          adminStatus(c.clusterFile, start, endedAt),
-        ),
-      );
-    if (incident.durationMs > 0) {
-      await sleep(Math.max(0, start + incident.durationMs - Date.now()));
-      await incident.recover(c);
-      endedAt = Date.now();
-      log(`INCIDENT ${incident.id} over (${dur(endedAt - start)})`);
-    }
-    entry.end = endedAt ?? Date.now();
-    if (endedAt !== undefined)
-      entry.status.push(
-        sleep(STATUS_AFTER_END_S * 1000).then(() => adminStatus(c.clusterFile, start, entry.end)),
-      );
-    if (incident.id === "forged-tokens")
-      entry.extra = {
-        forgedRequests: forgedSent,
-        forgedStatuses,
-        perSecond: +(forgedSent / ((entry.end - start) / 1000)).toFixed(1),
-      };
-    const last = k === incidents.length - 1;
-    if (!last) await sleep(GAP_S * 1000);
-    else {
-      // Until every page and ticket that arrived has resolved, and nothing is active, or the cap.
-      const tailEnd = Date.now() + TAIL_MAX_S * 1000;
-      await sleep(Math.min(GAP_S, TAIL_MAX_S) * 1000 * 0.5);
-      while (Date.now() < tailEnd) {
-        const open = readPager(c.pagerLog).filter(
-          (n) => n.firingAt !== undefined && n.resolvedAt === undefined,
-        );
-        if (!open.length && watcher.promActive === 0 && watcher.amActive === 0) break;
-        await sleep(POLL_MS);
-      }
-    }
+    timeline.push(await runIncident(c, incident));
+    if (k < incidents.length - 1) await sleep(GAP_S * 1000);
+    else await waitForQuiet(c, watcher);
   }
   const drillEnd = Date.now();
   await load.stop();
   await watcher.stop();
 
-  const samples = await Promise.all(
-    timeline.map(async (t) => (await Promise.all(t.status)).sort((a, b) => a.atS - b.atS)),
-  );
+  const results = await collectResults(timeline, load, watcher, c, dir, drillEnd);
   const pager = readPager(c.pagerLog);
-  const monitorAlerts = readMonitorAlerts(join(dir, "monitor.log"));
-  const results: IncidentResult[] = timeline.map((t, k) => {
-    const windowEnd = timeline[k + 1]?.start ?? drillEnd;
-    const w = { start: t.start, windowEnd };
-    const r: IncidentResult = {
-      id: t.incident.id,
-      title: t.incident.title,
-      durationMs: t.incident.durationMs,
-      start: t.start,
-      end: t.end,
-      windowEnd,
-      builds: buildsIn(load.builds, t.start, windowEnd),
-      load1: loadSummary(watcher.load.filter((l) => l.at >= t.start && l.at < windowEnd).map((l) => l.load1)),
-      status: samples[k] ?? [],
-      pager: pager.filter((n) => inWindow(Date.parse(n.startsAt), w)),
-      prometheus: [...watcher.prom.values()].filter((p) => inWindow(Date.parse(p.activeAt), w)),
-      alertmanager: [...watcher.am.values()].filter((a) => inWindow(Date.parse(a.startsAt), w)),
-      monitorAlerts: monitorAlerts
-        .filter((a) => inWindow(a.firedAt, w))
-        .map((a) => ({ ...a, delivered: deliveredFromMonitor(a, pager) })),
-    };
-    if (t.extra) r.extra = t.extra;
-    return r;
-  });
   const firstStart = timeline[0]?.start ?? drillEnd;
-  const baseline = buildsIn(load.builds, loadStarted, firstStart);
-  const beforeDrill = pager.filter((n) => Date.parse(n.startsAt) < firstStart - 1000);
-
-  const shippedGlobal = (
-    parse(readFileSync(join(root, "prometheus/prometheus.yml"), "utf8")) as { global: Record<string, string> }
-  ).global;
-  const amRoute = (
-    parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
-      route: Record<string, unknown>;
-    }
-  ).route;
-  const cpu = cpus();
-  const meta = {
-    date: `${new Date(T0).toISOString().slice(0, 16).replace("T", " ")} UTC`,
-    commit: commit(),
-    machine: {
-      hostname: hostname(),
-      cpus: cpu.length,
-      cpuModel: cpu[0]?.model.trim() ?? "?",
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      load1: loadSummary(watcher.load.map((l) => l.load1)),
-    },
-    versions: {
-      node: process.version,
-      prometheus: `Prometheus ${/version (\S+)/.exec(versionLine("prometheus"))?.[1] ?? "?"}`,
-      alertmanager: `Alertmanager ${/version (\S+)/.exec(versionLine(findAlertmanager() ?? "prometheus-alertmanager"))?.[1] ?? "?"}`,
-      redis: `Redis ${/v=(\S+)/.exec(versionLine("redis-server"))?.[1] ?? "?"}`,
-    },
-    intervals: shippedGlobal,
-    alertmanagerRoute: {
-      group_wait: amRoute.group_wait,
-      group_interval: amRoute.group_interval,
-      repeat_interval: amRoute.repeat_interval,
-    },
-  };
   const data: DrillData = {
-    meta,
+    meta: drillMeta(watcher),
     settings: {
       clients: CLIENTS,
       filesPerBuild: FILES_PER_BUILD,
@@ -1396,8 +1433,8 @@ async function main(): Promise<void> {
     },
     t0: T0,
     totalMs: drillEnd - T0,
-    baseline,
-    beforeDrill,
+    baseline: buildsIn(load.builds, loadStarted, firstStart),
+    beforeDrill: pager.filter((n) => Date.parse(n.startsAt) < firstStart - 1000),
     incidents: results,
     pager,
     builds: load.builds,
@@ -1409,15 +1446,7 @@ async function main(): Promise<void> {
     ? process.env.DRILL_DOC === "1"
     : incidents.length === INCIDENTS.length;
   report(data, writeDocs);
-
-  await c.prometheus.stop();
-  await Promise.all(c.nodes.map((n) => n.stop()));
-  await c.monitor.stop();
-  await c.alertmanager.stop();
-  await c.receiver.close();
-  await c.redis.stop();
-  if (KEEP) log(`state kept in ${dir}`);
-  else rmSync(dir, { recursive: true, force: true });
+  await stopCluster(c, dir);
   log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
 }
 
