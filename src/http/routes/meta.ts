@@ -9,7 +9,10 @@ import { ApiError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
 import type { FormatLimits } from "./sign.js";
 
-/** What the formats, keys, health, metrics and version routes read: the node's parts, built by startNode. */
+/**
+ * What the formats, keys, health, metrics and version routes read: the node's parts, built by
+ * startNode.
+ */
 export interface MetaRouteDeps {
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
