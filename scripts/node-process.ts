@@ -24,6 +24,11 @@ export interface NodeProcessOptions {
   configFile: string;
   /** Which program: a signing node (default) or the monitor. */
   program?: "signing-node" | "signing-monitor";
+  /**
+   * The program's file, when not the checkout's dist/ entry: an installed package's bin
+   * (test/e2e/package-install.test.ts runs the node from an `npm install -g` prefix).
+   */
+  executable?: string;
   port: number;
   id: string;
   /** Node's JSON log lines go here (appended); default: discarded. */
@@ -67,14 +72,15 @@ export class NodeProcess {
   constructor(readonly opts: NodeProcessOptions) {
     this.url = `${opts.https ? "https" : "http"}://127.0.0.1:${opts.port}`;
     const monitor = opts.program === "signing-monitor";
-    const entry = monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js";
+    const entry =
+      opts.executable ?? resolve(root, monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js");
     const identity = monitor
       ? { SIGNING_MONITOR__monitor__port: String(opts.port), SIGNING_MONITOR__monitor__id: opts.id }
       : { SIGNING__node__port: String(opts.port), SIGNING__node__id: opts.id };
     // The child writes its log file itself: its last lines land there even after we died.
     const log = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
     try {
-      this.child = spawn(process.execPath, [resolve(root, entry), "--config", opts.configFile], {
+      this.child = spawn(process.execPath, [entry, "--config", opts.configFile], {
         env: {
           GLIBC_TUNABLES: NODE_GLIBC_TUNABLES,
           ...process.env,

@@ -21,6 +21,10 @@ const schema = z
   })
   .strict();
 
+/**
+ * signtool's config file (`--config`, else `$SIGNTOOL_CONFIG`), checked: defaults for the
+ * command line, which wins over each of them.
+ */
 export type SigntoolConfig = z.infer<typeof schema>;
 
 /** Reads and checks a config file; paths in it are relative to it. */

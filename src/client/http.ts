@@ -10,12 +10,14 @@ import type { Writable } from "node:stream";
 import { ClientError } from "./errors.js";
 import { serverText } from "./server-text.js";
 
+/** A node's answer, its body read whole. */
 export interface HttpAnswer {
   status: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
 }
 
+/** One HTTP exchange with a node: what to send, how long it may take, which TLS. */
 export interface HttpRequest {
   method: "GET" | "POST";
   url: string;

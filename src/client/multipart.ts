@@ -35,6 +35,7 @@ export class LocalFileError extends ClientError {
   }
 }
 
+/** An upload's multipart body, ready to send (again, on a retry), with the hash of what it sent. */
 export interface MultipartUpload {
   contentType: string;
   contentLength: number;

@@ -25,10 +25,16 @@ export const SUFFIXES: Record<string, string> = { gpg: ".asc", sshsig: ".sig" };
 /** A format name as the nodes spell them; anything else could name a path (`-f ../../x`). */
 export const FORMAT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
+/**
+ * How a SigningClient signs: where, with which token and nonce chain, within which time, trusting
+ * which keys.
+ */
 export interface SigningClientOptions {
   /** Node base URLs (http://host:port). */
   nodes: readonly string[];
+  /** The token from `signtool token`; rewritten when the client fetches a new one (`issuer`). */
   tokenFile: string;
+  /** The token's nonce chain: each upload uses the nonce the last answer gave. */
   nonceFile: string;
   /** Where signatures are kept by (format, sha256 of input), so a rerun uploads nothing. */
   cacheDir?: string;
@@ -43,6 +49,7 @@ export interface SigningClientOptions {
   requestTimeoutMs?: number;
   /** `?wait=` while polling: the node holds the answer until signed. */
   pollWaitSeconds?: number;
+  /** CA or pinned server certificate, for nodes that speak https. */
   ca?: Buffer;
   /** Client certificate and key, for nodes that require mutual TLS. */
   clientCert?: { cert: Buffer; key: Buffer };
@@ -50,7 +57,9 @@ export interface SigningClientOptions {
   issuer?: Omit<TokenRequest, "nodes" | "ca" | "random" | "deadline">;
   /** Public keys to check signatures with, by format (else fetched from the nodes). */
   trustedKeys?: ReadonlyMap<string, { text: string; from: string }>;
+  /** Where the node rotation starts and the backoff jitter come from (default Math.random). */
   random?: () => number;
+  /** Each file's progress, phase by phase (signtool prints them). */
   onEvent?: (e: ClientEvent) => void;
 }
 

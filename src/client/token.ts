@@ -5,19 +5,28 @@ import { apiError, send } from "./http.js";
 import { NodeRotation } from "./nodes.js";
 import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
 
+/** `signtool token`: which nodes to ask, as which issuer, for which build machine and how long. */
 export interface TokenRequest {
+  /** Node base URLs, tried in rotation. */
   nodes: readonly string[];
+  /** The issuer's name and password (`token.credentials`). */
   user: string;
   password: string;
+  /** The build machine the token is bound to: only uploads from this address may use it. */
   slaveIp: string;
   durationSeconds: number;
+  /** Formats the token may sign in; default: every format. */
   formats?: readonly string[];
   /** The run's deadline; without one, `maxTimeMs` (default 2 minutes) from now. */
   deadline?: Deadline;
   maxTimeMs?: number;
+  /** One HTTP exchange, connect to last byte. */
   requestTimeoutMs?: number;
+  /** CA or pinned server certificate, for nodes that speak https. */
   ca?: Buffer;
+  /** Client certificate and key, for nodes that require mutual TLS. */
   clientCert?: { cert: Buffer; key: Buffer };
+  /** Where the node rotation starts and the backoff jitter come from (default Math.random). */
   random?: () => number;
 }
 

@@ -36,6 +36,7 @@ async function checkerFor(format: string, keyText: string): Promise<SignatureChe
 export const keyDigest = (text: string) =>
   createHash("sha256").update(text.trim()).digest("hex").slice(0, 16);
 
+/** Where a run's trusted keys come from: pinned ones, the cache, the nodes. */
 export interface TrustedKeysOptions {
   /** Keys given on the command line or in the config file: format → the key's text. */
   pinned: ReadonlyMap<string, { text: string; from: string }>;

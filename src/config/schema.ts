@@ -398,5 +398,10 @@ export const configSchema = z
     message: "give tls.cert and tls.key, or set node.allowPlaintext: true (behind a TLS-terminating proxy)",
   });
 
+/**
+ * A node's configuration as validated at start-up (defaults filled in); each key is described
+ * in the schema above and in docs/configuration.md, generated from it.
+ */
 export type Config = z.infer<typeof configSchema>;
+/** Where a secret is read from: exactly one of a file (mode 0600) or an environment variable. */
 export type SecretRef = z.infer<typeof secretRef>;

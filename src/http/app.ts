@@ -8,6 +8,11 @@ import { type MetaRouteDeps, metaRoutes } from "./routes/meta.js";
 import { type SignRouteDeps, signRoutes } from "./routes/sign.js";
 import { type TokenRouteDeps, tokenRoutes } from "./routes/token.js";
 
+/**
+ * Everything the HTTP app is built from (startNode assembles it): the routes' parts, the log,
+ * and who may call at all (`node.allowedClients`) and whose X-Forwarded-For is believed
+ * (`node.trustProxy`).
+ */
 export type AppDeps = TokenRouteDeps &
   SignRouteDeps &
   MetaRouteDeps & { log: Logger; trustProxy: CidrList; allowedClients: CidrList };

@@ -5,10 +5,16 @@ import type { Request } from "express";
 import { ApiError, type ApiErrorCode } from "./errors.js";
 import { UploadPace, type UploadPaceLimits } from "./upload-pace.js";
 
+/**
+ * How one upload is received: its size limit, which hashes, its pace, and an early check of its
+ * fields.
+ */
 export interface UploadLimits {
+  /** Bytes of the file part at most (the format's `maxSize`): past it, FILE_TOO_LARGE, unread. */
   maxSize: number;
   /** Hash sha1 too: classic clients name files by it. False when the client said `?digest=sha256`. */
   sha1: boolean;
+  /** The slowest upload kept receiving. */
   pace: UploadPaceLimits;
   /**
    * Called with the fields sent so far when the file part begins: an error it returns ends the
@@ -34,6 +40,7 @@ export interface ReceivedFile {
   partFilename: string;
 }
 
+/** An upload's form fields and, if one was sent, its file part. */
 export interface ReceivedUpload {
   fields: Record<string, string>;
   file?: ReceivedFile;

@@ -22,6 +22,7 @@ export function isListeningMessage(m: unknown): m is ListeningMessage {
   return typeof m === "object" && m !== null && (m as { event?: unknown }).event === "listening";
 }
 
+/** A child's side of the link to the process that started it (see linkToParent). */
 export interface ParentLink {
   /** The server is up: tell the parent, and from now on stop with `stop` when the parent dies. */
   listening(url: string, stop: () => void): void;

@@ -25,11 +25,17 @@ export const STORE_OPS = [
 ] as const;
 export type StoreOp = (typeof STORE_OPS)[number];
 
+/** How the store's breakers trip and recover: `store.commandTimeoutMs` and `store.breaker.*`. */
 export interface BreakerSettings {
+  /** A Redis command's own timeout; a call through a breaker gets twice this. */
   commandTimeoutMs: number;
+  /** Failure percentage over the rolling window that opens a breaker. */
   errorThresholdPercentage: number;
+  /** Calls in the window before the percentage counts. */
   volumeThreshold: number;
+  /** How long an open breaker fails fast before letting one trial call through. */
   resetTimeoutMs: number;
+  /** The window failures are counted over. */
   rollingWindowMs: number;
 }
 

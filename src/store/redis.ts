@@ -6,8 +6,13 @@ import { SentinelFollowingRedis } from "./sentinel-switch.js";
 
 export type RedisClient = Redis;
 
+/**
+ * Which Redis (a URL or Sentinels), how long a command may take, and the password read from its
+ * secret.
+ */
 export interface RedisClientOptions {
   redis: Config["redis"];
+  /** Every command fails after this (`store.commandTimeoutMs`). */
   commandTimeoutMs: number;
   password?: string | undefined;
 }

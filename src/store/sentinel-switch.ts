@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis, type RedisOptions } from "ioredis";
 
+/** One Sentinel, as the `redis.sentinels` configuration lists it. */
 export interface SentinelAddress {
   host: string;
   port: number;

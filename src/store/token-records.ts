@@ -103,6 +103,9 @@ export interface StoredToken {
   issuedAtMs: number;
 }
 
+/**
+ * What a token check does besides reading the record: advance a nonce chain, heal a lost record.
+ */
 export interface CheckOptions {
   /** With a nonce: an upload, which checks and advances the chain. Without: a read. */
   nonce?: PresentedNonce;

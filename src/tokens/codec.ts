@@ -18,7 +18,9 @@ export interface TokenClaims {
   fmt?: string[];
 }
 
+/** A token MAC key as `token.secrets` lists it, read: the first signs new tokens, all verify. */
 export interface TokenSecret {
+  /** Named in each token, so a token is checked with the key that made it. */
   kid: string;
   secret: Buffer;
 }

@@ -3,8 +3,13 @@ import type { TokenClaims } from "./codec.js";
 
 export type { Epoch } from "../store/epoch.js";
 
+/** What happens to a token lost with Redis (`store.recoveryGraceMs`, `store.orphanPolicy`). */
 export interface OrphanPolicy {
+  /**
+   * After a data loss, lost tokens get STORE_RECOVERING this long: the monitor's time to re-seed.
+   */
   recoveryGraceMs: number;
+  /** After the grace period: `heal` re-inserts a lost token, `reject` refuses it. */
   orphanPolicy: "heal" | "reject";
 }
 

@@ -71,11 +71,21 @@ export type LocalVerdict =
   | ({ ok: true } & VerifiedToken)
   | { ok: false; result: LocalRejection | "format_not_allowed" };
 
+/**
+ * What a TokenService issues and checks tokens with: the store, the MAC keys, the policies for a
+ * Redis outage or loss.
+ */
 export interface TokenServiceOptions extends OrphanPolicy {
   client: RedisClient;
   keys: StoreKeys;
+  /** The first signs new tokens; every one verifies (key rotation). */
   secrets: TokenSecret[];
+  /** Written into each token record: which node issued it. */
   nodeId: string;
+  /**
+   * Redis unreachable: `hmac` accepts MAC-valid tokens unchecked against Redis, `reject` refuses
+   * (`store.downPolicy`).
+   */
   downPolicy: "hmac" | "reject";
   breakers: StoreBreakers;
   /** Where revocations are written and confirmed on a replica before they are answered. */
@@ -84,10 +94,17 @@ export interface TokenServiceOptions extends OrphanPolicy {
   log: Logger;
 }
 
+/**
+ * A `POST /token` the route has checked: who asks, for which build machine, how long, which
+ * formats.
+ */
 export interface IssueRequest {
+  /** The authenticated issuer (`token.credentials[].user`). */
   issuer: string;
+  /** The build machine the token is bound to (`slave_ip`). */
   clientIp: string;
   durationSeconds: number;
+  /** Absent: every format. */
   formats?: string[];
 }
 

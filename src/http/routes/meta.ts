@@ -9,6 +9,10 @@ import { ApiError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
 import type { FormatLimits } from "./sign.js";
 
+/**
+ * What the formats, keys, health, metrics and version routes read: the node's parts, built by
+ * startNode.
+ */
 export interface MetaRouteDeps {
   signing: SigningService;
   limits: ReadonlyMap<FormatName, FormatLimits>;
@@ -84,26 +88,78 @@ async function evictionCheck(redis: RedisClient): Promise<{ ok: boolean; detail:
   };
 }
 
-/** Formats, public keys, health and version. */
-export function metaRoutes(deps: MetaRouteDeps): Router {
-  const router = Router();
+/** What /readyz reports, check by check. */
+interface ReadinessChecks {
+  redis: { ok: boolean; detail: string };
+  eviction: { ok: boolean; detail: string };
+  keys: { ok: boolean; expired: boolean; detail: string };
+  lifecycle: { ok: boolean; detail: string };
+}
 
-  router.get("/formats", (_req: Request, res: Response) => {
+async function readinessChecks(deps: MetaRouteDeps): Promise<ReadinessChecks> {
+  const shuttingDown = deps.lifecycle.shuttingDown;
+  return {
+    redis: await redisCheck(deps.breakers, deps.redis, deps.redisHealth),
+    eviction: await evictionCheck(deps.redis),
+    keys: keysCheck(deps),
+    lifecycle: { ok: !shuttingDown, detail: shuttingDown ? "shutting down" : "serving" },
+  };
+}
+
+/**
+ * Ready = this node can sign. Without Redis it still can under downPolicy hmac (tokens are
+ * checked by MAC, results kept locally), so an outage of Redis does not take every node out
+ * of the load balancer at once: it reports "degraded" with 200. Under reject it cannot:
+ * "unavailable", 503. An expired key stops one format, not the node: the others still sign
+ * (degraded).
+ */
+function readinessStatus(
+  checks: ReadinessChecks,
+  downPolicy: MetaRouteDeps["downPolicy"],
+): "ok" | "degraded" | "unavailable" {
+  if (!checks.keys.ok || !checks.lifecycle.ok) return "unavailable";
+  if (!checks.redis.ok && downPolicy !== "hmac") return "unavailable";
+  if (!checks.redis.ok || checks.keys.expired || !checks.eviction.ok) return "degraded";
+  return "ok";
+}
+
+/** GET /readyz (and /__heartbeat__): the checks and the status they add up to. */
+function readinessHandler(deps: MetaRouteDeps) {
+  return async (_req: Request, res: Response) => {
+    const checks = await readinessChecks(deps);
+    const status = readinessStatus(checks, deps.downPolicy);
+    res.status(status === "unavailable" ? 503 : 200).json({ status, checks });
+  };
+}
+
+/** GET /formats: each enabled format with its signature suffix, key fingerprint and size limit. */
+function formatsHandler(deps: MetaRouteDeps) {
+  return (_req: Request, res: Response) => {
     res.json({
       formats: [...deps.limits].map(([name, limits]) => {
         const signer = deps.signing.signer(name);
         return { name, suffix: signer.suffix, fingerprint: signer.fingerprint, maxSize: limits.maxSize };
       }),
     });
-  });
+  };
+}
 
-  router.get("/keys/:format", (req: Request, res: Response) => {
+/** GET /keys/:format: the public key that verifies the format's signatures. */
+function publicKeyHandler(deps: MetaRouteDeps) {
+  return (req: Request, res: Response) => {
     const format = req.params.format as FormatName;
     if (!deps.limits.has(format))
       throw new ApiError("UNKNOWN_FORMAT", `format ${String(format).slice(0, 32)} is not enabled`);
     const signer = deps.signing.signer(format);
     res.set("X-Key-Fingerprint", signer.fingerprint).type("text/plain").send(signer.publicKey());
-  });
+  };
+}
+
+/** Formats, public keys, health and version. */
+export function metaRoutes(deps: MetaRouteDeps): Router {
+  const router = Router();
+  router.get("/formats", formatsHandler(deps));
+  router.get("/keys/:format", publicKeyHandler(deps));
 
   const live = (_req: Request, res: Response) => {
     res.json({ status: "ok" });
@@ -111,39 +167,13 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
   router.get("/__lbheartbeat__", live);
   router.get("/livez", live);
 
-  /*
-   * Ready = this node can sign. Without Redis it still can under downPolicy hmac (tokens are
-   * checked by MAC, results kept locally), so an outage of Redis does not take every node out
-   * of the load balancer at once: it reports "degraded" with 200. Under reject it cannot: 503.
-   */
-  const ready = async (_req: Request, res: Response) => {
-    const checks = {
-      redis: await redisCheck(deps.breakers, deps.redis, deps.redisHealth),
-      eviction: await evictionCheck(deps.redis),
-      keys: keysCheck(deps),
-      lifecycle: {
-        ok: !deps.lifecycle.shuttingDown,
-        detail: deps.lifecycle.shuttingDown ? "shutting down" : "serving",
-      },
-    };
-    const essential = checks.keys.ok && checks.lifecycle.ok;
-    // An expired key stops one format, not the node: the others still sign (degraded, 200).
-    const status = !essential
-      ? "unavailable"
-      : !checks.redis.ok && deps.downPolicy !== "hmac"
-        ? "unavailable"
-        : !checks.redis.ok || checks.keys.expired || !checks.eviction.ok
-          ? "degraded"
-          : "ok";
-    res.status(status === "unavailable" ? 503 : 200).json({ status, checks });
-  };
+  const ready = readinessHandler(deps);
   router.get("/__heartbeat__", ready);
   router.get("/readyz", ready);
 
   router.get("/metrics", async (_req: Request, res: Response) => {
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
-
   router.get("/__version__", (_req: Request, res: Response) => {
     res.json(deps.version);
   });

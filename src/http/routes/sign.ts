@@ -14,11 +14,18 @@ import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODE
 import type { RateLimiter } from "../rate-limit.js";
 import type { UploadPaceLimits } from "../upload-pace.js";
 
+/** One enabled format's limits (`signing.formats.<name>`). */
 export interface FormatLimits {
+  /** Largest file signed, bytes. */
   maxSize: number;
+  /** The names an upload's file may have. */
   filenamePattern: RegExp;
 }
 
+/**
+ * What the upload and result routes (`POST /sign/:format`, `GET /sign/...`) use: the node's parts,
+ * built by startNode.
+ */
 export interface SignRouteDeps {
   tokens: TokenService;
   metrics: NodeMetrics;
@@ -26,7 +33,9 @@ export interface SignRouteDeps {
   signPerIp: RateLimiter;
   signPerToken: RateLimiter;
   signing: SigningService;
+  /** The enabled formats: no entry, UNKNOWN_FORMAT. */
   limits: ReadonlyMap<FormatName, FormatLimits>;
+  /** The longest `?wait=` a client may ask for (`signing.maxWait`). */
   maxWaitSeconds: number;
   uploadPace: UploadPaceLimits;
   log: Logger;

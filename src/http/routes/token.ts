@@ -11,13 +11,16 @@ import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
 import type { RateLimiter } from "../rate-limit.js";
 
+/** What `POST /token` uses: the node's parts, built by startNode. */
 export interface TokenRouteDeps {
   tokens: TokenService;
   audit: AuditLog;
   lifecycle: Lifecycle;
   tokenPerIp: RateLimiter;
+  /** Where a token may be asked for from (`token.issuers`). */
   issuers: CidrList;
   tokenConfig: Config["token"];
+  /** The enabled formats, which a token may be restricted to. */
   formats: ReadonlySet<string>;
   log: Logger;
 }
