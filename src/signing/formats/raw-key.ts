@@ -7,14 +7,14 @@
 import type { KeyObject } from "node:crypto";
 import { SigningClusterError } from "../../errors.js";
 
-export type RawKeyAlgorithm = "ed25519" | "rsa" | "ecdsa-p256";
+export type RawKeyAlgorithm = "ed25519" | "ecdsa-p256" | "rsa-pkcs1-sha256";
 
 /**
- * A signing key as the formats see it.
- * - `ed25519`: `sign(data)` is the pure Ed25519 signature of `data` (64 bytes).
- * - `rsa`: `sign(data)` is RSASSA-PKCS1-v1_5 with SHA-256 over `data` (what
- *   `crypto.sign("sha256", data, key)` and PKCS#11 `CKM_SHA256_RSA_PKCS` give).
- * - `ecdsa-p256`: ECDSA with SHA-256 over `data`, DER-encoded.
+ * A signing key as the formats see it: the shape of src/keys' `SigningKey` that they use, so
+ * any backend's key fits. `sign` takes, for Ed25519, the message itself (pure EdDSA); for
+ * ECDSA P-256 and RSA, the SHA-256 digest to sign (prehashed: a format hashes its input itself,
+ * once, while it arrives). It returns the raw signature: 64 bytes for Ed25519, r‖s for ECDSA,
+ * the modulus-length PKCS#1 v1.5 block for RSA.
  */
 export interface RawSigningKey {
   readonly algorithm: RawKeyAlgorithm;
@@ -23,13 +23,17 @@ export interface RawSigningKey {
   sign(data: Buffer): Promise<Buffer>;
 }
 
-/** A key whose algorithm the format cannot use: a configuration mistake, caught at start-up. */
-export class WrongKeyAlgorithmError extends SigningClusterError<"KEY_LOAD_FAILED"> {
+/** A key a format cannot use: a configuration mistake, caught at start-up. */
+export class FormatKeyError extends SigningClusterError<"KEY_LOAD_FAILED"> {
+  constructor(format: string, reason: string) {
+    super("KEY_LOAD_FAILED", `${format} cannot sign with this key: ${reason}`);
+  }
+}
+
+/** A key of an algorithm the format cannot use. */
+export class WrongKeyAlgorithmError extends FormatKeyError {
   constructor(format: string, algorithm: RawKeyAlgorithm, supported: readonly RawKeyAlgorithm[]) {
-    super(
-      "KEY_LOAD_FAILED",
-      `${format} cannot sign with an ${algorithm} key (supported: ${supported.join(", ")})`,
-    );
+    super(format, `an ${algorithm} key (supported: ${supported.join(", ")})`);
   }
 }
 
