@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -18,6 +19,8 @@ import {
   osslsigncodeArgs,
   signAuthenticode,
 } from "../../src/signing/formats/authenticode.js";
+import { loadAuthenticodeCertificate } from "../../src/signing/formats/authenticode-cert.js";
+import { FormatKeyError } from "../../src/signing/formats/raw-key.js";
 import {
   type CodeSigningPki,
   makeCodeSigningPki,
@@ -175,6 +178,29 @@ describe("authenticode", () => {
     assert.deepEqual(
       osslsigncodeArgs({ ...pem, timestampUrl: "http://tsa.invalid/" }, "in", "out").slice(-6, -4),
       ["-ts", "http://tsa.invalid/"],
+    );
+  });
+
+  test("the signing certificate's fingerprint, from PEM or PKCS#12; unreadable credentials are refused", async () => {
+    const printed = execFileSync(
+      "openssl",
+      ["x509", "-noout", "-fingerprint", "-sha256", "-in", pki.certFile],
+      {
+        encoding: "utf8",
+      },
+    );
+    const expected = printed.trim().split("=")[1];
+    const fromPem = await loadAuthenticodeCertificate(pem.credentials);
+    assert.equal(fromPem.fingerprint256, expected);
+    assert.match(fromPem.subject, /CN=signing-cluster test code signing/);
+    const p12 = { kind: "pkcs12", pkcs12File: pki.pkcs12File } as const;
+    const fromP12 = await loadAuthenticodeCertificate({ ...p12, passphrase: pki.pkcs12Passphrase });
+    assert.equal(fromP12.fingerprint256, expected);
+    await assert.rejects(loadAuthenticodeCertificate({ ...p12, passphrase: "wrong" }), FormatKeyError);
+    await assert.rejects(loadAuthenticodeCertificate({ ...p12, pkcs12File: pki.keyFile }), FormatKeyError);
+    await assert.rejects(
+      loadAuthenticodeCertificate({ kind: "pem", certFile: join(dir, "none.pem"), keyFile: pki.keyFile }),
+      FormatKeyError,
     );
   });
 });
