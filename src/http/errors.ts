@@ -8,6 +8,8 @@ const STATUS: Readonly<Record<ApiErrorCode, number>> = {
   DIGEST_MISMATCH: 400,
   UNKNOWN_FORMAT: 400,
   BAD_FILENAME: 400,
+  /** The format cannot sign this content: binary text for gpg-clearsign, no PE/MSI/CAB/script for authenticode. */
+  UNSUPPORTED_INPUT: 400,
   BAD_CREDENTIALS: 401,
   TOKEN_MALFORMED: 401,
   TOKEN_BAD_SIGNATURE: 401,

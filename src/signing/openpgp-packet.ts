@@ -8,6 +8,8 @@ import { wrapBase64 } from "./openssh-key.js";
 
 export const SIG_VERSION = 4;
 export const SIG_TYPE_BINARY = 0x00;
+/** A signature over canonical text (CRLF line endings): what a cleartext signature carries. */
+export const SIG_TYPE_TEXT = 0x01;
 export const HASH_SHA256 = 8;
 
 export const PUBKEY_RSA_ENCRYPT_SIGN = 1;
@@ -52,6 +54,8 @@ export interface SignatureParams {
   /** Its key ID: the fingerprint's last 8 bytes. */
   keyId: Uint8Array;
   created: Date;
+  /** The signature type (default: `SIG_TYPE_BINARY`, a detached signature of the bytes). */
+  sigType?: number;
 }
 
 /** Everything of a v4 signature that is hashed after the data: the hashed fields, then the trailer. */
@@ -63,7 +67,7 @@ export function hashedSuffix(p: SignatureParams): { hashedFields: Buffer; traile
     subpacket(SUBPACKET_ISSUER_FINGERPRINT, Buffer.concat([Buffer.from([SIG_VERSION]), p.fingerprint])),
   ]);
   const hashedFields = Buffer.concat([
-    Buffer.from([SIG_VERSION, SIG_TYPE_BINARY, p.pubkeyAlgorithm, HASH_SHA256]),
+    Buffer.from([SIG_VERSION, p.sigType ?? SIG_TYPE_BINARY, p.pubkeyAlgorithm, HASH_SHA256]),
     withLength16(hashedSubpackets),
   ]);
   const trailer = Buffer.alloc(6);

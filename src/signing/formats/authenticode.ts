@@ -1,0 +1,154 @@
+/**
+ * Authenticode signatures, embedded in the file itself (PE, MSI, CAB, CAT, PowerShell scripts),
+ * made by `osslsigncode sign` as an external tool: no shell, a timeout, a private temp dir.
+ * A file osslsigncode does not recognise is the client's mistake (UNSUPPORTED_INPUT); any other
+ * failure is ours (SIGNING_FAILED), with the tool's output in the log only.
+ */
+
+import { randomBytes } from "node:crypto";
+import { copyFile, rename, stat, symlink, unlink } from "node:fs/promises";
+import { extname, join } from "node:path";
+import type { Logger } from "pino";
+import { FormatSigningError, UnsupportedInputError } from "./raw-key.js";
+import { runTool, withPrivateDir } from "./run-tool.js";
+
+const FORMAT = "authenticode";
+
+/** Where osslsigncode finds the certificate chain and the private key. */
+export type AuthenticodeCredentials =
+  /** A PEM certificate file (the signing certificate, then its intermediates) and a PEM private key. */
+  | { kind: "pem"; certFile: string; keyFile: string; passphrase?: string }
+  /** A PKCS#12 file holding the key and the chain. */
+  | { kind: "pkcs12"; pkcs12File: string; passphrase?: string };
+
+/** How the node runs osslsigncode (the `authenticode` format's configuration). */
+export interface AuthenticodeOptions {
+  credentials: AuthenticodeCredentials;
+  /** An RFC 3161 timestamping server; none by default, as the signing machines are offline. */
+  timestampUrl?: string;
+  /** osslsigncode is killed after this long (default `AUTHENTICODE_TIMEOUT_MS`). */
+  timeoutMs?: number;
+  /** The osslsigncode executable (default: `osslsigncode` on PATH). */
+  command?: string;
+  /** Program description and URL that Windows shows with the signature (osslsigncode -n, -i). */
+  description?: string;
+  url?: string;
+  /** Where the private temp dirs are made (default: the OS temp dir). */
+  tmpDir?: string;
+}
+
+/** One file to sign: a spooled upload, the name the client gave it, where the signed file goes. */
+export interface AuthenticodeJob {
+  inputFile: string;
+  /** The upload's name: osslsigncode tells a PowerShell script by its extension. */
+  fileName: string;
+  outputFile: string;
+}
+
+export const AUTHENTICODE_TIMEOUT_MS = 120_000;
+
+/** What osslsigncode prints when the input is none of the file types it can sign. */
+const UNSUPPORTED_MESSAGE = "unsupported input file type";
+
+/** The file's extension if it is a plain one ("" otherwise): the only part of a client's name the tool sees. */
+function safeExtension(fileName: string): string {
+  const ext = extname(fileName);
+  return /^\.[A-Za-z0-9]{1,16}$/.test(ext) ? ext : "";
+}
+
+function credentialArgs(c: AuthenticodeCredentials): string[] {
+  const base = c.kind === "pem" ? ["-certs", c.certFile, "-key", c.keyFile] : ["-pkcs12", c.pkcs12File];
+  // "-readpass -": the passphrase comes on stdin, never on a command line that `ps` shows.
+  return c.passphrase === undefined ? base : [...base, "-readpass", "-"];
+}
+
+/** The arguments of `osslsigncode sign`, SHA-256 throughout. */
+export function osslsigncodeArgs(options: AuthenticodeOptions, input: string, output: string): string[] {
+  return [
+    "sign",
+    ...credentialArgs(options.credentials),
+    "-h",
+    "sha256",
+    ...(options.description ? ["-n", options.description] : []),
+    ...(options.url ? ["-i", options.url] : []),
+    ...(options.timestampUrl ? ["-ts", options.timestampUrl] : []),
+    "-in",
+    input,
+    "-out",
+    output,
+  ];
+}
+
+/**
+ * Moves the signed file out of the private dir: a rename, or across file systems a copy beside
+ * the destination renamed into place, so a reader never sees half a file.
+ */
+async function moveOut(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    const partial = `${to}.partial-${randomBytes(6).toString("hex")}`;
+    await copyFile(from, partial);
+    await rename(partial, to).catch(async (renameErr: unknown) => {
+      await unlink(partial).catch(() => {});
+      throw renameErr;
+    });
+  }
+}
+
+type Log = Pick<Logger, "warn">;
+
+/** Runs osslsigncode in `dir` on a link to the input; throws the error its outcome maps to. */
+async function runOsslsigncode(job: AuthenticodeJob, options: AuthenticodeOptions, dir: string, log: Log) {
+  const ext = safeExtension(job.fileName);
+  const input = join(dir, `input${ext}`);
+  const output = join(dir, `signed${ext}`);
+  await symlink(job.inputFile, input);
+  const command = options.command ?? "osslsigncode";
+  const timeoutMs = options.timeoutMs ?? AUTHENTICODE_TIMEOUT_MS;
+  const stdin = options.credentials.passphrase === undefined ? "" : `${options.credentials.passphrase}\n`;
+  const result = await runTool(command, osslsigncodeArgs(options, input, output), {
+    cwd: dir,
+    timeoutMs,
+    stdin,
+  }).catch((err: Error) => {
+    throw new FormatSigningError(
+      FORMAT,
+      `cannot run ${command} (${(err as NodeJS.ErrnoException).code ?? err.message})`,
+    );
+  });
+  if (result.exitCode === 0 && !result.timedOut) return output;
+  log.warn(
+    { format: FORMAT, exitCode: result.exitCode, timedOut: result.timedOut, stderr: result.stderr },
+    "osslsigncode sign failed",
+  );
+  if (result.timedOut)
+    throw new FormatSigningError(FORMAT, `osslsigncode did not finish within ${timeoutMs} ms`);
+  if (result.stderr.toLowerCase().includes(UNSUPPORTED_MESSAGE)) {
+    throw new UnsupportedInputError(
+      FORMAT,
+      "not a PE, MSI, CAB, CAT or PowerShell file osslsigncode can sign",
+    );
+  }
+  throw new FormatSigningError(FORMAT, `osslsigncode exited with ${result.exitCode}`);
+}
+
+/**
+ * Signs `job.inputFile` into `job.outputFile` (the whole signed file). The input is only read;
+ * the output appears whole or not at all (it is written in the private dir, then moved).
+ */
+export async function signAuthenticode(
+  job: AuthenticodeJob,
+  options: AuthenticodeOptions,
+  log: Log,
+): Promise<void> {
+  // A missing spool file would also read as "unsupported input" to osslsigncode: it is our failure.
+  await stat(job.inputFile).catch((err: NodeJS.ErrnoException) => {
+    throw new FormatSigningError(FORMAT, `the input file cannot be read (${err.code ?? err.message})`);
+  });
+  await withPrivateDir("authenticode-", options.tmpDir, async (dir) => {
+    const output = await runOsslsigncode(job, options, dir, log);
+    await moveOut(output, job.outputFile);
+  });
+}
