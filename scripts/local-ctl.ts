@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { SigningClusterError } from "../src/errors.js";
 import { askControl, type ControlEntry, type ProcessInfo } from "./local-control.js";
 
 const root = resolve(fileURLToPath(import.meta.url), "../../..");
@@ -26,12 +27,12 @@ The cluster: $SIGNING_STATE_DIR/cluster.json (default .local/cluster.json in the
 Exit status: 0 done, 1 the action failed, 2 usage or no running cluster.`;
 
 /** Exit 2: a mistake on the command line (with the usage), or no such process or cluster (without). */
-class UsageError extends Error {
+class UsageError extends SigningClusterError<"USAGE"> {
   constructor(
     message: string,
     readonly showUsage = true,
   ) {
-    super(message);
+    super("USAGE", message);
   }
 }
 
