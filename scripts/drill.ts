@@ -1104,7 +1104,7 @@ function markdown(data: DrillData): string {
   );
   lines.push("");
   lines.push(
-    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${set.clients} build machines, each running \`signtool sign\` on ${set.filesPerBuild} files then pausing ${set.pauseMs / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval}, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${set.gapS} s between the end of one and the start of the next.`,
+    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${set.clients} build machines, each running \`signtool sign\` on ${set.filesPerBuild} files then pausing ${set.pauseMs / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval} and ${m.alertmanagerRoute.page_group_interval} for pages, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${set.gapS} s between the end of one and the start of the next.`,
   );
   lines.push("");
   lines.push(
@@ -1354,9 +1354,10 @@ async function main(): Promise<void> {
   ).global;
   const amRoute = (
     parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
-      route: Record<string, unknown>;
+      route: Record<string, unknown> & { routes?: { matchers?: string[]; group_interval?: string }[] };
     }
   ).route;
+  const pageRoute = amRoute.routes?.find((r) => r.matchers?.includes('severity="page"'));
   const cpu = cpus();
   const meta = {
     date: `${new Date(T0).toISOString().slice(0, 16).replace("T", " ")} UTC`,
@@ -1378,6 +1379,7 @@ async function main(): Promise<void> {
     alertmanagerRoute: {
       group_wait: amRoute.group_wait,
       group_interval: amRoute.group_interval,
+      page_group_interval: pageRoute?.group_interval ?? amRoute.group_interval,
       repeat_interval: amRoute.repeat_interval,
     },
   };
