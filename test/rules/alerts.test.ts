@@ -154,7 +154,10 @@ describe("prometheus/alerts.yml", () => {
       const interval = seconds(route.group_interval ?? am.route.group_interval);
       for (const r of rules.filter((r) => r.labels?.severity === "page")) {
         const keep = seconds(r.keep_firing_for ?? "0s");
-        assert.ok(keep >= Math.max(wait, interval), `${r.alert}: keep_firing_for ${keep}s < ${wait}s / ${interval}s`);
+        assert.ok(
+          keep >= Math.max(wait, interval),
+          `${r.alert}: keep_firing_for ${keep}s < ${wait}s / ${interval}s`,
+        );
       }
     }
   });
