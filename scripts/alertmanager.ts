@@ -35,10 +35,17 @@ export type AlertmanagerTimings = "local" | "shipped";
  */
 export function localAlertmanagerConfig(receiverUrl: string, timings: AlertmanagerTimings = "local"): string {
   const config = parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
-    route: Record<string, unknown>;
+    route: Record<string, unknown> & { routes?: Record<string, unknown>[] };
     receivers: { name: string }[];
   };
-  if (timings === "local") Object.assign(config.route, { group_wait: "1s", group_interval: "5s" });
+  if (timings === "local") {
+    Object.assign(config.route, { group_wait: "1s", group_interval: "5s" });
+    // The pager routes set their own group_interval: they inherit the local one instead.
+    for (const child of config.route.routes ?? []) {
+      delete child.group_wait;
+      delete child.group_interval;
+    }
+  }
   config.receivers = config.receivers.map((r) => ({
     name: r.name,
     webhook_configs: [{ url: receiverUrl, send_resolved: true }],

@@ -949,6 +949,27 @@ function statusCell(s: StatusSample | undefined): string {
 const nodeIdOf = (data: DrillData, instance: string | undefined) =>
   instance ? (data.nodes?.find((n) => new URL(n.url).host === instance)?.id ?? instance) : undefined;
 
+/**
+ * The alerts that inhibit `alertname` in the shipped prometheus/alertmanager.yml (its
+ * inhibit_rules, matched on alertname), for naming them in the findings.
+ */
+function inhibitorsOf(alertname: string): string {
+  const config = parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
+    inhibit_rules?: { source_matchers?: string[]; target_matchers?: string[] }[];
+  };
+  const nameOf = (matchers: string[] | undefined) =>
+    matchers?.map((m) => /^alertname(=~?)"(.*)"$/.exec(m)).find((m) => m) ?? undefined;
+  const sources = (config.inhibit_rules ?? []).flatMap((rule) => {
+    const target = nameOf(rule.target_matchers);
+    const source = nameOf(rule.source_matchers);
+    if (!target || !source) return [];
+    const hit =
+      target[1] === "=~" ? new RegExp(`^(?:${target[2]})$`).test(alertname) : target[2] === alertname;
+    return hit ? [source[2] as string] : [];
+  });
+  return sources.join(" or ") || "another alert";
+}
+
 /** Prometheus re-sends a resolved alert to Alertmanager this long (its resolvedRetention). */
 const PROMETHEUS_RESOLVED_RESEND_MS = 15 * 60_000;
 
@@ -1016,7 +1037,7 @@ function missed(r: IncidentResult, data: DrillData): string[] {
       );
       if (at > r.end && at !== first)
         out.push(
-          `${name} paged ${dur(at - r.end)} after it was over${held ? ", once the inhibiting RedisUnreachable had resolved" : ""}`,
+          `${name} paged ${dur(at - r.end)} after it was over${held ? `, once the inhibiting ${inhibitorsOf(ns[0]?.alertname ?? "")} had resolved` : ""}`,
         );
       const resolved = ns.filter((n) => n.resolvedAt !== undefined).map((n) => n.resolvedAt as number);
       if (resolved.length === ns.length && Math.max(...resolved) - r.end > 120_000)
@@ -1050,7 +1071,7 @@ function missed(r: IncidentResult, data: DrillData): string[] {
     if (node) u.nodes.add(node);
     u.why.add(
       by.length
-        ? "inhibited in Alertmanager (the shipped inhibit rule: RedisUnreachable fired)"
+        ? `inhibited in Alertmanager (the shipped inhibit rule: ${inhibitorsOf(p.alertname)} fired)`
         : whyUndelivered(data, p.alertname, "Prometheus", p.firingSeen as number, p.goneSeen),
     );
     undelivered.set(p.alertname, u);
@@ -1104,7 +1125,7 @@ function markdown(data: DrillData): string {
   );
   lines.push("");
   lines.push(
-    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${set.clients} build machines, each running \`signtool sign\` on ${set.filesPerBuild} files then pausing ${set.pauseMs / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval}, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${set.gapS} s between the end of one and the start of the next.`,
+    `Issue 29's drill, repeated by \`npm run drill\` (scripts/drill.ts): a local cluster of real processes (redis-server with an append-only file, 3 signing nodes, the monitor) under a continuous load of ${set.clients} build machines, each running \`signtool sign\` on ${set.filesPerBuild} files then pausing ${set.pauseMs / 1000} s (a failed run is a failed build); a real Prometheus evaluating the shipped \`prometheus/alerts.yml\` at the shipped ${m.intervals.scrape_interval} scrape and ${m.intervals.evaluation_interval} evaluation intervals (real \`for:\`); a real Alertmanager running the shipped \`prometheus/alertmanager.yml\` (group_wait ${m.alertmanagerRoute.group_wait}, group_interval ${m.alertmanagerRoute.group_interval} and ${m.alertmanagerRoute.page_group_interval} for pages, its inhibition) with only the receivers' URLs replaced by a local receiver that records when each notification arrives. The monitor sends its own alerts to that Alertmanager. Incidents follow each other with ${set.gapS} s between the end of one and the start of the next.`,
   );
   lines.push("");
   lines.push(
@@ -1339,9 +1360,10 @@ function drillMeta(watcher: Watcher): DrillData["meta"] {
   ).global;
   const amRoute = (
     parse(readFileSync(join(root, "prometheus/alertmanager.yml"), "utf8")) as {
-      route: Record<string, unknown>;
+      route: Record<string, unknown> & { routes?: { matchers?: string[]; group_interval?: string }[] };
     }
   ).route;
+  const pageRoute = amRoute.routes?.find((r) => r.matchers?.includes('severity="page"'));
   const cpu = cpus();
   return {
     date: `${new Date(T0).toISOString().slice(0, 16).replace("T", " ")} UTC`,
@@ -1363,6 +1385,7 @@ function drillMeta(watcher: Watcher): DrillData["meta"] {
     alertmanagerRoute: {
       group_wait: amRoute.group_wait,
       group_interval: amRoute.group_interval,
+      page_group_interval: pageRoute?.group_interval ?? amRoute.group_interval,
       repeat_interval: amRoute.repeat_interval,
     },
   };

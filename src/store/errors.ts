@@ -17,6 +17,23 @@ export class StoreUnavailableError extends SigningClusterError<"STORE_UNAVAILABL
   }
 }
 
+/** Why Redis could not be used, in a word a log line can be filtered and grouped on. */
+export type OutageReason = "breaker_open" | "timeout" | "redis_refused" | "connection";
+
+/**
+ * The kind of outage behind a StoreUnavailableError: the breaker refused the call (the error
+ * that opened it is on the breaker_open line), Redis or the breaker gave no answer in time,
+ * Redis answered with a refusal (OOM, READONLY, LOADING, NOAUTH…), or the connection failed.
+ */
+export function outageReason(err: StoreUnavailableError): OutageReason {
+  const cause = err.cause as { name?: unknown; code?: unknown; message?: unknown } | undefined;
+  const message = typeof cause?.message === "string" ? cause.message : String(cause ?? "");
+  if (cause?.code === "EOPENBREAKER") return "breaker_open";
+  if (cause?.name === "ReplyError") return "redis_refused";
+  if (cause?.code === "ETIMEDOUT" || /timed out|timeout/i.test(message)) return "timeout";
+  return "connection";
+}
+
 /**
  * Redis answered with data we did not write: a key of the wrong type, a record that does not
  * parse, a script's unexpected reply. Fails closed: 503 STORE_CORRUPT, never a degraded accept.

@@ -1,9 +1,15 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
+import { ThrottledWarning } from "../log/throttled.js";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import type { StoreBreakers } from "../store/breakers.js";
 import { ensureEpoch } from "../store/epoch.js";
-import { classifyStoreError, StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
+import {
+  classifyStoreError,
+  outageReason,
+  StoreCorruptError,
+  StoreUnavailableError,
+} from "../store/errors.js";
 import type { StoreKeys } from "../store/keys.js";
 import type { RedisClient } from "../store/redis.js";
 import type { ReplicatedWrites } from "../store/replicas.js";
@@ -116,14 +122,19 @@ export interface NonceUse {
 
 type StoredCheck = Exclude<TokenCheck, { result: "degraded" | "unavailable" }>;
 
+/** At most one token_check_degraded warning per reason in this time (DegradedTokenChecks' runbook). */
+export const DEGRADED_WARNING_INTERVAL_MS = 10_000;
+
 /** Issues, checks and revokes tokens: the local MAC checks first, then one Redis round trip. */
 export class TokenService {
   private readonly secrets: Map<string, Buffer>;
   private readonly records: TokenRecords;
+  private readonly degradedWarning: ThrottledWarning;
 
   constructor(private readonly opts: TokenServiceOptions) {
     this.secrets = new Map(opts.secrets.map((s) => [s.kid, s.secret]));
     this.records = new TokenRecords(opts.client, opts.keys);
+    this.degradedWarning = new ThrottledWarning(opts.log, DEGRADED_WARNING_INTERVAL_MS);
   }
 
   async issue(req: IssueRequest, nowMs = Date.now()): Promise<{ token: string; claims: TokenClaims }> {
@@ -219,7 +230,7 @@ export class TokenService {
         throw err;
       }
       if (!(err instanceof StoreUnavailableError)) throw err;
-      return this.whileStoreDown(token, presented);
+      return this.whileStoreDown(token, presented, err);
     }
   }
 
@@ -274,9 +285,24 @@ export class TokenService {
    * the store takes it as its own chain having lost steps. Echoing the presented nonce instead
    * would strand the client behind a paused Redis that runs the queued advance once resumed.
    */
-  private whileStoreDown(token: VerifiedToken, nonce: PresentedNonce | undefined): TokenCheck {
-    this.opts.log.debug({ event: "token_store_unavailable", downPolicy: this.opts.downPolicy });
-    if (this.opts.downPolicy === "reject") return { ok: false, result: "unavailable" };
+  private whileStoreDown(
+    token: VerifiedToken,
+    nonce: PresentedNonce | undefined,
+    err: StoreUnavailableError,
+  ): TokenCheck {
+    if (this.opts.downPolicy === "reject") {
+      this.opts.log.debug({ event: "token_store_unavailable", downPolicy: "reject", err: err.message });
+      return { ok: false, result: "unavailable" };
+    }
+    // A security control is off for this check: say why where on-call looks (DegradedTokenChecks
+    // sends them here), once per reason per interval, not once per upload of an outage.
+    const reason = outageReason(err);
+    this.degradedWarning.warn(reason, {
+      event: "token_check_degraded",
+      reason,
+      op: err.op,
+      err: err.message,
+    });
     const next = nonce && {
       counter: nonce.counter + 1,
       lineage: nonce.lineage || nonce.fresh.lineage,

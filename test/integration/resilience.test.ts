@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { Writable } from "node:stream";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
+import { DEGRADED_WARNING_INTERVAL_MS } from "../../src/tokens/service.js";
 import { fetchSignature, getToken, upload } from "../helpers/api.js";
 import { sample } from "../helpers/metrics.js";
 import { rawRequest } from "../helpers/raw-http.js";
@@ -36,10 +38,26 @@ async function until<T>(
   }
 }
 
+/** A node's log lines, parsed, and its raw text (to look for what must never be in it). */
+function logSink(): { sink: Writable; lines: Record<string, unknown>[]; raw: () => string } {
+  const lines: Record<string, unknown>[] = [];
+  let raw = "";
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      raw += chunk.toString();
+      for (const l of chunk.toString().split("\n").filter(Boolean)) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  return { sink, lines, raw: () => raw };
+}
+
 describe("Redis paused under downPolicy hmac", () => {
   test("signing goes on, the breaker goes 0 → 2 → 1 → 0, and nonces are enforced again after", async () => {
+    const log = logSink();
     const cluster = await TestCluster.start({
       nodes: 1,
+      logTo: log.sink,
       overrides: {
         store: { commandTimeoutMs: 300, downPolicy: "hmac", breaker: { ...BREAKER, resetTimeoutMs: 3000 } },
       },
@@ -74,6 +92,7 @@ describe("Redis paused under downPolicy hmac", () => {
       assert.equal(ready.body.status, "degraded");
       const metrics = (await request(url).get("/metrics")).text;
       assert.ok((sample(metrics, "signing_token_checks_total", { result: "degraded" }) ?? 0) >= 4);
+      assertDegradedWarnings(log.lines, log.raw(), token);
 
       // No traffic: after resetTimeout the breaker lets one trial call through (half-open).
       await until(
@@ -116,6 +135,34 @@ describe("Redis paused under downPolicy hmac", () => {
     }
   });
 });
+
+/**
+ * Each degraded acceptance says why at warn level (event token_check_degraded, a reason and the
+ * store's error), at most once per reason in DEGRADED_WARNING_INTERVAL_MS; never the token.
+ */
+function assertDegradedWarnings(lines: Record<string, unknown>[], raw: string, token: string): void {
+  const warnings = lines.filter((l) => l.event === "token_check_degraded");
+  assert.ok(warnings.length >= 1, "a token_check_degraded line");
+  for (const w of warnings) {
+    assert.equal(w.level, 40, "at warn level");
+    assert.ok(
+      ["timeout", "breaker_open", "connection", "redis_refused"].includes(String(w.reason)),
+      String(w.reason),
+    );
+    assert.match(String(w.err), /store unavailable for token_check: \S/);
+    assert.equal(w.op, "token_check");
+    assert.equal(typeof w.suppressed, "number");
+  }
+  for (const reason of new Set(warnings.map((w) => w.reason))) {
+    const times = warnings.filter((w) => w.reason === reason).map((w) => Date.parse(String(w.time)));
+    for (let i = 1; i < times.length; i++)
+      assert.ok(
+        (times[i] as number) - (times[i - 1] as number) >= DEGRADED_WARNING_INTERVAL_MS,
+        `${reason}: one line per ${DEGRADED_WARNING_INTERVAL_MS} ms`,
+      );
+  }
+  assert.ok(!raw.includes(token), "the token is never logged");
+}
 
 describe("Redis down under downPolicy reject", () => {
   test("a fast 503 STORE_UNAVAILABLE once the breaker is open; readiness fails; recovery after restart", async () => {

@@ -16,12 +16,31 @@ interface Rule {
   alert: string;
   expr: string;
   for?: string;
+  keep_firing_for?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
 }
 const rules: Rule[] = (
   parse(readFileSync(join(promDir, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }
 ).groups.flatMap((g) => g.rules);
+
+interface AlertmanagerRoute {
+  matchers?: string[];
+  group_wait?: string;
+  group_interval?: string;
+  routes?: AlertmanagerRoute[];
+}
+interface AlertmanagerConfig {
+  route: AlertmanagerRoute & { group_wait: string; group_interval: string };
+}
+
+/** A Prometheus duration of the forms the config files use (1m, 30s, 1m30s, 4h) in seconds. */
+function seconds(duration: string): number {
+  const units: Record<string, number> = { h: 3600, m: 60, s: 1 };
+  const parts = [...duration.matchAll(/(\d+)([hms])/g)];
+  assert.equal(parts.map((p) => p[0]).join(""), duration, `a duration: ${duration}`);
+  return parts.reduce((sum, p) => sum + Number(p[1]) * (units[p[2] as string] as number), 0);
+}
 
 /** promtool must be there: CI installs it (Debian's prometheus package); this never skips. */
 function promtool(args: string[]): { status: number | null; output: string } {
@@ -111,9 +130,36 @@ describe("prometheus/alerts.yml", () => {
     assert.equal(cases.evaluation_interval, global.evaluation_interval);
     // The cases that time a page (or its absence) for the fast-paging rules scrape as shipped;
     // at a longer interval their 1m windows would hold too few samples to mean anything.
-    const timed = ["InvalidTokenSpike", "StoreBreakerOpen", "RedisUnreachable"];
+    const timed = [
+      "InvalidTokenSpike",
+      "StoreBreakerOpen",
+      "RedisUnreachable",
+      "DegradedTokenChecks",
+      "MonitorDown",
+      "SigningNodeDown",
+      "MostSigningNodesDown",
+    ];
     for (const c of cases.tests.filter((c) => timed.some((a) => c.name.startsWith(a))))
       assert.equal(c.interval, global.scrape_interval, c.name);
+  });
+
+  test("every page keeps firing longer than the pager routes of alertmanager.yml wait between notifications", () => {
+    const am = parse(readFileSync(join(promDir, "alertmanager.yml"), "utf8")) as AlertmanagerConfig;
+    const pagerRoutes = (am.route.routes ?? []).filter((r) => r.matchers?.includes('severity="page"'));
+    assert.ok(pagerRoutes.length > 0, "alertmanager.yml routes pages");
+    for (const route of pagerRoutes) {
+      // A page that fires and resolves between two notifications of its group reaches nobody:
+      // the first comes group_wait after a new group's first alert, the next at group_interval.
+      const wait = seconds(route.group_wait ?? am.route.group_wait);
+      const interval = seconds(route.group_interval ?? am.route.group_interval);
+      for (const r of rules.filter((r) => r.labels?.severity === "page")) {
+        const keep = seconds(r.keep_firing_for ?? "0s");
+        assert.ok(
+          keep >= Math.max(wait, interval),
+          `${r.alert}: keep_firing_for ${keep}s < ${wait}s / ${interval}s`,
+        );
+      }
+    }
   });
 
   test("every expression uses only metrics that nodes and monitor export", async () => {
