@@ -327,6 +327,7 @@ function readPager(file: string): Notified[] {
 interface MonitorAlert {
   alertname: string;
   firedAt: number;
+  severity?: string;
   resolvedAt?: number;
 }
 
@@ -336,7 +337,7 @@ function readMonitorAlerts(file: string): MonitorAlert[] {
   const open = new Map<string, MonitorAlert>();
   for (const line of readFileSync(file, "utf8").split("\n")) {
     if (!line.includes('"alert_')) continue;
-    let e: { event?: string; alert?: string; time?: string; since?: string };
+    let e: { event?: string; alert?: string; severity?: string; time?: string; since?: string };
     try {
       e = JSON.parse(line);
     } catch {
@@ -347,7 +348,11 @@ function readMonitorAlerts(file: string): MonitorAlert[] {
     if (e.event === "alert_firing") {
       // Fired again by a restarted monitor (since: its first start): the same alert.
       if (e.since && open.has(e.alert)) continue;
-      const a: MonitorAlert = { alertname: e.alert, firedAt: e.since ? Date.parse(e.since) : at };
+      const a: MonitorAlert = {
+        alertname: e.alert,
+        firedAt: e.since ? Date.parse(e.since) : at,
+        ...(e.severity ? { severity: e.severity } : {}),
+      };
       open.set(e.alert, a);
       out.push(a);
     } else if (e.event === "alert_resolved") {
@@ -986,9 +991,13 @@ function whyUndelivered(
   source: string,
   firedAt: number,
   goneAt?: number,
+  severity?: string,
 ): string {
-  const wait = String(data.meta.alertmanagerRoute.group_wait);
-  const interval = String(data.meta.alertmanagerRoute.group_interval);
+  const route = data.meta.alertmanagerRoute;
+  const wait = String(route.group_wait);
+  const interval = String(
+    severity === "page" ? (route.page_group_interval ?? route.group_interval) : route.group_interval,
+  );
   const lived = goneAt !== undefined ? goneAt - firedAt : undefined;
   const firedFor = lived !== undefined ? `fired for ${dur(lived)}` : "fired";
   const waitMs = Number.parseFloat(wait) * (wait.endsWith("m") ? 60_000 : 1000);
@@ -1072,7 +1081,14 @@ function missed(r: IncidentResult, data: DrillData): string[] {
     u.why.add(
       by.length
         ? `inhibited in Alertmanager (the shipped inhibit rule: ${inhibitorsOf(p.alertname)} fired)`
-        : whyUndelivered(data, p.alertname, "Prometheus", p.firingSeen as number, p.goneSeen),
+        : whyUndelivered(
+            data,
+            p.alertname,
+            "Prometheus",
+            p.firingSeen as number,
+            p.goneSeen,
+            p.labels.severity,
+          ),
     );
     undelivered.set(p.alertname, u);
   }
@@ -1082,7 +1098,7 @@ function missed(r: IncidentResult, data: DrillData): string[] {
     );
   for (const a of r.monitorAlerts.filter((x) => !x.delivered))
     out.push(
-      `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt)}`,
+      `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt, a.severity)}`,
     );
   // A node's degraded checks that all came before the incident: the alert is not about it.
   const degradedAlerts = r.prometheus.filter((p) => p.alertname === "DegradedTokenChecks" && p.firingSeen);
