@@ -300,7 +300,7 @@ export const configSchema = z
           .positive()
           .default(64)
           .describe(
-            "uploads being received plus jobs queued or signing on this node; beyond it `503 OVERLOADED` (bounds memory, sockets and queueing delay)",
+            "uploads being received plus jobs queued or signing on this node; beyond it an upload waits in line (`admissionWaitMs`), then `503 OVERLOADED` (bounds memory, sockets and queueing delay)",
           ),
         maxPendingPerIp: z
           .number()
