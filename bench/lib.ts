@@ -386,7 +386,8 @@ export function benchNodeEnv(extra: Record<string, string> = {}): Record<string,
     SIGNING__limits__tokenPerIp: lots,
     SIGNING__limits__signPerIp: lots,
     SIGNING__limits__signPerToken: lots,
-    SIGNING__signing__maxPendingPerIp: "64",
+    // Places held and waited for: 128 clients from one address must all fit in the line.
+    SIGNING__signing__maxPendingPerIp: "1000000",
     ...extra,
   };
 }

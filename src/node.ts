@@ -186,7 +186,11 @@ function services(
   const signing = new SigningService({
     ...{ audit, breakers, metrics, signers, nodeId, log },
     local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
-    ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp, leaseMs: s.jobLeaseMs },
+    admission: {
+      ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp },
+      ...{ waitMs: s.admissionWaitMs, maxQueued: s.admissionQueueMax },
+    },
+    leaseMs: s.jobLeaseMs,
     jobs: new JobStore(redis, storeKeys, s.resultTtl),
   });
   return { limits, metrics, breakers, replicated, tokens, audit, signing };
@@ -257,6 +261,7 @@ async function shutdown(
   lifecycle: Lifecycle,
 ): Promise<boolean> {
   lifecycle.shuttingDown = true;
+  x.signing.stopAdmitting();
   log.info({ event: "draining", inflightJobs: x.signing.inflightJobs });
   const drained = await x.signing.drain(config.shutdown.timeoutMs);
   if (!drained) log.warn({ event: "drain_timeout", inflightJobs: x.signing.inflightJobs });

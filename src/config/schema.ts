@@ -300,14 +300,33 @@ export const configSchema = z
           .positive()
           .default(64)
           .describe(
-            "uploads being received plus jobs queued or signing on this node; beyond it `503 OVERLOADED` (bounds memory, sockets and queueing delay)",
+            "uploads being received plus jobs queued or signing on this node; beyond it an upload waits in line (`admissionWaitMs`), then `503 OVERLOADED` (bounds memory, sockets and queueing delay)",
           ),
         maxPendingPerIp: z
           .number()
           .int()
           .positive()
           .default(16)
-          .describe("of those, at most this many from one client address"),
+          .describe(
+            "of those, and of the uploads waiting for one, at most this many from one client address (beyond it `503 OVERLOADED` at once)",
+          ),
+        admissionWaitMs: z
+          .number()
+          .int()
+          .min(0)
+          .max(60_000)
+          .default(1000)
+          .describe(
+            "at `maxPending`, how long an upload waits in a FIFO queue for a place before its body is read, then `503 OVERLOADED`, ms; 0 refuses at once. A burst is served in order instead of bounced into retries; a stuck node still sends its clients on within this time",
+          ),
+        admissionQueueMax: z
+          .number()
+          .int()
+          .min(0)
+          .default(256)
+          .describe(
+            "uploads that may wait for a place at once; beyond it `503 OVERLOADED` at once (each waiter holds a socket and its first buffered bytes, so this bounds their memory)",
+          ),
         uploadMinBytesPerSecond: z
           .number()
           .int()

@@ -54,6 +54,17 @@ export class NodeMetrics {
     help: "Uploads this node is receiving or signing (its share of signing.maxPending).",
     registers: [this.registry],
   });
+  readonly admissionWait = new Histogram({
+    name: "signing_admission_wait_seconds",
+    help: "How long uploads waited for a place in signing.maxPending before being admitted, refused (OVERLOADED) or abandoned by their client; 0 when decided at once.",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly admissionQueue = new Gauge({
+    name: "signing_admission_queue",
+    help: "Uploads waiting for a place in signing.maxPending (at most signing.admissionQueueMax).",
+    registers: [this.registry],
+  });
   readonly keyExpiry = new Gauge({
     name: "signing_key_expiry_timestamp_seconds",
     help: "When a format's signing key expires (Unix seconds); absent for keys that never do.",

@@ -5,6 +5,7 @@ import type { AuditLog } from "../log/audit.js";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import type { JobStore, Lookup, SignedResult } from "../store/jobs.js";
+import { Admission, type AdmissionOptions, type Admitted, type Slot } from "./admission.js";
 import type { LocalResults } from "./local-results.js";
 import type { FormatName, Signer } from "./signer.js";
 
@@ -43,18 +44,13 @@ export interface SigningServiceOptions {
   metrics: NodeMetrics;
   /** Results signed while Redis was unreachable, served from this node. */
   local: LocalResults;
-  /** Uploads being received plus jobs queued or running; beyond it, OVERLOADED. */
-  maxPending: number;
-  /** The same, per client address, so one client cannot take every slot. */
-  maxPendingPerIp: number;
+  /** The pending set's limits and the queue in front of it. */
+  admission: Omit<AdmissionOptions, "metrics">;
   audit: AuditLog;
   log: Logger;
 }
 
-/** A place in the bounded pending set; released once, by whoever holds it last. */
-export interface Slot {
-  release(): void;
-}
+export type { Admitted, Slot };
 
 /** Jobs on other nodes are only seen in the store; this node's own jobs wake their waiters. */
 const POLL_MS = 100;
@@ -68,12 +64,13 @@ export class SigningService {
   private readonly inflight = new Set<Promise<unknown>>();
   /** Jobs running without the store: `format:sha256` and `format:sha1` → sha256. */
   private readonly localPending = new Map<string, string>();
-  private pending = 0;
-  private readonly pendingByIp = new Map<string, number>();
+  private readonly admission: Admission;
   /** Requests waiting (?wait=) for a job this node runs, by `format:digest` (sha256 and sha1). */
   private readonly waiters = new Map<string, Set<() => void>>();
 
-  constructor(private readonly opts: SigningServiceOptions) {}
+  constructor(private readonly opts: SigningServiceOptions) {
+    this.admission = new Admission({ ...opts.admission, metrics: opts.metrics });
+  }
 
   signer(format: FormatName): Signer {
     const s = this.opts.signers.get(format);
@@ -85,25 +82,17 @@ export class SigningService {
     return this.inflight.size;
   }
 
-  /** A place for one more upload from `ip`, or undefined when this node (or that client) has enough. */
-  admit(ip: string): Slot | undefined {
-    const mine = this.pendingByIp.get(ip) ?? 0;
-    if (this.pending >= this.opts.maxPending || mine >= this.opts.maxPendingPerIp) return undefined;
-    this.pending++;
-    this.opts.metrics.inflight.set(this.pending);
-    this.pendingByIp.set(ip, mine + 1);
-    let released = false;
-    return {
-      release: () => {
-        if (released) return;
-        released = true;
-        this.pending--;
-        this.opts.metrics.inflight.set(this.pending);
-        const left = (this.pendingByIp.get(ip) ?? 1) - 1;
-        if (left > 0) this.pendingByIp.set(ip, left);
-        else this.pendingByIp.delete(ip);
-      },
-    };
+  /**
+   * A place for one more upload from `ip`: at once, or after waiting in line (up to
+   * `signing.admissionWaitMs`) while this node has `maxPending` in hand; `gone` ends the wait.
+   */
+  admit(ip: string, gone?: AbortSignal): Admitted | Promise<Admitted> {
+    return this.admission.admit(ip, gone);
+  }
+
+  /** Refuses the uploads waiting for a place and every later one: the node is stopping. */
+  stopAdmitting(): void {
+    this.admission.close();
   }
 
   /** Finds a result or job by the sha256 or (classic clients) sha1 of the input. */
@@ -208,7 +197,7 @@ export class SigningService {
    */
   async drain(timeoutMs = Number.POSITIVE_INFINITY): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (this.pending > 0 || this.inflight.size > 0) {
+    while (this.admission.pending > 0 || this.inflight.size > 0) {
       if (Date.now() >= deadline) return false;
       await sleep(Math.min(50, deadline - Date.now()));
     }

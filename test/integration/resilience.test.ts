@@ -224,7 +224,8 @@ describe("backpressure and rate limits", () => {
   test("more concurrent uploads than maxPending: 503 OVERLOADED with Retry-After, never a crash", async () => {
     const cluster = await TestCluster.start({
       nodes: 1,
-      overrides: { signing: { maxPending: 3 } },
+      // No waiting in line (admission.test.ts covers it): the bounce itself is the subject.
+      overrides: { signing: { maxPending: 3, admissionWaitMs: 0 } },
     });
     try {
       const url = cluster.node(0).url;
@@ -263,7 +264,7 @@ describe("backpressure and rate limits", () => {
   test("uploads that go silent get 408 after uploadRateWindowMs and give their slots back", async () => {
     const cluster = await TestCluster.start({
       nodes: 1,
-      overrides: { signing: { maxPending: 2, uploadRateWindowMs: 500 } },
+      overrides: { signing: { maxPending: 2, uploadRateWindowMs: 500, admissionWaitMs: 0 } },
     });
     try {
       const url = cluster.node(0).url;

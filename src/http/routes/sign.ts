@@ -175,7 +175,7 @@ class Uploads {
   async upload(u: UploadRequest): Promise<string> {
     const { req, res } = u;
     const o = { wait: waitSeconds(req, this.deps.maxWaitSeconds), sha256Only: digestParam(req) === "sha256" };
-    const slot = this.admit(u);
+    const slot = await this.admit(u);
     let handedOver = false;
     try {
       const { received, early } = await this.receive(u, o);
@@ -197,8 +197,11 @@ class Uploads {
     }
   }
 
-  /** Admission: everything decided from the headers alone, then a place in the pending set. */
-  private admit({ req, res, format, limits }: UploadRequest): Slot {
+  /**
+   * Admission: everything decided from the headers alone, then a place in the pending set,
+   * waiting in line for one if the node is full; the body stays unread until then.
+   */
+  private async admit({ req, res, format, limits }: UploadRequest): Promise<Slot> {
     const { deps } = this;
     if (deps.lifecycle.shuttingDown)
       refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
@@ -217,12 +220,12 @@ class Uploads {
       const expired = `this format's signing key expired at ${expiresAt.toISOString()}: the nodes need a renewed key`;
       refuseUnread(res, new ApiError("KEY_EXPIRED", expired));
     }
-    const slot = deps.signing.admit(ip);
-    if (!slot) {
-      const busy = "this node has as much work as it may take: retry, or use another node";
-      refuseUnread(res, new ApiError("OVERLOADED", busy, 1));
-    }
-    return slot as Slot;
+    const admitted = await deps.signing.admit(ip, abortOnClose(req, res));
+    if ("slot" in admitted) return admitted.slot;
+    if (admitted.refused === "closed")
+      refuseUnread(res, new ApiError("SHUTTING_DOWN", "this node is shutting down: use another node", 1));
+    const busy = "this node has as much work as it may take: retry, or use another node";
+    refuseUnread(res, new ApiError("OVERLOADED", busy, 1));
   }
 
   /**
