@@ -159,6 +159,13 @@ export const monitorConfigSchema = z
           .positive()
           .default(5000)
           .describe("one delivery attempt gives up after this long, ms"),
+        minFiringSeconds: z
+          .number()
+          .min(0)
+          .default(45)
+          .describe(
+            "a fired alert stays firing at least this long before its resolve is sent, s; 45 s outlives Alertmanager's group_wait (30 s in prometheus/alertmanager.yml) plus one 15 s evaluation interval, so a condition that clears at once still reaches someone",
+          ),
         retries: z
           .number()
           .int()

@@ -17,7 +17,7 @@ export function createAlerter(
   log: Logger,
   metrics: MonitorMetrics,
 ): Alerter {
-  const { webhookUrl, alertmanagerUrl, runbookBaseUrl, timeoutMs, retries } = config.alerts;
+  const { webhookUrl, alertmanagerUrl, runbookBaseUrl, timeoutMs, retries, minFiringSeconds } = config.alerts;
   return new Alerter({
     ...(webhookUrl ? { webhookUrl } : {}),
     ...(alertmanagerUrl ? { alertmanagerUrl } : {}),
@@ -25,6 +25,7 @@ export function createAlerter(
     runbookBaseUrl,
     timeoutMs,
     retries,
+    minFiringMs: minFiringSeconds * 1000,
     monitorId,
     log,
     metrics,
@@ -54,8 +55,7 @@ export class EventAlerts {
   /** An event: fired (again, if it still fires) now, kept for /status, resolved after the hold. */
   event(name: AlertName, text: AlertText): void {
     this.o.recent.add(name, text.summary, text.description);
-    if (this.o.alerter.isFiring(name)) this.o.alerter.resolve(name);
-    this.o.alerter.fire(name, text);
+    this.o.alerter.refire(name, text);
     this.resolveIn(name, this.o.holdMs);
   }
 
