@@ -1,5 +1,6 @@
 /** Detection: is Redis reachable, and did it restart, fail over or lose its data? */
 import type { Logger } from "pino";
+import { ConnectionHealth } from "../src/store/connection-health.js";
 import { ensureOrRepairEpoch } from "../src/store/epoch.js";
 import type { StoreKeys } from "../src/store/keys.js";
 import type { RedisClient } from "../src/store/redis.js";
@@ -8,6 +9,7 @@ import { secondsAgo } from "./clock.js";
 import { classify, type Finding, type Observation, parseInfoServer } from "./detect.js";
 import type { EventAlerts } from "./event-alerts.js";
 import type { MonitorMetrics } from "./metrics.js";
+import type { RecentEvent } from "./recent.js";
 import type { Settler } from "./settler.js";
 import type { Snapshotter } from "./snapshotter.js";
 
@@ -15,6 +17,11 @@ import type { Snapshotter } from "./snapshotter.js";
 export interface Unreachable {
   since: number;
   error: string;
+}
+
+/** An outage as the detector follows it: with the /status event it told, revised as it learns. */
+interface Outage extends Unreachable {
+  told: RecentEvent;
 }
 
 /** What the Detector looks at and hands its findings to. */
@@ -39,13 +46,13 @@ export interface DetectorOptions {
 export class Detector {
   private prev: Observation | undefined;
   private knownEpochId: string | undefined;
-  private down: Unreachable | undefined;
+  private down: Outage | undefined;
   /** The epoch whose data loss was counted, so a retried one is counted once. */
   private countedLoss: string | undefined;
   private lastPass = 0;
   private running: Promise<void> | undefined;
   /** The connection's own error: commands refused meanwhile only say the stream is closed. */
-  private connectionError: string | undefined;
+  private readonly connection: ConnectionHealth;
   private readonly lookNow = () => {
     this.pass().catch((err: Error) => this.o.log.warn({ event: "detect_failed", err: err.message }));
   };
@@ -53,11 +60,11 @@ export class Detector {
   constructor(private readonly o: DetectorOptions) {
     // A data loss that happened while the monitor was down is still recognised.
     this.knownEpochId = o.snapshotter.current?.epochId;
-    o.redis.on("error", (err: Error) => {
-      this.connectionError = err.message; // reported by the next pass as RedisUnreachable
-    });
-    o.redis.on("ready", () => {
-      this.connectionError = undefined;
+    this.connection = new ConnectionHealth(o.redis);
+    // Registered after ConnectionHealth's own listener, so it reads the error just recorded.
+    o.redis.on("error", () => {
+      const failure = this.connection.lastFailure;
+      if (this.down && failure && o.redis.status !== "ready") this.explain(this.down, failure.message);
     });
   }
 
@@ -77,7 +84,7 @@ export class Detector {
   }
 
   get unreachable(): Unreachable | undefined {
-    return this.down;
+    return this.down && { since: this.down.since, error: this.down.error };
   }
 
   /** The last look at Redis that succeeded, if any. */
@@ -133,20 +140,40 @@ export class Detector {
   }
 
   private unreachableNow(err: Error, now: number): void {
-    const { log, metrics } = this.o;
-    metrics.redisUp.set(0);
-    const error = this.o.redis.status === "ready" ? err.message : (this.connectionError ?? err.message);
-    if (this.down === undefined) {
-      log.warn({ event: "redis_unreachable", err: error });
-      this.o.events.note("RedisUnreachable", `the monitor cannot reach the Redis master: ${error}`);
-    }
-    const down = { since: this.down?.since ?? now, error };
-    this.down = down;
+    this.o.metrics.redisUp.set(0);
+    const error = this.reason(err);
+    let down = this.down;
+    if (down === undefined) {
+      this.o.log.warn({ event: "redis_unreachable", err: error });
+      down = { since: now, error, told: this.o.events.note("RedisUnreachable", unreachableText(error)) };
+      this.down = down;
+    } else this.explain(down, error);
     if (now - down.since < this.o.unreachableForMs) return;
     this.o.alerter.fire("RedisUnreachable", {
       summary: "The signing cluster's Redis is unreachable",
       description: `The monitor has not reached the Redis master for ${secondsAgo(down.since)}s: ${error}. Nodes follow store.downPolicy meanwhile.`,
     });
+  }
+
+  /**
+   * The connection's error often comes after the first refused command (the pass its close
+   * started): the outage's event then says the cause, in its place.
+   */
+  private explain(down: Outage, error: string): void {
+    if (down.error === error) return;
+    down.error = error;
+    this.o.events.revise(down.told, unreachableText(error));
+  }
+
+  /**
+   * Why Redis is not reached: with the connection up, the command's error (a replica, a
+   * timeout); with it down, the connection's own (`connect ECONNREFUSED …`), as a command
+   * refused meanwhile only says the stream is not writeable.
+   */
+  private reason(err: Error): string {
+    const { status } = this.o.redis;
+    if (status === "ready") return err.message;
+    return this.connection.lastFailure?.message ?? `the connection closed (${status}), no error from it yet`;
   }
 
   private reachable(): void {
@@ -199,3 +226,5 @@ export class Detector {
     });
   }
 }
+
+const unreachableText = (error: string) => `the monitor cannot reach the Redis master: ${error}`;

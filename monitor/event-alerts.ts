@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { Alerter, type AlertName, type AlertText } from "./alerts.js";
 import type { MonitorConfig } from "./config.js";
 import type { MonitorMetrics } from "./metrics.js";
-import type { RecentEvents } from "./recent.js";
+import type { RecentEvent, RecentEvents } from "./recent.js";
 
 /**
  * Raising and resolving the monitor's alerts, and telling `/status` what happened: events
@@ -59,9 +59,13 @@ export class EventAlerts {
     this.resolveIn(name, this.o.holdMs);
   }
 
-  /** Something worth telling in /status that is no alert of its own. */
-  note(kind: string, summary: string): void {
-    this.o.recent.add(kind, summary);
+  /** Something worth telling in /status that is no alert of its own; revise() words it better. */
+  note(kind: string, summary: string): RecentEvent {
+    return this.o.recent.add(kind, summary);
+  }
+
+  revise(event: RecentEvent, summary: string): void {
+    this.o.recent.revise(event, summary);
   }
 
   /**
