@@ -7,6 +7,7 @@ import type { MonitorMetrics } from "./metrics.js";
 
 export { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
 
+/** What an alert says: its summary and description annotations. */
 export interface AlertText {
   summary: string;
   description: string;
@@ -34,6 +35,7 @@ const realClock: AlerterClock = {
   clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout),
 };
 
+/** Where alerts go, how hard delivery tries, and how they are labelled and held. */
 export interface AlerterOptions {
   webhookUrl?: string;
   alertmanagerUrl?: string;

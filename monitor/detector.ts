@@ -173,7 +173,7 @@ export class Detector {
   private reason(err: Error): string {
     const { status } = this.o.redis;
     if (status === "ready") return err.message;
-    return this.connection.lastFailure?.message ?? `the connection closed (${status}), no error from it yet`;
+    return this.connection.lastFailure?.message ?? `no connection (ioredis: ${status})`;
   }
 
   private reachable(): void {

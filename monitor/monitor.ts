@@ -22,6 +22,7 @@ import { Settler } from "./settler.js";
 import { Snapshotter } from "./snapshotter.js";
 import { SpikeWatcher } from "./spike-watcher.js";
 
+/** A started monitor: where it serves, and hooks for tests and the admin CLI. */
 export interface RunningMonitor {
   url: string;
   port: number;

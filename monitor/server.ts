@@ -13,6 +13,7 @@ export interface MonitorServerOptions {
   health: HealthSources;
 }
 
+/** The listening server: its address, and how to stop it. */
 export interface MonitorServer {
   url: string;
   port: number;
