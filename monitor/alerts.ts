@@ -7,6 +7,7 @@ import type { MonitorMetrics } from "./metrics.js";
 
 export { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
 
+/** What an alert says: its summary and description annotations. */
 export interface AlertText {
   summary: string;
   description: string;
@@ -21,6 +22,20 @@ interface Active {
 
 type Destination = "webhook" | "alertmanager";
 
+/** The time and the timers the Alerter holds alerts by: the real ones, or a test's. */
+export interface AlerterClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+}
+
+const realClock: AlerterClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout),
+};
+
+/** Where alerts go, how hard delivery tries, and how they are labelled and held. */
 export interface AlerterOptions {
   webhookUrl?: string;
   alertmanagerUrl?: string;
@@ -34,6 +49,13 @@ export interface AlerterOptions {
   stateFile?: string;
   /** How often firing alerts are re-sent to Alertmanager: 60 s, Prometheus' resend delay. */
   resendMs?: number;
+  /**
+   * A fired alert stays firing at least this long from its start before its resolve is sent
+   * (alerts.minFiringSeconds): a receiver that batches, as Alertmanager does for group_wait,
+   * must still see it firing when it notifies. 0: resolved as soon as it is said.
+   */
+  minFiringMs?: number;
+  clock?: AlerterClock;
 }
 
 /**
@@ -51,9 +73,13 @@ export class Alerter {
   private saving: Promise<void> = Promise.resolve();
   private readonly resendTimer: NodeJS.Timeout | undefined;
   private readonly resendMs: number;
+  /** Resolves said before the alert had fired for minFiringMs: sent when that is over. */
+  private readonly heldResolves = new Map<AlertName, { timer: unknown; text: AlertText | undefined }>();
+  private readonly clock: AlerterClock;
 
   constructor(private readonly opts: AlerterOptions) {
     this.resendMs = opts.resendMs ?? 60_000;
+    this.clock = opts.clock ?? realClock;
     opts.metrics.alertDeliveryConfigured.set(opts.webhookUrl || opts.alertmanagerUrl ? 1 : 0);
     if (opts.alertmanagerUrl) {
       this.resendTimer = setInterval(() => this.resend(), this.resendMs);
@@ -75,14 +101,16 @@ export class Alerter {
     return this.active.has(name) || this.inherited.has(name);
   }
 
+  /** Fires the alert; one firing already (or held before its resolve) goes on firing. */
   fire(name: AlertName, text: AlertText): void {
+    if (this.cancelHeldResolve(name)) this.opts.log.info({ event: "alert_firing_again", alert: name });
     if (this.active.has(name)) return;
     const before = this.inherited.get(name);
     this.inherited.delete(name);
     // Still firing since the previous run: the same alert (labels, start), told again.
     const alert = {
       labels: before?.labels ?? this.labels(name),
-      startsAt: before?.startsAt ?? new Date().toISOString(),
+      startsAt: before?.startsAt ?? new Date(this.clock.now()).toISOString(),
       text,
     };
     this.active.set(name, alert);
@@ -92,7 +120,56 @@ export class Alerter {
     this.send(name, "firing", alert);
   }
 
+  /**
+   * Resolves the alert once it has fired for minFiringMs (at once if it has); firing it again
+   * meanwhile keeps it firing. A resolve already held is not held again.
+   */
   resolve(name: AlertName, text?: AlertText): void {
+    const alert = this.active.get(name) ?? this.inherited.get(name);
+    if (!alert) return;
+    const held = this.heldResolves.get(name);
+    if (held) {
+      held.text = text ?? held.text;
+      return;
+    }
+    const wait = Date.parse(alert.startsAt) + (this.opts.minFiringMs ?? 0) - this.clock.now();
+    if (wait <= 0) {
+      this.resolveNow(name, text);
+      return;
+    }
+    this.opts.log.info({ event: "alert_resolve_held", alert: name, heldMs: wait });
+    const timer = this.clock.setTimeout(() => {
+      const entry = this.heldResolves.get(name);
+      this.heldResolves.delete(name);
+      this.resolveNow(name, entry?.text);
+    }, wait);
+    this.heldResolves.set(name, { timer, text });
+  }
+
+  /**
+   * A new occurrence of an event: the one firing is resolved at once (no hold: the new one
+   * follows straight away, so receivers see one firing either way) and the new one fired.
+   */
+  refire(name: AlertName, text: AlertText): void {
+    this.cancelHeldResolve(name);
+    if (this.isFiring(name)) this.resolveNow(name);
+    this.fire(name, text);
+  }
+
+  /** Whether a resolve is waiting for the alert's minimum firing time. */
+  isResolveHeld(name: AlertName): boolean {
+    return this.heldResolves.has(name);
+  }
+
+  private cancelHeldResolve(name: AlertName): boolean {
+    const held = this.heldResolves.get(name);
+    if (!held) return false;
+    this.clock.clearTimeout(held.timer);
+    this.heldResolves.delete(name);
+    return true;
+  }
+
+  private resolveNow(name: AlertName, text?: AlertText): void {
     const alert = this.active.get(name) ?? this.inherited.get(name);
     if (!alert) return;
     this.active.delete(name);
@@ -139,8 +216,10 @@ export class Alerter {
     await Promise.all([...this.queues.values(), this.saving]);
   }
 
+  /** Stops re-sending; held resolves are dropped: the state file keeps those alerts firing. */
   close(): void {
     clearInterval(this.resendTimer);
+    for (const name of [...this.heldResolves.keys()]) this.cancelHeldResolve(name);
   }
 
   private labels(name: AlertName): Record<string, string> {
@@ -171,7 +250,8 @@ export class Alerter {
 
   private send(name: AlertName, status: "firing" | "resolved", alert: Active): void {
     if (this.opts.webhookUrl) {
-      const endsAt = status === "resolved" ? new Date().toISOString() : "0001-01-01T00:00:00Z";
+      const endsAt =
+        status === "resolved" ? new Date(this.clock.now()).toISOString() : "0001-01-01T00:00:00Z";
       const body = webhookPayload(name, status, alert, this.annotations(name, alert), endsAt);
       this.enqueue("webhook", this.opts.webhookUrl, name, status, body);
     }
@@ -181,7 +261,8 @@ export class Alerter {
   private sendToAlertmanager(name: AlertName, status: "firing" | "resolved", alert: Active): void {
     if (!this.opts.alertmanagerUrl) return;
     // Firing: valid for four re-send intervals, as Prometheus sends them; resolved: ends now.
-    const endsAt = new Date(Date.now() + (status === "resolved" ? 0 : 4 * this.resendMs)).toISOString();
+    const ends = this.clock.now() + (status === "resolved" ? 0 : 4 * this.resendMs);
+    const endsAt = new Date(ends).toISOString();
     const { labels, startsAt } = alert;
     const body = JSON.stringify([
       { labels, annotations: this.annotations(name, alert), startsAt, endsAt, generatorURL: "" },

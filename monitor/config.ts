@@ -13,83 +13,177 @@ const seconds = z.number().positive();
 
 export const monitorConfigSchema = z
   .object({
-    /** The monitor's own HTTP port: /metrics and /readyz. */
     monitor: z
       .object({
-        id: z.string().min(1).optional(),
-        host: z.string().default("127.0.0.1"),
-        port: z.number().int().min(0).max(65535).default(9120),
-        /** Snapshots live here (mode 0700), one file: snapshot.json. */
-        stateDir: z.string().min(1),
-        /** How Redis is watched: every second by default. */
-        detectCron: cron.default("* * * * * *"),
-        /** How often live tokens, nonces and revocations are snapshotted. */
-        snapshotCron: cron.default("*/5 * * * * *"),
-        /** What to do when Redis lost its data: put back what the snapshot has, or invalidate. */
-        onDataLoss: z.enum(["reseed", "invalidate"]).default("reseed"),
-        /** A snapshot older than this fires SnapshotStale. */
-        snapshotMaxAgeSeconds: seconds.default(60),
-        /** Redis unreachable this long fires RedisUnreachable. */
-        unreachableForSeconds: seconds.default(5),
-        /** Restart alerts are events: they stay firing this long, then resolve. */
-        eventHoldSeconds: seconds.default(600),
+        id: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "names this monitor in logs, alert labels and the epoch lock; default `host:port`, unique as long as two monitors do not share a host and port",
+          ),
+        host: z
+          .string()
+          .default("127.0.0.1")
+          .describe(
+            "listen address of /metrics, /readyz and /status; loopback unless Prometheus scrapes it from elsewhere",
+          ),
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65535)
+          .default(9120)
+          .describe("listen port (0 picks a free one); 9120 sits next to the nodes' 9110"),
+        stateDir: z
+          .string()
+          .min(1)
+          .describe(
+            "directory (created with mode 0700) for the token snapshot (snapshot.json) and the alerts it sent (alerts.json); keep it across restarts so a data loss seen after one is still re-seeded",
+          ),
+        detectCron: cron
+          .default("* * * * * *")
+          .describe(
+            "when Redis is looked at (cron, seconds first); every second, so a data loss is settled well inside the nodes' store.recoveryGraceMs (10 s by default)",
+          ),
+        snapshotCron: cron
+          .default("*/5 * * * * *")
+          .describe(
+            "when live tokens, nonce chains and revocations are snapshotted (cron, seconds first); every 5 s bounds the tokens a data loss can take with it",
+          ),
+        onDataLoss: z
+          .enum(["reseed", "invalidate"])
+          .default("reseed")
+          .describe(
+            "after Redis lost its data: `reseed` puts back what the snapshot holds (builds go on), `invalidate` makes every token issued before the loss fail with 401 TOKEN_INVALIDATED",
+          ),
+        snapshotMaxAgeSeconds: seconds
+          .default(60)
+          .describe(
+            "a snapshot older than this fires SnapshotStale, s; a minute is twelve missed 5 s snapshots, not one slow one",
+          ),
+        unreachableForSeconds: seconds
+          .default(5)
+          .describe(
+            "Redis unreachable this long fires RedisUnreachable, s; 5 s rides out a reconnect but pages before builds queue up",
+          ),
+        eventHoldSeconds: seconds
+          .default(600)
+          .describe(
+            "restart alerts (RedisRestarted, RedisRestartedWithDataLoss) are events: they stay firing this long, then resolve, s; ten minutes to be seen on a dashboard",
+          ),
       })
-      .strict(),
+      .strict()
+      .describe("the monitor itself: where it listens, where it keeps state, how often it looks"),
     redis: redisSchema,
     store: z
-      .object({ prefix: z.string().default("signing:") })
+      .object({
+        prefix: z
+          .string()
+          .default("signing:")
+          .describe("key prefix of the cluster's records in Redis; the same as the nodes' store.prefix"),
+      })
       .strict()
       .prefault({}),
-    /** Signing nodes whose /metrics are scraped for invalid-token spikes. */
-    nodes: z.array(z.string().url()).default([]),
-    /**
-     * InvalidTokenSpike, the same condition as the Prometheus rule of that name (ratio and
-     * minimum equal to its thresholds; test/rules/alerts.test.ts holds them together), over the
-     * monitor's shorter window: one scrape interval.
-     */
+    nodes: z
+      .array(z.string().url())
+      .default([])
+      .describe(
+        "signing nodes' base URLs, whose /metrics are scraped for invalid-token spikes; none: InvalidTokenSpike is left to Prometheus",
+      ),
     spike: z
       .object({
-        scrapeCron: cron.default("*/5 * * * * *"),
-        /** Share of token checks, summed over the nodes, that are rejected: above it is a spike. */
-        ratio: z.number().gt(0).lt(1).default(0.25),
-        /**
-         * All token checks per second (every result, summed over the nodes) that the share needs
-         * to count: a few bad tokens on an idle cluster are not a spike.
-         */
-        minChecksPerSecond: z.number().min(0).default(0.1),
-        /** The condition must hold this long before the alert fires. */
-        forSeconds: z.number().min(0).default(30),
+        scrapeCron: cron
+          .default("*/5 * * * * *")
+          .describe(
+            "when the nodes are scraped (cron, seconds first); every 5 s, three times Prometheus' 15 s, so the monitor sees a burst first",
+          ),
+        ratio: z
+          .number()
+          .gt(0)
+          .lt(1)
+          .default(0.25)
+          .describe(
+            "share of token checks, summed over the nodes, that are rejected: above it is a spike; 0.25 as the Prometheus rule InvalidTokenSpike",
+          ),
+        minChecksPerSecond: z
+          .number()
+          .min(0)
+          .default(0.1)
+          .describe(
+            "all token checks per second (every result, all nodes) needed for the share to count: a few bad tokens on an idle cluster are no spike; as the Prometheus rule",
+          ),
+        forSeconds: z
+          .number()
+          .min(0)
+          .default(30)
+          .describe(
+            "the condition must hold this long before InvalidTokenSpike fires, s; 30 s, half the Prometheus rule's `for: 1m`, so the monitor pages first and a shorter burst pages nobody",
+          ),
       })
       .strict()
       // Parsed from {}, so the defaults above are the only ones (not a second copy here).
-      .prefault({}),
+      .prefault({})
+      .describe(
+        "InvalidTokenSpike as the Prometheus rule of that name computes it (test/rules/alerts.test.ts holds the two together), over the monitor's shorter window: one scrape interval",
+      ),
     alerts: z
       .object({
-        /**
-         * false: the monitor's alerts are only log lines (and
-         * signing_monitor_alert_delivery_configured is 0). It must be said: a monitor without a
-         * destination would otherwise page nobody and nothing would say so.
-         */
-        enabled: z.boolean().default(true),
-        /** Alertmanager-compatible webhook receiver (webhook payload version 4). */
-        webhookUrl: z.string().url().optional(),
-        /**
-         * An Alertmanager (its base URL): alerts go to its API, <url>/api/v2/alerts, and are
-         * re-sent while they fire, as Prometheus does, so that Alertmanager routes them.
-         */
-        alertmanagerUrl: z.string().url().optional(),
-        /** Base of runbook links: runbook_url = <base>/<AlertName>.md */
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            "false: alerts are only log lines (signing_monitor_alert_delivery_configured 0); must be said, as a monitor with no destination would page nobody silently",
+          ),
+        webhookUrl: z
+          .string()
+          .url()
+          .optional()
+          .describe(
+            "an Alertmanager-compatible webhook receiver (payload version 4); its URL is never logged",
+          ),
+        alertmanagerUrl: z
+          .string()
+          .url()
+          .optional()
+          .describe(
+            "an Alertmanager's base URL: alerts go to <url>/api/v2/alerts and are re-sent while they fire, as Prometheus does",
+          ),
         runbookBaseUrl: z
           .string()
-          .default("https://github.com/signing-cluster/signing-cluster/blob/main/runbooks"),
-        timeoutMs: z.number().int().positive().default(5000),
-        retries: z.number().int().min(0).default(5),
+          .default("https://github.com/signing-cluster/signing-cluster/blob/main/runbooks")
+          .describe("base of each alert's runbook_url: `<base>/<AlertName>.md`"),
+        timeoutMs: z
+          .number()
+          .int()
+          .positive()
+          .default(5000)
+          .describe("one delivery attempt gives up after this long, ms"),
+        minFiringSeconds: z
+          .number()
+          .min(0)
+          .default(45)
+          .describe(
+            "a fired alert stays firing at least this long before its resolve is sent, s; 45 s outlives Alertmanager's group_wait (30 s in prometheus/alertmanager.yml) plus one 15 s evaluation interval, so a condition that clears at once still reaches someone",
+          ),
+        retries: z
+          .number()
+          .int()
+          .min(0)
+          .default(5)
+          .describe(
+            "attempts after the first, with backoff from 0.5 s doubling (up to 30 s): five ride out about 15 s of a receiver restarting",
+          ),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe("where the monitor's alerts go: a destination, or `enabled: false` said in so many words"),
     log: z
       .object({
-        level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+        level: z
+          .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+          .default("info")
+          .describe("the lowest level logged (JSON lines on stdout)"),
       })
       .strict()
       .prefault({}),

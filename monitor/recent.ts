@@ -12,14 +12,16 @@ const KEEP_EVENTS = 20;
 export class RecentEvents {
   private readonly events: RecentEvent[] = [];
 
-  add(kind: string, summary: string, description?: string, at = Date.now()): void {
-    this.events.unshift({
-      kind,
-      at: new Date(at).toISOString(),
-      summary,
-      ...(description ? { description } : {}),
-    });
+  add(kind: string, summary: string, description?: string, at = Date.now()): RecentEvent {
+    const event = { kind, at: new Date(at).toISOString(), summary, ...(description ? { description } : {}) };
+    this.events.unshift(event);
     this.events.length = Math.min(this.events.length, KEEP_EVENTS);
+    return event;
+  }
+
+  /** Says an event better once more is known, in its place (an outage's cause comes later). */
+  revise(event: RecentEvent, summary: string): void {
+    event.summary = summary;
   }
 
   list(): RecentEvent[] {

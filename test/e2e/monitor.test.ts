@@ -198,6 +198,46 @@ test("the monitor's /readyz says what fails and since when while Redis is down, 
   }
 });
 
+test("Redis stopped: the monitor's event, alert and /readyz name the connection's own error, not the refused command's", async () => {
+  const redis = await TestRedis.start();
+  const hook = await WebhookReceiver.start(); // its own: the shared one saw other outages
+  const monitor = await startTestMonitor({
+    redisUrl: redis.url,
+    webhookUrl: hook.url,
+    monitor: { unreachableForSeconds: 1 },
+  });
+  const refused = `connect ECONNREFUSED 127.0.0.1:${redis.port}`;
+  const unreachableEvent = async () =>
+    (await request(monitor.url).get("/status")).body.events.find(
+      (e: { kind: string }) => e.kind === "RedisUnreachable",
+    );
+  try {
+    await sleep(1200);
+    await redis.stop();
+    let event = await unreachableEvent();
+    for (let i = 0; i < 50 && !event?.summary.includes(refused); i++) {
+      await sleep(100);
+      event = await unreachableEvent();
+    }
+    assert.equal(
+      event?.summary,
+      `the monitor cannot reach the Redis master: ${refused}`,
+      JSON.stringify(event),
+    );
+    const ready = (await request(monitor.url).get("/readyz")).body.checks.redis;
+    assert.equal(ready.error, refused, JSON.stringify(ready));
+    assert.match(ready.detail, new RegExp(`: ${refused}$`));
+    const alert = await hook.waitFor("RedisUnreachable", "firing");
+    assert.match(alert.annotations.description ?? "", new RegExp(`: ${refused}\\. `));
+    const said = JSON.stringify([event, ready, alert.annotations]);
+    assert.doesNotMatch(said, /Stream isn't writeable|enableOfflineQueue/);
+  } finally {
+    await monitor.close();
+    await hook.close();
+    await redis.stop();
+  }
+});
+
 /** A monitor that detects and snapshots only when told to, on a Redis of its own. */
 async function withManualMonitor(
   fn: (monitor: Awaited<ReturnType<typeof startTestMonitor>>, client: Redis) => Promise<void>,

@@ -12,6 +12,7 @@ export interface TestMonitorOptions {
   stateDir?: string;
   monitor?: Record<string, unknown>;
   spike?: Record<string, unknown>;
+  alerts?: Record<string, unknown>;
 }
 
 /**
@@ -36,7 +37,13 @@ export async function startTestMonitor(o: TestMonitorOptions): Promise<RunningMo
     nodes: o.nodes ?? [],
     spike: { scrapeCron: "* * * * * *", forSeconds: 2, ...o.spike },
     // A test that gives no receiver does not look at alerts: it says so, as a config must.
-    alerts: { ...(o.webhookUrl ? { webhookUrl: o.webhookUrl } : { enabled: false }), retries: 3 },
+    // A short minimum firing time: the hold is exercised without waiting out the default.
+    alerts: {
+      ...(o.webhookUrl ? { webhookUrl: o.webhookUrl } : { enabled: false }),
+      retries: 3,
+      minFiringSeconds: 1,
+      ...o.alerts,
+    },
     log: { level: "silent" },
   };
   try {

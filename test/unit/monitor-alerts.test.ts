@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
-import { Alerter, type AlerterOptions } from "../../monitor/alerts.js";
+import { Alerter, type AlerterClock, type AlerterOptions } from "../../monitor/alerts.js";
 import { buildMonitorConfig } from "../../monitor/config.js";
 import { MonitorMetrics } from "../../monitor/metrics.js";
 import { SpikeDetector } from "../../monitor/spike.js";
@@ -274,4 +274,106 @@ test("a spike the previous run fired resolves at the first reading below the con
   assert.equal(d.update(2000, node(2, 2)).change, undefined, "still firing, not fired again");
   const below = d.update(3000, node(12, 2));
   assert.deepEqual([below.above, below.change], [false, "resolve"]);
+});
+
+/** A clock the test moves: timers run when it passes their time, never on their own. */
+class ManualClock implements AlerterClock {
+  private timers: { at: number; fn: () => void; id: number }[] = [];
+  private ids = 0;
+  constructor(public t: number) {}
+  now = () => this.t;
+  setTimeout = (fn: () => void, ms: number) => {
+    const id = ++this.ids;
+    this.timers.push({ at: this.t + ms, fn, id });
+    return id;
+  };
+  clearTimeout = (id: unknown) => {
+    this.timers = this.timers.filter((x) => x.id !== id);
+  };
+  advance(ms: number): void {
+    this.t += ms;
+    const due = this.timers.filter((x) => x.at <= this.t);
+    this.timers = this.timers.filter((x) => x.at > this.t);
+    for (const x of due) x.fn();
+  }
+}
+
+describe("a fired alert stays firing for alerts.minFiringSeconds", () => {
+  const text = { summary: "spike", description: "d" };
+  const statuses = (hook: WebhookReceiver) => hook.alerts("InvalidTokenSpike").map((x) => x.status);
+
+  test("a condition that clears at once is resolved only when the minimum is over, at its end", async () => {
+    const hook = await WebhookReceiver.start();
+    const clock = new ManualClock(Date.parse("2026-12-06T20:00:00Z"));
+    const { alerter: a } = alerter({ webhookUrl: hook.url, minFiringMs: 45_000, clock });
+    try {
+      a.fire("InvalidTokenSpike", text);
+      clock.advance(30_000);
+      a.resolve("InvalidTokenSpike");
+      a.resolve("InvalidTokenSpike"); // said again on the next check: still one resolve held
+      await a.flush();
+      assert.deepEqual(statuses(hook), ["firing"], "still firing when Alertmanager's group_wait is over");
+      assert.ok(a.isFiring("InvalidTokenSpike") && a.isResolveHeld("InvalidTokenSpike"));
+      clock.advance(14_999);
+      await a.flush();
+      assert.deepEqual(statuses(hook), ["firing"]);
+      clock.advance(1);
+      await a.flush();
+      assert.deepEqual(statuses(hook), ["firing", "resolved"]);
+      const resolved = hook.alerts("InvalidTokenSpike", "resolved")[0];
+      assert.equal(resolved?.endsAt, "2026-12-06T20:00:45.000Z", "ends when the minimum is over");
+      assert.equal(resolved?.startsAt, "2026-12-06T20:00:00.000Z");
+      assert.equal(a.isFiring("InvalidTokenSpike"), false);
+    } finally {
+      a.close();
+      await hook.close();
+    }
+  });
+
+  test("firing again while the resolve is held keeps it firing: one alert, resolved once it clears", async () => {
+    const hook = await WebhookReceiver.start();
+    const clock = new ManualClock(Date.parse("2026-12-06T20:00:00Z"));
+    const { alerter: a } = alerter({ webhookUrl: hook.url, minFiringMs: 45_000, clock });
+    try {
+      a.fire("InvalidTokenSpike", text);
+      clock.advance(10_000);
+      a.resolve("InvalidTokenSpike");
+      clock.advance(10_000);
+      a.fire("InvalidTokenSpike", text);
+      assert.equal(a.isResolveHeld("InvalidTokenSpike"), false);
+      clock.advance(60_000);
+      await a.flush();
+      assert.deepEqual(statuses(hook), ["firing"], "the condition held again: no resolve");
+      a.resolve("InvalidTokenSpike"); // past the minimum: at once
+      await a.flush();
+      assert.deepEqual(statuses(hook), ["firing", "resolved"]);
+    } finally {
+      a.close();
+      await hook.close();
+    }
+  });
+
+  test("0 resolves at once; an event fired anew is resolved and fired at once, whatever its age", async () => {
+    const hook = await WebhookReceiver.start();
+    const clock = new ManualClock(Date.parse("2026-12-06T20:00:00Z"));
+    const { alerter: a } = alerter({ webhookUrl: hook.url, minFiringMs: 0, clock });
+    const held = alerter({ webhookUrl: hook.url, minFiringMs: 45_000, clock }).alerter;
+    try {
+      a.fire("InvalidTokenSpike", text);
+      a.resolve("InvalidTokenSpike");
+      held.fire("RedisRestarted", text);
+      clock.advance(1000);
+      held.refire("RedisRestarted", { summary: "again", description: "d" });
+      await Promise.all([a.flush(), held.flush()]);
+      assert.deepEqual(statuses(hook), ["firing", "resolved"]);
+      assert.deepEqual(
+        hook.alerts("RedisRestarted").map((x) => `${x.status} ${x.annotations.summary}`),
+        ["firing spike", "resolved spike", "firing again"],
+      );
+    } finally {
+      a.close();
+      held.close();
+      await hook.close();
+    }
+  });
 });
