@@ -190,8 +190,10 @@ export const monitorConfigSchema = z
   })
   .strict();
 
+/** The monitor's configuration as validated: every default filled in (docs/configuration.md). */
 export type MonitorConfig = z.infer<typeof monitorConfigSchema>;
 
+/** A loaded configuration and the Redis password read from its file or environment, kept apart. */
 export interface LoadedMonitorConfig {
   config: MonitorConfig;
   redisPassword: string | undefined;
