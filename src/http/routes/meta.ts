@@ -22,17 +22,28 @@ export interface MetaRouteDeps {
   version: { version: string; commit: string; builtAt: string; node: string };
 }
 
-/** Keys are loaded at start-up; an OpenPGP key may expire while the node runs. */
-function keysCheck(deps: MetaRouteDeps): { ok: boolean; expired: boolean; detail: string } {
+/**
+ * Keys are loaded at start-up; an OpenPGP key may expire while the node runs, and a key
+ * backend (a PKCS#11 token) may fail: each key is tried through its breaker, so a node the load
+ * balancer took out still notices its token is back. A format that cannot sign degrades the
+ * node; none that can makes it unavailable.
+ */
+async function keysCheck(deps: MetaRouteDeps) {
   const now = Date.now();
-  const expired = [...deps.limits.keys()].flatMap((format) => {
-    const at = deps.signing.signer(format).expiresAt;
-    return at && at.getTime() <= now ? [`${format} key expired at ${at.toISOString()}`] : [];
-  });
+  const problems = await Promise.all(
+    [...deps.limits.keys()].map(async (format) => {
+      const signer = deps.signing.signer(format);
+      const at = signer.expiresAt;
+      if (at && at.getTime() <= now) return `${format} key expired at ${at.toISOString()}`;
+      const backend = await signer.key.check();
+      return backend.ok ? undefined : `${format} key (${signer.key.backend}): ${backend.detail}`;
+    }),
+  );
+  const failing = problems.filter((p) => p !== undefined);
   return {
-    ok: deps.limits.size > 0,
-    expired: expired.length > 0,
-    detail: expired.length ? expired.join("; ") : `${deps.limits.size} formats loaded`,
+    ok: deps.limits.size > failing.length,
+    impaired: failing.length > 0,
+    detail: failing.length ? failing.join("; ") : `${deps.limits.size} formats loaded`,
   };
 }
 
@@ -120,19 +131,19 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
     const checks = {
       redis: await redisCheck(deps.breakers, deps.redis, deps.redisHealth),
       eviction: await evictionCheck(deps.redis),
-      keys: keysCheck(deps),
+      keys: await keysCheck(deps),
       lifecycle: {
         ok: !deps.lifecycle.shuttingDown,
         detail: deps.lifecycle.shuttingDown ? "shutting down" : "serving",
       },
     };
     const essential = checks.keys.ok && checks.lifecycle.ok;
-    // An expired key stops one format, not the node: the others still sign (degraded, 200).
+    // An expired or failing key stops one format, not the node: the others still sign (degraded, 200).
     const status = !essential
       ? "unavailable"
       : !checks.redis.ok && deps.downPolicy !== "hmac"
         ? "unavailable"
-        : !checks.redis.ok || checks.keys.expired || !checks.eviction.ok
+        : !checks.redis.ok || checks.keys.impaired || !checks.eviction.ok
           ? "degraded"
           : "ok";
     res.status(status === "unavailable" ? 503 : 200).json({ status, checks });
