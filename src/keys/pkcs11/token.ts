@@ -214,7 +214,11 @@ export class ModuleSessions {
     const found = present.find((p) => p.label === label);
     if (!found) {
       // An empty label is SoftHSM2's free slot, a token not initialized: no use naming it.
-      const seen = present.filter((p) => p.label).map((p) => `"${p.label}"`).join(", ") || "none";
+      const seen =
+        present
+          .filter((p) => p.label)
+          .map((p) => `"${p.label}"`)
+          .join(", ") || "none";
       throw new Pkcs11Failure(`no token labelled "${label}" (tokens present: ${seen})`);
     }
     return found.slot;
