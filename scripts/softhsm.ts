@@ -72,6 +72,14 @@ export class SoftHsmToken {
     return token;
   }
 
+  /** The token already made in `dir` (by an earlier run), or a new one. */
+  static openOrCreate(dir: string, o: SoftHsmTokenOptions & { label: string; pin: string }): SoftHsmToken {
+    const module = softHsmModule();
+    if (!module) throw new Error("SoftHSM2 is not installed (apt-get install softhsm2 opensc)");
+    const existing = new SoftHsmToken(dir, module, o.label, o.pin);
+    return existsSync(existing.conf) ? existing : SoftHsmToken.create(dir, o);
+  }
+
   /** The environment the SoftHSM2 tools, and a node using this token, need. */
   env(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
     return { ...base, SOFTHSM2_CONF: this.conf };
