@@ -320,7 +320,8 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     s.redis.disconnect();
     throw err;
   });
-  log.info({ event: "node_started", url, formats: [...x.limits.keys()] });
+  const backends = Object.fromEntries([...signers].map(([format, signer]) => [format, signer.key.backend]));
+  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends });
   let closing: Promise<boolean> | undefined;
   const close = () => {
     closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);
