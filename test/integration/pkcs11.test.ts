@@ -162,6 +162,22 @@ test("the token's private keys are sensitive and non-extractable, and the node n
   }
 });
 
+test("PKCS#11 calls run only in the module's worker thread: the main thread never loads pkcs11js", () => {
+  const src = new URL("../../../src/", import.meta.url).pathname;
+  const files = readdirSync(src, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
+  const loaders = files.filter((f) => {
+    const text = readFileSync(join(src, f), "utf8");
+    // A type-only import is erased at compile time: it loads nothing.
+    const loads = (module: string) => new RegExp(`^import (?!type )[^;]*from "${module}";`, "m").test(text);
+    return loads("pkcs11js") || (f.startsWith("keys/pkcs11/") && loads("\\./token\\.js"));
+  });
+  assert.deepEqual(loaders.sort(), ["keys/pkcs11/token.ts", "keys/pkcs11/worker.ts"]);
+  assert.match(
+    readFileSync(join(src, "keys/pkcs11/host.ts"), "utf8"),
+    /new Worker\(new URL\("\.\/worker\.js"/,
+  );
+});
+
 test("an extractable key in the token is refused at start-up", async () => {
   const t = token([]);
   // pkcs11-tool --extractable marks the private key CKA_EXTRACTABLE: a key that may leave the token.
