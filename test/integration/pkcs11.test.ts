@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createPublicKey, randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -203,6 +203,46 @@ test("an extractable key in the token is refused at start-up", async () => {
     TestCluster.start({ nodes: 1, overrides: hsmFormats(t, "loose", "ssh-key") }),
     /cannot load gpg key from PKCS#11 token "signing" key label "loose": the private key may leave the token/,
   );
+});
+
+/** `pkcs11-tool` on the test's token, logged in. */
+function tool(t: SoftHsmToken, ...args: string[]): string {
+  const base = ["--module", t.module, "--token-label", t.label, "--login", "--pin", t.pin];
+  const r = spawnSync("pkcs11-tool", [...base, ...args], { env: t.env(), encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/** A token public key as a PEM file, and the token's public key object deleted. */
+function exportPublicKey(t: SoftHsmToken, label: string): string {
+  const der = join(t.dir, `${label}.der`);
+  tool(t, "--read-object", "--type", "pubkey", "--label", label, "-o", der);
+  tool(t, "--delete-object", "--type", "pubkey", "--label", label);
+  const pem = join(t.dir, `${label}.pem`);
+  const key = createPublicKey({ key: readFileSync(der), format: "der", type: "spki" });
+  writeFileSync(pem, key.export({ format: "pem", type: "spki" }));
+  return pem;
+}
+
+test("a configured public key file stands in for the token's public key object; one of another key is refused", async () => {
+  const t = token([
+    { label: "gpg-key", id: "01", type: "EC:prime256v1" },
+    { label: "ssh-key", id: "02", type: "EC:edwards25519" },
+    { label: "other", id: "03", type: "EC:prime256v1" },
+  ]);
+  const gpgPem = exportPublicKey(t, "gpg-key");
+  const otherPem = exportPublicKey(t, "other");
+  const withPublicKey = (file: string) => {
+    const o = hsmFormats(t, "gpg-key", "ssh-key") as { signing: { formats: { gpg: { pkcs11: object } } } };
+    o.signing.formats.gpg.pkcs11 = { ...o.signing.formats.gpg.pkcs11, publicKeyFile: file };
+    return o;
+  };
+  await assert.rejects(
+    TestCluster.start({ nodes: 1, overrides: withPublicKey(otherPem) }),
+    /cannot load gpg key from PKCS#11 token "signing" key label "gpg-key": a probe signature does not verify with the public key/,
+  );
+  const c = await cluster(withPublicKey(gpgPem));
+  await signAndVerify(c, "gpg");
 });
 
 /** The one line signing-node prints when it refuses to start, and its exit code. */
