@@ -15,9 +15,10 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { DevKeys } from "../src/signing/dev-keys.js";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
-import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
+import { type DevKeyBackend, type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { ControlServer, ManagedNode, type ManagedProcess, ManagedRedis } from "./local-control.js";
 import { assertPortFree, PortInUseError } from "./node-process.js";
 import { RedisServer } from "./redis-server.js";
@@ -29,6 +30,32 @@ const basePort = Number(process.env.SIGNING_BASE_PORT ?? 9110);
 const nodePorts = Array.from({ length: NODES }, (_, i) => basePort + i);
 const monitorPort = basePort + 10;
 const alertsLog = resolve(stateDir, "alerts.log");
+/** `SIGNING_KEYS=softhsm npm start`: the dev keys in a SoftHSM2 token instead of files. */
+const keyBackend = keysFromEnv(process.env.SIGNING_KEYS);
+
+function keysFromEnv(value: string | undefined): DevKeyBackend {
+  if (value === undefined || value === "" || value === "file") return "file";
+  if (value === "softhsm") return "softhsm";
+  console.error(`local cluster: SIGNING_KEYS must be file or softhsm, not ${value}`);
+  process.exit(2);
+}
+
+/**
+ * A token's public keys are what the nodes serve (the OpenPGP key is built by the node): the
+ * walkthrough and cluster.json point at copies of them, where the file keys' would be.
+ */
+async function saveTokenPublicKeys(node: string, keys: DevKeys): Promise<void> {
+  for (const format of ["gpg", "sshsig"] as const) {
+    const res = await fetch(`${node}/keys/${format}`);
+    if (!res.ok) throw new Error(`GET /keys/${format}: ${res.status}`);
+    keys[format].publicKeyFile = resolve(
+      stateDir,
+      "softhsm",
+      `${format}-public${format === "gpg" ? ".asc" : ".pub"}`,
+    );
+    writeFileSync(keys[format].publicKeyFile, await res.text());
+  }
+}
 
 /**
  * Refuses before anything is spawned or written. A cluster left running on these ports would
@@ -178,8 +205,11 @@ class LocalCluster {
   async start(): Promise<void> {
     await assertPortsFree();
     const redisUrl = await this.startRedis();
-    const state = await prepareDevState(stateDir, redisUrl);
+    const state = await prepareDevState(stateDir, redisUrl, keyBackend);
+    // The nodes inherit it: SoftHSM2 finds the token through SOFTHSM2_CONF.
+    if (state.token) process.env.SOFTHSM2_CONF = state.token.conf;
     const nodes = await this.startNodes(state.configFile);
+    if (state.token) await saveTokenPublicKeys(nodes[0] as string, state.keys);
     const monitor = await this.startMonitor(redisUrl, nodes);
     if (this.redis) this.managed.push(new ManagedRedis(this.redis));
     this.up = true;

@@ -12,11 +12,12 @@ import type { Lifecycle } from "./http/lifecycle.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { expressServerObjects } from "./http/server-objects.js";
+import type { Pkcs11KeyOptions } from "./keys/pkcs11/key.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
-import { type EnabledKeys, loadSigners } from "./signing/registry.js";
+import { closeSigners, type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName, Signer } from "./signing/signer.js";
 import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
@@ -42,15 +43,40 @@ export interface RunningNode {
   close(): Promise<boolean>;
 }
 
-function enabledKeys({ config, gpgPassphrase }: LoadedConfig): EnabledKeys {
+type Pkcs11Config = Omit<
+  NonNullable<NonNullable<LoadedConfig["config"]["signing"]["formats"]["gpg"]>["pkcs11"]>,
+  "userId" | "createdAt"
+>;
+
+function pkcs11Options(k: Pkcs11Config, pin: string | undefined): Pkcs11KeyOptions {
+  return {
+    module: k.module,
+    tokenLabel: k.tokenLabel,
+    ...(k.keyLabel !== undefined ? { keyLabel: k.keyLabel } : {}),
+    ...(k.keyId !== undefined ? { keyId: k.keyId } : {}),
+    pin: pin ?? "",
+    ...(k.publicKeyFile !== undefined ? { publicKeyFile: k.publicKeyFile } : {}),
+    timeoutMs: k.timeoutMs,
+  };
+}
+
+/** Each enabled format's key: a file, or a PKCS#11 key with the PIN the loader read. */
+function enabledKeys({ config, gpgPassphrase, pkcs11Pins }: LoadedConfig): EnabledKeys {
   const { gpg, sshsig } = config.signing.formats;
   const keys: EnabledKeys = {};
-  if (gpg?.enabled)
+  if (gpg?.enabled && gpg.pkcs11) {
+    const { userId, createdAt } = gpg.pkcs11;
+    keys.gpg = { pkcs11: pkcs11Options(gpg.pkcs11, pkcs11Pins.gpg), userId, createdAt: new Date(createdAt) };
+  } else if (gpg?.enabled && gpg.keyFile)
     keys.gpg = {
       keyFile: gpg.keyFile,
       ...(gpgPassphrase !== undefined ? { passphrase: gpgPassphrase } : {}),
     };
-  if (sshsig?.enabled) keys.sshsig = { keyFile: sshsig.keyFile, namespace: sshsig.namespace };
+  if (sshsig?.enabled && sshsig.pkcs11) {
+    const pkcs11 = pkcs11Options(sshsig.pkcs11, pkcs11Pins.sshsig);
+    keys.sshsig = { pkcs11, namespace: sshsig.namespace, comment: sshsig.pkcs11.comment };
+  } else if (sshsig?.enabled && sshsig.keyFile)
+    keys.sshsig = { keyFile: sshsig.keyFile, namespace: sshsig.namespace };
   return keys;
 }
 
@@ -193,7 +219,7 @@ function services(
     leaseMs: s.jobLeaseMs,
     jobs: new JobStore(redis, storeKeys, s.resultTtl),
   });
-  return { limits, metrics, breakers, replicated, tokens, audit, signing };
+  return { limits, metrics, breakers, replicated, tokens, audit, signing, signers };
 }
 
 type Services = ReturnType<typeof services>;
@@ -273,6 +299,7 @@ async function shutdown(
   clearTimeout(forced);
   x.breakers.shutdown();
   redis.disconnect();
+  await closeSigners(x.signers);
   await x.replicated.close();
   await x.audit.close();
   log.info({ event: "stopped", drained });
@@ -286,14 +313,20 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const log = opts.log ?? createLogger(config.log.level, nodeId);
   warnDeprecated(loaded, log);
   // Keys first: a node that cannot sign refuses to start before it connects anywhere.
-  const signers = await loadSigners(enabledKeys(loaded));
+  const signers = await loadSigners(enabledKeys(loaded), { breaker: config.signing.keyBreaker, log });
   const s = await connectStore(loaded, log);
   const x = services(loaded, nodeId, log, s.redis, signers);
   const lifecycle: Lifecycle = { shuttingDown: false };
   const server = listenerFor(loaded, createApp(appDeps(loaded, nodeId, log, s, x, lifecycle)));
   answerClientErrors(server);
-  const { url, port } = await listen(server, loaded);
-  log.info({ event: "node_started", url, formats: [...x.limits.keys()] });
+  const { url, port } = await listen(server, loaded).catch(async (err) => {
+    // A PKCS#11 session must not outlive a node that never served.
+    await closeSigners(signers);
+    s.redis.disconnect();
+    throw err;
+  });
+  const backends = Object.fromEntries([...signers].map(([format, signer]) => [format, signer.key.backend]));
+  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends });
   let closing: Promise<boolean> | undefined;
   const close = () => {
     closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);

@@ -18,6 +18,8 @@ export interface LoadedConfig {
   /** Token HMAC secrets by kid; the first entry signs new tokens. */
   tokenSecrets: { kid: string; secret: Buffer }[];
   gpgPassphrase: string | undefined;
+  /** The user PIN of each format's PKCS#11 key, by format. */
+  pkcs11Pins: { gpg?: string; sshsig?: string };
   redisPassword: string | undefined;
 }
 
@@ -85,9 +87,17 @@ function absolutePaths(config: Config, baseDir: string): void {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   for (const s of config.token.secrets) if (s.file) s.file = abs(s.file);
   const { gpg, sshsig } = config.signing.formats;
-  if (gpg) gpg.keyFile = abs(gpg.keyFile);
+  if (gpg?.keyFile) gpg.keyFile = abs(gpg.keyFile);
   if (gpg?.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
-  if (sshsig) sshsig.keyFile = abs(sshsig.keyFile);
+  if (sshsig?.keyFile) sshsig.keyFile = abs(sshsig.keyFile);
+  for (const f of [gpg, sshsig]) {
+    const k = f?.pkcs11;
+    if (!k) continue;
+    // A bare module name (libsofthsm2.so) is left to the dynamic loader's search path.
+    if (k.module.includes("/")) k.module = abs(k.module);
+    if (k.pin.file) k.pin.file = abs(k.pin.file);
+    if (k.publicKeyFile) k.publicKeyFile = abs(k.publicKeyFile);
+  }
   if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
   if (config.tls) {
     config.tls.cert = abs(config.tls.cert);
@@ -114,7 +124,7 @@ function checkFiles(config: Config, problems: string[]): void {
     }
   }
   for (const [name, f] of Object.entries(config.signing.formats)) {
-    if (!f?.enabled) continue;
+    if (!f?.enabled || f.keyFile === undefined) continue;
     try {
       if (!statSync(f.keyFile).isFile())
         problems.push(`signing.formats.${name}.keyFile: ${f.keyFile} is not a file`);
@@ -132,6 +142,8 @@ function checkPrivate(config: Config, problems: string[]): void {
     ["signing.formats.gpg.keyFile", gpg?.enabled ? gpg.keyFile : undefined],
     ["signing.formats.gpg.passphrase", gpg?.enabled ? gpg.passphrase?.file : undefined],
     ["signing.formats.sshsig.keyFile", sshsig?.enabled ? sshsig.keyFile : undefined],
+    ["signing.formats.gpg.pkcs11.pin", gpg?.enabled ? gpg.pkcs11?.pin.file : undefined],
+    ["signing.formats.sshsig.pkcs11.pin", sshsig?.enabled ? sshsig.pkcs11?.pin.file : undefined],
     ["redis.password", config.redis.password?.file],
     ["tls.key", config.tls?.key],
   ];
@@ -186,8 +198,14 @@ export function buildConfig(
   const redisPassword = config.redis.password
     ? readSecret(config.redis.password, "redis.password", env, problems)
     : undefined;
+  const pkcs11Pins: LoadedConfig["pkcs11Pins"] = {};
+  for (const name of ["gpg", "sshsig"] as const) {
+    const f = config.signing.formats[name];
+    if (f?.enabled && f.pkcs11)
+      pkcs11Pins[name] = readSecret(f.pkcs11.pin, `signing.formats.${name}.pkcs11.pin`, env, problems);
+  }
   if (problems.length) throw new ConfigError(problems);
-  return { config, tokenSecrets, gpgPassphrase, redisPassword };
+  return { config, tokenSecrets, gpgPassphrase, pkcs11Pins, redisPassword };
 }
 
 /** Reads a YAML or JSON file (JSON is YAML), applies env overrides, validates. */

@@ -85,6 +85,51 @@ const rateLimit = z
 /** Letters and digits of any script, spaces and a few marks; no leading space, dot or dash. */
 export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N}\\p{Pd} ._+,()\\[\\]~@]{0,254}$";
 
+/**
+ * A key in a PKCS#11 token (DESIGN.md §6): the node logs in with the PIN and asks the token to
+ * sign; the private key never leaves it.
+ */
+const pkcs11Key = z
+  .object({
+    module: z
+      .string()
+      .min(1)
+      .describe("the PKCS#11 module (shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`"),
+    tokenLabel: z.string().min(1).describe("label of the token that holds the key"),
+    keyLabel: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("CKA_LABEL of the private key (give it, `keyId`, or both)"),
+    keyId: z
+      .string()
+      .regex(/^([0-9a-fA-F]{2})+$/, "must be hex, e.g. 01")
+      .optional()
+      .describe("CKA_ID of the private key, hex"),
+    pin: secretRef.describe(
+      "the token's user PIN, `{file}` (mode 0600: a file others can read is refused) or `{env}`",
+    ),
+    publicKeyFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "PEM public key of the key; without it, the token's public key object of the same label or id is used",
+      ),
+    timeoutMs: ms
+      .default(10_000)
+      .describe("longest one PKCS#11 call may take before it counts as a backend failure, ms"),
+  })
+  .strict()
+  .refine((k) => k.keyLabel !== undefined || k.keyId !== undefined, {
+    message: "give keyLabel or keyId",
+  });
+
+/** Exactly one backend per format: a key file, or a PKCS#11 key. */
+const oneBackend = (f: { keyFile?: string | undefined; pkcs11?: unknown }) =>
+  (f.keyFile === undefined) !== (f.pkcs11 === undefined);
+const oneBackendMessage = { message: "give exactly one of keyFile or pkcs11" };
+
 const formatBase = {
   enabled: z.boolean().default(true).describe("sign this format"),
   maxSize: z
@@ -349,20 +394,80 @@ export const configSchema = z
           .positive()
           .default(64 * 1024 * 1024)
           .describe("results kept in this node's memory while Redis is unreachable, bytes"),
+        keyBreaker: z
+          .object({
+            errorThresholdPercentage: z
+              .number()
+              .min(1)
+              .max(100)
+              .default(50)
+              .describe("failed signatures, percent of the calls in the window, that open a key's breaker"),
+            volumeThreshold: z
+              .number()
+              .int()
+              .positive()
+              .default(3)
+              .describe("calls in the window before a key's breaker may open"),
+            resetTimeoutMs: ms
+              .default(5_000)
+              .describe(
+                "how long an open key breaker refuses (503 KEY_BACKEND_UNAVAILABLE) before one trial, ms",
+              ),
+            rollingWindowMs: ms.default(10_000).describe("the window failures are counted over, ms"),
+          })
+          .strict()
+          .prefault({})
+          .describe(
+            "the breaker of each PKCS#11 key: a failing token answers 503 at once instead of every request waiting on it",
+          ),
         formats: z
           .object({
             gpg: z
               .object({
                 ...formatBase,
-                keyFile: z.string().min(1).describe("armored OpenPGP v4 secret key, Ed25519 or RSA"),
-                passphrase: secretRef.optional().describe("the key's passphrase, `{file}` or `{env}`"),
+                keyFile: z
+                  .string()
+                  .min(1)
+                  .optional()
+                  .describe("armored OpenPGP v4 secret key, Ed25519 or RSA (the file backend)"),
+                passphrase: secretRef.optional().describe("the key file's passphrase, `{file}` or `{env}`"),
+                pkcs11: pkcs11Key
+                  .safeExtend({
+                    userId: z
+                      .string()
+                      .min(1)
+                      .describe(
+                        "user ID of the OpenPGP public key the node builds, e.g. `Release <rel@example.com>`",
+                      ),
+                    createdAt: z.iso
+                      .datetime({ offset: true })
+                      .describe(
+                        "the OpenPGP key's creation time, ISO 8601: part of its fingerprint, so never change it for a key",
+                      ),
+                  })
+                  .optional()
+                  .describe("the key in a PKCS#11 token instead of `keyFile` (the pkcs11 backend)"),
               })
               .strict()
+              .refine(oneBackend, oneBackendMessage)
               .optional(),
             sshsig: z
               .object({
                 ...formatBase,
-                keyFile: z.string().min(1).describe("unencrypted OpenSSH Ed25519 private key"),
+                keyFile: z
+                  .string()
+                  .min(1)
+                  .optional()
+                  .describe("unencrypted OpenSSH Ed25519 private key (the file backend)"),
+                pkcs11: pkcs11Key
+                  .safeExtend({
+                    comment: z
+                      .string()
+                      .default("")
+                      .describe("comment of the OpenSSH public key line `GET /keys/sshsig` serves"),
+                  })
+                  .optional()
+                  .describe("the key in a PKCS#11 token instead of `keyFile` (the pkcs11 backend)"),
                 namespace: z
                   .string()
                   .min(1)
@@ -370,6 +475,7 @@ export const configSchema = z
                   .describe("the SSHSIG namespace verifiers pass to `ssh-keygen -Y verify -n`"),
               })
               .strict()
+              .refine(oneBackend, oneBackendMessage)
               .optional(),
           })
           .strict()

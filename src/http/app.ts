@@ -1,5 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "pino";
+import { hasCode } from "../errors.js";
 import { ReplicaAckTimeoutError, StoreCorruptError, StoreUnavailableError } from "../store/errors.js";
 import type { CidrList } from "./cidr.js";
 import { clientGate } from "./client-ip.js";
@@ -17,7 +18,7 @@ export type AppDeps = TokenRouteDeps &
   SignRouteDeps &
   MetaRouteDeps & { log: Logger; trustProxy: CidrList; allowedClients: CidrList };
 
-/** Our store failing is never the client's fault: 503, retry (elsewhere). */
+/** Our store or key backend failing is never the client's fault: 503, retry (elsewhere). */
 function storeError(err: unknown): ApiError | undefined {
   if (err instanceof ReplicaAckTimeoutError)
     return new ApiError(
@@ -27,6 +28,13 @@ function storeError(err: unknown): ApiError | undefined {
     );
   if (err instanceof StoreUnavailableError)
     return new ApiError("STORE_UNAVAILABLE", "the token store is unreachable: retry, or use another node", 1);
+  if (hasCode(err, "KEY_BACKEND_UNAVAILABLE"))
+    // Which token or module failed is for the operators' log, not for clients.
+    return new ApiError(
+      "KEY_BACKEND_UNAVAILABLE",
+      "this node's signing key is unavailable: retry on another node",
+      1,
+    );
   if (err instanceof StoreCorruptError)
     return new ApiError(
       "STORE_CORRUPT",

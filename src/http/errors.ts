@@ -36,6 +36,8 @@ const STATUS: Readonly<Record<ApiErrorCode, number>> = {
   STORE_RECOVERING: 503,
   /** Redis holds data we did not write (wrong type, unparsable): refused, never degraded. */
   STORE_CORRUPT: 503,
+  /** This node's key backend (a PKCS#11 token) failed or its breaker is open: another node may sign. */
+  KEY_BACKEND_UNAVAILABLE: 503,
   OVERLOADED: 503,
   SHUTTING_DOWN: 503,
 };
@@ -55,6 +57,7 @@ const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
   "RATE_LIMITED",
   "STORE_UNAVAILABLE",
   "STORE_RECOVERING",
+  "KEY_BACKEND_UNAVAILABLE",
   "OVERLOADED",
   "SHUTTING_DOWN",
   "SIGNING_FAILED",

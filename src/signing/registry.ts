@@ -1,14 +1,71 @@
-import type { FormatName, KeyConfigs, Signer } from "./signer.js";
-import { loadGpgSigner } from "./signers/gpg.js";
-import { loadSshsigSigner } from "./signers/sshsig.js";
+import { withBreaker } from "../keys/breaker.js";
+import { KeyLoadError, type SigningKey } from "../keys/key.js";
+import { openPkcs11Key, type Pkcs11KeyOptions, pkcs11Location } from "../keys/pkcs11/key.js";
+import type { FormatName, KeyBackendContext, KeyConfigs, Signer } from "./signer.js";
+import { gpgSignerForKey, loadGpgSigner } from "./signers/gpg.js";
+import { loadSshsigSigner, sshsigSignerForKey } from "./signers/sshsig.js";
 
 /** Keys of the enabled formats only. */
 export type EnabledKeys = Partial<KeyConfigs>;
 
-/** Loads every enabled format's key once; throws KeyLoadError naming the key that failed. */
-export async function loadSigners(keys: EnabledKeys): Promise<Map<FormatName, Signer>> {
+/** Opens a PKCS#11 key behind its own breaker; a failure is the one start-up line naming it. */
+async function pkcs11Key(
+  format: FormatName,
+  o: Pkcs11KeyOptions,
+  ctx: KeyBackendContext,
+): Promise<SigningKey> {
+  try {
+    return withBreaker(await openPkcs11Key(o), format, ctx.breaker, ctx.log);
+  } catch (err) {
+    throw new KeyLoadError(format, pkcs11Location(o), (err as Error).message);
+  }
+}
+
+/** A signer whose key is closed again if building the signer around it fails. */
+async function around(
+  key: SigningKey,
+  build: (key: SigningKey) => Promise<Signer> | Signer,
+): Promise<Signer> {
+  try {
+    return await build(key);
+  } catch (err) {
+    await key.close();
+    throw err;
+  }
+}
+
+async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendContext): Promise<Signer> {
+  if (format === "gpg") {
+    const cfg = keys.gpg as KeyConfigs["gpg"];
+    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg);
+    const key = await pkcs11Key(format, cfg.pkcs11, ctx);
+    return around(key, (k) => gpgSignerForKey(k, cfg));
+  }
+  const cfg = keys.sshsig as KeyConfigs["sshsig"];
+  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg);
+  const key = await pkcs11Key(format, cfg.pkcs11, ctx);
+  return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
+}
+
+/**
+ * Loads every enabled format's key once; throws KeyLoadError naming the key that failed, after
+ * closing the keys already open.
+ */
+export async function loadSigners(
+  keys: EnabledKeys,
+  ctx: KeyBackendContext,
+): Promise<Map<FormatName, Signer>> {
   const signers = new Map<FormatName, Signer>();
-  if (keys.gpg) signers.set("gpg", await loadGpgSigner(keys.gpg));
-  if (keys.sshsig) signers.set("sshsig", await loadSshsigSigner(keys.sshsig));
+  const formats = (["gpg", "sshsig"] as const).filter((f) => keys[f] !== undefined);
+  try {
+    for (const format of formats) signers.set(format, await loadOne(format, keys, ctx));
+  } catch (err) {
+    await closeSigners(signers);
+    throw err;
+  }
   return signers;
+}
+
+export async function closeSigners(signers: ReadonlyMap<FormatName, Signer>): Promise<void> {
+  await Promise.allSettled([...signers.values()].map((s) => s.close()));
 }

@@ -1,6 +1,8 @@
 import type { Hash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { hasCode } from "../errors.js";
+import { KeyBackendUnavailableError } from "../keys/key.js";
 import type { AuditLog } from "../log/audit.js";
 import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
@@ -51,6 +53,12 @@ export interface SigningServiceOptions {
 }
 
 export type { Admitted, Slot };
+
+/**
+ * The error a job records when its node's key backend failed: whoever asks for that job (on
+ * any node) is answered 503 KEY_BACKEND_UNAVAILABLE, so the client uploads again elsewhere.
+ */
+export const KEY_BACKEND_JOB_ERROR = "KEY_BACKEND_UNAVAILABLE";
 
 /** Jobs on other nodes are only seen in the store; this node's own jobs wake their waiters. */
 const POLL_MS = 100;
@@ -158,7 +166,13 @@ export class SigningService {
   /** Accepts a received upload; the slot is this service's from here on. */
   async submit(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
     const { jobs, nodeId, leaseMs, breakers } = this.opts;
-    const fingerprint = this.signer(format).fingerprint;
+    const signer = this.signer(format);
+    if (!signer.key.available()) {
+      // Its breaker is open: no job is claimed that this node could only fail.
+      slot.release();
+      throw new KeyBackendUnavailableError(signer.key.location, "its breaker is open");
+    }
+    const fingerprint = signer.fingerprint;
     const key = `${format}:${upload.sha256}`;
     try {
       const local = this.opts.local.get(format, upload.sha256);
@@ -271,12 +285,13 @@ export class SigningService {
     } catch (err) {
       metrics.jobs.inc({ format, result: "failed" });
       log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
+      const why = hasCode(err, "KEY_BACKEND_UNAVAILABLE")
+        ? KEY_BACKEND_JOB_ERROR
+        : "signing failed on this node";
       // If the store is down too, the lease simply expires and the client uploads again.
       if (shared) {
         await breakers
-          .run("jobs", "job_fail", () =>
-            jobs.fail(format, upload.sha256, nodeId, "signing failed on this node"),
-          )
+          .run("jobs", "job_fail", () => jobs.fail(format, upload.sha256, nodeId, why))
           .catch(() => {});
       }
       return undefined;

@@ -1,6 +1,11 @@
 import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
-import { SigningClusterError } from "../errors.js";
+import type { Logger } from "pino";
+import type { KeyBreakerSettings } from "../keys/breaker.js";
+import type { SigningKey } from "../keys/key.js";
+import type { Pkcs11KeyOptions } from "../keys/pkcs11/key.js";
+
+export { KeyLoadError } from "../keys/key.js";
 
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
 export type FormatName = "gpg" | "sshsig";
@@ -19,9 +24,32 @@ export interface SshsigKeyConfig {
   namespace: string;
 }
 
+/** A gpg key in a PKCS#11 token, with the OpenPGP identity the node builds for it. */
+export interface GpgPkcs11KeyConfig {
+  pkcs11: Pkcs11KeyOptions;
+  /** The certified user ID of the OpenPGP public key. */
+  userId: string;
+  /** The OpenPGP key's creation time: part of its fingerprint, so it must never change. */
+  createdAt: Date;
+}
+
+/** An sshsig key in a PKCS#11 token. */
+export interface SshsigPkcs11KeyConfig {
+  pkcs11: Pkcs11KeyOptions;
+  namespace: string;
+  /** The comment of the OpenSSH public key line. */
+  comment: string;
+}
+
 export interface KeyConfigs {
-  gpg: GpgKeyConfig;
-  sshsig: SshsigKeyConfig;
+  gpg: GpgKeyConfig | GpgPkcs11KeyConfig;
+  sshsig: SshsigKeyConfig | SshsigPkcs11KeyConfig;
+}
+
+/** What every PKCS#11 key shares: its breaker's settings, and where its failures are logged. */
+export interface KeyBackendContext {
+  breaker: KeyBreakerSettings;
+  log: Logger;
 }
 
 /**
@@ -37,6 +65,8 @@ export interface Signer {
   readonly suffix: string;
   /** When the signing key stops being valid (OpenPGP keys may expire); undefined: never. */
   readonly expiresAt?: Date;
+  /** The key that signs (file or PKCS#11): readiness checks it, shutdown closes it. */
+  readonly key: SigningKey;
   /** Public key (armored OpenPGP key, or an OpenSSH public key line) for verification. */
   publicKey(): string;
   /**
@@ -44,17 +74,8 @@ export interface Signer {
    * SHA-256 not yet digested. It is copied, not consumed: the caller may still digest it.
    */
   sign(inputSha256: Hash): Promise<Buffer>;
-}
-
-/** A key that cannot be loaded: the node refuses to start and says which and why. */
-export class KeyLoadError extends SigningClusterError<"KEY_LOAD_FAILED"> {
-  constructor(
-    readonly format: FormatName,
-    readonly file: string,
-    reason: string,
-  ) {
-    super("KEY_LOAD_FAILED", `cannot load ${format} key from ${file}: ${reason}`);
-  }
+  /** Lets go of the key's backend (a PKCS#11 session); idempotent. */
+  close(): Promise<void>;
 }
 
 /** Feeds a whole input (bytes or a stream) into a fresh SHA-256, ready for `Signer.sign`. */

@@ -148,6 +148,47 @@ describe("configuration", () => {
     ]);
   });
 
+  test("a pkcs11 key: one backend per format, a key label or id, the PIN read from its private file or env", () => {
+    writeFileSync(join(dir, "pin"), "1234\n", { mode: 0o600 });
+    writeFileSync(join(dir, "open-pin"), "1234\n", { mode: 0o640 });
+    const pkcs11 = {
+      module: "/usr/lib/softhsm/libsofthsm2.so",
+      tokenLabel: "t",
+      keyLabel: "k",
+      pin: { file: "pin" },
+    };
+    const gpg = { pkcs11: { ...pkcs11, userId: "R <r@example.com>", createdAt: "2026-01-01T00:00:00Z" } };
+    const loaded = buildConfig({ ...valid, signing: { formats: { gpg } } }, dir, {});
+    assert.equal(loaded.pkcs11Pins.gpg, "1234");
+    assert.equal(loaded.config.signing.formats.gpg?.pkcs11?.pin.file, join(dir, "pin"));
+    assert.equal(loaded.config.signing.formats.gpg?.pkcs11?.timeoutMs, 10_000);
+    const fromEnv = { ...gpg, pkcs11: { ...gpg.pkcs11, pin: { env: "TOKEN_PIN" } } };
+    assert.equal(
+      buildConfig({ ...valid, signing: { formats: { gpg: fromEnv } } }, dir, { TOKEN_PIN: "5678" }).pkcs11Pins
+        .gpg,
+      "5678",
+    );
+    const refused = (formats: unknown, env: NodeJS.ProcessEnv = {}) =>
+      problems(() => buildConfig({ ...valid, signing: { formats } }, dir, env)).join("\n");
+    assert.match(
+      refused({ gpg: { ...gpg, keyFile: "key.asc" } }),
+      /signing.formats.gpg: give exactly one of keyFile or pkcs11/,
+    );
+    assert.match(refused({ gpg: {} }), /signing.formats.gpg: give exactly one of keyFile or pkcs11/);
+    const { keyLabel: _, ...unnamed } = gpg.pkcs11;
+    assert.match(refused({ gpg: { pkcs11: unnamed } }), /signing.formats.gpg.pkcs11: give keyLabel or keyId/);
+    assert.match(refused({ gpg: { pkcs11: { ...gpg.pkcs11, keyId: "xyz" } } }), /keyId: must be hex/);
+    assert.match(refused({ gpg: { pkcs11: { ...gpg.pkcs11, createdAt: "yesterday" } } }), /createdAt/);
+    assert.match(
+      refused({ sshsig: { pkcs11: { ...pkcs11, pin: { file: "open-pin" } } } }),
+      /signing.formats.sshsig.pkcs11.pin: .*open-pin is accessible to other users \(mode 640\)/,
+    );
+    assert.match(
+      refused({ gpg: fromEnv }),
+      /signing.formats.gpg.pkcs11.pin: environment variable TOKEN_PIN is not set/,
+    );
+  });
+
   test("group-readable secrets are refused too; the audit log must be appendable", () => {
     writeFileSync(join(dir, "group-secret"), "g".repeat(40), { mode: 0o640 });
     const found = problems(() =>

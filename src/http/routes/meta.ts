@@ -26,17 +26,28 @@ export interface MetaRouteDeps {
   version: { version: string; commit: string; builtAt: string; node: string };
 }
 
-/** Keys are loaded at start-up; an OpenPGP key may expire while the node runs. */
-function keysCheck(deps: MetaRouteDeps): { ok: boolean; expired: boolean; detail: string } {
+/**
+ * Keys are loaded at start-up; an OpenPGP key may expire while the node runs, and a key
+ * backend (a PKCS#11 token) may fail: each key is tried through its breaker, so a node the load
+ * balancer took out still notices its token is back. A format that cannot sign degrades the
+ * node; none that can makes it unavailable.
+ */
+async function keysCheck(deps: MetaRouteDeps) {
   const now = Date.now();
-  const expired = [...deps.limits.keys()].flatMap((format) => {
-    const at = deps.signing.signer(format).expiresAt;
-    return at && at.getTime() <= now ? [`${format} key expired at ${at.toISOString()}`] : [];
-  });
+  const problems = await Promise.all(
+    [...deps.limits.keys()].map(async (format) => {
+      const signer = deps.signing.signer(format);
+      const at = signer.expiresAt;
+      if (at && at.getTime() <= now) return `${format} key expired at ${at.toISOString()}`;
+      const backend = await signer.key.check();
+      return backend.ok ? undefined : `${format} key (${signer.key.backend}): ${backend.detail}`;
+    }),
+  );
+  const failing = problems.filter((p) => p !== undefined);
   return {
-    ok: deps.limits.size > 0,
-    expired: expired.length > 0,
-    detail: expired.length ? expired.join("; ") : `${deps.limits.size} formats loaded`,
+    ok: deps.limits.size > failing.length,
+    impaired: failing.length > 0,
+    detail: failing.length ? failing.join("; ") : `${deps.limits.size} formats loaded`,
   };
 }
 
@@ -92,7 +103,7 @@ async function evictionCheck(redis: RedisClient): Promise<{ ok: boolean; detail:
 interface ReadinessChecks {
   redis: { ok: boolean; detail: string };
   eviction: { ok: boolean; detail: string };
-  keys: { ok: boolean; expired: boolean; detail: string };
+  keys: { ok: boolean; impaired: boolean; detail: string };
   lifecycle: { ok: boolean; detail: string };
 }
 
@@ -101,7 +112,7 @@ async function readinessChecks(deps: MetaRouteDeps): Promise<ReadinessChecks> {
   return {
     redis: await redisCheck(deps.breakers, deps.redis, deps.redisHealth),
     eviction: await evictionCheck(deps.redis),
-    keys: keysCheck(deps),
+    keys: await keysCheck(deps),
     lifecycle: { ok: !shuttingDown, detail: shuttingDown ? "shutting down" : "serving" },
   };
 }
@@ -110,8 +121,8 @@ async function readinessChecks(deps: MetaRouteDeps): Promise<ReadinessChecks> {
  * Ready = this node can sign. Without Redis it still can under downPolicy hmac (tokens are
  * checked by MAC, results kept locally), so an outage of Redis does not take every node out
  * of the load balancer at once: it reports "degraded" with 200. Under reject it cannot:
- * "unavailable", 503. An expired key stops one format, not the node: the others still sign
- * (degraded).
+ * "unavailable", 503. An expired or failing key stops one format, not the node: the others
+ * still sign (degraded).
  */
 function readinessStatus(
   checks: ReadinessChecks,
@@ -119,7 +130,7 @@ function readinessStatus(
 ): "ok" | "degraded" | "unavailable" {
   if (!checks.keys.ok || !checks.lifecycle.ok) return "unavailable";
   if (!checks.redis.ok && downPolicy !== "hmac") return "unavailable";
-  if (!checks.redis.ok || checks.keys.expired || !checks.eviction.ok) return "degraded";
+  if (!checks.redis.ok || checks.keys.impaired || !checks.eviction.ok) return "degraded";
   return "ok";
 }
 

@@ -2,7 +2,12 @@ import { createHash } from "node:crypto";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
-import type { SigningService, Slot, Submitted } from "../../signing/service.js";
+import {
+  KEY_BACKEND_JOB_ERROR,
+  type SigningService,
+  type Slot,
+  type Submitted,
+} from "../../signing/service.js";
 import type { FormatName } from "../../signing/signer.js";
 import type { SignedResult } from "../../store/jobs.js";
 import { NONCE_SHAPE } from "../../tokens/nonce.js";
@@ -55,10 +60,16 @@ function outcomeOf(err: ApiError): string {
     case "STORE_UNAVAILABLE":
     case "STORE_RECOVERING":
     case "SHUTTING_DOWN":
+    case "KEY_BACKEND_UNAVAILABLE":
       return "unavailable";
     default:
       return err.status < 500 ? "rejected" : "error";
   }
+}
+
+function keyBackendUnavailable(): ApiError {
+  const message = "the node signing this file lost its key backend: upload it again, to another node";
+  return new ApiError("KEY_BACKEND_UNAVAILABLE", message, 1);
 }
 
 function waitSeconds(req: Request, max: number): number {
@@ -320,6 +331,8 @@ class Uploads {
     const signed = result ? await result : undefined;
     if (signed || outcome === "cached") return signed;
     const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
+    if (found.kind === "job" && found.job.state === "failed" && found.job.error === KEY_BACKEND_JOB_ERROR)
+      throw keyBackendUnavailable();
     return found.kind === "signed" ? found.result : undefined;
   }
 
@@ -339,7 +352,9 @@ class Uploads {
       throw new ApiError("NOT_FOUND", "no signature for this digest: upload the file");
     if (found.kind === "job") {
       if (found.job.state === "failed")
-        throw new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+        throw found.job.error === KEY_BACKEND_JOB_ERROR
+          ? keyBackendUnavailable()
+          : new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
       res.set("X-Pending", "True").status(404).json({ status: "pending" });
       return;
     }

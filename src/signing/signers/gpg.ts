@@ -1,30 +1,34 @@
-import {
-  constants,
-  createHash,
-  createPrivateKey,
-  type Hash,
-  type KeyObject,
-  privateEncrypt,
-  sign,
-} from "node:crypto";
+import { createHash, createPrivateKey, type Hash, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import * as openpgp from "openpgp";
+import { fileKey } from "../../keys/file.js";
+import type { SigningKey } from "../../keys/key.js";
+import { publicParts } from "../../keys/public-parts.js";
 import {
+  armoredPublicKey,
   armorSignature,
   hashedSuffix,
-  mpi,
   PUBKEY_ED25519,
   PUBKEY_EDDSA_LEGACY,
   PUBKEY_RSA_ENCRYPT_SIGN,
   PUBKEY_RSA_SIGN,
-  SHA256_DIGEST_INFO,
   type SignatureParams,
+  signatureFields,
   signaturePacket,
+  v4PublicKey,
 } from "../openpgp-packet.js";
 import { type GpgKeyConfig, KeyLoadError, type Signer } from "../signer.js";
 
-/** Signs a SHA-256 digest; returns the algorithm-specific fields of the signature packet. */
-type DigestSigner = (digest: Buffer) => Promise<Buffer>;
+/** What a v4 OpenPGP signature names of its key, and what verifiers are given. */
+interface OpenPgpIdentity {
+  pubkeyAlgorithm: number;
+  /** v4 fingerprint of the signing (sub)key. */
+  fingerprintBytes: Uint8Array;
+  /** Fingerprint of the primary key, upper-case hex: the signer's cache identity. */
+  fingerprint: string;
+  publicArmored: string;
+  expiresAt?: Date;
+}
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 
@@ -33,11 +37,6 @@ function ed25519Key(seed: Uint8Array, publicKey: Uint8Array): KeyObject {
     key: { kty: "OKP", crv: "Ed25519", d: b64url(seed), x: b64url(publicKey) },
     format: "jwk",
   });
-}
-
-/** Synchronous on purpose: ~40 µs, less than handing the call to libuv's thread pool costs. */
-async function signEd25519(key: KeyObject, digest: Buffer): Promise<Buffer> {
-  return sign(null, digest, key);
 }
 
 const big = (bytes: Uint8Array) => BigInt(`0x${Buffer.from(bytes).toString("hex") || "0"}`);
@@ -66,8 +65,8 @@ function rsaKey(pub: { n: Uint8Array; e: Uint8Array }, priv: Record<string, Uint
   });
 }
 
-/** The native signing function for the key's algorithm, or the reason it is not supported. */
-function digestSigner(packet: openpgp.SecretKeyPacket | openpgp.SecretSubkeyPacket): DigestSigner | string {
+/** The private key of an OpenPGP secret key packet as a node KeyObject, or why it is not supported. */
+function privateKeyObject(packet: openpgp.SecretKeyPacket | openpgp.SecretSubkeyPacket): KeyObject | string {
   const pub = packet.publicParams as Record<string, unknown>;
   const priv = packet.privateParams as Record<string, Uint8Array>;
   switch (packet.algorithm as number) {
@@ -75,24 +74,13 @@ function digestSigner(packet: openpgp.SecretKeyPacket | openpgp.SecretSubkeyPack
       const Q = pub.Q as Uint8Array;
       // Q is 0x40 followed by the 32-byte Ed25519 public key.
       if (Q.length !== 33 || Q[0] !== 0x40) return "EdDSA key on a curve other than Ed25519";
-      const key = ed25519Key(priv.seed as Uint8Array, Q.subarray(1));
-      return async (digest) => {
-        const sig = await signEd25519(key, digest);
-        return Buffer.concat([mpi(sig.subarray(0, 32)), mpi(sig.subarray(32))]);
-      };
+      return ed25519Key(priv.seed as Uint8Array, Q.subarray(1));
     }
-    case PUBKEY_ED25519: {
-      const key = ed25519Key(priv.seed as Uint8Array, pub.A as Uint8Array);
-      return (digest) => signEd25519(key, digest);
-    }
+    case PUBKEY_ED25519:
+      return ed25519Key(priv.seed as Uint8Array, pub.A as Uint8Array);
     case PUBKEY_RSA_ENCRYPT_SIGN:
-    case PUBKEY_RSA_SIGN: {
-      const key = rsaKey(pub as { n: Uint8Array; e: Uint8Array }, priv);
-      const padding = constants.RSA_PKCS1_PADDING;
-      // PKCS#1 v1.5 over the DigestInfo: privateEncrypt with type-1 padding is exactly that signature.
-      return async (digest) =>
-        mpi(privateEncrypt({ key, padding }, Buffer.concat([SHA256_DIGEST_INFO, digest])));
-    }
+    case PUBKEY_RSA_SIGN:
+      return rsaKey(pub as { n: Uint8Array; e: Uint8Array }, priv);
     default:
       return `public-key algorithm ${openpgp.enums.read(openpgp.enums.publicKey, packet.algorithm)} (supported: Ed25519, RSA)`;
   }
@@ -125,10 +113,61 @@ async function loadKey(cfg: GpgKeyConfig, fail: (reason: string) => never): Prom
 }
 
 /**
- * Loads and decrypts the OpenPGP key once (openpgp.js), then signs natively: a v4 binary
- * signature with SHA-256 over the input's running hash, armored. The first signature is checked
- * with openpgp.js at start-up, so a key this code reads wrongly stops the node instead of
- * producing bad signatures.
+ * A gpg signer over any key: a v4 binary signature with SHA-256 over the input's running hash,
+ * armored; the key signs the digest and this builds the packet around its raw signature.
+ */
+function gpgSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
+  const { expiresAt, fingerprintBytes, pubkeyAlgorithm } = id;
+  const keyId = fingerprintBytes.subarray(12);
+  return {
+    format: "gpg",
+    fingerprint: id.fingerprint,
+    suffix: ".asc",
+    key,
+    ...(expiresAt ? { expiresAt } : {}),
+    publicKey: () => id.publicArmored,
+    async sign(inputSha256: Hash): Promise<Buffer> {
+      if (expiresAt && Date.now() >= expiresAt.getTime())
+        throw new Error(`the signing key expired at ${expiresAt.toISOString()}`);
+      const params: SignatureParams = {
+        pubkeyAlgorithm,
+        fingerprint: fingerprintBytes,
+        keyId,
+        created: new Date(),
+      };
+      const { hashedFields, trailer } = hashedSuffix(params);
+      const digest = inputSha256.copy().update(hashedFields).update(trailer).digest();
+      const fields = signatureFields(pubkeyAlgorithm, await key.sign(digest));
+      return Buffer.from(armorSignature(signaturePacket(params, hashedFields, digest, fields)), "utf8");
+    },
+    close: () => key.close(),
+  };
+}
+
+/**
+ * Signs a probe and verifies it with openpgp.js against the public key verifiers get, so a key
+ * this code reads or encodes wrongly stops the node instead of producing bad signatures.
+ */
+async function selfCheck(signer: Signer, fail: (reason: string) => never): Promise<void> {
+  const probe = Buffer.from("signing-cluster start-up self-check");
+  const armoredSignature = (await signer.sign(createHash("sha256").update(probe))).toString("utf8");
+  try {
+    const { signatures } = await openpgp.verify({
+      message: await openpgp.createMessage({ binary: probe }),
+      signature: await openpgp.readSignature({ armoredSignature }),
+      verificationKeys: await openpgp.readKey({ armoredKey: signer.publicKey() }),
+    });
+    const [first] = signatures;
+    if (!first) throw new Error("no signature read back");
+    await first.verified;
+  } catch (err) {
+    return fail(`a test signature with this key does not verify (${(err as Error).message})`);
+  }
+}
+
+/**
+ * Loads and decrypts the OpenPGP key file once (openpgp.js); the node then signs natively
+ * (the file backend), checked once at start-up.
  */
 export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   const fail = (reason: string): never => {
@@ -143,8 +182,8 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   }
   const packet = signingKey.keyPacket as openpgp.SecretKeyPacket | openpgp.SecretSubkeyPacket;
   if (packet.version !== 4) fail(`a v${packet.version} key: only v4 keys are supported`);
-  const signDigest = digestSigner(packet);
-  if (typeof signDigest === "string") return fail(signDigest);
+  const privateKey = privateKeyObject(packet);
+  if (typeof privateKey === "string") return fail(privateKey);
   // The primary key's expiry bounds its subkeys'; openpgp.sign used to refuse past it, so must we.
   const expiries = [
     await key.getExpirationTime(),
@@ -152,45 +191,44 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   ];
   const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
   const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
-  const fingerprintBytes = packet.getFingerprintBytes() as Uint8Array;
-  const keyId = fingerprintBytes.subarray(12);
-  const publicArmored = key.toPublic().armor();
-
-  const signer: Signer = {
-    format: "gpg",
+  const signer = gpgSigner(fileKey(privateKey, cfg.keyFile), {
+    pubkeyAlgorithm: packet.algorithm as number,
+    fingerprintBytes: packet.getFingerprintBytes() as Uint8Array,
     fingerprint: key.getFingerprint().toUpperCase(),
-    suffix: ".asc",
+    publicArmored: key.toPublic().armor(),
     ...(expiresAt ? { expiresAt } : {}),
-    publicKey: () => publicArmored,
-    async sign(inputSha256: Hash): Promise<Buffer> {
-      if (expiresAt && Date.now() >= expiresAt.getTime())
-        throw new Error(`the signing key expired at ${expiresAt.toISOString()}`);
-      const params: SignatureParams = {
-        pubkeyAlgorithm: packet.algorithm as number,
-        fingerprint: fingerprintBytes,
-        keyId,
-        created: new Date(),
-      };
-      const { hashedFields, trailer } = hashedSuffix(params);
-      const digest = inputSha256.copy().update(hashedFields).update(trailer).digest();
-      const binary = signaturePacket(params, hashedFields, digest, await signDigest(digest));
-      return Buffer.from(armorSignature(binary), "utf8");
-    },
-  };
+  });
+  await selfCheck(signer, fail);
+  return signer;
+}
 
-  const probe = Buffer.from("signing-cluster start-up self-check");
-  const armoredSignature = (await signer.sign(createHash("sha256").update(probe))).toString("utf8");
-  try {
-    const { signatures } = await openpgp.verify({
-      message: await openpgp.createMessage({ binary: probe }),
-      signature: await openpgp.readSignature({ armoredSignature }),
-      verificationKeys: key.toPublic(),
-    });
-    const [first] = signatures;
-    if (!first) throw new Error("no signature read back");
-    await first.verified;
-  } catch (err) {
-    return fail(`a test signature with this key does not verify (${(err as Error).message})`);
-  }
+/** The OpenPGP identity of a key held elsewhere (PKCS#11): what gpg needs to import and trust it. */
+export interface GpgIdentityConfig {
+  /** The certified user ID, e.g. "Release Signing <release@example.com>". */
+  userId: string;
+  /** The key's OpenPGP creation time: part of its fingerprint, so it must never change. */
+  createdAt: Date;
+}
+
+/**
+ * A gpg signer over a key whose private half the node never holds: the OpenPGP public key
+ * (and so the fingerprint) is built from its public key and the configured creation time, with
+ * the user ID certified by the key itself, then checked like a file key.
+ */
+export async function gpgSignerForKey(key: SigningKey, identity: GpgIdentityConfig): Promise<Signer> {
+  const fail = (reason: string): never => {
+    throw new KeyLoadError("gpg", key.location, reason);
+  };
+  const pub = v4PublicKey(publicParts(key.algorithm, key.publicKey), identity.createdAt);
+  const publicArmored = await armoredPublicKey(pub, identity.userId, identity.createdAt, async (digest) =>
+    signatureFields(pub.algorithm, await key.sign(digest)),
+  );
+  const signer = gpgSigner(key, {
+    pubkeyAlgorithm: pub.algorithm,
+    fingerprintBytes: pub.fingerprint,
+    fingerprint: pub.fingerprint.toString("hex").toUpperCase(),
+    publicArmored,
+  });
+  await selfCheck(signer, fail);
   return signer;
 }

@@ -1,13 +1,9 @@
-import { sign as cryptoSign, type Hash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import {
-  parseOpenSshEd25519,
-  publicKeyLine,
-  sshFingerprint,
-  sshString,
-  sshUint32,
-  wrapBase64,
-} from "../openssh-key.js";
+import { fileKey } from "../../keys/file.js";
+import type { SigningKey } from "../../keys/key.js";
+import { publicParts } from "../../keys/public-parts.js";
+import { parseOpenSshEd25519, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
 import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
 
 const MAGIC = Buffer.from("SSHSIG", "latin1");
@@ -15,7 +11,94 @@ const MAGIC = Buffer.from("SSHSIG", "latin1");
 const HASH_ALG = "sha256";
 const SIG_VERSION = 1;
 
-/** Loads the OpenSSH ed25519 key once; the signer produces armored SSHSIG signatures (as `ssh-keygen -Y sign`). */
+/** An SSH `mpint`: big-endian two's complement, so a value with its top bit set gains a zero byte. */
+function sshMpint(value: Buffer): Buffer {
+  let start = 0;
+  while (start < value.length - 1 && value[start] === 0) start++;
+  const v = value.subarray(start);
+  return sshString((v[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v);
+}
+
+/** The SSH encodings of a key: its public key blob and type, and its signatures' blob. */
+interface SshKeyEncoding {
+  type: string;
+  blob: Buffer;
+  /** The bytes the key signs for `signedData`: the data (Ed25519) or its SHA-256 (ECDSA, RSA). */
+  input(signedData: Buffer): Buffer;
+  signatureBlob(raw: Buffer): Buffer;
+}
+
+function sshEncoding(key: SigningKey): SshKeyEncoding {
+  const parts = publicParts(key.algorithm, key.publicKey);
+  const sha256 = (d: Buffer) => createHash("sha256").update(d).digest();
+  switch (parts.algorithm) {
+    case "ed25519":
+      return {
+        type: "ssh-ed25519",
+        blob: Buffer.concat([sshString("ssh-ed25519"), sshString(parts.point)]),
+        input: (d) => d,
+        signatureBlob: (raw) => Buffer.concat([sshString("ssh-ed25519"), sshString(raw)]),
+      };
+    case "ecdsa-p256": {
+      const type = "ecdsa-sha2-nistp256";
+      return {
+        type,
+        blob: Buffer.concat([sshString(type), sshString("nistp256"), sshString(parts.point)]),
+        input: sha256,
+        signatureBlob: (raw) =>
+          Buffer.concat([
+            sshString(type),
+            sshString(Buffer.concat([sshMpint(raw.subarray(0, 32)), sshMpint(raw.subarray(32))])),
+          ]),
+      };
+    }
+    case "rsa-pkcs1-sha256":
+      return {
+        type: "ssh-rsa",
+        blob: Buffer.concat([sshString("ssh-rsa"), sshMpint(parts.e), sshMpint(parts.n)]),
+        input: sha256,
+        signatureBlob: (raw) => Buffer.concat([sshString("rsa-sha2-256"), sshString(raw)]),
+      };
+  }
+}
+
+/** An SSHSIG signer over any key (as `ssh-keygen -Y sign`): the key signs, this builds the blob. */
+export function sshsigSignerForKey(key: SigningKey, namespace: string, comment: string): Signer {
+  const enc = sshEncoding(key);
+  const pubLine = `${enc.type} ${enc.blob.toString("base64")}${comment ? ` ${comment}` : ""}`;
+  return {
+    format: "sshsig",
+    fingerprint: sshFingerprint(enc.blob),
+    suffix: ".sig",
+    key,
+    publicKey: () => pubLine,
+    async sign(inputSha256: Hash): Promise<Buffer> {
+      const digest = inputSha256.copy().digest();
+      const signedData = Buffer.concat([
+        MAGIC,
+        sshString(namespace),
+        sshString(""),
+        sshString(HASH_ALG),
+        sshString(digest),
+      ]);
+      const raw = await key.sign(enc.input(signedData));
+      const blob = Buffer.concat([
+        MAGIC,
+        sshUint32(SIG_VERSION),
+        sshString(enc.blob),
+        sshString(namespace),
+        sshString(""),
+        sshString(HASH_ALG),
+        sshString(enc.signatureBlob(raw)),
+      ]);
+      const armored = `-----BEGIN SSH SIGNATURE-----\n${wrapBase64(blob.toString("base64"))}\n-----END SSH SIGNATURE-----\n`;
+      return Buffer.from(armored, "utf8");
+    },
+    close: () => key.close(),
+  };
+}
+
+/** Loads the OpenSSH ed25519 key file once (the file backend). */
 export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
   let pem: string;
   try {
@@ -34,38 +117,5 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
   } catch (err) {
     throw new KeyLoadError("sshsig", cfg.keyFile, (err as Error).message);
   }
-  const { publicKeyBlob, privateKey, comment } = key;
-  const namespace = cfg.namespace;
-  const fingerprint = sshFingerprint(publicKeyBlob);
-  const pubLine = publicKeyLine(publicKeyBlob, comment);
-
-  return {
-    format: "sshsig",
-    fingerprint,
-    suffix: ".sig",
-    publicKey: () => pubLine,
-    async sign(inputSha256: Hash): Promise<Buffer> {
-      const digest = inputSha256.copy().digest();
-      const signedData = Buffer.concat([
-        MAGIC,
-        sshString(namespace),
-        sshString(""),
-        sshString(HASH_ALG),
-        sshString(digest),
-      ]);
-      // Synchronous on purpose: ~40 µs, less than handing the call to libuv's thread pool costs.
-      const sig = cryptoSign(null, signedData, privateKey);
-      const blob = Buffer.concat([
-        MAGIC,
-        sshUint32(SIG_VERSION),
-        sshString(publicKeyBlob),
-        sshString(namespace),
-        sshString(""),
-        sshString(HASH_ALG),
-        sshString(Buffer.concat([sshString("ssh-ed25519"), sshString(sig)])),
-      ]);
-      const armored = `-----BEGIN SSH SIGNATURE-----\n${wrapBase64(blob.toString("base64"))}\n-----END SSH SIGNATURE-----\n`;
-      return Buffer.from(armored, "utf8");
-    },
-  };
+  return sshsigSignerForKey(fileKey(key.privateKey, cfg.keyFile), cfg.namespace, key.comment);
 }
