@@ -6,6 +6,7 @@
  */
 import { createHash, createPublicKey, type KeyObject, publicDecrypt, verify } from "node:crypto";
 import pkcs11js from "pkcs11js";
+import { SigningClusterError } from "../../errors.js";
 import { SHA256_DIGEST_INFO } from "../file.js";
 import type { KeyAlgorithm } from "../key.js";
 import { algorithmOfPublicKey, publicKeyFromParts } from "../public-parts.js";
@@ -27,8 +28,16 @@ export interface OpenedKey {
   publicKeySpki: Uint8Array;
 }
 
-/** A reason a PKCS#11 key cannot be used, fit for a log line: never the PIN. */
-export class Pkcs11Failure extends Error {}
+/**
+ * A reason a PKCS#11 key cannot be used, fit for a log line: never the PIN. Raised in the
+ * worker; its message is what the main thread turns into KEY_LOAD_FAILED at start-up or
+ * KEY_BACKEND_UNAVAILABLE at run time.
+ */
+export class Pkcs11Failure extends SigningClusterError<"KEY_BACKEND_UNAVAILABLE"> {
+  constructor(reason: string) {
+    super("KEY_BACKEND_UNAVAILABLE", reason);
+  }
+}
 
 const CKM_EDDSA = 0x1057; // PKCS#11 3.0; pkcs11js (2.40) does not name it
 const CKK_EC_EDWARDS = 0x40;
