@@ -1,7 +1,8 @@
 /**
  * The layers of DESIGN.md §2, checked by `npm run lint` (dependency-cruiser): leaf utilities ←
- * store ← domain ← edges ← bin, no cycles, src/ self-contained, bench/ and scripts/ never
- * reaching into test/. A wrong-way import fails the lint with the rule's name and comment.
+ * store ← domain ← edges ← bin, no cycles (of files, and of folders: the domain folders are
+ * ordered keys ← signing and tokens ← recovery), src/ and monitor/ self-contained, bench/ and
+ * scripts/ never reaching into test/. A wrong-way import fails the lint with the rule's name and comment.
  */
 const LEAF = "^src/(files|log|metrics|net|config|process)/|^src/(version|errors)\\.ts$";
 const STORE = "^src/store/";
@@ -23,6 +24,13 @@ module.exports = {
       severity: "error",
       from: { path: "^src/" },
       to: { path: "^(monitor|bench|scripts|test)/" },
+    },
+    {
+      name: "monitor-self-contained",
+      comment: "the monitor ships with the product: it never imports benchmarks, rigs or tests",
+      severity: "error",
+      from: { path: "^monitor/" },
+      to: { path: "^(bench|scripts|test)/" },
     },
     {
       name: "no-tests-in-rigs",
@@ -51,6 +59,27 @@ module.exports = {
       severity: "error",
       from: { path: DOMAIN },
       to: { path: `${EDGE}|^src/bin/` },
+    },
+    {
+      name: "keys-below-signing",
+      comment: "keys sign raw bytes for the formats: it knows no other domain folder",
+      severity: "error",
+      from: { path: "^src/keys/" },
+      to: { path: "^src/(tokens|signing|recovery)/" },
+    },
+    {
+      name: "tokens-apart-from-signing",
+      comment: "tokens and recovery (which restores them) never reach into signing or keys",
+      severity: "error",
+      from: { path: "^src/(tokens|recovery)/" },
+      to: { path: "^src/(signing|keys)/" },
+    },
+    {
+      name: "tokens-below-recovery",
+      comment: "recovery restores tokens: tokens never imports recovery",
+      severity: "error",
+      from: { path: "^src/tokens/" },
+      to: { path: "^src/recovery/" },
     },
     {
       name: "edges-apart",

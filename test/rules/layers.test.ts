@@ -22,7 +22,7 @@ test("the tree keeps its layers", () => {
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
 
-test("a store module importing a domain folder, and a cycle, are rejected by name", () => {
+test("wrong-way imports (store to domain, folder cycles, edge to edge, monitor to tests) and a cycle are rejected by name", () => {
   const dir = mkdtempSync(join(tmpdir(), "layers-"));
   try {
     copyFileSync(join(root, ".dependency-cruiser.cjs"), join(dir, ".dependency-cruiser.cjs"));
@@ -34,16 +34,25 @@ test("a store module importing a domain folder, and a cycle, are rejected by nam
       "src/tokens/b.ts": 'import { a } from "../signing/a.js";\nexport const b = () => a;\n',
       "src/http/edge.ts": 'import { c } from "../client/c.js";\nexport const e = c;\n',
       "src/client/c.ts": "export const c = 1;\n",
+      // A cycle of folders without a cycle of files: tokens/x → signing/y, signing/z → tokens/w.
+      "src/tokens/x.ts": 'import { y } from "../signing/y.js";\nexport const x = y;\n',
+      "src/signing/y.ts": "export const y = 1;\n",
+      "src/signing/z.ts": 'import { w } from "../tokens/w.js";\nexport const z = w;\n',
+      "src/tokens/w.ts": "export const w = 1;\n",
+      "monitor/m.ts": 'import { h } from "../test/helpers/h.js";\nexport const m = h;\n',
+      "test/helpers/h.ts": "export const h = 1;\n",
     };
     for (const [name, text] of Object.entries(files)) {
       mkdirSync(dirname(join(dir, name)), { recursive: true });
       writeFileSync(join(dir, name), text);
     }
-    const r = cruise(dir, "src");
+    const r = cruise(dir, "src", "monitor", "test");
     assert.notEqual(r.status, 0, r.stdout);
     assert.match(r.stdout, /store-imports-leaf: src\/store\/records\.ts → src\/tokens\/codec\.ts/);
     assert.match(r.stdout, /no-cycles: src\/signing\/a\.ts/);
     assert.match(r.stdout, /edges-apart: src\/http\/edge\.ts → src\/client\/c\.ts/);
+    assert.match(r.stdout, /tokens-apart-from-signing: src\/tokens\/x\.ts → src\/signing\/y\.ts/);
+    assert.match(r.stdout, /monitor-self-contained: monitor\/m\.ts → test\/helpers\/h\.ts/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
