@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, type Hash, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import * as openpgp from "openpgp";
+import { SigningClusterError } from "../../errors.js";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
 import { publicParts } from "../../keys/public-parts.js";
@@ -127,8 +128,9 @@ function gpgSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
     ...(expiresAt ? { expiresAt } : {}),
     publicKey: () => id.publicArmored,
     async sign(inputSha256: Hash): Promise<Buffer> {
+      // The route refuses uploads once the key expired; this catches one that expired meanwhile.
       if (expiresAt && Date.now() >= expiresAt.getTime())
-        throw new Error(`the signing key expired at ${expiresAt.toISOString()}`);
+        throw new SigningClusterError("KEY_EXPIRED", `the signing key expired at ${expiresAt.toISOString()}`);
       const params: SignatureParams = {
         pubkeyAlgorithm,
         fingerprint: fingerprintBytes,
