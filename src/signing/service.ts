@@ -6,6 +6,7 @@ import type { NodeMetrics } from "../metrics/node-metrics.js";
 import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js";
 import type { JobStore, Lookup, SignedResult } from "../store/jobs.js";
 import type { LocalResults } from "./local-results.js";
+import type { ResultStore } from "./results.js";
 import type { FormatName, Signer } from "./signer.js";
 
 /** An upload received in full and hashed on the way in; its bytes are gone. */
@@ -43,6 +44,8 @@ export interface SigningServiceOptions {
   metrics: NodeMetrics;
   /** Results signed while Redis was unreachable, served from this node. */
   local: LocalResults;
+  /** Whole-file results: the ones in this node's spool are found without the store. */
+  files: ResultStore;
   /** Uploads being received plus jobs queued or running; beyond it, OVERLOADED. */
   maxPending: number;
   /** The same, per client address, so one client cannot take every slot. */
@@ -111,6 +114,8 @@ export class SigningService {
     const fingerprint = this.signer(format).fingerprint;
     const local = this.opts.local.get(format, digest);
     if (local && local.fingerprint === fingerprint) return { found: { kind: "signed", result: local } };
+    const held = this.opts.files.held(format, digest);
+    if (held) return { sha256: held.inputSha256, found: { kind: "file", file: held.file } };
     const localJob = this.localPending.get(`${format}:${digest}`);
     if (localJob)
       return { sha256: localJob, found: { kind: "job", job: { state: "pending", node: this.opts.nodeId } } };
@@ -179,6 +184,7 @@ export class SigningService {
         jobs.lookupOrClaim(format, upload.sha256, fingerprint, nodeId, leaseMs, upload.sha1),
       );
       if (found.kind === "signed") return this.cached(format, upload, slot, found.result);
+      if (found.kind === "file") return this.cachedFile(format, slot);
       if (found.kind === "claimed")
         return { outcome: "queued", result: this.start(format, upload, slot, true) };
       // A failed attempt does not block a new one.
@@ -220,6 +226,13 @@ export class SigningService {
     if (upload.sha1) this.opts.local.alias(format, upload.sha1, upload.sha256);
     slot.release();
     return { outcome: "cached", result: Promise.resolve(result) };
+  }
+
+  /** A whole-file output some node holds: the client GETs it (if its owner is gone: a 404, and it uploads again). */
+  private cachedFile(format: FormatName, slot: Slot): Submitted {
+    this.opts.metrics.cacheHits.inc({ format });
+    slot.release();
+    return { outcome: "cached" };
   }
 
   private duplicate(slot: Slot): Submitted {
