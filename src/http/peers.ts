@@ -21,8 +21,9 @@ export function internalResultPath(format: string, inputSha256: string): string 
 }
 
 /** The credential as it travels: any bytes of the secret file, in a header-safe spelling. */
-function bearer(secret: Buffer): string {
-  return `Bearer ${secret.toString("base64url")}`;
+function bearer(secret: Uint8Array): string {
+  // Buffer.from: a config passed through structuredClone holds a plain Uint8Array.
+  return `Bearer ${Buffer.from(secret).toString("base64url")}`;
 }
 
 /**

@@ -62,7 +62,12 @@ export class ResultStore {
     );
     const file = fileResult(spooled, this.advertiseUrl);
     try {
-      await breakers.run("jobs", "result_file_put", () => jobs.completeFile(format, input.sha256, file));
+      await breakers.run("jobs", "result_file_put", () =>
+        Promise.all([
+          jobs.completeFile(format, input.sha256, file),
+          input.sha1 ? jobs.aliasSha1(format, input.sha1, input.sha256) : undefined,
+        ]),
+      );
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       log.warn({ event: "file_result_local", format, sha256: input.sha256, err: err.message });

@@ -41,26 +41,52 @@ export type OpenFailure = "missing" | "corrupt";
 const NAME = /^[a-z0-9-]{1,32}\.[0-9a-f]{64}$/;
 const TEMP = /^\.[a-z0-9-]{1,32}\.[0-9a-f]{64}\.[0-9a-f]{12}\.tmp$/;
 
-/** Passes bytes through while computing their sha1, sha256 and length. */
-export class DigestingStream extends Transform {
+/** An output's sha1, sha256 and length, as its bytes go by. */
+class OutputDigests {
   private readonly s1 = createHash("sha1");
   private readonly s256 = createHash("sha256");
-  size = 0;
+  private size = 0;
+
+  update(chunk: Buffer): void {
+    this.s1.update(chunk);
+    this.s256.update(chunk);
+    this.size += chunk.length;
+  }
+
+  digests(): { sha1: string; sha256: string; size: number } {
+    return { sha1: this.s1.digest("hex"), sha256: this.s256.digest("hex"), size: this.size };
+  }
+}
+
+/** Passes bytes through while computing their sha1, sha256 and length. */
+export class DigestingStream extends Transform {
+  private readonly digesting = new OutputDigests();
 
   override _transform(
     chunk: Buffer,
     _enc: BufferEncoding,
     done: (err?: Error | null, data?: Buffer) => void,
   ) {
-    this.s1.update(chunk);
-    this.s256.update(chunk);
-    this.size += chunk.length;
+    this.digesting.update(chunk);
     done(null, chunk);
   }
 
   digests(): { sha1: string; sha256: string; size: number } {
-    return { sha1: this.s1.digest("hex"), sha256: this.s256.digest("hex"), size: this.size };
+    return this.digesting.digests();
   }
+}
+
+/** Reads an open file through from offset 0 (by position: the handle is read again later). */
+async function digestsOf(handle: FileHandle) {
+  const digesting = new OutputDigests();
+  const buf = Buffer.allocUnsafe(256 * 1024);
+  for (let position = 0; ; ) {
+    const { bytesRead } = await handle.read(buf, 0, buf.length, position);
+    if (bytesRead === 0) break;
+    digesting.update(buf.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+  return digesting.digests();
 }
 
 /**
@@ -164,14 +190,13 @@ export class Spool {
       this.delete(key);
       return "missing";
     }
-    const digesting = new DigestingStream();
+    let found: ReturnType<OutputDigests["digests"]>;
     try {
-      await pipeline(handle.createReadStream({ start: 0, autoClose: false }), digesting);
+      found = await digestsOf(handle);
     } catch (err) {
       await handle.close();
       throw err;
     }
-    const found = digesting.digests();
     if (found.sha256 !== file.sha256 || found.sha1 !== file.sha1 || found.size !== file.size) {
       await handle.close();
       this.drop(key);
