@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { SigningClusterError } from "../errors.js";
 
 /** What the spool knows of one stored output: enough to serve it and to check it first. */
 export interface SpooledFile {
@@ -141,7 +142,10 @@ export class Spool {
   async put(meta: Omit<SpooledFile, "sha1" | "sha256" | "size">, source: string): Promise<SpooledFile> {
     const expected = (await stat(source)).size;
     if (expected > this.opts.maxBytes)
-      throw new Error(`an output of ${expected} bytes is larger than signing.spool.maxBytes`);
+      throw new SigningClusterError(
+        "SIGNING_FAILED",
+        `an output of ${expected} bytes is larger than signing.spool.maxBytes (${this.opts.maxBytes})`,
+      );
     const key = `${meta.format}:${meta.inputSha256}`;
     this.drop(key);
     this.evictFor(expected);
