@@ -51,32 +51,31 @@ function parseJob(key: string, text: string): JobState {
   return job as JobState;
 }
 
-const FILE_FIELDS = new Set(["fingerprint", "owner", "sha1", "sha256", "size"]);
+/** Each field of a file result, and the shape its value must have. */
+const FILE_FIELDS: Readonly<Record<keyof FileResult, RegExp>> = {
+  fingerprint: /^\S{1,200}$/,
+  owner: /^https?:\/\/[^\s/]+$/,
+  sha1: /^[0-9a-f]{40}$/,
+  sha256: /^[0-9a-f]{64}$/,
+  size: /^(0|[1-9][0-9]{0,15})$/,
+};
 
-/** A file result's record as we write it; anything else is StoreCorruptError. */
+/** A file result's record as we write it: exactly these fields, each well formed; anything else is StoreCorruptError. */
 function parseFileResult(key: string, hash: Record<string, Buffer>): FileResult {
-  const text = (name: string) => hash[name]?.toString("utf8") ?? "";
-  const [fingerprint, owner, sha1, sha256, size] = ["fingerprint", "owner", "sha1", "sha256", "size"].map(
-    text,
-  );
-  const problem = !Object.keys(hash).every((f) => FILE_FIELDS.has(f))
-    ? "a file result with fields we do not write"
-    : !fingerprint
-      ? "a file result without a key fingerprint"
-      : !/^https?:\/\/[^\s/]+$/.test(owner as string)
-        ? "a file result whose owner is not a node URL"
-        : !/^[0-9a-f]{40}$/.test(sha1 as string) || !/^[0-9a-f]{64}$/.test(sha256 as string)
-          ? "a file result without hex sha1 and sha256"
-          : !/^(0|[1-9][0-9]{0,15})$/.test(size as string)
-            ? "a file result without a decimal size"
-            : undefined;
-  if (problem) throw new StoreCorruptError(key, problem);
+  const fields = Object.keys(hash);
+  const expected = Object.keys(FILE_FIELDS) as (keyof FileResult)[];
+  if (fields.length !== expected.length || !fields.every((f) => f in FILE_FIELDS))
+    throw new StoreCorruptError(key, `a file result with fields ${fields.sort().join(",")}`);
+  const text = (name: keyof FileResult) => hash[name]?.toString("utf8") ?? "";
+  for (const name of expected)
+    if (!FILE_FIELDS[name].test(text(name)))
+      throw new StoreCorruptError(key, `a file result with a malformed ${name}`);
   return {
-    fingerprint: fingerprint as string,
-    owner: owner as string,
-    sha1: sha1 as string,
-    sha256: sha256 as string,
-    size: Number(size),
+    fingerprint: text("fingerprint"),
+    owner: text("owner"),
+    sha1: text("sha1"),
+    sha256: text("sha256"),
+    size: Number(text("size")),
   };
 }
 
@@ -169,9 +168,8 @@ export class JobStore {
   private async signedResult(format: string, sha256: string, fingerprint: string) {
     const key = this.keys.result(format, sha256);
     const found = parseResult(key, await this.client.hgetallBuffer(key));
-    const fp =
-      found?.kind === "file" ? found.file.fingerprint : found?.kind === "signed" && found.result.fingerprint;
-    return fp === fingerprint ? (found as Lookup) : undefined;
+    if (found?.kind === "file") return found.file.fingerprint === fingerprint ? found : undefined;
+    return found?.kind === "signed" && found.result.fingerprint === fingerprint ? found : undefined;
   }
 
   /** Takes the lease on signing this input; false when another node holds it. */
