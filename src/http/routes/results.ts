@@ -87,18 +87,17 @@ export async function serveFileResult(
   file: FileResult,
 ): Promise<void> {
   const { results, peers, log } = deps;
-  const held = results.held(format, inputSha256);
-  const opened = held ? await results.open(format, inputSha256) : undefined;
-  if (opened) return sendOutput(res, log, opened.handle.createReadStream({ start: 0 }), held?.file ?? file);
-  if (results.owns(file) || !peers) {
-    await results.forget(format, inputSha256, file);
-    throw new ApiError("NOT_FOUND", GONE);
-  }
-  const upstream = await peers.fetchResult(file.owner, format, inputSha256, abortOnClose(res));
-  if (upstream && !sameOutput(upstream, file)) {
+  const opened = await results.open(format, inputSha256);
+  if (opened) return sendOutput(res, log, opened.handle.createReadStream({ start: 0 }), opened.file);
+  const upstream =
+    results.owns(file) || !peers
+      ? undefined
+      : await peers.fetchResult(file.owner, format, inputSha256, abortOnClose(res));
+  if (upstream && sameOutput(upstream, file)) return sendOutput(res, log, upstream, file);
+  if (upstream) {
     upstream.destroy();
     log.error({ event: "owner_sent_other_output", owner: file.owner, format, sha256: inputSha256 });
-  } else if (upstream) return sendOutput(res, log, upstream, file);
+  }
   await results.forget(format, inputSha256, file);
   throw new ApiError("NOT_FOUND", GONE);
 }
