@@ -187,4 +187,13 @@ describe("whole-file results", () => {
     assert.ok(logLines.some((l) => l.event === "owner_unreachable"));
     assert.equal(await redis.exists(keys.result("gpg", sha256(input))), 0);
   });
+
+  // Last: it leaves Redis down.
+  test("without Redis the node that signed an output still serves it from its spool", async () => {
+    await cluster.redis.kill();
+    const { input, output } = await signedFile(1);
+    assert.ok(logLines.some((l) => l.event === "file_result_local"));
+    for (const digest of [sha256(input), sha1(input)])
+      assertServed(await fetchSignature(cluster.node(1).url, "gpg", digest), output);
+  });
 });
