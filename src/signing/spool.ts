@@ -105,16 +105,25 @@ export class Spool {
   /** `format:inputSha1` → inputSha256, for classic clients asking by sha1. */
   private readonly sha1Alias = new Map<string, string>();
   private bytes = 0;
+  /** Bytes of outputs being copied in: counted against the quota before they land. */
+  private writing = 0;
   private dir: string | undefined;
   private readonly temporary: boolean;
 
   constructor(private readonly opts: SpoolOptions) {
     this.temporary = opts.directory === undefined;
-    if (opts.directory !== undefined) {
+    if (opts.directory === undefined) return;
+    try {
       mkdirSync(opts.directory, { recursive: true, mode: 0o700 });
-      this.dir = opts.directory;
       this.clearEarlierOutputs(opts.directory);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new SigningClusterError(
+        "CONFIG_INVALID",
+        `signing.spool.directory: cannot use ${opts.directory}: ${why}`,
+      );
     }
+    this.dir = opts.directory;
   }
 
   /** Outputs and temp files of an earlier run: only names the spool itself makes are removed. */
@@ -149,7 +158,23 @@ export class Spool {
     const key = `${meta.format}:${meta.inputSha256}`;
     this.drop(key);
     this.evictFor(expected);
-    const name = `${meta.format}.${meta.inputSha256}`;
+    this.writing += expected;
+    let digests: ReturnType<OutputDigests["digests"]>;
+    try {
+      digests = await this.copyIn(source, `${meta.format}.${meta.inputSha256}`);
+    } finally {
+      this.writing -= expected;
+    }
+    const file: SpooledFile = { ...meta, ...digests };
+    this.delete(key); // a concurrent put of the same output: the last rename won, count it once
+    this.entries.set(key, file);
+    if (file.inputSha1) this.sha1Alias.set(`${file.format}:${file.inputSha1}`, file.inputSha256);
+    this.bytes += file.size;
+    return file;
+  }
+
+  /** Copies `source` to `name` through a temp file and a rename, so readers never see a part. */
+  private async copyIn(source: string, name: string) {
     const dir = this.directory();
     const tmp = join(dir, `.${name}.${randomBytes(6).toString("hex")}.tmp`);
     const digesting = new DigestingStream();
@@ -164,12 +189,7 @@ export class Spool {
       await unlink(tmp).catch(() => {});
       throw err;
     }
-    const file: SpooledFile = { ...meta, ...digesting.digests() };
-    this.delete(key); // a concurrent put of the same output: the last rename won, count it once
-    this.entries.set(key, file);
-    if (file.inputSha1) this.sha1Alias.set(`${file.format}:${file.inputSha1}`, file.inputSha256);
-    this.bytes += file.size;
-    return file;
+    return digesting.digests();
   }
 
   /** The entry for an input's sha256 or sha1, without touching the disk. */
@@ -217,7 +237,8 @@ export class Spool {
 
   private evictFor(incoming: number): void {
     for (const key of this.entries.keys()) {
-      if (this.bytes + incoming <= this.opts.maxBytes && this.entries.size < this.opts.maxEntries) return;
+      const fits = this.bytes + this.writing + incoming <= this.opts.maxBytes;
+      if (fits && this.entries.size < this.opts.maxEntries) return;
       this.drop(key);
     }
   }

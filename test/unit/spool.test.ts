@@ -90,6 +90,27 @@ describe("the spool", () => {
     assert.equal(spool.get("authenticode", oldest.meta.inputSha256), undefined);
   });
 
+  test("outputs being copied in count against the quota: two at once never overrun it", async () => {
+    const dir = freshDir();
+    const spool = new Spool({ directory: dir, maxBytes: 3000, maxEntries: 10 });
+    const old = output(1000);
+    await spool.put(old.meta, old.source);
+    const [a, b] = [output(1500), output(1500)];
+    await Promise.all([spool.put(a.meta, a.source), spool.put(b.meta, b.source)]);
+    assert.equal(spool.get("authenticode", old.meta.inputSha256), undefined, "evicted to make room for both");
+    assert.equal(spool.usedBytes, 3000);
+  });
+
+  test("a directory it cannot make is a configuration error naming the key", () => {
+    const file = join(work, `a-file-${n++}`);
+    writeFileSync(file, "");
+    assert.throws(
+      () => new Spool({ directory: join(file, "spool"), maxBytes: 1, maxEntries: 1 }),
+      (e: unknown) =>
+        (e as { code?: string }).code === "CONFIG_INVALID" && /signing.spool.directory/.test(String(e)),
+    );
+  });
+
   test("refuses an output larger than the whole quota, keeping what it has", async () => {
     const spool = new Spool({ directory: freshDir(), maxBytes: 1000, maxEntries: 10 });
     const small = output(500);
