@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
+import type { Config } from "./config/schema.js";
 import { type AppDeps, createApp } from "./http/app.js";
 import { CidrList } from "./http/cidr.js";
 import { errorBody } from "./http/errors.js";
@@ -159,6 +160,20 @@ function replicatedWrites(loaded: LoadedConfig, log: Logger): ReplicatedWrites {
   }, config.store.replicaAckTimeoutMs);
 }
 
+/** Whole-file results: this node's spool, and their records beside the jobs. */
+function resultStore(
+  spool: Config["signing"]["spool"],
+  deps: { jobs: JobStore; breakers: StoreBreakers; log: Logger },
+  signers: ReadonlyMap<FormatName, Signer>,
+): ResultStore {
+  const fingerprintOf = (format: FormatName) => {
+    const signer = signers.get(format);
+    if (!signer) throw new Error(`format ${format} is not enabled`);
+    return signer.fingerprint;
+  };
+  return new ResultStore({ ...deps, spool: new Spool(spool), fingerprintOf });
+}
+
 /** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
 function services(
   loaded: LoadedConfig,
@@ -196,10 +211,7 @@ function services(
   );
   const s = config.signing;
   const jobs = new JobStore(redis, storeKeys, s.resultTtl);
-  const results = new ResultStore({
-    ...{ spool: new Spool(s.spool), jobs, breakers, log },
-    fingerprintOf: (format) => (signers.get(format) as Signer).fingerprint,
-  });
+  const results = resultStore(s.spool, { jobs, breakers, log }, signers);
   const signing = new SigningService({
     ...{ audit, breakers, metrics, signers, nodeId, log },
     local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
