@@ -78,12 +78,14 @@ export async function prepareDevState(
   const secretFile = join(dir, "token-secret");
   readOrCreate(secretFile, () => randomBytes(32).toString("hex"));
   const hsm = backend === "softhsm" ? softHsmFormats(dir) : undefined;
+  const internalSecretFile = join(dir, "internal-secret");
+  readOrCreate(internalSecretFile, () => randomBytes(32).toString("hex"));
   const passwordFile = join(dir, "issuer-password.txt");
   const password = readOrCreate(passwordFile, () => randomBytes(18).toString("base64url"));
 
   const config: Record<string, unknown> = {
     // Plain HTTP on loopback: development only (production serves tls).
-    node: { host: "127.0.0.1", port: 0, allowPlaintext: true },
+    node: { host: "127.0.0.1", port: 0, allowPlaintext: true, internalSecret: { file: internalSecretFile } },
     audit: { file: join(dir, "audit.log") },
     redis: { url: redisUrl },
     token: {

@@ -56,6 +56,8 @@ export class TestCluster {
       for (let i = 0; i < (opts.nodes ?? 2); i++) {
         const cfg = structuredClone(loaded);
         cfg.config.node.id = `node-${i}`;
+        // Each node its own spool, inside the cluster's directory (removed with it).
+        cfg.config.signing.spool.directory ??= join(dir, `spool-${i}`);
         nodes.push(
           await startNode(cfg, {
             log: opts.logTo

@@ -5,10 +5,12 @@ import type { AddressInfo } from "node:net";
 import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
+import type { Config } from "./config/schema.js";
 import { type AppDeps, createApp } from "./http/app.js";
 import { CidrList } from "./http/cidr.js";
 import { errorBody } from "./http/errors.js";
 import type { Lifecycle } from "./http/lifecycle.js";
+import { Peers } from "./http/peers.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { expressServerObjects } from "./http/server-objects.js";
@@ -18,8 +20,10 @@ import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
 import { closeSigners, type EnabledKeys, loadSigners } from "./signing/registry.js";
+import { ResultStore } from "./signing/results.js";
 import { SigningService } from "./signing/service.js";
 import type { FormatName, Signer } from "./signing/signer.js";
+import { Spool } from "./signing/spool.js";
 import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
 import { ConnectionHealth } from "./store/connection-health.js";
 import { JobStore } from "./store/jobs.js";
@@ -35,6 +39,8 @@ export interface RunningNode {
   server: Server;
   log: Logger;
   metrics: NodeMetrics;
+  /** Whole-file results: where a format whose output is a file stores it (putFile). */
+  results: ResultStore;
   /**
    * Graceful stop: readiness fails and new uploads get 503 SHUTTING_DOWN at once, jobs in
    * flight finish (bounded by shutdown.timeoutMs) and their waiting clients are answered,
@@ -131,6 +137,13 @@ function formatLimits({ config }: LoadedConfig): Map<FormatName, FormatLimits> {
 }
 
 function warnDeprecated({ config }: LoadedConfig, log: Logger): void {
+  if (config.node.advertiseUrl === undefined && ["0.0.0.0", "::"].includes(config.node.host)) {
+    // Peers would fetch this node's whole-file results from their own address.
+    log.warn({
+      event: "advertise_url_unset",
+      impact: "set node.advertiseUrl: peers cannot reach this node's whole-file results",
+    });
+  }
   if (config.signing.uploadIdleTimeoutMs === undefined) return;
   const use = "signing.uploadMinBytesPerSecond and signing.uploadRateWindowMs";
   log.warn({ event: "config_deprecated", key: "signing.uploadIdleTimeoutMs", use });
@@ -173,6 +186,20 @@ function replicatedWrites(loaded: LoadedConfig, log: Logger): ReplicatedWrites {
   }, config.store.replicaAckTimeoutMs);
 }
 
+/** Whole-file results: this node's spool, and their records beside the jobs. */
+function resultStore(
+  spool: Config["signing"]["spool"],
+  deps: { jobs: JobStore; breakers: StoreBreakers; log: Logger },
+  signers: ReadonlyMap<FormatName, Signer>,
+): ResultStore {
+  const fingerprintOf = (format: FormatName) => {
+    const signer = signers.get(format);
+    if (!signer) throw new Error(`format ${format} is not enabled`);
+    return signer.fingerprint;
+  };
+  return new ResultStore({ ...deps, spool: new Spool(spool), fingerprintOf });
+}
+
 /** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
 function services(
   loaded: LoadedConfig,
@@ -209,6 +236,8 @@ function services(
     log.error({ event: "audit_write_failed", err: err.message }),
   );
   const s = config.signing;
+  const jobs = new JobStore(redis, storeKeys, s.resultTtl);
+  const results = resultStore(s.spool, { jobs, breakers, log }, signers);
   const signing = new SigningService({
     ...{ audit, breakers, metrics, signers, nodeId, log },
     local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
@@ -217,12 +246,41 @@ function services(
       ...{ waitMs: s.admissionWaitMs, maxQueued: s.admissionQueueMax },
     },
     leaseMs: s.jobLeaseMs,
-    jobs: new JobStore(redis, storeKeys, s.resultTtl),
+    jobs,
+    files: results,
   });
-  return { limits, metrics, breakers, replicated, tokens, audit, signing, signers };
+  return {
+    limits,
+    metrics,
+    breakers,
+    replicated,
+    tokens,
+    audit,
+    signing,
+    signers,
+    results,
+    peers: peersOf(loaded, log),
+  };
 }
 
 type Services = ReturnType<typeof services>;
+
+/** Node-to-node requests (whole-file results), with this node's TLS identity when it has one. */
+function peersOf({ config, internalSecret }: LoadedConfig, log: Logger): Peers | undefined {
+  if (!internalSecret) {
+    log.warn({
+      event: "internal_secret_unset",
+      impact: "whole-file results are served by their own node only",
+    });
+    return undefined;
+  }
+  const tls = config.tls && {
+    cert: readFileSync(config.tls.cert),
+    key: readFileSync(config.tls.key),
+    ...(config.tls.peerCa ? { ca: readFileSync(config.tls.peerCa) } : {}),
+  };
+  return new Peers({ secret: internalSecret, ...(tls ? { tls } : {}), log });
+}
 
 /** Everything the HTTP routes are given. */
 function appDeps(
@@ -238,6 +296,7 @@ function appDeps(
   const { tokenPerIp, signPerIp, signPerToken } = config.limits;
   return {
     ...{ audit: x.audit, metrics: x.metrics, breakers: x.breakers, tokens: x.tokens, signing: x.signing },
+    ...{ results: x.results, peers: x.peers },
     ...{
       lifecycle,
       downPolicy: config.store.downPolicy,
@@ -302,6 +361,8 @@ async function shutdown(
   await closeSigners(x.signers);
   await x.replicated.close();
   await x.audit.close();
+  x.peers?.close();
+  x.results.close();
   log.info({ event: "stopped", drained });
   return drained;
 }
@@ -325,6 +386,7 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     s.redis.disconnect();
     throw err;
   });
+  x.results.advertise(config.node.advertiseUrl ?? url);
   const backends = Object.fromEntries([...signers].map(([format, signer]) => [format, signer.key.backend]));
   log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends });
   let closing: Promise<boolean> | undefined;
@@ -332,5 +394,5 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);
     return closing;
   };
-  return { url, port, server, log, metrics: x.metrics, close };
+  return { url, port, server, log, metrics: x.metrics, results: x.results, close };
 }

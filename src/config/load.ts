@@ -21,6 +21,8 @@ export interface LoadedConfig {
   /** The user PIN of each format's PKCS#11 key, by format. */
   pkcs11Pins: { gpg?: string; sshsig?: string };
   redisPassword: string | undefined;
+  /** What nodes present to each other to fetch whole-file results (`node.internalSecret`). */
+  internalSecret: Buffer | undefined;
 }
 
 const ENV_PREFIX = "SIGNING__";
@@ -103,7 +105,11 @@ function absolutePaths(config: Config, baseDir: string): void {
     config.tls.cert = abs(config.tls.cert);
     config.tls.key = abs(config.tls.key);
     if (config.tls.clientCa) config.tls.clientCa = abs(config.tls.clientCa);
+    if (config.tls.peerCa) config.tls.peerCa = abs(config.tls.peerCa);
   }
+  if (config.node.internalSecret?.file)
+    config.node.internalSecret.file = abs(config.node.internalSecret.file);
+  if (config.signing.spool.directory) config.signing.spool.directory = abs(config.signing.spool.directory);
   if (config.audit.file) config.audit.file = abs(config.audit.file);
 }
 
@@ -145,6 +151,7 @@ function checkPrivate(config: Config, problems: string[]): void {
     ["signing.formats.gpg.pkcs11.pin", gpg?.enabled ? gpg.pkcs11?.pin.file : undefined],
     ["signing.formats.sshsig.pkcs11.pin", sshsig?.enabled ? sshsig.pkcs11?.pin.file : undefined],
     ["redis.password", config.redis.password?.file],
+    ["node.internalSecret", config.node.internalSecret?.file],
     ["tls.key", config.tls?.key],
   ];
   for (const [what, file] of privateFiles) {
@@ -153,6 +160,35 @@ function checkPrivate(config: Config, problems: string[]): void {
     if (mode & 0o077)
       problems.push(`${what}: ${file} is accessible to other users (mode ${mode.toString(8)}): chmod 600 it`);
   }
+}
+
+/**
+ * The spool holds signed files until any node serves them: a directory only this user may
+ * enter. A missing one is created (0700) at start; an existing one must already be private.
+ */
+function checkSpoolDirectory(config: Config, problems: string[]): void {
+  const dir = config.signing.spool.directory;
+  if (dir === undefined) return;
+  const st = statSync(dir, { throwIfNoEntry: false });
+  if (!st) return;
+  const what = `signing.spool.directory: ${dir}`;
+  if (!st.isDirectory()) problems.push(`${what} is not a directory`);
+  else if (process.getuid && st.uid !== process.getuid())
+    problems.push(`${what} belongs to another user (uid ${st.uid})`);
+  else if (st.mode & 0o077)
+    problems.push(
+      `${what} is accessible to other users (mode ${(st.mode & 0o777).toString(8)}): chmod 700 it`,
+    );
+}
+
+/** `node.internalSecret`, at least 32 bytes like the token secrets. */
+function internalSecretOf(config: Config, env: NodeJS.ProcessEnv, problems: string[]): Buffer | undefined {
+  const ref = config.node.internalSecret;
+  if (!ref) return undefined;
+  const value = readSecret(ref, "node.internalSecret", env, problems);
+  if (value === undefined) return undefined;
+  if (Buffer.byteLength(value) < 32) problems.push("node.internalSecret: secret must be at least 32 bytes");
+  return Buffer.from(value);
 }
 
 /** The token secrets by kid: each at least 32 bytes, kids unique. */
@@ -189,6 +225,8 @@ export function buildConfig(
   const problems: string[] = [];
   checkFiles(config, problems);
   checkPrivate(config, problems);
+  checkSpoolDirectory(config, problems);
+  const internalSecret = internalSecretOf(config, env, problems);
   const tokenSecrets = tokenSecretsOf(config, env, problems);
   const gpg = config.signing.formats.gpg;
   const gpgPassphrase =
@@ -205,7 +243,7 @@ export function buildConfig(
       pkcs11Pins[name] = readSecret(f.pkcs11.pin, `signing.formats.${name}.pkcs11.pin`, env, problems);
   }
   if (problems.length) throw new ConfigError(problems);
-  return { config, tokenSecrets, gpgPassphrase, pkcs11Pins, redisPassword };
+  return { config, tokenSecrets, gpgPassphrase, pkcs11Pins, redisPassword, internalSecret };
 }
 
 /** Reads a YAML or JSON file (JSON is YAML), applies env overrides, validates. */

@@ -185,6 +185,17 @@ export const configSchema = z
           .describe(
             "CIDRs allowed to make any request; others get `403 CLIENT_NOT_ALLOWED` before anything is parsed",
           ),
+        advertiseUrl: z
+          .url({ protocol: /^https?$/ })
+          .optional()
+          .describe(
+            "the URL other nodes reach this node at, `https://host:port`; the result record of a whole-file output names it. Default: the listen address (set it when `host` is `0.0.0.0` or `::`)",
+          ),
+        internalSecret: secretRef
+          .optional()
+          .describe(
+            "the credential nodes present to each other to fetch whole-file results (≥ 32 bytes, the same on every node), `{file}` or `{env}`; without it a node serves only the whole-file results it holds itself",
+          ),
       })
       .strict()
       .prefault({}),
@@ -197,6 +208,13 @@ export const configSchema = z
           .min(1)
           .optional()
           .describe("with it, clients must present a certificate this CA signed (mutual TLS)"),
+        peerCa: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "CA certificates (PEM) other nodes' certificates chain to, trusted for node-to-node requests (whole-file results); default: the system's CAs. A node presents its own `cert` to its peers, so with `clientCa` that CA must have signed the nodes' certificates too",
+          ),
       })
       .strict()
       .optional()
@@ -419,6 +437,35 @@ export const configSchema = z
           .prefault({})
           .describe(
             "the breaker of each PKCS#11 key: a failing token answers 503 at once instead of every request waiting on it",
+          ),
+        spool: z
+          .object({
+            directory: z
+              .string()
+              .min(1)
+              .optional()
+              .describe(
+                "where this node keeps the whole-file outputs it signed (embedded formats): a directory of its own, mode 0700, created if missing and emptied of earlier outputs at start. Default: a private temporary directory, removed at stop",
+              ),
+            maxBytes: z
+              .number()
+              .int()
+              .positive()
+              .default(8 * 1024 * 1024 * 1024)
+              .describe(
+                "the spool's quota, bytes: the least recently used outputs are deleted to stay under it (a client then uploads again)",
+              ),
+            maxEntries: z
+              .number()
+              .int()
+              .positive()
+              .default(10_000)
+              .describe("at most this many outputs in the spool; beyond it the least recently used go"),
+          })
+          .strict()
+          .prefault({})
+          .describe(
+            "the bounded on-disk store of whole-file outputs (docs/operations.md has its sizing); other nodes fetch them from here",
           ),
         formats: z
           .object({

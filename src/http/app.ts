@@ -6,6 +6,7 @@ import type { CidrList } from "./cidr.js";
 import { clientGate } from "./client-ip.js";
 import { ApiError, sendError } from "./errors.js";
 import { type MetaRouteDeps, metaRoutes } from "./routes/meta.js";
+import { resultRoutes } from "./routes/results.js";
 import { type SignRouteDeps, signRoutes } from "./routes/sign.js";
 import { type TokenRouteDeps, tokenRoutes } from "./routes/token.js";
 
@@ -83,6 +84,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(clientGate(deps.trustProxy, deps.allowedClients));
   app.use(tokenRoutes(deps));
   app.use(signRoutes(deps));
+  app.use(resultRoutes(deps));
   app.use(metaRoutes(deps));
 
   app.use((_req: Request, _res: Response, next: NextFunction) => {

@@ -9,6 +9,7 @@ import { type StoreBreakers, StoreUnavailableError } from "../store/breakers.js"
 import type { JobStore, Lookup, SignedResult } from "../store/jobs.js";
 import { Admission, type AdmissionOptions, type Admitted, type Slot } from "./admission.js";
 import type { LocalResults } from "./local-results.js";
+import type { ResultStore } from "./results.js";
 import type { FormatName, Signer } from "./signer.js";
 
 /** An upload received in full and hashed on the way in; its bytes are gone. */
@@ -48,6 +49,8 @@ export interface SigningServiceOptions {
   local: LocalResults;
   /** The pending set's limits and the queue in front of it. */
   admission: Omit<AdmissionOptions, "metrics">;
+  /** Whole-file results: the ones in this node's spool are found without the store. */
+  files: ResultStore;
   audit: AuditLog;
   log: Logger;
 }
@@ -108,6 +111,8 @@ export class SigningService {
     const fingerprint = this.signer(format).fingerprint;
     const local = this.opts.local.get(format, digest);
     if (local && local.fingerprint === fingerprint) return { found: { kind: "signed", result: local } };
+    const held = this.opts.files.held(format, digest);
+    if (held) return { sha256: held.inputSha256, found: { kind: "file", file: held.file } };
     const localJob = this.localPending.get(`${format}:${digest}`);
     if (localJob)
       return { sha256: localJob, found: { kind: "job", job: { state: "pending", node: this.opts.nodeId } } };
@@ -182,6 +187,7 @@ export class SigningService {
         jobs.lookupOrClaim(format, upload.sha256, fingerprint, nodeId, leaseMs, upload.sha1),
       );
       if (found.kind === "signed") return this.cached(format, upload, slot, found.result);
+      if (found.kind === "file") return this.cachedFile(format, slot);
       if (found.kind === "claimed")
         return { outcome: "queued", result: this.start(format, upload, slot, true) };
       // A failed attempt does not block a new one.
@@ -223,6 +229,13 @@ export class SigningService {
     if (upload.sha1) this.opts.local.alias(format, upload.sha1, upload.sha256);
     slot.release();
     return { outcome: "cached", result: Promise.resolve(result) };
+  }
+
+  /** A whole-file output some node holds: the client GETs it (if its owner is gone: a 404, and it uploads again). */
+  private cachedFile(format: FormatName, slot: Slot): Submitted {
+    this.opts.metrics.cacheHits.inc({ format });
+    slot.release();
+    return { outcome: "cached" };
   }
 
   private duplicate(slot: Slot): Submitted {

@@ -22,6 +22,8 @@ export const STORE_OPS = [
   "job_release",
   "job_complete",
   "job_fail",
+  "result_file_put",
+  "result_file_drop",
 ] as const;
 export type StoreOp = (typeof STORE_OPS)[number];
 

@@ -10,10 +10,26 @@ export interface SignedResult {
   fingerprint: string;
 }
 
+/**
+ * A whole-file output (embedded formats): too large for Redis, it stays on the disk of the
+ * node that signed it, and its record names that node and the output's digests.
+ */
+export interface FileResult {
+  /** Fingerprint of the key that made it. */
+  fingerprint: string;
+  /** The advertised URL of the node holding the output. */
+  owner: string;
+  /** Of the output, for X-SHA1-Digest and X-SHA256-Digest and to check what is served. */
+  sha1: string;
+  sha256: string;
+  size: number;
+}
+
 export type JobState = { state: "pending"; node: string } | { state: "failed"; node: string; error: string };
 
 export type Lookup =
   | { kind: "signed"; result: SignedResult }
+  | { kind: "file"; file: FileResult }
   | { kind: "job"; job: JobState }
   | { kind: "none" };
 
@@ -34,6 +50,73 @@ function parseJob(key: string, text: string): JobState {
   if (!ok) throw new StoreCorruptError(key, "a job record without a valid state and node");
   return job as JobState;
 }
+
+/** Each field of a file result, and the shape its value must have. */
+const FILE_FIELDS: Readonly<Record<keyof FileResult, RegExp>> = {
+  fingerprint: /^\S{1,200}$/,
+  owner: /^https?:\/\/[^\s/]+$/,
+  sha1: /^[0-9a-f]{40}$/,
+  sha256: /^[0-9a-f]{64}$/,
+  size: /^(0|[1-9][0-9]{0,15})$/,
+};
+
+/** A file result's record as we write it: exactly these fields, each well formed; anything else is StoreCorruptError. */
+function parseFileResult(key: string, hash: Record<string, Buffer>): FileResult {
+  const fields = Object.keys(hash);
+  const expected = Object.keys(FILE_FIELDS) as (keyof FileResult)[];
+  if (fields.length !== expected.length || !fields.every((f) => f in FILE_FIELDS))
+    throw new StoreCorruptError(key, `a file result with fields ${fields.sort().join(",")}`);
+  const text = (name: keyof FileResult) => hash[name]?.toString("utf8") ?? "";
+  for (const name of expected)
+    if (!FILE_FIELDS[name].test(text(name)))
+      throw new StoreCorruptError(key, `a file result with a malformed ${name}`);
+  return {
+    fingerprint: text("fingerprint"),
+    owner: text("owner"),
+    sha1: text("sha1"),
+    sha256: text("sha256"),
+    size: Number(text("size")),
+  };
+}
+
+/** A result hash: `{output, fingerprint}` inline, or a file result naming its owner. */
+function parseResult(key: string, hash: Record<string, Buffer>): Lookup | undefined {
+  if (hash.owner !== undefined) return { kind: "file", file: parseFileResult(key, hash) };
+  const { output, fingerprint } = hash;
+  return output && fingerprint
+    ? { kind: "signed", result: { output, fingerprint: fingerprint.toString() } }
+    : undefined;
+}
+
+/**
+ * A file result replaces whatever result the key held, with a TTL, and ends the job: one
+ * script, like STORE_RESULT. ARGV: fingerprint, owner, sha1, sha256, size, ttl.
+ */
+const STORE_FILE_RESULT = new LuaScript(
+  "signingStoreFileResult",
+  2,
+  `
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'owner', ARGV[2], 'sha1', ARGV[3], 'sha256', ARGV[4], 'size', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('DEL', KEYS[2])
+return 1
+`,
+);
+
+/**
+ * Deletes a file result only while it still names the owner and output that could not be
+ * served: a newer result (another node signed the input again) is left alone.
+ */
+const DROP_FILE_RESULT = new LuaScript(
+  "signingDropFileResult",
+  1,
+  `
+local owner, sha256 = unpack(redis.call('HMGET', KEYS[1], 'owner', 'sha256'))
+if owner == ARGV[1] and sha256 == ARGV[2] then return redis.call('DEL', KEYS[1]) end
+return 0
+`,
+);
 
 /**
  * A result is a hash {output, fingerprint} with a TTL, as every node version reads it: one
@@ -76,15 +159,17 @@ export class JobStore {
       this.signedResult(format, sha256, fingerprint),
       this.client.get(this.keys.job(format, sha256)),
     ]);
-    if (result) return { kind: "signed", result };
+    if (result) return result;
     if (job) return { kind: "job", job: parseJob(this.keys.job(format, sha256), job) };
     return { kind: "none" };
   }
 
   /** The stored result, if there is one made with the key of `fingerprint`. */
   private async signedResult(format: string, sha256: string, fingerprint: string) {
-    const { output, fingerprint: fp } = await this.client.hgetallBuffer(this.keys.result(format, sha256));
-    return output && fp?.toString() === fingerprint ? { output, fingerprint } : undefined;
+    const key = this.keys.result(format, sha256);
+    const found = parseResult(key, await this.client.hgetallBuffer(key));
+    if (found?.kind === "file") return found.file.fingerprint === fingerprint ? found : undefined;
+    return found?.kind === "signed" && found.result.fingerprint === fingerprint ? found : undefined;
   }
 
   /** Takes the lease on signing this input; false when another node holds it. */
@@ -121,7 +206,7 @@ export class JobStore {
     ]);
     if (result) {
       if (claimed) await this.release(format, sha256);
-      return { kind: "signed", result };
+      return result;
     }
     if (claimed) return { kind: "claimed" };
     const job = await this.client.get(this.keys.job(format, sha256));
@@ -138,6 +223,22 @@ export class JobStore {
     const args = [result.output, result.fingerprint, this.resultTtlSeconds];
     // Result and job end in one atomic step, one round trip.
     await STORE_RESULT.run(this.client, [resultKey, this.keys.job(format, sha256)], args);
+  }
+
+  /** Records a whole-file output held by `file.owner`, ending the job in the same step. */
+  async completeFile(format: string, sha256: string, file: FileResult): Promise<void> {
+    const { fingerprint, owner, sha1, sha256: outputSha256, size } = file;
+    const args = [fingerprint, owner, sha1, outputSha256, size, this.resultTtlSeconds];
+    await STORE_FILE_RESULT.run(
+      this.client,
+      [this.keys.result(format, sha256), this.keys.job(format, sha256)],
+      args,
+    );
+  }
+
+  /** Forgets a file result its owner no longer has, so the next upload signs the input again. */
+  async dropFile(format: string, sha256: string, file: FileResult): Promise<void> {
+    await DROP_FILE_RESULT.run(this.client, [this.keys.result(format, sha256)], [file.owner, file.sha256]);
   }
 
   async release(format: string, sha256: string): Promise<void> {

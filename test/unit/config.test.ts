@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -245,6 +245,47 @@ describe("configuration", () => {
     assert.equal(problems(() => loadConfigFile(join(dir, "absent.yaml"), {})).length, 1);
     writeFileSync(join(dir, "bad.yaml"), "node: [unclosed");
     assert.match(problems(() => loadConfigFile(join(dir, "bad.yaml"), {}))[0] ?? "", /not valid YAML/);
+  });
+
+  test("whole-file results: the internal secret is read like the others, the spool directory must be private", () => {
+    const { config, internalSecret } = buildConfig(
+      {
+        ...valid,
+        node: { ...valid.node, internalSecret: { file: "secret" }, advertiseUrl: "https://n1.internal:9110" },
+      },
+      dir,
+      {},
+    );
+    assert.equal(internalSecret?.toString(), "s".repeat(40));
+    assert.equal(config.node.internalSecret?.file, join(dir, "secret"));
+    assert.equal(config.signing.spool.maxBytes, 8 * 1024 * 1024 * 1024);
+    assert.equal(config.signing.spool.directory, undefined);
+
+    mkdirSync(join(dir, "open-spool"), { mode: 0o755 });
+    chmodSync(join(dir, "open-spool"), 0o755);
+    const found = problems(() =>
+      buildConfig(
+        {
+          ...valid,
+          node: { ...valid.node, internalSecret: { file: "short" } },
+          signing: { ...valid.signing, spool: { directory: "open-spool" } },
+        },
+        dir,
+        {},
+      ),
+    );
+    assert.deepEqual(found.sort(), [
+      "node.internalSecret: secret must be at least 32 bytes",
+      `signing.spool.directory: ${join(dir, "open-spool")} is accessible to other users (mode 755): chmod 700 it`,
+    ]);
+    const open = problems(() =>
+      buildConfig({ ...valid, node: { ...valid.node, internalSecret: { file: "open-key.asc" } } }, dir, {}),
+    );
+    assert.match(open.join("\n"), /node.internalSecret: .* is accessible to other users/);
+    const notUrl = problems(() =>
+      buildConfig({ ...valid, node: { ...valid.node, advertiseUrl: "ftp://x" } }, dir, {}),
+    );
+    assert.match(notUrl.join("\n"), /node.advertiseUrl/);
   });
 
   test("the shipped examples match the schema", () => {

@@ -18,6 +18,7 @@ import type { Lifecycle } from "../lifecycle.js";
 import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODES } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
 import type { UploadPaceLimits } from "../upload-pace.js";
+import { type ResultRouteDeps, serveFileResult } from "./results.js";
 
 /** One enabled format's limits (`signing.formats.<name>`). */
 export interface FormatLimits {
@@ -31,7 +32,7 @@ export interface FormatLimits {
  * What the upload and result routes (`POST /sign/:format`, `GET /sign/...`) use: the node's parts,
  * built by startNode.
  */
-export interface SignRouteDeps {
+export interface SignRouteDeps extends ResultRouteDeps {
   tokens: TokenService;
   metrics: NodeMetrics;
   lifecycle: Lifecycle;
@@ -344,7 +345,7 @@ class Uploads {
       throw new ApiError("BAD_REQUEST", "digest must be the hex sha1 or sha256 of the input");
     }
     const wait = waitSeconds(req, this.deps.maxWaitSeconds);
-    const { found } =
+    const { sha256, found } =
       wait > 0
         ? await this.deps.signing.waitFor(format, digest, wait * 1000, abortOnClose(req, res))
         : await this.deps.signing.lookup(format, digest);
@@ -358,6 +359,7 @@ class Uploads {
       res.set("X-Pending", "True").status(404).json({ status: "pending" });
       return;
     }
+    if (found.kind === "file") return serveFileResult(this.deps, res, format, sha256 as string, found.file);
     const out = found.result.output;
     res.set({
       "Content-Type": CONTENT_TYPES[format],
