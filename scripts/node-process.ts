@@ -32,6 +32,8 @@ export interface NodeProcessOptions {
   env?: Record<string, string>;
   /** The node serves https (its `tls` section): its URL says so, and readiness is asked over TLS. */
   https?: boolean;
+  /** The built tree whose dist/ to run (default: this one): a benchmark compares two builds. */
+  root?: string;
 }
 
 /** Another process listens on a port a node or monitor was to listen on. */
@@ -74,7 +76,7 @@ export class NodeProcess {
     // The child writes its log file itself: its last lines land there even after we died.
     const log = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
     try {
-      this.child = spawn(process.execPath, [resolve(root, entry), "--config", opts.configFile], {
+      this.child = spawn(process.execPath, [resolve(opts.root ?? root, entry), "--config", opts.configFile], {
         env: {
           GLIBC_TUNABLES: NODE_GLIBC_TUNABLES,
           ...process.env,
