@@ -1,6 +1,6 @@
 /**
- * Shared pieces of the benchmarks: statistics, tables, JSON results, an SVG line chart, a
- * throwaway GNUPGHOME with the dev key, /proc readings and token issuing.
+ * Shared pieces of the benchmarks: statistics, tables, JSON results, an SVG line chart,
+ * throwaway GNUPGHOMEs (the protected dev key, an unprotected key), /proc readings and token issuing.
  */
 import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -313,55 +313,26 @@ export async function atomicWriteCpuMicros(dir: string, n = 300): Promise<number
 export interface GpgHome {
   home: string;
   env: NodeJS.ProcessEnv;
-  /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process. */
+  /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process; its wall time, ms. */
   sign(input: string, output: string): Promise<number>;
   verify(signature: string, input: string): boolean;
   close(): void;
 }
 
-/**
- * A temp GNUPGHOME holding the dev key (imported with loopback pinentry), signing the way
- * a classic signing server shells out to gpg for every file.
- */
-export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgHome {
-  const home = mkdtempSync(join(tmpdir(), "signing-bench-gnupg-"));
+/** A temp GNUPGHOME that `setup` fills, signing with `signArgs` before the usual ones. */
+function makeGpgHome(
+  prefix: string,
+  setup: (env: NodeJS.ProcessEnv, home: string) => void,
+  signArgs: string[],
+): GpgHome {
+  const home = mkdtempSync(join(tmpdir(), `signing-bench-${prefix}-`));
   const env = { ...process.env, GNUPGHOME: home };
-  writeFileSync(join(home, "gpg-agent.conf"), "allow-loopback-pinentry\n");
-  const imp = spawnSync(
-    "gpg",
-    [
-      "--batch",
-      "--pinentry-mode",
-      "loopback",
-      "--passphrase-file",
-      keys.passphraseFile,
-      "--import",
-      keys.keyFile,
-    ],
-    { env, encoding: "utf8" },
-  );
-  if (imp.status !== 0) throw new Error(`gpg --import failed: ${imp.stderr}`);
+  setup(env, home);
   return {
     home,
     env,
     sign: (input, output) =>
-      timed(
-        "gpg",
-        [
-          "--batch",
-          "--yes",
-          "--pinentry-mode",
-          "loopback",
-          "--passphrase-file",
-          keys.passphraseFile,
-          "--detach-sign",
-          "--armor",
-          "-o",
-          output,
-          input,
-        ],
-        env,
-      ),
+      timed("gpg", ["--batch", "--yes", ...signArgs, "--detach-sign", "--armor", "-o", output, input], env),
     verify(signature, input) {
       return spawnSync("gpg", ["--batch", "--verify", signature, input], { env }).status === 0;
     },
@@ -370,6 +341,54 @@ export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgH
       rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+function gpgOrThrow(what: string, args: string[], env: NodeJS.ProcessEnv): void {
+  const r = spawnSync("gpg", args, { env, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${what} failed: ${r.stderr}`);
+}
+
+/**
+ * The dev key, passphrase-protected, signing as classic signing scripts shell out to gpg for
+ * every file: `--pinentry-mode loopback --passphrase-file`. gpg-agent derives the key from the
+ * passphrase (S2K) on every call: most of what one signature costs here.
+ */
+export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgHome {
+  const loopback = ["--pinentry-mode", "loopback", "--passphrase-file", keys.passphraseFile];
+  return makeGpgHome(
+    "gnupg",
+    (env, home) => {
+      writeFileSync(join(home, "gpg-agent.conf"), "allow-loopback-pinentry\n");
+      gpgOrThrow("gpg --import", ["--batch", ...loopback, "--import", keys.keyFile], env);
+    },
+    loopback,
+  );
+}
+
+/**
+ * A key of the dev key's kind (Ed25519) generated without a passphrase: the fastest gpg signs
+ * one file per process, and the baseline the headline ratios use.
+ */
+export function unprotectedGpgHome(): GpgHome {
+  return makeGpgHome(
+    "gnupg-unprotected",
+    (env) =>
+      gpgOrThrow(
+        "gpg --quick-gen-key",
+        [
+          "--batch",
+          "--passphrase",
+          "",
+          "--quick-gen-key",
+          "Bench <bench@localhost>",
+          "ed25519",
+          "sign",
+          "never",
+        ],
+        env,
+      ),
+    [],
+  );
 }
 
 // ---------------------------------------------------------------- the cluster
