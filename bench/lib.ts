@@ -100,6 +100,9 @@ export function writeResult(name: string, data: Record<string, unknown>): string
   return file;
 }
 
+/** The machine's load average when this benchmark process started: others' work, not ours. */
+const LOAD_AVERAGE_AT_START = loadavg();
+
 export function machine(): Record<string, unknown> {
   const c = cpus();
   return {
@@ -107,6 +110,7 @@ export function machine(): Record<string, unknown> {
     cpuModel: c[0]?.model,
     node: process.version,
     platform: process.platform,
+    loadAverageAtStart: LOAD_AVERAGE_AT_START,
     loadAverage: loadavg(),
     // What makes two runs on a shared VM differ (bench/machine.ts): read figures by it.
     freshPageUs: freshPageMicros(16 * 1024 * 1024),
