@@ -274,9 +274,9 @@ export function tempDir(prefix: string, parent = tmpdir()): string {
 /**
  * Where the benchmark's signtool clients keep their inputs, signatures and nonce files:
  * `BENCH_CLIENT_DIR`, else tmpfs (/dev/shm) when it has 1 GiB free, else the disk. The clients
- * stand for build machines, whose file writes are not the node's CPU: on this VM's ext4 each
- * signature's two atomic writes (signature, nonce) took the client 0.1–0.9 ms more CPU than
- * on tmpfs, from the two cores the node shares, and runs there were bimodal (README, Performance).
+ * stand for build machines, whose file writes are not the node's CPU: on a disk each
+ * signature's two atomic writes (signature, nonce) take CPU from the cores the node shares,
+ * unevenly from run to run (docs/performance.md, Notes).
  */
 export const CLIENT_PARENT_DIR = process.env.BENCH_CLIENT_DIR || (roomyTmpfs("/dev/shm") ?? tmpdir());
 
@@ -472,9 +472,8 @@ export function premadeInputs(
 
 /**
  * Signatures each fresh node signs, untimed, before a benchmark measures it. V8 optimises a
- * node's code over its first few thousand requests: on 2026-12-03 one node under load had ~430
- * functions compiled by TurboFan over ~9 s (2.6 s of compile CPU) while its CPU per signature
- * fell from 4.2 to 1.2 ms. Nodes run for days; the benchmarks measure them warm.
+ * node's code over its first few thousand requests, and its CPU per signature falls severalfold
+ * meanwhile (docs/performance.md, Notes). Nodes run for days; the benchmarks measure them warm.
  */
 export const WARM_SIGNATURES_PER_NODE = Number(process.env.BENCH_WARM_SIGNATURES ?? 4000);
 
@@ -529,9 +528,9 @@ export function warmUpFigures(ends: readonly number[], start: number, failed = 0
 /**
  * A `random` for SigningClient whose first draw, the one its node rotation starts from (in its
  * constructor), picks node `i` of `n`; later draws (backoff jitter) are random. A benchmark with
- * a handful of clients spreads them as many build machines starting at random nodes spread:
- * with 8 clients starting at random, one node of 3 sat idle in some outage runs (2026-12-03),
- * and the rate before and after a fault depended on where the clients landed.
+ * a handful of clients spreads them as many build machines starting at random nodes spread: a
+ * few clients starting at random can leave a node idle, and the rate before and after a fault
+ * would then depend on where they landed.
  */
 export function startAtNode(i: number, n: number): () => number {
   let first = true;

@@ -56,7 +56,7 @@ interface LevelResult {
   maxMs: number;
   nodeCpuMsPerSig: number;
   benchCpuMsPerSig: number;
-  /** Redis' CPU per signature: what one primary's capacity is divided by (README, Sentinel). */
+  /** Redis' CPU per signature: what one primary's capacity is divided by (docs/operations.md). */
   redisCpuMsPerSig: number;
   /** Fresh pages (minor faults) per signature: what `machine`'s fresh-page cost multiplies. */
   nodeFaultsPerSig: number;
