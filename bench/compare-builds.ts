@@ -1,18 +1,22 @@
 /**
- * Compare builds: what a change to the node costs, measured against this tree's build in one
- * run. Each build (this tree, then every tree in BENCH_BUILDS, each built with `npm run build`)
- * runs one node process in turn, round after round, under the same load: steady signatures/s
- * and node CPU per signature once warm, then the same after every Redis connection is dropped
- * (`CLIENT KILL TYPE normal`: the client reconnects, data stays) twice. Not in `npm run bench`:
- * it needs the other trees. docs/performance.md ("Patched dependency internals") shows its use.
+ * Compare builds: what a change to the node costs, measured against this tree's build. One
+ * node from this tree and one from every tree in BENCH_BUILDS (each built with `npm run build`)
+ * run side by side on one Redis, under one load, the clients spread evenly over them; each
+ * node's CPU per signature and signatures/s are read over the same windows, so a busy or
+ * drifting machine weighs on every build alike. The windows: steady once every node is warm,
+ * then after Redis drops every client connection (`CLIENT KILL TYPE normal`: the clients
+ * reconnect, data stays), twice. Fresh nodes every round. Not in `npm run bench`: it needs the
+ * other trees. docs/performance.md ("Patched dependency internals") shows its use.
  *
  *   BENCH_BUILDS=no-patch=/tmp/tree-without-it node dist/bench/compare-builds.js
- *   BENCH_ROUNDS=2  BENCH_CLIENTS=16  BENCH_SECONDS=5
+ *   BENCH_ROUNDS=3  BENCH_CLIENTS=6 (per node)  BENCH_SECONDS=8
  */
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { NodeProcess } from "../scripts/node-process.js";
 import { ProcessCluster } from "../scripts/process-cluster.js";
+import { freePort } from "../scripts/redis-server.js";
 import {
   basicAuth,
   benchNodeEnv,
@@ -29,9 +33,9 @@ import {
 } from "./lib.js";
 import { WorkerLoad } from "./load-worker.js";
 
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
-const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+const CLIENTS_PER_NODE = Number(process.env.BENCH_CLIENTS ?? 6);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** Seconds from one dropped connection to the next: the first second after each is skipped. */
 const RECONNECT_SPACING_S = SECONDS + 3;
 
@@ -65,22 +69,34 @@ interface RoundResult {
   steady: Window;
   afterFirstReconnect: Window;
   afterSecondReconnect: Window;
-  failed: number;
 }
 
-async function measure(load: WorkerLoad, pid: number, seconds: number): Promise<Window> {
-  const signed0 = load.signed;
-  const cpu0 = cpuMs(pid);
+/** The node's `signing_jobs_total{result="signed"}`, from its /metrics. */
+async function signedBy(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let total = 0;
+  for (const m of text.matchAll(/^signing_jobs_total\{[^}]*result="signed"[^}]*\} (\S+)$/gm))
+    total += Number(m[1]);
+  return total;
+}
+
+/** Each node's signed per second and CPU ms per signature over the same `seconds`. */
+async function measure(nodes: NodeProcess[], seconds: number): Promise<Window[]> {
+  const read = () =>
+    Promise.all(nodes.map(async (n) => ({ signed: await signedBy(n.url), cpu: cpuMs(n.child.pid ?? 0) })));
+  const before = await read();
   const t0 = performance.now();
   await sleep(seconds * 1000);
-  const signed = load.signed - signed0;
-  return {
-    sigsPerSec: signed / ((performance.now() - t0) / 1000),
-    nodeCpuMsPerSig: (cpuMs(pid) - cpu0) / Math.max(1, signed),
-  };
+  const after = await read();
+  const elapsed = (performance.now() - t0) / 1000;
+  return after.map((a, i) => {
+    const b = before[i] as { signed: number; cpu: number };
+    const signed = a.signed - b.signed;
+    return { sigsPerSec: signed / elapsed, nodeCpuMsPerSig: (a.cpu - b.cpu) / Math.max(1, signed) };
+  });
 }
 
-/** Drops every client connection of Redis (the node's among them); the data stays. */
+/** Drops every client connection of Redis (the nodes' among them); the data stays. */
 async function dropConnections(url: string): Promise<void> {
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0 });
   try {
@@ -91,39 +107,77 @@ async function dropConnections(url: string): Promise<void> {
   }
 }
 
-async function afterReconnect(load: WorkerLoad, pid: number, redisUrl: string): Promise<Window> {
+async function afterReconnect(nodes: NodeProcess[], redisUrl: string): Promise<Window[]> {
   await dropConnections(redisUrl);
   await sleep(1000);
-  const w = await measure(load, pid, SECONDS);
+  const w = await measure(nodes, SECONDS);
   await sleep((RECONNECT_SPACING_S - 1 - SECONDS) * 1000);
   return w;
 }
 
-async function runRound(build: Build, round: number): Promise<RoundResult> {
-  const cluster = await ProcessCluster.start({ nodes: 1, env: benchNodeEnv(), root: build.root });
+/** One node per build, on this tree's cluster (its Redis, config and keys). */
+async function startNodes(cluster: ProcessCluster, others: Build[]): Promise<NodeProcess[]> {
+  const started: NodeProcess[] = [];
+  for (const build of others) {
+    started.push(
+      new NodeProcess({
+        configFile: cluster.state.configFile,
+        port: await freePort(),
+        id: `node-${build.label}`,
+        env: benchNodeEnv(),
+        root: build.root,
+      }),
+    );
+  }
+  await Promise.all(started.map((n) => n.ready()));
+  return started;
+}
+
+async function warm(nodes: NodeProcess[]): Promise<void> {
+  const until = Date.now() + 180_000;
+  while (Date.now() < until) {
+    const counts = await Promise.all(nodes.map((n) => signedBy(n.url)));
+    if (counts.every((c) => c >= WARM_SIGNATURES_PER_NODE)) return;
+    await sleep(500);
+  }
+}
+
+async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
+  const [self, ...others] = list as [Build, ...Build[]];
+  const cluster = await ProcessCluster.start({ nodes: 1, env: benchNodeEnv(), root: self.root });
+  const extra: NodeProcess[] = [];
   const dir = clientDir("compare-builds");
   try {
-    const node = cluster.nodes[0];
-    const pid = node?.child.pid;
-    if (!node || !pid) throw new Error("no node");
+    extra.push(...(await startNodes(cluster, others)));
+    const nodes = [...cluster.nodes, ...extra];
     const auth = basicAuth(cluster.state.issuer.user, cluster.state.issuer.password);
-    const tokens = await issueTokens(node.url, auth, CLIENTS);
+    const tokens = await issueTokens(nodes[0]?.url as string, auth, CLIENTS_PER_NODE * nodes.length);
     const clients = tokens.map((t, i) => {
       writeFileSync(join(dir, `token-${i}`), t);
       return { tokenFile: join(dir, `token-${i}`), nonceFile: join(dir, `nonce-${i}`) };
     });
-    const load = WorkerLoad.start({ dir, nodes: [node.url], clients });
-    const warmUntil = Date.now() + 120_000;
-    while (load.signed < WARM_SIGNATURES_PER_NODE && Date.now() < warmUntil) await sleep(100);
-    const steady = await measure(load, pid, SECONDS);
-    const afterFirstReconnect = await afterReconnect(load, pid, cluster.redis.url);
-    const afterSecondReconnect = await afterReconnect(load, pid, cluster.redis.url);
-    const { failed } = await load.stop();
-    console.log(
-      `  ${build.label}, round ${round}: ${steady.sigsPerSec.toFixed(0)}/s, ${steady.nodeCpuMsPerSig.toFixed(2)} ms/sig steady`,
-    );
-    return { build: build.label, round, steady, afterFirstReconnect, afterSecondReconnect, failed };
+    // Client i starts at node i mod N (load-worker.ts): the same share of clients on each.
+    const load = WorkerLoad.start({ dir, nodes: nodes.map((n) => n.url), clients });
+    await warm(nodes);
+    const steady = await measure(nodes, SECONDS);
+    const first = await afterReconnect(nodes, cluster.redis.url);
+    const second = await afterReconnect(nodes, cluster.redis.url);
+    await load.stop();
+    return list.map((b, i) => {
+      const r = {
+        build: b.label,
+        round,
+        steady: steady[i] as Window,
+        afterFirstReconnect: first[i] as Window,
+        afterSecondReconnect: second[i] as Window,
+      };
+      console.log(
+        `  round ${round}, ${b.label}: ${r.steady.sigsPerSec.toFixed(0)}/s, ${r.steady.nodeCpuMsPerSig.toFixed(2)} ms/sig steady`,
+      );
+      return r;
+    });
   } finally {
+    await Promise.all(extra.map((n) => n.stop("SIGKILL")));
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -142,21 +196,17 @@ function summary(all: RoundResult[], label: string) {
     steady: avg((r) => r.steady),
     afterFirstReconnect: avg((r) => r.afterFirstReconnect),
     afterSecondReconnect: avg((r) => r.afterSecondReconnect),
-    failed: rs.reduce((a, r) => a + r.failed, 0),
   };
 }
 
 main(async () => {
   const list = builds();
   const rounds: RoundResult[] = [];
-  // Builds take turns within each round, so the machine's drift over minutes falls on all alike.
-  for (let round = 1; round <= ROUNDS; round++) {
-    for (const build of round % 2 ? list : [...list].reverse()) rounds.push(await runRound(build, round));
-  }
+  for (let round = 1; round <= ROUNDS; round++) rounds.push(...(await runRound(list, round)));
   const sums = list.map((b) => summary(rounds, b.label));
   const ref = sums[0] as ReturnType<typeof summary>;
   printTable(
-    `Builds compared: one node, ${CLIENTS} clients, means of ${ROUNDS} rounds (× = against this tree)`,
+    `Builds compared: one node each, side by side, ${CLIENTS_PER_NODE} clients each, means of ${ROUNDS} rounds (× = against this tree)`,
     [
       "build",
       "steady sigs/s",
@@ -169,7 +219,6 @@ main(async () => {
       "× CPU/sig",
       "after 2nd reconnect sigs/s",
       "node CPU ms/sig",
-      "failed",
     ],
     sums.map((s) => [
       s.build,
@@ -183,11 +232,10 @@ main(async () => {
       ratio(s.afterFirstReconnect.nodeCpuMsPerSig, ref.afterFirstReconnect.nodeCpuMsPerSig),
       s.afterSecondReconnect.sigsPerSec,
       s.afterSecondReconnect.nodeCpuMsPerSig,
-      s.failed,
     ]),
   );
   writeResult("compare-builds", {
-    settings: { builds: list, rounds: ROUNDS, clients: CLIENTS, seconds: SECONDS },
+    settings: { builds: list, rounds: ROUNDS, clientsPerNode: CLIENTS_PER_NODE, seconds: SECONDS },
     rounds,
     summary: sums,
   });
