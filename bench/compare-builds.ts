@@ -38,6 +38,8 @@ const CLIENTS_PER_NODE = Number(process.env.BENCH_CLIENTS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 /** Seconds from one dropped connection to the next: the first second after each is skipped. */
 const RECONNECT_SPACING_S = SECONDS + 3;
+/** The wait before the last window, after the second reconnect's. */
+const LATER_S = 20;
 
 interface Build {
   label: string;
@@ -69,6 +71,8 @@ interface RoundResult {
   steady: Window;
   afterFirstReconnect: Window;
   afterSecondReconnect: Window;
+  /** Long after the second: whether what a reconnect changed lasts. */
+  later: Window;
 }
 
 /** The node's `signing_jobs_total{result="signed"}`, from its /metrics. */
@@ -162,6 +166,8 @@ async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
     const steady = await measure(nodes, SECONDS);
     const first = await afterReconnect(nodes, cluster.redis.url);
     const second = await afterReconnect(nodes, cluster.redis.url);
+    await sleep(LATER_S * 1000);
+    const later = await measure(nodes, SECONDS);
     await load.stop();
     return list.map((b, i) => {
       const r = {
@@ -170,6 +176,7 @@ async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
         steady: steady[i] as Window,
         afterFirstReconnect: first[i] as Window,
         afterSecondReconnect: second[i] as Window,
+        later: later[i] as Window,
       };
       console.log(
         `  round ${round}, ${b.label}: ${r.steady.sigsPerSec.toFixed(0)}/s, ${r.steady.nodeCpuMsPerSig.toFixed(2)} ms/sig steady`,
@@ -185,17 +192,27 @@ async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
-function summary(all: RoundResult[], label: string) {
+const WINDOWS = {
+  steady: "steady",
+  afterFirstReconnect: "after 1st reconnect",
+  afterSecondReconnect: "after 2nd reconnect",
+  later: `${LATER_S} s later`,
+} as const;
+type WindowName = keyof typeof WINDOWS;
+
+/** A build's mean of each window over the rounds. */
+function summary(all: RoundResult[], label: string): { build: string } & Record<WindowName, Window> {
   const rs = all.filter((r) => r.build === label);
-  const avg = (pick: (r: RoundResult) => Window): Window => ({
-    sigsPerSec: mean(rs.map((r) => pick(r).sigsPerSec)),
-    nodeCpuMsPerSig: mean(rs.map((r) => pick(r).nodeCpuMsPerSig)),
+  const avg = (w: WindowName): Window => ({
+    sigsPerSec: mean(rs.map((r) => r[w].sigsPerSec)),
+    nodeCpuMsPerSig: mean(rs.map((r) => r[w].nodeCpuMsPerSig)),
   });
   return {
     build: label,
-    steady: avg((r) => r.steady),
-    afterFirstReconnect: avg((r) => r.afterFirstReconnect),
-    afterSecondReconnect: avg((r) => r.afterSecondReconnect),
+    steady: avg("steady"),
+    afterFirstReconnect: avg("afterFirstReconnect"),
+    afterSecondReconnect: avg("afterSecondReconnect"),
+    later: avg("later"),
   };
 }
 
@@ -205,37 +222,27 @@ main(async () => {
   for (let round = 1; round <= ROUNDS; round++) rounds.push(...(await runRound(list, round)));
   const sums = list.map((b) => summary(rounds, b.label));
   const ref = sums[0] as ReturnType<typeof summary>;
+  const names = Object.keys(WINDOWS) as WindowName[];
+  const cell = (v: number, r: number, digits: number) => `${v.toFixed(digits)} (${r.toFixed(2)}×)`;
   printTable(
     `Builds compared: one node each, side by side, ${CLIENTS_PER_NODE} clients each, means of ${ROUNDS} rounds (× = against this tree)`,
-    [
-      "build",
-      "steady sigs/s",
-      "× sigs/s",
-      "steady node CPU ms/sig",
-      "× CPU/sig",
-      "after 1st reconnect sigs/s",
-      "× sigs/s",
-      "node CPU ms/sig",
-      "× CPU/sig",
-      "after 2nd reconnect sigs/s",
-      "node CPU ms/sig",
-    ],
+    ["build", ...names.flatMap((w) => [`${WINDOWS[w]}: node CPU ms/sig`, "sigs/s"])],
     sums.map((s) => [
       s.build,
-      s.steady.sigsPerSec,
-      ratio(s.steady.sigsPerSec, ref.steady.sigsPerSec),
-      s.steady.nodeCpuMsPerSig,
-      ratio(s.steady.nodeCpuMsPerSig, ref.steady.nodeCpuMsPerSig),
-      s.afterFirstReconnect.sigsPerSec,
-      ratio(s.afterFirstReconnect.sigsPerSec, ref.afterFirstReconnect.sigsPerSec),
-      s.afterFirstReconnect.nodeCpuMsPerSig,
-      ratio(s.afterFirstReconnect.nodeCpuMsPerSig, ref.afterFirstReconnect.nodeCpuMsPerSig),
-      s.afterSecondReconnect.sigsPerSec,
-      s.afterSecondReconnect.nodeCpuMsPerSig,
+      ...names.flatMap((w) => [
+        cell(s[w].nodeCpuMsPerSig, ratio(s[w].nodeCpuMsPerSig, ref[w].nodeCpuMsPerSig), 2),
+        cell(s[w].sigsPerSec, ratio(s[w].sigsPerSec, ref[w].sigsPerSec), 0),
+      ]),
     ]),
   );
   writeResult("compare-builds", {
-    settings: { builds: list, rounds: ROUNDS, clientsPerNode: CLIENTS_PER_NODE, seconds: SECONDS },
+    settings: {
+      builds: list,
+      rounds: ROUNDS,
+      clientsPerNode: CLIENTS_PER_NODE,
+      seconds: SECONDS,
+      laterS: LATER_S,
+    },
     rounds,
     summary: sums,
   });
