@@ -252,6 +252,13 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU time, ms, of this process's children that have ended and been waited for (cutime + cstime). */
+export function childrenCpuMs(): number {
+  const stat = readFileSync("/proc/self/stat", "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /** Minor page faults a process has taken (first touches of fresh pages), from /proc/PID/stat. */
 export function minorFaults(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -320,6 +327,8 @@ export interface GpgHome {
   /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process; its wall time, ms. */
   sign(input: string, output: string): Promise<number>;
   verify(signature: string, input: string): boolean;
+  /** The pid of this home's gpg-agent (where a protected key's S2K runs); undefined before it runs. */
+  agentPid(): number | undefined;
   close(): void;
 }
 
@@ -339,6 +348,14 @@ function makeGpgHome(
       timed("gpg", ["--batch", "--yes", ...signArgs, "--detach-sign", "--armor", "-o", output, input], env),
     verify(signature, input) {
       return spawnSync("gpg", ["--batch", "--verify", signature, input], { env }).status === 0;
+    },
+    agentPid() {
+      const out = spawnSync("gpg-connect-agent", ["--no-autostart", "getinfo pid", "/bye"], {
+        env,
+        encoding: "utf8",
+      });
+      const pid = /^D (\d+)/m.exec(out.stdout ?? "")?.[1];
+      return pid ? Number(pid) : undefined;
     },
     close() {
       spawnSync("gpgconf", ["--kill", "gpg-agent"], { env });
