@@ -140,10 +140,10 @@ function smallFilesRows(s: SmallFiles, clients: number): string[][] {
       ? []
       : [
           [
-            "… node CPU ms per signature vs unprotected-key gpg's (gpg and gpg-agent)",
+            "… CPU ms per signature: the node's, and unprotected-key gpg's (gpg and its agent)",
             fmt(l.nodeCpuMsPerSig, 2),
             fmt(gpgCpu, 1),
-            x(l.nodeCpuMsPerSig, gpgCpu),
+            `${x(gpgCpu, l.nodeCpuMsPerSig)} less`,
           ],
         ]),
     [`… p99 latency ms (target ≤ 50), failed jobs`, `${fmt(l.p99Ms, 1)}, ${l.failed} failed`, "", ""],
