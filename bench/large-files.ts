@@ -1,12 +1,14 @@
 /**
  * Large files: end-to-end throughput (MB/s) of one file through one signing node with the
- * SigningClient, and the node's peak RSS (VmHWM), next to `gpg --detach-sign`, `sha256sum`,
- * node's own sha256 and openpgp.js signing in-process, all on the same file.
+ * SigningClient, and the node's peak RSS (VmHWM), next to `gpg --detach-sign` (an unprotected
+ * key, the headline baseline, and the passphrase-protected dev key), `sha256sum`, node's own
+ * sha256 (the limit: the node's signer hashes, then signs 32 bytes) and openpgp.js signing
+ * in-process, all on the same file.
  *
  *   node dist/bench/large-files.js          64 MiB and 256 MiB
  *   BENCH_HUGE=1 node dist/bench/large-files.js   adds 1 GiB (slow on a 2-core machine)
  *   BENCH_SIZES_MIB=64,512                  any sizes
- *   BENCH_ROUNDS=3                          gpg and the node back to back, this many times a size
+ *   BENCH_ROUNDS=3                          both gpgs and the node back to back, this many times a size
  */
 import { createHash } from "node:crypto";
 import {
@@ -28,6 +30,7 @@ import {
   benchNodeEnv,
   cpuMs,
   fmt,
+  type GpgHome,
   gpgHome,
   issueTokens,
   main,
@@ -40,9 +43,10 @@ import {
   rss,
   tempDir,
   timed,
+  unprotectedGpgHome,
   writeResult,
 } from "./lib.js";
-import { openpgpJsSigner } from "./openpgp-baseline.js";
+import { type OpenpgpJsSign, openpgpJsSigner } from "./openpgp-baseline.js";
 
 const MiB = 1024 * 1024;
 const SIZES_MIB = process.env.BENCH_SIZES_MIB
@@ -72,12 +76,14 @@ async function nodeSha256(path: string): Promise<number> {
   return performance.now() - t0;
 }
 
-/** One gpg signature and one upload through the node of the same file, back to back. */
+/** One signature of the same file by each gpg and one upload through the node, back to back. */
 interface Round {
-  gpgMs: number;
+  gpgUnprotectedMs: number;
+  gpgProtectedMs: number;
   endToEndMs: number;
-  /** node e2e MB/s over gpg MB/s in this round: both measured within seconds of each other. */
+  /** node e2e MB/s over unprotected-key gpg MB/s in this round, measured seconds apart. */
   ratio: number;
+  ratioVsProtected: number;
   nodePeakRssMiB: number;
   nodeCpuMs: number;
   clientCpuMs: number;
@@ -91,10 +97,13 @@ interface SizeResult {
   rounds: Round[];
   /** Medians over the rounds (MB/s, ratio), the highest peak RSS. */
   endToEndMBps: number;
-  gpgMBps: number;
+  gpgUnprotectedMBps: number;
+  gpgProtectedMBps: number;
+  /** Against gpg with the unprotected key: the headline and the target. */
   ratioVsGpg: number;
   ratioMin: number;
   ratioMax: number;
+  ratioVsGpgProtected: number;
   nodePeakRssMiB: number;
   nodeRssBeforeMiB: number;
   peakResetWorked: boolean;
@@ -129,6 +138,220 @@ function stampRound(path: string, round: number): void {
   }
 }
 
+/** The node under test and the client that uploads to it. */
+interface Rig {
+  pid: number;
+  client: SigningClient;
+  dir: string;
+}
+
+/** The node's upload of `file`: its wall time, and the CPU and fresh pages on each side. */
+async function nodeUpload(rig: Rig, file: string, mib: number) {
+  const { pid } = rig;
+  const node0 = { cpu: cpuMs(pid), faults: minorFaults(pid) };
+  const client0 = { cpu: process.cpuUsage(), faults: process.resourceUsage().minorPageFault };
+  const e0 = performance.now();
+  const r = await rig.client.sign(file, "gpg", join(rig.dir, `node-${mib}.asc`));
+  const endToEndMs = performance.now() - e0;
+  const clientCpu = process.cpuUsage(client0.cpu);
+  return {
+    output: r.output,
+    endToEndMs,
+    nodeCpuMs: cpuMs(pid) - node0.cpu,
+    clientCpuMs: (clientCpu.user + clientCpu.system) / 1000,
+    nodeFaults: minorFaults(pid) - node0.faults,
+    clientFaults: process.resourceUsage().minorPageFault - client0.faults,
+    nodePeakRssMiB: peakRss(pid) / MiB,
+  };
+}
+
+/**
+ * One round: the two gpgs and the node's upload of the same freshly stamped file, back to back,
+ * in the opposite order every other round, so neither side always runs first after a drift.
+ */
+async function runRound(
+  rig: Rig,
+  gpgs: { unprotected: GpgHome; protected: GpgHome },
+  file: string,
+  mib: number,
+  round: number,
+): Promise<Round & { resetWorked: boolean }> {
+  stampRound(file, round);
+  const MBps = (ms: number) => (mib * MiB) / 1e6 / (ms / 1000);
+  const times: { unprotected: number; protected: number } = { unprotected: 0, protected: 0 };
+  const signWith = async (which: "unprotected" | "protected") => {
+    times[which] = await gpgs[which].sign(file, join(rig.dir, `gpg-${which}-${mib}.asc`));
+  };
+  const gpgFirst = round % 2 === 1;
+  if (gpgFirst) {
+    await signWith("unprotected");
+    await signWith("protected");
+  }
+  const resetWorked = resetPeakRss(rig.pid);
+  const upload = await nodeUpload(rig, file, mib);
+  if (!gpgFirst) {
+    await signWith("protected");
+    await signWith("unprotected");
+  }
+  const { output, ...figures } = upload;
+  const r = {
+    ...figures,
+    gpgUnprotectedMs: times.unprotected,
+    gpgProtectedMs: times.protected,
+    ratio: ratio(MBps(upload.endToEndMs), MBps(times.unprotected)),
+    ratioVsProtected: ratio(MBps(upload.endToEndMs), MBps(times.protected)),
+    verified: gpgs.protected.verify(output, file),
+    resetWorked,
+  };
+  console.log(
+    `  ${mib} MiB, round ${round}/${ROUNDS}: node ${fmt(MBps(r.endToEndMs))} MB/s, gpg ` +
+      `${fmt(MBps(r.gpgUnprotectedMs))} MB/s unprotected (${fmt(r.ratio)}×), ` +
+      `${fmt(MBps(r.gpgProtectedMs))} MB/s protected (${fmt(r.ratioVsProtected)}×)`,
+  );
+  return r;
+}
+
+/** Every figure of one size: the local tools once (the page cache warm), then the rounds. */
+async function measureSize(
+  rig: Rig,
+  gpgs: { unprotected: GpgHome; protected: GpgHome },
+  openpgpSign: OpenpgpJsSign,
+  mib: number,
+): Promise<SizeResult> {
+  const file = join(rig.dir, `artifact-${mib}.bin`);
+  await makeFile(file, mib * MiB);
+  const MBps = (ms: number) => (mib * MiB) / 1e6 / (ms / 1000);
+  // The first reader warms the page cache, so every contender reads from memory.
+  const sha256sumMs = await timed("sha256sum", [file]);
+  const nodeSha256Ms = await nodeSha256(file);
+  const t0 = performance.now();
+  await openpgpSign(createReadStream(file, { highWaterMark: MiB }));
+  const openpgpInProcessMs = performance.now() - t0;
+  const nodeRssBefore = rss(rig.pid);
+  const rounds: Round[] = [];
+  let peakResetWorked = true;
+  for (let round = 1; round <= ROUNDS; round++) {
+    const { resetWorked, ...r } = await runRound(rig, gpgs, file, mib, round);
+    peakResetWorked &&= resetWorked;
+    rounds.push(r);
+  }
+  rmSync(file, { force: true });
+  const perGiB = (v: number) => (v * 1024) / mib;
+  const ratios = rounds.map((r) => r.ratio);
+  return {
+    sizeMiB: mib,
+    rounds,
+    endToEndMBps: MBps(median(rounds.map((r) => r.endToEndMs))),
+    gpgUnprotectedMBps: MBps(median(rounds.map((r) => r.gpgUnprotectedMs))),
+    gpgProtectedMBps: MBps(median(rounds.map((r) => r.gpgProtectedMs))),
+    ratioVsGpg: median(ratios),
+    ratioMin: Math.min(...ratios),
+    ratioMax: Math.max(...ratios),
+    ratioVsGpgProtected: median(rounds.map((r) => r.ratioVsProtected)),
+    nodePeakRssMiB: Math.max(...rounds.map((r) => r.nodePeakRssMiB)),
+    nodeRssBeforeMiB: nodeRssBefore / MiB,
+    peakResetWorked,
+    sha256sumMBps: MBps(sha256sumMs),
+    nodeSha256MBps: MBps(nodeSha256Ms),
+    openpgpInProcessMBps: MBps(openpgpInProcessMs),
+    nodeCpuMsPerGiB: perGiB(mean(rounds.map((r) => r.nodeCpuMs))),
+    clientCpuMsPerGiB: perGiB(mean(rounds.map((r) => r.clientCpuMs))),
+    nodeFaultsPerGiB: perGiB(mean(rounds.map((r) => r.nodeFaults))),
+    clientFaultsPerGiB: perGiB(mean(rounds.map((r) => r.clientFaults))),
+    verified: rounds.every((r) => r.verified),
+  };
+}
+
+/** The issue's targets for large files, printed as met or not. */
+function printTargets(results: SizeResult[]) {
+  const biggest = results[results.length - 1];
+  const worstRatio = Math.min(...results.map((r) => r.ratioVsGpg));
+  const gib = results.find((r) => r.sizeMiB >= 1024);
+  const met = {
+    throughputVsGpg: worstRatio >= 0.9,
+    peakRss1GiB: gib ? gib.nodePeakRssMiB < 200 : null,
+    peakRssLargestRun: biggest ? biggest.nodePeakRssMiB < 200 : null,
+  };
+  printTable(
+    "Large files: targets",
+    ["target", "wanted", "measured", "met"],
+    [
+      [
+        `throughput vs gpg --detach-sign, unprotected key (worst size, median of ${ROUNDS} rounds)`,
+        "≥ 0.90×",
+        `${fmt(worstRatio)}×`,
+        met.throughputVsGpg ? "yes" : "NO",
+      ],
+      [
+        `node peak RSS at ${biggest?.sizeMiB ?? "-"} MiB${gib ? "" : " (1 GiB: BENCH_HUGE=1)"}`,
+        "< 200 MiB",
+        `${fmt(biggest?.nodePeakRssMiB)} MiB`,
+        met.peakRssLargestRun ? "yes" : "NO",
+      ],
+    ],
+  );
+  return met;
+}
+
+/** Prints the tables and writes bench/results/large-files.json. */
+function report(results: SizeResult[]): void {
+  printTable(
+    "Large files: MB/s (1 MB = 10^6 bytes) through one node vs local tools, same file",
+    [
+      "size MiB",
+      "node e2e MB/s",
+      "gpg unprotected MB/s",
+      "× gpg unprotected",
+      "× gpg unprotected, rounds",
+      "gpg protected MB/s",
+      "× gpg protected",
+      "sha256sum MB/s",
+      "node sha256 MB/s",
+      "openpgp.js in-proc MB/s",
+      "node peak RSS MiB",
+      "RSS before MiB",
+      "verifies",
+    ],
+    results.map((r) => [
+      r.sizeMiB,
+      r.endToEndMBps,
+      r.gpgUnprotectedMBps,
+      r.ratioVsGpg,
+      `${fmt(r.ratioMin)}–${fmt(r.ratioMax)}`,
+      r.gpgProtectedMBps,
+      r.ratioVsGpgProtected,
+      r.sha256sumMBps,
+      r.nodeSha256MBps,
+      r.openpgpInProcessMBps,
+      r.nodePeakRssMiB,
+      r.nodeRssBeforeMiB,
+      r.verified ? "yes" : "NO",
+    ]),
+  );
+  printTable(
+    "Large files: CPU and fresh pages (minor faults) per GiB through the node, each side",
+    ["size MiB", "node CPU ms", "client CPU ms", "node faults", "client faults"],
+    results.map((r) => [
+      r.sizeMiB,
+      r.nodeCpuMsPerGiB,
+      r.clientCpuMsPerGiB,
+      r.nodeFaultsPerGiB,
+      r.clientFaultsPerGiB,
+    ]),
+  );
+  const met = printTargets(results);
+  writeResult("large-files", {
+    settings: {
+      sizesMiB: SIZES_MIB,
+      rounds: ROUNDS,
+      huge: Boolean(process.env.BENCH_HUGE),
+      glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+    },
+    results,
+    met,
+  });
+}
+
 main(async () => {
   const dir = tempDir("large");
   const maxBytes = Math.max(...SIZES_MIB) * MiB + MiB;
@@ -138,11 +361,10 @@ main(async () => {
       SIGNING__signing__formats__gpg__maxSize: String(2 * maxBytes),
     }),
   });
-  const gpg = gpgHome(cluster.state.keys.gpg);
+  const gpgs = { unprotected: unprotectedGpgHome(), protected: gpgHome(cluster.state.keys.gpg) };
   try {
     const node = cluster.nodes[0];
     if (!node?.child.pid) throw new Error("no node");
-    const pid = node.child.pid;
     const [token] = await issueTokens(
       node.url,
       basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
@@ -161,163 +383,13 @@ main(async () => {
     const openpgpSign = await openpgpJsSigner(cluster.state.keys.gpg.keyFile, passphrase);
     // gpg-agent start-up is not part of any measurement.
     writeFileSync(join(dir, "warm.txt"), "warm");
-    await gpg.sign(join(dir, "warm.txt"), join(dir, "warm.txt.asc"));
-
+    for (const g of Object.values(gpgs)) await g.sign(join(dir, "warm.txt"), join(dir, "warm.txt.asc"));
+    const rig = { pid: node.child.pid, client, dir };
     const results: SizeResult[] = [];
-    for (const mib of SIZES_MIB) {
-      const file = join(dir, `artifact-${mib}.bin`);
-      await makeFile(file, mib * MiB);
-      const MB = (mib * MiB) / 1e6;
-      const MBps = (ms: number) => MB / (ms / 1000);
-      // Warm the page cache once so every contender reads from memory.
-      const sha256sumMs = await timed("sha256sum", [file]);
-      const nodeSha256Ms = await nodeSha256(file);
-      const t0 = performance.now();
-      await openpgpSign(createReadStream(file, { highWaterMark: MiB }));
-      const openpgpInProcessMs = performance.now() - t0;
-
-      const nodeRssBefore = rss(pid);
-      const rounds: Round[] = [];
-      let resetWorked = true;
-      for (let round = 1; round <= ROUNDS; round++) {
-        stampRound(file, round);
-        const gpgSign = () => gpg.sign(file, join(dir, `gpg-${mib}.asc`));
-        const gpgFirst = round % 2 === 1;
-        const gpgMsFirst = gpgFirst ? await gpgSign() : 0;
-
-        resetWorked &&= resetPeakRss(pid);
-        const node0 = { cpu: cpuMs(pid), faults: minorFaults(pid) };
-        const client0 = { cpu: process.cpuUsage(), faults: process.resourceUsage().minorPageFault };
-        const e0 = performance.now();
-        const r = await client.sign(file, "gpg", join(dir, `node-${mib}.asc`));
-        const endToEndMs = performance.now() - e0;
-        const clientCpu = process.cpuUsage(client0.cpu);
-        const nodeCpuMs = cpuMs(pid) - node0.cpu;
-        const nodeFaults = minorFaults(pid) - node0.faults;
-        const clientFaults = process.resourceUsage().minorPageFault - client0.faults;
-        const nodePeakRssMiB = peakRss(pid) / MiB;
-
-        const gpgMs = gpgFirst ? gpgMsFirst : await gpgSign();
-        const roundRatio = ratio(MBps(endToEndMs), MBps(gpgMs));
-        rounds.push({
-          gpgMs,
-          endToEndMs,
-          ratio: roundRatio,
-          nodePeakRssMiB,
-          nodeCpuMs,
-          clientCpuMs: (clientCpu.user + clientCpu.system) / 1000,
-          nodeFaults,
-          clientFaults,
-          verified: gpg.verify(r.output, file),
-        });
-        console.log(
-          `  ${mib} MiB, round ${round}/${ROUNDS}: node ${fmt(MBps(endToEndMs))} MB/s, ` +
-            `gpg ${fmt(MBps(gpgMs))} MB/s, ${fmt(roundRatio)}×`,
-        );
-      }
-      const perGiB = (v: number) => (v * 1024) / mib;
-      const ratios = rounds.map((r) => r.ratio);
-      results.push({
-        sizeMiB: mib,
-        rounds,
-        endToEndMBps: MBps(median(rounds.map((r) => r.endToEndMs))),
-        gpgMBps: MBps(median(rounds.map((r) => r.gpgMs))),
-        ratioVsGpg: median(ratios),
-        ratioMin: Math.min(...ratios),
-        ratioMax: Math.max(...ratios),
-        nodePeakRssMiB: Math.max(...rounds.map((r) => r.nodePeakRssMiB)),
-        nodeRssBeforeMiB: nodeRssBefore / MiB,
-        peakResetWorked: resetWorked,
-        sha256sumMBps: MBps(sha256sumMs),
-        nodeSha256MBps: MBps(nodeSha256Ms),
-        openpgpInProcessMBps: MBps(openpgpInProcessMs),
-        nodeCpuMsPerGiB: perGiB(mean(rounds.map((r) => r.nodeCpuMs))),
-        clientCpuMsPerGiB: perGiB(mean(rounds.map((r) => r.clientCpuMs))),
-        nodeFaultsPerGiB: perGiB(mean(rounds.map((r) => r.nodeFaults))),
-        clientFaultsPerGiB: perGiB(mean(rounds.map((r) => r.clientFaults))),
-        verified: rounds.every((r) => r.verified),
-      });
-      rmSync(file, { force: true });
-    }
-
-    printTable(
-      "Large files: MB/s (1 MB = 10^6 bytes) through one node vs local tools, same file",
-      [
-        "size MiB",
-        "node e2e MB/s",
-        "gpg MB/s",
-        "× gpg (median)",
-        "× gpg, rounds",
-        "sha256sum MB/s",
-        "node sha256 MB/s",
-        "openpgp.js in-proc MB/s",
-        "node peak RSS MiB",
-        "RSS before MiB",
-        "verifies",
-      ],
-      results.map((r) => [
-        r.sizeMiB,
-        r.endToEndMBps,
-        r.gpgMBps,
-        r.ratioVsGpg,
-        `${fmt(r.ratioMin)}–${fmt(r.ratioMax)}`,
-        r.sha256sumMBps,
-        r.nodeSha256MBps,
-        r.openpgpInProcessMBps,
-        r.nodePeakRssMiB,
-        r.nodeRssBeforeMiB,
-        r.verified ? "yes" : "NO",
-      ]),
-    );
-    printTable(
-      "Large files: CPU and fresh pages (minor faults) per GiB through the node, each side",
-      ["size MiB", "node CPU ms", "client CPU ms", "node faults", "client faults"],
-      results.map((r) => [
-        r.sizeMiB,
-        r.nodeCpuMsPerGiB,
-        r.clientCpuMsPerGiB,
-        r.nodeFaultsPerGiB,
-        r.clientFaultsPerGiB,
-      ]),
-    );
-    const biggest = results[results.length - 1];
-    const worstRatio = Math.min(...results.map((r) => r.ratioVsGpg));
-    const gib = results.find((r) => r.sizeMiB >= 1024);
-    const met = {
-      throughputVsGpg: worstRatio >= 0.9,
-      peakRss1GiB: gib ? gib.nodePeakRssMiB < 200 : null,
-      peakRssLargestRun: biggest ? biggest.nodePeakRssMiB < 200 : null,
-    };
-    printTable(
-      "Large files: targets",
-      ["target", "wanted", "measured", "met"],
-      [
-        [
-          `throughput vs gpg --detach-sign (worst size, median of ${ROUNDS} rounds)`,
-          "≥ 0.90×",
-          `${fmt(worstRatio)}×`,
-          met.throughputVsGpg ? "yes" : "NO",
-        ],
-        [
-          `node peak RSS at ${biggest?.sizeMiB ?? "-"} MiB${gib ? "" : " (1 GiB: BENCH_HUGE=1)"}`,
-          "< 200 MiB",
-          `${fmt(biggest?.nodePeakRssMiB)} MiB`,
-          met.peakRssLargestRun ? "yes" : "NO",
-        ],
-      ],
-    );
-    writeResult("large-files", {
-      settings: {
-        sizesMiB: SIZES_MIB,
-        rounds: ROUNDS,
-        huge: Boolean(process.env.BENCH_HUGE),
-        glibcTunables: process.env.GLIBC_TUNABLES ?? null,
-      },
-      results,
-      met,
-    });
+    for (const mib of SIZES_MIB) results.push(await measureSize(rig, gpgs, openpgpSign, mib));
+    report(results);
   } finally {
-    gpg.close();
+    for (const g of Object.values(gpgs)) g.close();
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,6 @@
 /**
- * Shared pieces of the benchmarks: statistics, tables, JSON results, an SVG line chart, a
- * throwaway GNUPGHOME with the dev key, /proc readings and token issuing.
+ * Shared pieces of the benchmarks: statistics, tables, JSON results, an SVG line chart,
+ * throwaway GNUPGHOMEs (the protected dev key, an unprotected key), /proc readings and token issuing.
  */
 import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -100,6 +100,9 @@ export function writeResult(name: string, data: Record<string, unknown>): string
   return file;
 }
 
+/** The machine's load average when this benchmark process started: others' work, not ours. */
+const LOAD_AVERAGE_AT_START = loadavg();
+
 export function machine(): Record<string, unknown> {
   const c = cpus();
   return {
@@ -107,6 +110,7 @@ export function machine(): Record<string, unknown> {
     cpuModel: c[0]?.model,
     node: process.version,
     platform: process.platform,
+    loadAverageAtStart: LOAD_AVERAGE_AT_START,
     loadAverage: loadavg(),
     // What makes two runs on a shared VM differ (bench/machine.ts): read figures by it.
     freshPageUs: freshPageMicros(16 * 1024 * 1024),
@@ -248,6 +252,13 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU time, ms, of this process's children that have ended and been waited for (cutime + cstime). */
+export function childrenCpuMs(): number {
+  const stat = readFileSync("/proc/self/stat", "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /** Minor page faults a process has taken (first touches of fresh pages), from /proc/PID/stat. */
 export function minorFaults(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -270,9 +281,9 @@ export function tempDir(prefix: string, parent = tmpdir()): string {
 /**
  * Where the benchmark's signtool clients keep their inputs, signatures and nonce files:
  * `BENCH_CLIENT_DIR`, else tmpfs (/dev/shm) when it has 1 GiB free, else the disk. The clients
- * stand for build machines, whose file writes are not the node's CPU: on this VM's ext4 each
- * signature's two atomic writes (signature, nonce) took the client 0.1–0.9 ms more CPU than
- * on tmpfs, from the two cores the node shares, and runs there were bimodal (README, Performance).
+ * stand for build machines, whose file writes are not the node's CPU: on a disk each
+ * signature's two atomic writes (signature, nonce) take CPU from the cores the node shares,
+ * unevenly from run to run (docs/performance.md, Notes).
  */
 export const CLIENT_PARENT_DIR = process.env.BENCH_CLIENT_DIR || (roomyTmpfs("/dev/shm") ?? tmpdir());
 
@@ -313,63 +324,92 @@ export async function atomicWriteCpuMicros(dir: string, n = 300): Promise<number
 export interface GpgHome {
   home: string;
   env: NodeJS.ProcessEnv;
-  /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process. */
+  /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process; its wall time, ms. */
   sign(input: string, output: string): Promise<number>;
   verify(signature: string, input: string): boolean;
+  /** The pid of this home's gpg-agent (where a protected key's S2K runs); undefined before it runs. */
+  agentPid(): number | undefined;
   close(): void;
 }
 
-/**
- * A temp GNUPGHOME holding the dev key (imported with loopback pinentry), signing the way
- * a classic signing server shells out to gpg for every file.
- */
-export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgHome {
-  const home = mkdtempSync(join(tmpdir(), "signing-bench-gnupg-"));
+/** A temp GNUPGHOME that `setup` fills, signing with `signArgs` before the usual ones. */
+function makeGpgHome(
+  prefix: string,
+  setup: (env: NodeJS.ProcessEnv, home: string) => void,
+  signArgs: string[],
+): GpgHome {
+  const home = mkdtempSync(join(tmpdir(), `signing-bench-${prefix}-`));
   const env = { ...process.env, GNUPGHOME: home };
-  writeFileSync(join(home, "gpg-agent.conf"), "allow-loopback-pinentry\n");
-  const imp = spawnSync(
-    "gpg",
-    [
-      "--batch",
-      "--pinentry-mode",
-      "loopback",
-      "--passphrase-file",
-      keys.passphraseFile,
-      "--import",
-      keys.keyFile,
-    ],
-    { env, encoding: "utf8" },
-  );
-  if (imp.status !== 0) throw new Error(`gpg --import failed: ${imp.stderr}`);
+  setup(env, home);
   return {
     home,
     env,
     sign: (input, output) =>
-      timed(
-        "gpg",
-        [
-          "--batch",
-          "--yes",
-          "--pinentry-mode",
-          "loopback",
-          "--passphrase-file",
-          keys.passphraseFile,
-          "--detach-sign",
-          "--armor",
-          "-o",
-          output,
-          input,
-        ],
-        env,
-      ),
+      timed("gpg", ["--batch", "--yes", ...signArgs, "--detach-sign", "--armor", "-o", output, input], env),
     verify(signature, input) {
       return spawnSync("gpg", ["--batch", "--verify", signature, input], { env }).status === 0;
+    },
+    agentPid() {
+      const out = spawnSync("gpg-connect-agent", ["--no-autostart", "getinfo pid", "/bye"], {
+        env,
+        encoding: "utf8",
+      });
+      const pid = /^D (\d+)/m.exec(out.stdout ?? "")?.[1];
+      return pid ? Number(pid) : undefined;
     },
     close() {
       spawnSync("gpgconf", ["--kill", "gpg-agent"], { env });
       rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+function gpgOrThrow(what: string, args: string[], env: NodeJS.ProcessEnv): void {
+  const r = spawnSync("gpg", args, { env, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${what} failed: ${r.stderr}`);
+}
+
+/**
+ * The dev key, passphrase-protected, signing as classic signing scripts shell out to gpg for
+ * every file: `--pinentry-mode loopback --passphrase-file`. gpg-agent derives the key from the
+ * passphrase (S2K) on every call: most of what one signature costs here.
+ */
+export function gpgHome(keys: { keyFile: string; passphraseFile: string }): GpgHome {
+  const loopback = ["--pinentry-mode", "loopback", "--passphrase-file", keys.passphraseFile];
+  return makeGpgHome(
+    "gnupg",
+    (env, home) => {
+      writeFileSync(join(home, "gpg-agent.conf"), "allow-loopback-pinentry\n");
+      gpgOrThrow("gpg --import", ["--batch", ...loopback, "--import", keys.keyFile], env);
+    },
+    loopback,
+  );
+}
+
+/**
+ * A key of the dev key's kind (Ed25519) generated without a passphrase: the fastest gpg signs
+ * one file per process, and the baseline the headline ratios use.
+ */
+export function unprotectedGpgHome(): GpgHome {
+  return makeGpgHome(
+    "gnupg-unprotected",
+    (env) =>
+      gpgOrThrow(
+        "gpg --quick-gen-key",
+        [
+          "--batch",
+          "--passphrase",
+          "",
+          "--quick-gen-key",
+          "Bench <bench@localhost>",
+          "ed25519",
+          "sign",
+          "never",
+        ],
+        env,
+      ),
+    [],
+  );
 }
 
 // ---------------------------------------------------------------- the cluster
@@ -450,9 +490,8 @@ export function premadeInputs(
 
 /**
  * Signatures each fresh node signs, untimed, before a benchmark measures it. V8 optimises a
- * node's code over its first few thousand requests: on 2026-12-03 one node under load had ~430
- * functions compiled by TurboFan over ~9 s (2.6 s of compile CPU) while its CPU per signature
- * fell from 4.2 to 1.2 ms. Nodes run for days; the benchmarks measure them warm.
+ * node's code over its first few thousand requests, and its CPU per signature falls severalfold
+ * meanwhile (docs/performance.md, Notes). Nodes run for days; the benchmarks measure them warm.
  */
 export const WARM_SIGNATURES_PER_NODE = Number(process.env.BENCH_WARM_SIGNATURES ?? 4000);
 
@@ -507,9 +546,9 @@ export function warmUpFigures(ends: readonly number[], start: number, failed = 0
 /**
  * A `random` for SigningClient whose first draw, the one its node rotation starts from (in its
  * constructor), picks node `i` of `n`; later draws (backoff jitter) are random. A benchmark with
- * a handful of clients spreads them as many build machines starting at random nodes spread:
- * with 8 clients starting at random, one node of 3 sat idle in some outage runs (2026-12-03),
- * and the rate before and after a fault depended on where the clients landed.
+ * a handful of clients spreads them as many build machines starting at random nodes spread: a
+ * few clients starting at random can leave a node idle, and the rate before and after a fault
+ * would then depend on where they landed.
  */
 export function startAtNode(i: number, n: number): () => number {
   let first = true;

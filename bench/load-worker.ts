@@ -7,9 +7,9 @@ import { startAtNode } from "./lib.js";
  * SigningLoad on a worker thread: the build machines' clients get a V8 isolate of their own.
  * On the main thread they shared their JIT state with the harness, which kills and restarts
  * Redis (child-process pipes), pipes the nodes' logs to files and polls the monitor: at a fault
- * that code deoptimised node's stream and HTTP functions the clients run too ("wrong map",
- * `--trace-deopt`, 2026-12-03), and the clients' CPU per signature rose ~40 % for seconds,
- * a cost of the benchmark, not of the cluster; real build machines run on machines of their own.
+ * that code deoptimised node's stream and HTTP functions the clients run too ("wrong map" in
+ * `--trace-deopt`), and the clients' CPU per signature rose for seconds: a cost of the
+ * benchmark, not of the cluster; real build machines run on machines of their own.
  */
 export interface WorkerLoadOptions {
   dir: string;

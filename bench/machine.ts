@@ -3,10 +3,9 @@
  * cost of touching fresh memory (a page fault per 4 KiB page), copying warm memory, native
  * SHA-256, a system call, a loopback TCP round trip between two node sockets, and the CPU of a small file
  * written atomically (what signtool does twice per signature) on the disk and in the benchmark
- * clients' directory.
- * On the shared development VM a fresh page cost 11 µs on 2026-11-25, and
- * the figures that allocate (HTTP, GC, socket buffers) swung by up to 2× between runs while
- * SHA-256 and gpg did not move. Run it before comparing two runs of anything else.
+ * clients' directory. On a shared VM the figures that allocate (HTTP, GC, socket buffers) move
+ * between runs with the cost of a fresh page while SHA-256 and gpg do not: run it before
+ * comparing two runs of anything else.
  *
  *   node dist/bench/machine.js        BENCH_ROUNDS=5
  */
@@ -49,8 +48,8 @@ function sha256MBps(bytes: number): number {
 }
 
 /**
- * µs per `fstat` of an open file from node: one system call and node's binding around it. On
- * the AMD development VM of 2026-12-02 a bare `getpid` cost 1.1 µs, ~10× bare metal.
+ * µs per `fstat` of an open file from node: one system call and node's binding around it, which
+ * a VM can make many times dearer than bare metal.
  */
 function syscallMicros(n: number): number {
   const fd = openSync(process.execPath, "r");

@@ -67,8 +67,8 @@ interface RunResult {
  * When (ms after the fault) a 1 s trailing window is back to ≥ 90% of the pre-fault rate and the
  * `HOLD_MS` after it average ≥ 90% too: a dip that recovers before the failures start (the
  * classic run signs for ~0.8 s after a data loss) is not a recovery. Every 1 s window of the
- * hold need not be at 90%: with no fault at all this rig's rate wanders by ±20% from one second
- * to the next on the shared VM (2026-12-03), and that criterion measured the wandering.
+ * hold need not be at 90%: with no fault at all this rig's rate wanders from one second to the
+ * next on a shared VM, and that criterion would measure the wandering.
  * 0 without a dip; null: never.
  */
 const HOLD_MS = 3000;

@@ -18,9 +18,8 @@ export async function warmRigLoad(
   const nodes = rig.urls.length;
   const auth = basicAuth(rig.state.issuer.user, rig.state.issuer.password);
   const tokens = await issueTokens(rig.urls[0] as string, auth, clients);
-  // In `dir`, not rig.dir (the disk): the clients share one event loop, and
-  // signtool's synchronous file creation on this VM's ext4 (0.5-1.1 ms a file, for seconds at a
-  // time) stalled all of them at once: the rate climbed from ~200/s for 20 s (README, Performance).
+  // In `dir`, not rig.dir (the disk): the clients share one event loop, and signtool's
+  // synchronous file creation on a slow disk stalls all of them at once.
   const files = tokens.map((t, i) => {
     const tokenFile = join(dir, `token-${i}`);
     writeFileSync(tokenFile, t);

@@ -1,6 +1,7 @@
 /**
  * Runs every benchmark in sequence, each as its own child process, so that one crash does
- * not hide the others' results; exits non-zero when any of them failed.
+ * not hide the others' results; exits non-zero when any of them failed. Then writes
+ * bench/results/run-all.json and docs/performance.md's results table (bench/report.ts).
  *
  *   npm run bench            BENCH_ONLY=small-files,token-checks to pick some
  */
@@ -8,7 +9,8 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { printTable } from "./lib.js";
+import { printTable, writeResult } from "./lib.js";
+import { writePerformanceDoc } from "./report.js";
 
 const ALL = [
   "machine",
@@ -37,7 +39,7 @@ function cpuTicks(): { total: number; steal: number } {
   return { total: fields.slice(0, 8).reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
 }
 
-const rows: (string | number)[][] = [];
+const runs: { benchmark: string; status: string; seconds: number; stolenPct: number }[] = [];
 let failures = 0;
 for (const name of only ?? ALL) {
   console.log(`\n=== ${name} ===`);
@@ -52,7 +54,13 @@ for (const name of only ?? ALL) {
   if (r.error || r.signal || r.status !== 0) failures++;
   const cpu1 = cpuTicks();
   const stolen = (100 * (cpu1.steal - cpu0.steal)) / Math.max(1, cpu1.total - cpu0.total);
-  rows.push([name, status, (Date.now() - t0) / 1000, `${stolen.toFixed(1)} %`]);
+  runs.push({ benchmark: name, status, seconds: (Date.now() - t0) / 1000, stolenPct: stolen });
 }
-printTable("Benchmarks run", ["benchmark", "status", "seconds", "CPU stolen by the hypervisor"], rows);
+printTable(
+  "Benchmarks run",
+  ["benchmark", "status", "seconds", "CPU stolen by the hypervisor"],
+  runs.map((r) => [r.benchmark, r.status, r.seconds, `${r.stolenPct.toFixed(1)} %`]),
+);
+writeResult("run-all", { only: only ?? null, runs });
+writePerformanceDoc();
 process.exit(failures ? 1 : 0);

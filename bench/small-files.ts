@@ -1,7 +1,9 @@
 /**
  * Small files (1 KiB checksums files): signatures/s and latency through the full HTTP path of
  * one signing node (token check, nonce, upload, sign, fetch) at 1, 8, 32, 128 concurrent
- * clients, next to `gpg --detach-sign` one process per file and openpgp.js in-process.
+ * clients, next to `gpg --detach-sign` one process per file (with an unprotected key, the
+ * headline baseline, and with the passphrase-protected dev key as classic signing scripts run
+ * it), openpgp.js in-process and the node's own signer in-process (the limit).
  *
  *   node dist/bench/small-files.js        BENCH_SECONDS=5  BENCH_LEVELS=1,8,32,128
  */
@@ -18,9 +20,11 @@ import {
   benchNodeEnv,
   CLIENT_PARENT_DIR,
   checksumsFile,
+  childrenCpuMs,
   clientDir,
   cpuMs,
   fmt,
+  type GpgHome,
   gpgHome,
   issueTokens,
   main,
@@ -30,7 +34,9 @@ import {
   ratio,
   sleep,
   summarize,
+  unprotectedGpgHome,
   WARM_SIGNATURES_PER_NODE,
+  type WarmUp,
   warmUp,
   writeResult,
 } from "./lib.js";
@@ -52,7 +58,7 @@ interface LevelResult {
   maxMs: number;
   nodeCpuMsPerSig: number;
   benchCpuMsPerSig: number;
-  /** Redis' CPU per signature: what one primary's capacity is divided by (README, Sentinel). */
+  /** Redis' CPU per signature: what one primary's capacity is divided by (docs/operations.md). */
   redisCpuMsPerSig: number;
   /** Fresh pages (minor faults) per signature: what `machine`'s fresh-page cost multiplies. */
   nodeFaultsPerSig: number;
@@ -67,6 +73,8 @@ interface BaselineResult {
   sigsPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU per signature: this process's for the in-process signers; gpg's and gpg-agent's for gpg. */
+  cpuMsPerSig: number;
 }
 
 /** Runs `work` from `concurrency` loops for `ms`; latencies of the calls that ended in time. */
@@ -90,285 +98,363 @@ async function closedLoop(
   return { count: latencies.length, latencies, elapsedMs: performance.now() - start };
 }
 
+const GPG_UNPROTECTED = "gpg --detach-sign per file, unprotected key";
+const GPG_PROTECTED = "gpg --detach-sign per file, protected key (loopback passphrase)";
+const SIGNER_IN_PROCESS = "node's signer in-process (1 thread)";
+
+function baselineResult(
+  name: string,
+  concurrency: number,
+  r: { count: number; latencies: number[]; elapsedMs: number },
+  cpuMs: number,
+): BaselineResult {
+  const s = summarize(r.latencies);
+  return {
+    name,
+    concurrency,
+    signed: r.count,
+    sigsPerSec: r.count / (r.elapsedMs / 1000),
+    p50Ms: s.p50,
+    p99Ms: s.p99,
+    cpuMsPerSig: cpuMs / Math.max(1, r.count),
+  };
+}
+
+/** This process's CPU time so far, ms. */
+function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** The best rate among the baselines called `name` (gpg: over its concurrencies). */
+function best(baselines: BaselineResult[], name: string): number {
+  const rates = baselines.filter((b) => b.name === name).map((b) => b.sigsPerSec);
+  return rates.length ? Math.max(...rates) : Number.NaN;
+}
+
+type Verified = Record<"node" | "gpgUnprotected" | "gpgProtected" | "openpgp" | "signer", boolean>;
+
+/** The issue's targets for small files, printed as met or not. */
+function printTargets(levels: LevelResult[], gpgUnprotected: number, verified: Verified) {
+  const at32 = levels.find((l) => l.clients === 32);
+  const targets = {
+    sigsPerSecVsGpgAt32: {
+      target: ">= 20x gpg with an unprotected key",
+      value: at32 ? ratio(at32.sigsPerSec, gpgUnprotected) : null,
+    },
+    p99At32Ms: { target: "<= 50", value: at32?.p99Ms ?? null },
+    zeroFailed: { target: 0, value: levels.reduce((a, l) => a + l.failed, 0) },
+  };
+  const allVerified = Object.values(verified).every(Boolean);
+  const met = {
+    sigsPerSecVsGpgAt32: (targets.sigsPerSecVsGpgAt32.value ?? 0) >= 20,
+    p99At32Ms: (targets.p99At32Ms.value ?? Number.POSITIVE_INFINITY) <= 50,
+    zeroFailed: targets.zeroFailed.value === 0,
+    verified: allVerified,
+  };
+  const yes = (b: boolean) => (b ? "yes" : "NO");
+  printTable(
+    "Small files: targets",
+    ["target", "wanted", "measured", "met"],
+    [
+      [
+        "sigs/s at 32 clients vs gpg per file, unprotected key",
+        "≥ 20×",
+        `${fmt(targets.sigsPerSecVsGpgAt32.value ?? Number.NaN)}×`,
+        yes(met.sigsPerSecVsGpgAt32),
+      ],
+      [
+        "p99 at 32 clients",
+        "≤ 50 ms",
+        `${fmt(targets.p99At32Ms.value ?? Number.NaN)} ms`,
+        yes(met.p99At32Ms),
+      ],
+      ["failed jobs", "0", String(targets.zeroFailed.value), yes(met.zeroFailed)],
+      [
+        "signatures verify with gpg --verify (node, gpg ×2, openpgp.js, signer in-process)",
+        "yes",
+        Object.values(verified).join(", "),
+        yes(allVerified),
+      ],
+    ],
+  );
+  return { targets, met };
+}
+
+/** Prints the tables and writes bench/results/small-files.json. */
+function report(levels: LevelResult[], baselines: BaselineResult[], warm: WarmUp, verified: Verified): void {
+  const gpgUnprotected = best(baselines, GPG_UNPROTECTED);
+  const gpgProtected = best(baselines, GPG_PROTECTED);
+  const signer = best(baselines, SIGNER_IN_PROCESS);
+  printTable(
+    "Small files (1 KiB): one node, full HTTP path (token check, nonce, upload, sign, fetch)",
+    [
+      "clients",
+      "signed",
+      "sigs/s",
+      "p50 ms",
+      "p99 ms",
+      "max ms",
+      "failed",
+      "retries",
+      "node CPU ms/sig",
+      "client CPU ms/sig",
+      "Redis CPU ms/sig",
+      "node faults/sig",
+      "× gpg unprotected",
+      "× gpg protected",
+      "of in-process signer",
+    ],
+    levels.map((l) => [
+      l.clients,
+      l.signed,
+      l.sigsPerSec,
+      l.p50Ms,
+      l.p99Ms,
+      l.maxMs,
+      l.failed,
+      l.retries,
+      l.nodeCpuMsPerSig,
+      l.benchCpuMsPerSig,
+      l.redisCpuMsPerSig,
+      l.nodeFaultsPerSig,
+      ratio(l.sigsPerSec, gpgUnprotected),
+      ratio(l.sigsPerSec, gpgProtected),
+      `${fmt(100 * ratio(l.sigsPerSec, signer), 0)} %`,
+    ]),
+  );
+  printTable(
+    "Small files (1 KiB): baselines, same files, same run",
+    ["signer", "concurrency", "signed", "sigs/s", "CPU ms/sig", "p50 ms", "p99 ms"],
+    baselines.map((b) => [b.name, b.concurrency, b.signed, b.sigsPerSec, b.cpuMsPerSig, b.p50Ms, b.p99Ms]),
+  );
+  const { targets, met } = printTargets(levels, gpgUnprotected, verified);
+  writeResult("small-files", {
+    settings: {
+      seconds: SECONDS,
+      warmMs: WARM_MS,
+      warmSignatures: WARM_SIGNATURES_PER_NODE,
+      levels: LEVELS,
+      fileBytes: 1024,
+      clientDir: CLIENT_PARENT_DIR,
+    },
+    warmUp: warm,
+    levels,
+    baselines,
+    gpgUnprotectedBestSigsPerSec: gpgUnprotected,
+    gpgProtectedBestSigsPerSec: gpgProtected,
+    signerInProcessSigsPerSec: signer,
+    verified,
+    targets,
+    met,
+  });
+}
+
+/** What every level measures against: the node's and Redis' processes and the clients' files. */
+interface Rig {
+  url: string;
+  nodePid: number;
+  redisPid: number;
+  dir: string;
+}
+
+function clientsFor(rig: Rig, c: number): SigningClient[] {
+  return Array.from(
+    { length: c },
+    (_, i) =>
+      new SigningClient({
+        nodes: [rig.url],
+        tokenFile: join(rig.dir, `token-${i}`),
+        nonceFile: join(rig.dir, `nonce-${i}`),
+        maxTimeMs: 60_000,
+        requestTimeoutMs: 30_000,
+      }),
+  );
+}
+
+/** The CPU and fresh pages of the node, Redis and this process so far. */
+function counters(rig: Rig) {
+  return {
+    at: performance.now(),
+    node: cpuMs(rig.nodePid),
+    redis: cpuMs(rig.redisPid),
+    nodeFaults: minorFaults(rig.nodePid),
+    bench: process.cpuUsage(),
+    benchFaults: process.resourceUsage().minorPageFault,
+  };
+}
+
+/** `c` clients in closed loops; the figures of the SECONDS after WARM_MS; one signature to verify. */
+async function measureLevel(rig: Rig, c: number): Promise<{ level: LevelResult; sample?: [string, string] }> {
+  const clients = clientsFor(rig, c);
+  const jobs: { end: number; ms: number }[] = [];
+  const errors: string[] = [];
+  let failed = 0;
+  let retries = 0;
+  let running = true;
+  let sample: [string, string] | undefined;
+  const inputFile = premadeInputs(rig.dir, `l${c}`, c, SECONDS + WARM_MS / 1000);
+  const loops = clients.map(async (client, i) => {
+    for (let n = 0; running; n++) {
+      const file = inputFile(i, n);
+      const t0 = performance.now();
+      try {
+        const r = await client.sign(file, "gpg");
+        const t1 = performance.now();
+        jobs.push({ end: t1, ms: t1 - t0 });
+        retries += r.retries;
+        sample = [r.output, file];
+      } catch (err) {
+        failed++;
+        if (errors.length < 5) errors.push((err as Error).message);
+      }
+    }
+  });
+  await sleep(WARM_MS);
+  const a = counters(rig);
+  await sleep(SECONDS * 1000);
+  const b = counters(rig);
+  running = false;
+  await Promise.all(loops);
+  const inWindow = jobs.filter((j) => j.end >= a.at && j.end < b.at);
+  const s = summarize(inWindow.map((j) => j.ms));
+  const n = Math.max(1, inWindow.length);
+  const bench = process.cpuUsage(a.bench);
+  const level: LevelResult = {
+    clients: c,
+    signed: inWindow.length,
+    failed,
+    retries,
+    sigsPerSec: inWindow.length / ((b.at - a.at) / 1000),
+    p50Ms: s.p50,
+    p99Ms: s.p99,
+    maxMs: s.max,
+    nodeCpuMsPerSig: (b.node - a.node) / n,
+    benchCpuMsPerSig: (bench.user + bench.system) / 1000 / n,
+    redisCpuMsPerSig: (b.redis - a.redis) / n,
+    nodeFaultsPerSig: (b.nodeFaults - a.nodeFaults) / n,
+    benchFaultsPerSig: (b.benchFaults - a.benchFaults) / n,
+    errors,
+  };
+  console.log(`  ${c} clients: ${fmt(level.sigsPerSec)} sigs/s, p99 ${fmt(s.p99)} ms`);
+  return sample ? { level, sample } : { level };
+}
+
+/** gpg --detach-sign, one process per file, 1 and CORES at a time, with each home's key. */
+async function gpgBaselines(
+  dir: string,
+  homes: (readonly [string, GpgHome])[],
+): Promise<{ baselines: BaselineResult[]; verified: boolean[] }> {
+  const gpgFile = (w: number, n: number) => {
+    const f = join(dir, `gpg-${w}-${n}.txt`);
+    writeFileSync(f, checksumsFile(`gpg-${w}-${n}`));
+    return f;
+  };
+  const baselines: BaselineResult[] = [];
+  const verified: boolean[] = [];
+  for (const [name, home] of homes) {
+    await home.sign(gpgFile(9, 9), join(dir, "warm.asc")); // starts gpg-agent, untimed
+    const agent = home.agentPid();
+    const gpgCpu = () => childrenCpuMs() + (agent ? cpuMs(agent) : 0);
+    for (const conc of [1, CORES]) {
+      const cpu0 = gpgCpu();
+      const r = await closedLoop(conc, SECONDS * 1000, async (w, n) => {
+        const f = gpgFile(w, n);
+        await home.sign(f, `${f}.asc`);
+      });
+      baselines.push(baselineResult(name, conc, r, gpgCpu() - cpu0));
+    }
+    // One more, untimed, checked with gpg --verify (outside the CPU window: a verify is a child too).
+    const f = gpgFile(8, 8);
+    await home.sign(f, `${f}.asc`);
+    verified.push(home.verify(`${f}.asc`, f));
+  }
+  return { baselines, verified };
+}
+
+/** openpgp.js and the node's own signer (native SHA-256 + Ed25519) in this process, 1 thread. */
+async function inProcessBaselines(
+  keys: { keyFile: string; passphraseFile: string },
+  dir: string,
+  gpg: GpgHome,
+): Promise<{ baselines: BaselineResult[]; verified: { openpgp: boolean; signer: boolean } }> {
+  const passphrase = (await readFile(keys.passphraseFile, "utf8")).trim();
+  const openpgpSign = await openpgpJsSigner(keys.keyFile, passphrase);
+  const signer = await loadGpgSigner({ keyFile: keys.keyFile, passphrase });
+  const kinds = [
+    ["openpgp.js in-process (1 thread)", (data: Buffer) => openpgpSign(data)],
+    [SIGNER_IN_PROCESS, async (data: Buffer) => signer.sign(await hashInput(data))],
+  ] as const;
+  const verified: boolean[] = [];
+  const baselines: BaselineResult[] = [];
+  for (const [name, signOnce] of kinds) {
+    const probe = checksumsFile(name);
+    const probeFile = join(dir, `in-process-${baselines.length}.txt`);
+    writeFileSync(probeFile, probe);
+    writeFileSync(`${probeFile}.asc`, await signOnce(probe));
+    verified.push(gpg.verify(`${probeFile}.asc`, probeFile));
+    const cpu0 = ownCpuMs();
+    const r = await closedLoop(1, SECONDS * 1000, async () => {
+      await signOnce(probe);
+    });
+    baselines.push(baselineResult(name, 1, r, ownCpuMs() - cpu0));
+  }
+  return { baselines, verified: { openpgp: verified[0] ?? false, signer: verified[1] ?? false } };
+}
+
+/** The fresh node's first signatures, untimed (lib.ts, WARM_SIGNATURES_PER_NODE). */
+async function warmNode(rig: Rig, maxClients: number): Promise<WarmUp> {
+  const warmers = clientsFor(rig, Math.min(32, maxClients));
+  const warmInput = premadeInputs(rig.dir, "warm", warmers.length, WARM_SIGNATURES_PER_NODE / 2000);
+  const warm = await warmUp(warmers.length, WARM_SIGNATURES_PER_NODE, (w, n) =>
+    (warmers[w] as SigningClient).sign(warmInput(w, n), "gpg"),
+  );
+  console.log(
+    `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last${warm.failed ? `, ${warm.failed} failed` : ""}`,
+  );
+  return warm;
+}
+
 main(async () => {
   const dir = clientDir("small");
-  const cluster = await ProcessCluster.start({
-    nodes: 1,
-    env: benchNodeEnv(),
-  });
+  const cluster = await ProcessCluster.start({ nodes: 1, env: benchNodeEnv() });
   const gpg = gpgHome(cluster.state.keys.gpg);
+  const gpgUnprotected = unprotectedGpgHome();
   try {
     const node = cluster.nodes[0];
-    if (!node?.child.pid) throw new Error("no node");
-    const nodePid = node.child.pid;
     const redisPid = cluster.redis.proc?.pid;
-    if (!redisPid) throw new Error("no redis-server");
-    const url = node.url;
+    if (!node?.child.pid || !redisPid) throw new Error("no node or no redis-server");
+    const rig: Rig = { url: node.url, nodePid: node.child.pid, redisPid, dir };
     const maxClients = Math.max(...LEVELS);
-    const tokens = await issueTokens(
-      url,
-      basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
-      maxClients,
-    );
-    tokens.forEach((t, i) => {
+    const auth = basicAuth(cluster.state.issuer.user, cluster.state.issuer.password);
+    (await issueTokens(rig.url, auth, maxClients)).forEach((t, i) => {
       writeFileSync(join(dir, `token-${i}`), t);
     });
     console.log(
-      `one node at ${url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
+      `one node at ${rig.url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
     );
-    const clientsFor = (c: number) =>
-      Array.from(
-        { length: c },
-        (_, i) =>
-          new SigningClient({
-            nodes: [url],
-            tokenFile: join(dir, `token-${i}`),
-            nonceFile: join(dir, `nonce-${i}`),
-            maxTimeMs: 60_000,
-            requestTimeoutMs: 30_000,
-          }),
-      );
-
-    // -------- the fresh node's first signatures, untimed (lib.ts, WARM_SIGNATURES_PER_NODE)
-    const warmers = clientsFor(Math.min(32, maxClients));
-    const warmInput = premadeInputs(dir, "warm", warmers.length, WARM_SIGNATURES_PER_NODE / 2000);
-    const warm = await warmUp(warmers.length, WARM_SIGNATURES_PER_NODE, (w, n) =>
-      (warmers[w] as SigningClient).sign(warmInput(w, n), "gpg"),
-    );
-    console.log(
-      `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last${warm.failed ? `, ${warm.failed} failed` : ""}`,
-    );
-
-    // -------- the full HTTP path of one node
+    const warm = await warmNode(rig, maxClients);
     const levels: LevelResult[] = [];
-    let sampleSig = "";
-    let sampleFile = "";
+    let sample: [string, string] | undefined;
     for (const c of LEVELS) {
-      const clients = clientsFor(c);
-      const jobs: { end: number; ms: number }[] = [];
-      const errors: string[] = [];
-      let failed = 0;
-      let retries = 0;
-      let running = true;
-      const inputFile = premadeInputs(dir, `l${c}`, c, SECONDS + WARM_MS / 1000);
-      const loops = clients.map(async (client, i) => {
-        for (let n = 0; running; n++) {
-          const file = inputFile(i, n);
-          const t0 = performance.now();
-          try {
-            const r = await client.sign(file, "gpg");
-            const t1 = performance.now();
-            jobs.push({ end: t1, ms: t1 - t0 });
-            retries += r.retries;
-            sampleSig = r.output;
-            sampleFile = file;
-          } catch (err) {
-            failed++;
-            if (errors.length < 5) errors.push((err as Error).message);
-          }
-        }
-      });
-      await sleep(WARM_MS);
-      const from = performance.now();
-      const cpu0 = cpuMs(nodePid);
-      const redisCpu0 = cpuMs(redisPid);
-      const faults0 = minorFaults(nodePid);
-      const bench0 = process.cpuUsage();
-      const benchFaults0 = process.resourceUsage().minorPageFault;
-      await sleep(SECONDS * 1000);
-      const to = performance.now();
-      const cpu1 = cpuMs(nodePid);
-      const redisCpu1 = cpuMs(redisPid);
-      const faults1 = minorFaults(nodePid);
-      const bench1 = process.cpuUsage(bench0);
-      const benchFaults1 = process.resourceUsage().minorPageFault;
-      running = false;
-      await Promise.all(loops);
-      const inWindow = jobs.filter((j) => j.end >= from && j.end < to);
-      const s = summarize(inWindow.map((j) => j.ms));
-      const n = Math.max(1, inWindow.length);
-      levels.push({
-        clients: c,
-        signed: inWindow.length,
-        failed,
-        retries,
-        sigsPerSec: inWindow.length / ((to - from) / 1000),
-        p50Ms: s.p50,
-        p99Ms: s.p99,
-        maxMs: s.max,
-        nodeCpuMsPerSig: (cpu1 - cpu0) / n,
-        benchCpuMsPerSig: (bench1.user + bench1.system) / 1000 / n,
-        redisCpuMsPerSig: (redisCpu1 - redisCpu0) / n,
-        nodeFaultsPerSig: (faults1 - faults0) / n,
-        benchFaultsPerSig: (benchFaults1 - benchFaults0) / n,
-        errors,
-      });
-      console.log(
-        `  ${c} clients: ${fmt(inWindow.length / ((to - from) / 1000))} sigs/s, p99 ${fmt(s.p99)} ms`,
-      );
+      const r = await measureLevel(rig, c);
+      levels.push(r.level);
+      sample = r.sample ?? sample;
     }
-    const nodeVerified = sampleSig ? gpg.verify(sampleSig, sampleFile) : false;
-
-    // -------- gpg --detach-sign, one process per file
-    const gpgFile = (w: number, n: number) => {
-      const f = join(dir, `gpg-${w}-${n}.txt`);
-      writeFileSync(f, checksumsFile(`gpg-${w}-${n}`));
-      return f;
-    };
-    const baselines: BaselineResult[] = [];
-    let gpgVerified = false;
-    await gpg.sign(gpgFile(9, 9), join(dir, "warm.asc")); // starts gpg-agent, untimed
-    for (const conc of [1, CORES]) {
-      const r = await closedLoop(conc, SECONDS * 1000, async (w, n) => {
-        const f = gpgFile(w, n);
-        await gpg.sign(f, `${f}.asc`);
-        if (!gpgVerified) gpgVerified = gpg.verify(`${f}.asc`, f);
-      });
-      const s = summarize(r.latencies);
-      baselines.push({
-        name: "gpg --detach-sign per file",
-        concurrency: conc,
-        signed: r.count,
-        sigsPerSec: r.count / (r.elapsedMs / 1000),
-        p50Ms: s.p50,
-        p99Ms: s.p99,
-      });
-    }
-
-    // -------- openpgp.js in this process, no HTTP, no Redis
-    const passphrase = (await readFile(cluster.state.keys.gpg.passphraseFile, "utf8")).trim();
-    const openpgpSign = await openpgpJsSigner(cluster.state.keys.gpg.keyFile, passphrase);
-    const probe = checksumsFile("openpgp");
-    const probeFile = join(dir, "openpgp.txt");
-    writeFileSync(probeFile, probe);
-    writeFileSync(`${probeFile}.asc`, await openpgpSign(probe));
-    const openpgpVerified = gpg.verify(`${probeFile}.asc`, probeFile);
-    // -------- the node's own signer in this process: native sha256 + Ed25519, no HTTP, no Redis
-    const signer = await loadGpgSigner({ keyFile: cluster.state.keys.gpg.keyFile, passphrase });
-    const nativeFile = join(dir, "native.txt");
-    writeFileSync(nativeFile, probe);
-    writeFileSync(`${nativeFile}.asc`, await signer.sign(await hashInput(probe)));
-    const nativeVerified = gpg.verify(`${nativeFile}.asc`, nativeFile);
-    for (const [name, signOnce] of [
-      ["openpgp.js in-process (1 thread)", (data: Buffer) => openpgpSign(data)],
-      ["node's signer in-process (1 thread)", async (data: Buffer) => signer.sign(await hashInput(data))],
-    ] as const) {
-      const data = checksumsFile(name);
-      const r = await closedLoop(1, SECONDS * 1000, async () => {
-        await signOnce(data);
-      });
-      const s = summarize(r.latencies);
-      baselines.push({
-        name,
-        concurrency: 1,
-        signed: r.count,
-        sigsPerSec: r.count / (r.elapsedMs / 1000),
-        p50Ms: s.p50,
-        p99Ms: s.p99,
-      });
-    }
-
-    // -------- report
-    const gpgBest = Math.max(...baselines.filter((b) => b.name.startsWith("gpg")).map((b) => b.sigsPerSec));
-    const inproc = baselines.find((b) => b.name.startsWith("openpgp"))?.sigsPerSec ?? Number.NaN;
-    printTable(
-      "Small files (1 KiB): one node, full HTTP path (token check, nonce, upload, sign, fetch)",
-      [
-        "clients",
-        "signed",
-        "sigs/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "failed",
-        "retries",
-        "node CPU ms/sig",
-        "client CPU ms/sig",
-        "Redis CPU ms/sig",
-        "node faults/sig",
-        "client faults/sig",
-        "× gpg/file",
-        "× openpgp in-proc",
-      ],
-      levels.map((l) => [
-        l.clients,
-        l.signed,
-        l.sigsPerSec,
-        l.p50Ms,
-        l.p99Ms,
-        l.maxMs,
-        l.failed,
-        l.retries,
-        l.nodeCpuMsPerSig,
-        l.benchCpuMsPerSig,
-        l.redisCpuMsPerSig,
-        l.nodeFaultsPerSig,
-        l.benchFaultsPerSig,
-        ratio(l.sigsPerSec, gpgBest),
-        ratio(l.sigsPerSec, inproc),
-      ]),
-    );
-    printTable(
-      "Small files (1 KiB): baselines, same files, same key, same run",
-      ["signer", "concurrency", "signed", "sigs/s", "p50 ms", "p99 ms"],
-      baselines.map((b) => [b.name, b.concurrency, b.signed, b.sigsPerSec, b.p50Ms, b.p99Ms]),
-    );
-    const at32 = levels.find((l) => l.clients === 32);
-    const targets = {
-      sigsPerSecVsGpgAt32: { target: ">= 20x", value: at32 ? ratio(at32.sigsPerSec, gpgBest) : null },
-      p99At32Ms: { target: "<= 50", value: at32?.p99Ms ?? null },
-      zeroFailed: { target: 0, value: levels.reduce((a, l) => a + l.failed, 0) },
-    };
-    const met = {
-      sigsPerSecVsGpgAt32: (targets.sigsPerSecVsGpgAt32.value ?? 0) >= 20,
-      p99At32Ms: (targets.p99At32Ms.value ?? Number.POSITIVE_INFINITY) <= 50,
-      zeroFailed: targets.zeroFailed.value === 0,
-    };
-    printTable(
-      "Small files: targets",
-      ["target", "wanted", "measured", "met"],
-      [
-        [
-          "sigs/s at 32 clients vs gpg per file",
-          "≥ 20×",
-          `${fmt(targets.sigsPerSecVsGpgAt32.value ?? Number.NaN)}×`,
-          met.sigsPerSecVsGpgAt32 ? "yes" : "NO",
-        ],
-        [
-          "p99 at 32 clients",
-          "≤ 50 ms",
-          `${fmt(targets.p99At32Ms.value ?? Number.NaN)} ms`,
-          met.p99At32Ms ? "yes" : "NO",
-        ],
-        ["failed jobs", "0", String(targets.zeroFailed.value), met.zeroFailed ? "yes" : "NO"],
-        [
-          "signatures verify with gpg --verify (node, gpg, openpgp.js, signer in-process)",
-          "yes",
-          `${nodeVerified}, ${gpgVerified}, ${openpgpVerified}, ${nativeVerified}`,
-          nodeVerified && gpgVerified && openpgpVerified && nativeVerified ? "yes" : "NO",
-        ],
-      ],
-    );
-    writeResult("small-files", {
-      settings: {
-        seconds: SECONDS,
-        warmMs: WARM_MS,
-        warmSignatures: WARM_SIGNATURES_PER_NODE,
-        levels: LEVELS,
-        fileBytes: 1024,
-        clientDir: CLIENT_PARENT_DIR,
-      },
-      warmUp: warm,
-      levels,
-      baselines,
-      gpgBestSigsPerSec: gpgBest,
-      openpgpInProcessSigsPerSec: inproc,
-      verified: { node: nodeVerified, gpg: gpgVerified, openpgp: openpgpVerified, signer: nativeVerified },
-      targets,
-      met,
+    const gpgs = await gpgBaselines(dir, [
+      [GPG_UNPROTECTED, gpgUnprotected],
+      [GPG_PROTECTED, gpg],
+    ]);
+    const inProcess = await inProcessBaselines(cluster.state.keys.gpg, dir, gpg);
+    report(levels, [...gpgs.baselines, ...inProcess.baselines], warm, {
+      node: sample ? gpg.verify(...sample) : false,
+      gpgUnprotected: gpgs.verified[0] ?? false,
+      gpgProtected: gpgs.verified[1] ?? false,
+      ...inProcess.verified,
     });
   } finally {
     gpg.close();
+    gpgUnprotected.close();
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   }

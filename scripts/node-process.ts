@@ -37,6 +37,8 @@ export interface NodeProcessOptions {
   env?: Record<string, string>;
   /** The node serves https (its `tls` section): its URL says so, and readiness is asked over TLS. */
   https?: boolean;
+  /** The built tree whose dist/ to run (default: this one): a benchmark compares two builds. */
+  root?: string;
 }
 
 /** Another process listens on a port a node or monitor was to listen on. */
@@ -73,7 +75,8 @@ export class NodeProcess {
     this.url = `${opts.https ? "https" : "http"}://127.0.0.1:${opts.port}`;
     const monitor = opts.program === "signing-monitor";
     const entry =
-      opts.executable ?? resolve(root, monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js");
+      opts.executable ??
+      resolve(opts.root ?? root, monitor ? "dist/monitor/bin.js" : "dist/src/bin/signing-node.js");
     const identity = monitor
       ? { SIGNING_MONITOR__monitor__port: String(opts.port), SIGNING_MONITOR__monitor__id: opts.id }
       : { SIGNING__node__port: String(opts.port), SIGNING__node__id: opts.id };

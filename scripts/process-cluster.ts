@@ -15,7 +15,13 @@ export class ProcessCluster {
   ) {}
 
   static async start(
-    opts: { nodes?: number; env?: Record<string, string>; https?: boolean } = {},
+    opts: {
+      nodes?: number;
+      env?: Record<string, string>;
+      https?: boolean;
+      /** The built tree whose nodes to run (NodeProcessOptions.root). */
+      root?: string;
+    } = {},
   ): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
     const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url);
@@ -30,6 +36,7 @@ export class ProcessCluster {
             id: `node-${i}`,
             env,
             ...(opts.https ? { https: true } : {}),
+            ...(opts.root ? { root: opts.root } : {}),
           }),
         );
       }

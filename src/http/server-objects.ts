@@ -11,11 +11,13 @@ export interface ServerObjects {
  *
  * Express gives each request and response its prototypes (`app.request`, `app.response`) with
  * `Object.setPrototypeOf` as they enter the app. Changing a live object's prototype throws away
- * V8's fast layout for it and the caches that had seen it: on the development VM that was
- * ~110 µs of the node's CPU per request, most of what express cost (README, "Performance").
- * Here the server builds objects of subclasses whose prototypes carry express's methods, and
- * the app's prototypes are those: express's `setPrototypeOf` then changes nothing. A server
- * built without these (supertest's) still works: it just pays the change.
+ * V8's fast layout for it and the caches that had seen it, on every request: most of what
+ * express costs the node (docs/performance.md, "Patched dependency internals", has the
+ * measured cost, which is why this stays). Here the server builds objects of subclasses whose
+ * prototypes carry express's methods, and the app's prototypes are those: express's
+ * `setPrototypeOf` then changes nothing. A server built without these (supertest's) still
+ * works: it just pays the change. test/unit/server-objects.test.ts fails when express or node
+ * stops fitting this.
  */
 export function expressServerObjects(app: Express): ServerObjects {
   class ExpressRequest extends IncomingMessage {}

@@ -39,22 +39,7 @@ export function createRedisClient({ redis, commandTimeoutMs, password }: RedisCl
     ? new SentinelFollowingRedis({ ...common, sentinels: redis.sentinels, name: redis.name as string })
     : new Redis(redis.url as string, common);
   defineScripts(client);
-  return withReconnectFields(client);
-}
-
-/**
- * The fields ioredis adds to a client the first time its connection drops, given up front.
- *
- * ioredis sets `prevCondition` and `prevCommandQueue` on the client when a ready connection
- * closes (null when unused). Adding them then changes the hidden class of an object every
- * store call touches, mid-outage: V8 throws away the optimised code of those calls and
- * recompiles it under load, just as the cluster recovers. On the 2-core VM a node's CPU per
- * signature in the 5 s after its first Redis restart was ×1.29–1.61 of that after its second
- * (5 runs); with the fields present, ×0.96–1.12 (4 runs; README, "Performance"). ioredis reads
- * null as "nothing saved" (it resets `prevCondition` to null itself once reconnected).
- */
-function withReconnectFields<T extends Redis>(client: T): T {
-  return Object.assign(client, { prevCondition: null, prevCommandQueue: null });
+  return client;
 }
 
 /** Resolves when the client is connected, rejects after `timeoutMs`. */

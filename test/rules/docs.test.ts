@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { test } from "node:test";
+import { PERFORMANCE_DOC, renderResults, withResults } from "../../bench/report.js";
 import { monitorConfigSchema } from "../../monitor/config.js";
 import { CONFIG_DOCS, configKeys, renderConfigDocs } from "../../scripts/config-docs.js";
 import { configSchema } from "../../src/config/schema.js";
@@ -59,6 +60,15 @@ test("docs/configuration.md is what the schemas say (npm run docs rewrites it)",
     readFileSync(CONFIG_DOCS, "utf8"),
     renderConfigDocs(),
     "docs/configuration.md is stale: npm run docs",
+  );
+});
+
+test("docs/performance.md's results table is what bench/results/*.json say (npm run bench rewrites both)", () => {
+  const doc = readFileSync(PERFORMANCE_DOC, "utf8");
+  assert.equal(
+    doc,
+    withResults(doc, renderResults()),
+    "docs/performance.md is stale: node dist/bench/report.js",
   );
 });
 

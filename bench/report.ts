@@ -1,0 +1,212 @@
+/**
+ * Writes docs/performance.md's results table from the benchmarks' results JSON
+ * (bench/results/small-files.json, large-files.json, run-all.json): `npm run bench` runs it
+ * last, and test/rules/docs.test.ts checks that the page holds what it would write.
+ *
+ *   node dist/bench/report.js        rewrites the table from the JSON already there
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { fmt, RESULTS_DIR, ROOT } from "./lib.js";
+
+export const PERFORMANCE_DOC = join(ROOT, "docs", "performance.md");
+const BEGIN = "<!-- results: written by `npm run bench` (bench/report.ts) from bench/results/*.json -->";
+const END = "<!-- end of results -->";
+
+interface Machine {
+  cpus: number;
+  cpuModel?: string;
+  node: string;
+  loadAverageAtStart?: number[];
+  loadAverage: number[];
+}
+
+interface Baseline {
+  name: string;
+  concurrency: number;
+  sigsPerSec: number;
+  cpuMsPerSig?: number;
+}
+
+interface SmallFiles {
+  at: string;
+  machine: Machine;
+  levels: { clients: number; sigsPerSec: number; p99Ms: number; nodeCpuMsPerSig: number; failed: number }[];
+  baselines: Baseline[];
+  gpgUnprotectedBestSigsPerSec: number;
+  gpgProtectedBestSigsPerSec: number;
+  signerInProcessSigsPerSec: number;
+}
+
+interface LargeFiles {
+  at: string;
+  machine: Machine;
+  settings: { rounds: number };
+  results: {
+    sizeMiB: number;
+    endToEndMBps: number;
+    gpgUnprotectedMBps: number;
+    gpgProtectedMBps: number;
+    ratioVsGpg: number;
+    ratioMin: number;
+    ratioMax: number;
+    ratioVsGpgProtected: number;
+    nodeSha256MBps: number;
+    nodeCpuMsPerGiB: number;
+    nodePeakRssMiB: number;
+  }[];
+}
+
+interface RunAll {
+  at: string;
+  only: string[] | null;
+  runs: { benchmark: string; status: string; seconds: number; stolenPct: number }[];
+}
+
+function read<T>(name: string): T | undefined {
+  const file = join(RESULTS_DIR, `${name}.json`);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as T) : undefined;
+}
+
+const load = (m: Machine) =>
+  `${m.loadAverageAtStart ? `${fmt(m.loadAverageAtStart[0], 1)} at its start, ` : ""}${fmt(m.loadAverage[0], 1)} at its end`;
+
+/** Where and when the figures were taken: the machine, its load, the hypervisor's share. */
+function runLine(small: SmallFiles, large: LargeFiles | undefined, runAll: RunAll | undefined): string {
+  const m = small.machine;
+  const runEnd = runAll ? Date.parse(runAll.at) : 0;
+  const runStart = runEnd - (runAll?.runs.reduce((a, r) => a + r.seconds, 0) ?? 0) * 1000;
+  // The hypervisor's share is run-all's reading: only for a result written during that run.
+  const stolen = (name: string, at: string) =>
+    Date.parse(at) >= runStart && Date.parse(at) <= runEnd
+      ? runAll?.runs.find((r) => r.benchmark === name)?.stolenPct
+      : undefined;
+  const part = (name: string, at: string, machine: Machine) => {
+    const s = stolen(name, at);
+    return `\`${name}\` ran at ${at.slice(0, 16).replace("T", " ")} UTC (1-minute load average ${load(machine)}${s === undefined ? "" : `, ${fmt(s, 1)} % of CPU time stolen by the hypervisor`})`;
+  };
+  const total =
+    runAll && runAll.only === null
+      ? ` The last whole \`npm run bench\` (${runAll.runs.length} benchmarks) took ${fmt((runEnd - runStart) / 60_000, 1)} min.`
+      : "";
+  return (
+    `Machine: ${m.cpus} × ${m.cpuModel ?? "unknown CPU"}, node ${m.node}, shared with other engineers' ` +
+    `builds and tests. ${part("small-files", small.at, small.machine)}` +
+    `${large ? `; ${part("large-files", large.at, large.machine)}` : ""}.${total}`
+  );
+}
+
+function smallFilesRows(s: SmallFiles, clients: number): string[][] {
+  const l = s.levels.find((x) => x.clients === clients);
+  if (!l) return [];
+  const x = (a: number, b: number) => `${fmt(a / b)}×`;
+  // CPU per signature of a baseline: at its best concurrency for gpg (1 thread in-process).
+  const cpuOf = (prefix: string) =>
+    s.baselines.filter((b) => b.name.startsWith(prefix)).sort((a, b) => b.sigsPerSec - a.sigsPerSec)[0]
+      ?.cpuMsPerSig;
+  const signerCpu = cpuOf("node's signer in-process");
+  const gpgCpu = cpuOf("gpg --detach-sign per file, unprotected");
+  return [
+    [
+      `**small files (1 KiB), ${clients} clients: signatures/s vs \`gpg --detach-sign\` per file, unprotected key**`,
+      fmt(l.sigsPerSec, 0),
+      fmt(s.gpgUnprotectedBestSigsPerSec, 0),
+      `**${x(l.sigsPerSec, s.gpgUnprotectedBestSigsPerSec)}**`,
+    ],
+    [
+      "… vs `gpg --detach-sign` per file, passphrase-protected dev key",
+      fmt(l.sigsPerSec, 0),
+      fmt(s.gpgProtectedBestSigsPerSec, 1),
+      x(l.sigsPerSec, s.gpgProtectedBestSigsPerSec),
+    ],
+    [
+      "… vs the node's signer in-process, 1 thread (the limit)",
+      fmt(l.sigsPerSec, 0),
+      fmt(s.signerInProcessSigsPerSec, 0),
+      `${fmt((100 * l.sigsPerSec) / s.signerInProcessSigsPerSec, 0)} %`,
+    ],
+    ...(signerCpu === undefined
+      ? []
+      : [
+          [
+            "… node CPU ms per signature vs the in-process signer's",
+            fmt(l.nodeCpuMsPerSig, 2),
+            fmt(signerCpu, 3),
+            x(l.nodeCpuMsPerSig, signerCpu),
+          ],
+        ]),
+    ...(gpgCpu === undefined
+      ? []
+      : [
+          [
+            "… CPU ms per signature: the node's, and unprotected-key gpg's (gpg and its agent)",
+            fmt(l.nodeCpuMsPerSig, 2),
+            fmt(gpgCpu, 1),
+            `${x(gpgCpu, l.nodeCpuMsPerSig)} less`,
+          ],
+        ]),
+    [`… p99 latency ms (target ≤ 50), failed jobs`, `${fmt(l.p99Ms, 1)}, ${l.failed} failed`, "", ""],
+  ];
+}
+
+function largeFilesRows(large: LargeFiles): string[][] {
+  const r = large.results[large.results.length - 1];
+  if (!r) return [];
+  return [
+    [
+      `**large file (${r.sizeMiB} MiB): MB/s end to end vs \`gpg --detach-sign\`, unprotected key** (median of ${large.settings.rounds} rounds)`,
+      fmt(r.endToEndMBps, 0),
+      fmt(r.gpgUnprotectedMBps, 0),
+      `**${fmt(r.ratioVsGpg)}×** (${fmt(r.ratioMin)}–${fmt(r.ratioMax)})`,
+    ],
+    [
+      "… vs `gpg --detach-sign`, passphrase-protected dev key",
+      fmt(r.endToEndMBps, 0),
+      fmt(r.gpgProtectedMBps, 0),
+      `${fmt(r.ratioVsGpgProtected)}×`,
+    ],
+    [
+      "… vs node's SHA-256 in-process (the limit)",
+      fmt(r.endToEndMBps, 0),
+      fmt(r.nodeSha256MBps, 0),
+      `${fmt((100 * r.endToEndMBps) / r.nodeSha256MBps, 0)} %`,
+    ],
+    [
+      "… node CPU ms per GiB, node peak RSS MiB (target < 200)",
+      `${fmt(r.nodeCpuMsPerGiB, 0)} ms, ${fmt(r.nodePeakRssMiB, 0)} MiB`,
+      "",
+      "",
+    ],
+  ];
+}
+
+/** The results section: the run's line and one table, from the JSON in bench/results/. */
+export function renderResults(): string {
+  const small = read<SmallFiles>("small-files");
+  if (!small) return "No results yet: run `npm run bench`.";
+  const large = read<LargeFiles>("large-files");
+  const rows = [...smallFilesRows(small, 32), ...(large ? largeFilesRows(large) : [])];
+  return [
+    runLine(small, large, read<RunAll>("run-all")),
+    "",
+    "| figure | node | baseline | ratio |",
+    "|---|--:|--:|--:|",
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+}
+
+/** `doc` with its results section replaced by `results`. */
+export function withResults(doc: string, results: string): string {
+  const from = doc.indexOf(BEGIN);
+  const to = doc.indexOf(END);
+  if (from < 0 || to < from) throw new Error(`docs/performance.md lacks the markers ${BEGIN} … ${END}`);
+  return `${doc.slice(0, from + BEGIN.length)}\n${results}\n${doc.slice(to)}`;
+}
+
+export function writePerformanceDoc(): void {
+  writeFileSync(PERFORMANCE_DOC, withResults(readFileSync(PERFORMANCE_DOC, "utf8"), renderResults()));
+  console.log(`results table: ${PERFORMANCE_DOC}`);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) writePerformanceDoc();
