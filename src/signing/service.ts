@@ -38,6 +38,7 @@ export interface Submitted {
   result?: Promise<SignedResult | undefined>;
 }
 
+/** What a node's signing service runs on: its stores, limits, signers and what it reports to. */
 export interface SigningServiceOptions {
   jobs: JobStore;
   signers: ReadonlyMap<FormatName, Signer>;

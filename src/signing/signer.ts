@@ -10,6 +10,7 @@ export { KeyLoadError } from "../keys/key.js";
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
 export type FormatName = "gpg" | "sshsig";
 
+/** A gpg key in a file (the file backend), as the config loader resolved it. */
 export interface GpgKeyConfig {
   /** Armored OpenPGP private key file. */
   keyFile: string;
@@ -17,6 +18,7 @@ export interface GpgKeyConfig {
   passphrase?: string;
 }
 
+/** An sshsig key in a file (the file backend) and the namespace its signatures carry. */
 export interface SshsigKeyConfig {
   /** OpenSSH private key file (ed25519, unencrypted). */
   keyFile: string;

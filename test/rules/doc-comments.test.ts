@@ -6,13 +6,14 @@ import { test } from "node:test";
 /**
  * The house rule "a doc comment on every exported options type", checked: an exported interface
  * or type named like what a caller fills in (…Options, …Config, …Deps, …Settings, …Limits,
- * …Policy, …Request) has a doc comment right above it. The folders listed are those whose
- * types have been brought in line (issue 30 item 2); src/signing and src/keys join
- * when theirs have.
+ * …Policy, …Request) has a doc comment right above it, in every folder of src/ a caller builds
+ * on, and in monitor/.
  */
 const root = new URL("../../../", import.meta.url).pathname;
 const FOLDERS = [
-  ...["http", "client", "admin", "config", "store", "tokens", "process"].map((f) => join(root, "src", f)),
+  ...["http", "client", "admin", "config", "store", "tokens", "process", "signing", "keys"].map((f) =>
+    join(root, "src", f),
+  ),
   join(root, "monitor"),
 ];
 const OPTIONS_NAME =

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { ModuleSessions, Pkcs11Failure, type Pkcs11KeySpec } from "./token.js";
 
+/** What the main thread asks the PKCS#11 worker: each carries an id its answer repeats. */
 export type Request =
   | { id: number; op: "open"; spec: Pkcs11KeySpec }
   | { id: number; op: "sign"; key: number; input: Uint8Array }
