@@ -200,6 +200,16 @@ function resultStore(
   return new ResultStore({ ...deps, spool: new Spool(spool), fingerprintOf });
 }
 
+/** The node's metrics, every series it will report initialised at zero. */
+function nodeMetrics(formats: FormatName[], signers: ReadonlyMap<FormatName, Signer>): NodeMetrics {
+  const metrics = new NodeMetrics();
+  metrics.initialise(formats, TOKEN_CHECK_RESULTS, BREAKER_NAMES);
+  // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
+  for (const [format, signer] of signers)
+    if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
+  return metrics;
+}
+
 /** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
 function services(
   loaded: LoadedConfig,
@@ -210,11 +220,7 @@ function services(
 ) {
   const { config } = loaded;
   const limits = formatLimits(loaded);
-  const metrics = new NodeMetrics();
-  metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
-  // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
-  for (const [format, signer] of signers)
-    if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
+  const metrics = nodeMetrics([...limits.keys()], signers);
   const settings = { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker };
   const breakers = new StoreBreakers(settings, metrics, log);
   const storeKeys = new StoreKeys(config.store.prefix);
