@@ -95,17 +95,28 @@ async function evictionCheck(redis: RedisClient): Promise<{ ok: boolean; detail:
   };
 }
 
+/** The enabled formats, with what holds each key and until when (`signing-admin keys list` shows it). */
+function formatList(deps: MetaRouteDeps) {
+  return [...deps.limits].map(([name, limits]) => {
+    const signer = deps.signing.signer(name);
+    return {
+      name,
+      suffix: signer.suffix,
+      fingerprint: signer.fingerprint,
+      maxSize: limits.maxSize,
+      backend: signer.key.backend,
+      algorithm: signer.key.algorithm,
+      expiresAt: signer.expiresAt?.toISOString() ?? null,
+    };
+  });
+}
+
 /** Formats, public keys, health and version. */
 export function metaRoutes(deps: MetaRouteDeps): Router {
   const router = Router();
 
   router.get("/formats", (_req: Request, res: Response) => {
-    res.json({
-      formats: [...deps.limits].map(([name, limits]) => {
-        const signer = deps.signing.signer(name);
-        return { name, suffix: signer.suffix, fingerprint: signer.fingerprint, maxSize: limits.maxSize };
-      }),
-    });
+    res.json({ formats: formatList(deps) });
   });
 
   router.get("/keys/:format", (req: Request, res: Response) => {
