@@ -235,6 +235,20 @@ async function upload(s: Session, token: string, format: string, probe: Buffer) 
   return res;
 }
 
+/** An upload answered without its signature: what polling it says (SIGNING_FAILED, say), or the wait ran out. */
+async function whyUnsigned(node: string, format: string, sha256: string | undefined): Promise<string> {
+  const late = `no signature within ${SIGN_WAIT_SECONDS} s`;
+  if (!sha256) return late;
+  try {
+    const res = await fetch(`${node}/sign/${encodeURIComponent(format)}/${sha256}`, {
+      signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+    });
+    return res.status === 200 || res.status === 404 ? late : `${late}: ${await refusal(res)}`;
+  } catch {
+    return late;
+  }
+}
+
 /** Signs a fresh probe through `format` on the session's node and checks the signature. */
 async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
   const base = { node: s.node, format: f.name, ...(f.backend ? { backend: f.backend } : {}) };
@@ -243,7 +257,7 @@ async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
     `signing-admin keys test\nnode: ${s.node}\nformat: ${f.name}\nat: ${new Date().toISOString()}\n` +
       `nonce: ${randomBytes(16).toString("hex")}\n`,
   );
-  let body: { status?: string; signature?: string };
+  let body: { status?: string; sha256?: string; signature?: string };
   let started = Date.now();
   try {
     s.token ??= await probeToken(s.node, s.issuer, s.clientIp);
@@ -258,7 +272,7 @@ async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
   const ms = Date.now() - started;
   // A fresh probe is signed by the node it was uploaded to: anything else did not test its key.
   if (body.status !== "queued") return fail(`the node answered ${body.status ?? "?"}, not a job of its own`);
-  if (!body.signature) return fail(`no signature within ${SIGN_WAIT_SECONDS} s`);
+  if (!body.signature) return fail(await whyUnsigned(s.node, f.name, body.sha256));
   try {
     const key = await fetch(`${s.node}/keys/${encodeURIComponent(f.name)}`, {
       signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
