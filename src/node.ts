@@ -14,6 +14,7 @@ import { Peers } from "./http/peers.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { expressServerObjects } from "./http/server-objects.js";
+import { KEY_OPERATION_RESULTS } from "./keys/observed.js";
 import type { Pkcs11KeyOptions } from "./keys/pkcs11/key.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
@@ -200,14 +201,18 @@ function resultStore(
   return new ResultStore({ ...deps, spool: new Spool(spool), fingerprintOf });
 }
 
-/** The node's metrics, every series it will report initialised at zero. */
-function nodeMetrics(formats: FormatName[], signers: ReadonlyMap<FormatName, Signer>): NodeMetrics {
-  const metrics = new NodeMetrics();
+/** Every series the node will report, initialised at zero, and the keys' expiry times. */
+function initialiseMetrics(
+  metrics: NodeMetrics,
+  formats: FormatName[],
+  signers: ReadonlyMap<FormatName, Signer>,
+): void {
   metrics.initialise(formats, TOKEN_CHECK_RESULTS, BREAKER_NAMES);
+  const backends = [...signers].map(([format, s]): [string, string] => [format, s.key.backend]);
+  metrics.initialiseKeys(backends, KEY_OPERATION_RESULTS);
   // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
   for (const [format, signer] of signers)
     if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
-  return metrics;
 }
 
 /** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
@@ -217,10 +222,11 @@ function services(
   log: Logger,
   redis: RedisClient,
   signers: ReadonlyMap<FormatName, Signer>,
+  metrics: NodeMetrics,
 ) {
   const { config } = loaded;
   const limits = formatLimits(loaded);
-  const metrics = nodeMetrics([...limits.keys()], signers);
+  initialiseMetrics(metrics, [...limits.keys()], signers);
   const settings = { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker };
   const breakers = new StoreBreakers(settings, metrics, log);
   const storeKeys = new StoreKeys(config.store.prefix);
@@ -379,10 +385,16 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const nodeId = config.node.id ?? `${config.node.host}:${config.node.port}`;
   const log = opts.log ?? createLogger(config.log.level, nodeId);
   warnDeprecated(loaded, log);
-  // Keys first: a node that cannot sign refuses to start before it connects anywhere.
-  const signers = await loadSigners(enabledKeys(loaded), { breaker: config.signing.keyBreaker, log });
+  // Keys first: a node that cannot sign refuses to start before it connects anywhere. Their
+  // metrics exist before them: the start-up self-check signatures count too.
+  const metrics = new NodeMetrics();
+  const signers = await loadSigners(enabledKeys(loaded), {
+    breaker: config.signing.keyBreaker,
+    log,
+    observe: (format, backend, result, seconds) => metrics.keyOperation(format, backend, result, seconds),
+  });
   const s = await connectStore(loaded, log);
-  const x = services(loaded, nodeId, log, s.redis, signers);
+  const x = services(loaded, nodeId, log, s.redis, signers, metrics);
   const lifecycle: Lifecycle = { shuttingDown: false };
   const server = listenerFor(loaded, createApp(appDeps(loaded, nodeId, log, s, x, lifecycle)));
   answerClientErrors(server);

@@ -46,6 +46,8 @@ export interface Target {
   prefix: string;
   /** The monitor's state dir (holds snapshot.json). */
   stateDir?: string;
+  /** A token issuer of the nodes (cluster file `issuer`): `keys test` signs through the nodes as it. */
+  issuer?: { user: string; passwordFile?: string };
   json: boolean;
 }
 
@@ -64,6 +66,8 @@ const clusterFileSchema = z.looseObject({
   monitorStateDir: z.string().min(1).optional(),
   /** Sentinel deployments: the `redis` object of the nodes' configuration. */
   redis: redisSchema.optional(),
+  /** The issuer `keys test` gets its probe token as (npm start writes its dev issuer). */
+  issuer: z.object({ user: z.string().min(1), passwordFile: z.string().min(1).optional() }).optional(),
 });
 
 const trimSlash = (url: string) => url.trim().replace(/\/+$/, "");
@@ -123,6 +127,11 @@ export function resolveTarget(
   }
   if (monitor) target.monitor = trimSlash(monitor);
   if (stateDir) target.stateDir = resolve(cwd, stateDir);
+  if (file.issuer)
+    target.issuer = {
+      user: file.issuer.user,
+      ...(file.issuer.passwordFile ? { passwordFile: resolve(cwd, file.issuer.passwordFile) } : {}),
+    };
   return target;
 }
 

@@ -11,6 +11,14 @@ import {
   showEpoch,
   snapshotTo,
 } from "../admin/epoch.js";
+import {
+  ISSUER_PASSWORD_ENV,
+  issuerCredentials,
+  listKeys,
+  renderKeyList,
+  renderKeyTest,
+  testKeys,
+} from "../admin/keys.js";
 import { print, printJson } from "../admin/output.js";
 import { hashPasswordFromStdin } from "../admin/password.js";
 import { gatherStatus, renderStatus } from "../admin/status.js";
@@ -56,7 +64,7 @@ function emit<T>(t: Target, value: T, human: (v: T) => string): void {
 const program = new Command()
   .name("signing-admin")
   .description(
-    "On-call CLI for the signing cluster: status, tokens, epoch, snapshots, re-seed and invalidate.\n" +
+    "On-call CLI for the signing cluster: status, tokens, keys, epoch, snapshots, re-seed and invalidate.\n" +
       `The cluster comes from --cluster FILE, else $${CLUSTER_ENV}, else .local/cluster.json (npm start);\n` +
       `--redis, --node and --monitor override it. A Redis password, if needed, comes from $${REDIS_PASSWORD_ENV}.`,
   )
@@ -134,6 +142,45 @@ tokens
     parseTokenRef(ref, true);
     const result = await withRedis(t, (s) => revokeToken(s, ref, Boolean(o.showIds)));
     emit(t, result, renderRevoke);
+  });
+
+const keys = program
+  .command("keys")
+  .description("the nodes' signing keys: what holds them (list), and whether they sign (test)");
+
+keys
+  .command("list")
+  .description(
+    "every node's keys from its /formats: format, backend (file, pkcs11), algorithm, fingerprint, expiry. " +
+      "Exits 1 when a node does not answer.",
+  )
+  .action(async (_o: unknown, cmd: Command) => {
+    const t = target(cmd);
+    const list = await listKeys(t);
+    emit(t, list, renderKeyList);
+    if (!list.ok) process.exitCode = 1;
+  });
+
+keys
+  .command("test")
+  .summary("sign a probe through every node's keys over the upload path and verify each signature")
+  .description(
+    "For every node and format: takes a short token from the node's POST /token as an issuer, uploads a fresh " +
+      "probe file as a build would (POST /sign/<format>?wait=), and checks the signature here against the public " +
+      "key that node serves. Exits 1 naming each node and format that failed. The issuer is --issuer or the " +
+      `cluster file's issuer.user; its password comes from $${ISSUER_PASSWORD_ENV} or the cluster file's ` +
+      "issuer.passwordFile.",
+  )
+  .option("--issuer <user>", "the token issuer to sign as (default: the cluster file's issuer.user)")
+  .option(
+    "--client-ip <ip>",
+    "the address the nodes see this host as, when a proxy or NAT is in between (default: this host's address on the route to each node)",
+  )
+  .action(async (o: { issuer?: string; clientIp?: string }, cmd: Command) => {
+    const t = target(cmd);
+    const report = await testKeys(t, issuerCredentials(t, o.issuer), o.clientIp);
+    emit(t, report, renderKeyTest);
+    if (!report.ok) process.exitCode = 1;
   });
 
 const epoch = program.command("epoch").description("the store epoch record");

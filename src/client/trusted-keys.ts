@@ -2,10 +2,10 @@ import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
 import { ClientError } from "./errors.js";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "./verify-openpgp.js";
-import { checkSshSignature, sshVerifyingKey } from "./verify-sshsig.js";
 
 /** What a signature is checked against: the input's running SHA-256, or the input hashed anew. */
 export interface InputHash {

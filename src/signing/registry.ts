@@ -1,5 +1,6 @@
 import { withBreaker } from "../keys/breaker.js";
 import { KeyLoadError, type SigningKey } from "../keys/key.js";
+import { type KeyWrapper, observed } from "../keys/observed.js";
 import { openPkcs11Key, type Pkcs11KeyOptions, pkcs11Location } from "../keys/pkcs11/key.js";
 import type { FormatName, KeyBackendContext, KeyConfigs, Signer } from "./signer.js";
 import { gpgSignerForKey, loadGpgSigner } from "./signers/gpg.js";
@@ -8,6 +9,11 @@ import { loadSshsigSigner, sshsigSignerForKey } from "./signers/sshsig.js";
 /** Keys of the enabled formats only. */
 export type EnabledKeys = Partial<KeyConfigs>;
 
+/** Every signature of `format`'s key, the start-up self-check included, reported to ctx.observe. */
+function observing(format: FormatName, ctx: KeyBackendContext): KeyWrapper {
+  return (key) => observed(key, (result, seconds) => ctx.observe(format, key.backend, result, seconds));
+}
+
 /** Opens a PKCS#11 key behind its own breaker; a failure is the one start-up line naming it. */
 async function pkcs11Key(
   format: FormatName,
@@ -15,7 +21,7 @@ async function pkcs11Key(
   ctx: KeyBackendContext,
 ): Promise<SigningKey> {
   try {
-    return withBreaker(await openPkcs11Key(o), format, ctx.breaker, ctx.log);
+    return observing(format, ctx)(withBreaker(await openPkcs11Key(o), format, ctx.breaker, ctx.log));
   } catch (err) {
     throw new KeyLoadError(format, pkcs11Location(o), (err as Error).message);
   }
@@ -37,12 +43,12 @@ async function around(
 async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendContext): Promise<Signer> {
   if (format === "gpg") {
     const cfg = keys.gpg as KeyConfigs["gpg"];
-    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg);
+    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg, observing(format, ctx));
     const key = await pkcs11Key(format, cfg.pkcs11, ctx);
     return around(key, (k) => gpgSignerForKey(k, cfg));
   }
   const cfg = keys.sshsig as KeyConfigs["sshsig"];
-  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg);
+  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, observing(format, ctx));
   const key = await pkcs11Key(format, cfg.pkcs11, ctx);
   return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
 }

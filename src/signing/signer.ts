@@ -2,7 +2,8 @@ import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import type { KeyBreakerSettings } from "../keys/breaker.js";
-import type { SigningKey } from "../keys/key.js";
+import type { KeyBackendName, SigningKey } from "../keys/key.js";
+import type { KeyOperationResult } from "../keys/observed.js";
 import type { Pkcs11KeyOptions } from "../keys/pkcs11/key.js";
 
 export { KeyLoadError } from "../keys/key.js";
@@ -48,10 +49,14 @@ export interface KeyConfigs {
   sshsig: SshsigKeyConfig | SshsigPkcs11KeyConfig;
 }
 
-/** What every PKCS#11 key shares: its breaker's settings, and where its failures are logged. */
+/**
+ * What every key shares: a PKCS#11 key's breaker settings, where its failures are logged, and
+ * who is told of each raw signature (signing_key_operations_total and its duration).
+ */
 export interface KeyBackendContext {
   breaker: KeyBreakerSettings;
   log: Logger;
+  observe(format: FormatName, backend: KeyBackendName, result: KeyOperationResult, seconds: number): void;
 }
 
 /**

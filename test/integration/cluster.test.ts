@@ -203,6 +203,9 @@ describe("two nodes over one Redis", () => {
     const formats = await request(a).get("/formats");
     assert.equal(formats.status, 200);
     assert.deepEqual(formats.body.formats.map((f: { name: string }) => f.name).sort(), ["gpg", "sshsig"]);
+    // The dev keys: file keys, Ed25519, and an OpenPGP key without expiry.
+    for (const f of formats.body.formats as Record<string, unknown>[])
+      assert.deepEqual([f.backend, f.algorithm, f.expiresAt], ["file", "ed25519", null], String(f.name));
     const key = await request(a).get("/keys/gpg");
     assert.equal(key.status, 200);
     assert.match(key.text, /BEGIN PGP PUBLIC KEY BLOCK/);

@@ -27,6 +27,8 @@ const EXPECTED: Record<string, string> = {
   signing_store_breaker_events_total: "counter",
   signing_store_command_duration_seconds: "histogram",
   signing_http_request_duration_seconds: "histogram",
+  signing_key_operations_total: "counter",
+  signing_key_operation_duration_seconds: "histogram",
   process_cpu_seconds_total: "counter",
   process_resident_memory_bytes: "gauge",
   nodejs_eventloop_lag_seconds: "gauge",
@@ -88,6 +90,18 @@ test("counters move when their events happen, with bounded labels only", async (
       status: "404",
     }),
     1,
+  );
+  // One raw signature by the gpg key (the cached upload signed nothing), timed.
+  const gpgFile = { format: "gpg", backend: "file" };
+  assert.equal(delta("signing_key_operations_total", { ...gpgFile, result: "ok" }), 1);
+  assert.equal(delta("signing_key_operation_duration_seconds_count", gpgFile), 1);
+  assert.ok(delta("signing_key_operation_duration_seconds_sum", gpgFile) > 0);
+  // Every result and both formats' series exist from the start, at zero until they happen.
+  for (const result of ["unavailable", "error"])
+    assert.equal(sample(after, "signing_key_operations_total", { ...gpgFile, result }), 0, result);
+  assert.notEqual(
+    sample(after, "signing_key_operations_total", { format: "sshsig", backend: "file", result: "ok" }),
+    undefined,
   );
   assert.equal(get(after, "signing_inflight_jobs"), 0);
   for (const breaker of ["token_reads", "token_writes", "jobs"]) {

@@ -83,6 +83,7 @@ describe("prometheus/alerts.yml", () => {
       "MonitorDown",
       "SnapshotStale",
       "DegradedTokenChecks",
+      "SigningKeyBackendFailing",
     ]) {
       assert.ok(names.has(name), `DESIGN.md §9 alert ${name}`);
     }

@@ -7,12 +7,12 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as openpgp from "openpgp";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "../../src/client/verify-openpgp.js";
-import { checkSshSignature, sshVerifyingKey } from "../../src/client/verify-sshsig.js";
 import { type DevKeys, generateDevKeys } from "../../src/signing/dev-keys.js";
 import { encodeOpenSshEd25519 } from "../../src/signing/openssh-key.js";
 import type { Signer } from "../../src/signing/signer.js";
 import { loadGpgSigner } from "../../src/signing/signers/gpg.js";
 import { loadSshsigSigner } from "../../src/signing/signers/sshsig.js";
+import { checkSshSignature, sshVerifyingKey } from "../../src/signing/verify-sshsig.js";
 
 /**
  * signtool's own signature checks (issue 28): every signature the nodes make verifies, and
@@ -157,5 +157,34 @@ describe("SSHSIG signatures", () => {
     const trusted = sshVerifyingKey(ssh.publicKey());
     assert.equal(await checkSshSignature(sig, trusted, sha(data), rehashOf(data)), undefined);
     assert.notEqual(await checkSshSignature(sig, trusted, sha(other), rehashOf(other)), undefined);
+  });
+
+  test("ECDSA P-256 and RSA signatures made by ssh-keygen verify (keys a node may hold in an HSM); another file does not", async () => {
+    const file = join(dir, "ssh-data-hsm.bin");
+    writeFileSync(file, data);
+    for (const [type, bits] of [
+      ["ecdsa", "256"],
+      ["rsa", "2048"],
+    ] as const) {
+      const keyFile = join(dir, `id_${type}`);
+      const made = spawnSync("ssh-keygen", ["-q", "-t", type, "-b", bits, "-N", "", "-f", keyFile]);
+      assert.equal(made.status, 0, String(made.stderr));
+      const signed = spawnSync("ssh-keygen", ["-Y", "sign", "-f", keyFile, "-n", "file", file], {
+        encoding: "utf8",
+      });
+      assert.equal(signed.status, 0, signed.stderr);
+      const sig = readFileSync(`${file}.sig`, "utf8");
+      rmSync(`${file}.sig`);
+      const trusted = sshVerifyingKey(readFileSync(`${keyFile}.pub`, "utf8"));
+      assert.equal(await checkSshSignature(sig, trusted, sha(data), rehashOf(data)), undefined, type);
+      assert.match(
+        (await checkSshSignature(sig, trusted, sha(other), rehashOf(other))) ?? "",
+        /does not verify/,
+      );
+      assert.match(
+        (await checkSshSignature(sig, sshVerifyingKey(ssh.publicKey()), sha(data), rehashOf(data))) ?? "",
+        /another key/,
+      );
+    }
   });
 });

@@ -143,15 +143,26 @@ function readinessHandler(deps: MetaRouteDeps) {
   };
 }
 
-/** GET /formats: each enabled format with its signature suffix, key fingerprint and size limit. */
+/** The enabled formats, with what holds each key and until when (`signing-admin keys list` shows it). */
+function formatList(deps: MetaRouteDeps) {
+  return [...deps.limits].map(([name, limits]) => {
+    const signer = deps.signing.signer(name);
+    return {
+      name,
+      suffix: signer.suffix,
+      fingerprint: signer.fingerprint,
+      maxSize: limits.maxSize,
+      backend: signer.key.backend,
+      algorithm: signer.key.algorithm,
+      expiresAt: signer.expiresAt?.toISOString() ?? null,
+    };
+  });
+}
+
+/** GET /formats: each enabled format with its suffix, key fingerprint, size limit and key. */
 function formatsHandler(deps: MetaRouteDeps) {
   return (_req: Request, res: Response) => {
-    res.json({
-      formats: [...deps.limits].map(([name, limits]) => {
-        const signer = deps.signing.signer(name);
-        return { name, suffix: signer.suffix, fingerprint: signer.fingerprint, maxSize: limits.maxSize };
-      }),
-    });
+    res.json({ formats: formatList(deps) });
   };
 }
 

@@ -4,6 +4,7 @@ import * as openpgp from "openpgp";
 import { SigningClusterError } from "../../errors.js";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
+import { asIs, type KeyWrapper } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
 import {
   armoredPublicKey,
@@ -169,9 +170,9 @@ async function selfCheck(signer: Signer, fail: (reason: string) => never): Promi
 
 /**
  * Loads and decrypts the OpenPGP key file once (openpgp.js); the node then signs natively
- * (the file backend), checked once at start-up.
+ * (the file backend, as `wrap` returns it), checked once at start-up.
  */
-export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
+export async function loadGpgSigner(cfg: GpgKeyConfig, wrap: KeyWrapper = asIs): Promise<Signer> {
   const fail = (reason: string): never => {
     throw new KeyLoadError("gpg", cfg.keyFile, reason);
   };
@@ -193,7 +194,7 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   ];
   const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
   const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
-  const signer = gpgSigner(fileKey(privateKey, cfg.keyFile), {
+  const signer = gpgSigner(wrap(fileKey(privateKey, cfg.keyFile)), {
     pubkeyAlgorithm: packet.algorithm as number,
     fingerprintBytes: packet.getFingerprintBytes() as Uint8Array,
     fingerprint: key.getFingerprint().toUpperCase(),

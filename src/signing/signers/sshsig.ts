@@ -2,6 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
+import { asIs, type KeyWrapper } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
 import { parseOpenSshEd25519, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
 import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
@@ -98,8 +99,8 @@ export function sshsigSignerForKey(key: SigningKey, namespace: string, comment: 
   };
 }
 
-/** Loads the OpenSSH ed25519 key file once (the file backend). */
-export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
+/** Loads the OpenSSH ed25519 key file once (the file backend, as `wrap` returns it). */
+export async function loadSshsigSigner(cfg: SshsigKeyConfig, wrap: KeyWrapper = asIs): Promise<Signer> {
   let pem: string;
   try {
     pem = await readFile(cfg.keyFile, "utf8");
@@ -117,5 +118,5 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
   } catch (err) {
     throw new KeyLoadError("sshsig", cfg.keyFile, (err as Error).message);
   }
-  return sshsigSignerForKey(fileKey(key.privateKey, cfg.keyFile), cfg.namespace, key.comment);
+  return sshsigSignerForKey(wrap(fileKey(key.privateKey, cfg.keyFile)), cfg.namespace, key.comment);
 }
