@@ -139,6 +139,7 @@ describe("prometheus/alerts.yml", () => {
       "MonitorDown",
       "SigningNodeDown",
       "MostSigningNodesDown",
+      "SigningKeyBackendFailing",
     ];
     for (const c of cases.tests.filter((c) => timed.some((a) => c.name.startsWith(a))))
       assert.equal(c.interval, global.scrape_interval, c.name);
