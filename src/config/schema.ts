@@ -273,8 +273,11 @@ export const configSchema = z
               .default(5)
               .describe("calls in the window before the percentage counts"),
             resetTimeoutMs: ms
+              .max(30_000)
               .default(5000)
-              .describe("how long an open breaker fails fast before letting one trial call through, ms"),
+              .describe(
+                "how long an open breaker fails fast before letting one trial call through, ms; at most 30 s, because StoreBreakerOpen counts an outage by the breaker re-opening within each minute",
+              ),
             rollingWindowMs: ms.default(10_000).describe("the window failures are counted over, ms"),
           })
           .strict()

@@ -59,6 +59,7 @@ describe("configuration", () => {
         {
           node: { port: 70000 },
           redis: {},
+          store: { breaker: { resetTimeoutMs: 60_000 } },
           token: {
             secrets: [],
             issuers: ["not-a-cidr"],
@@ -74,6 +75,7 @@ describe("configuration", () => {
     for (const path of [
       "node.port",
       "redis",
+      "store.breaker.resetTimeoutMs",
       "token.secrets",
       "token.issuers.0",
       "token.credentials.0.passwordHash",
