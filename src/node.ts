@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
@@ -13,6 +14,7 @@ import { RateLimiter } from "./http/rate-limit.js";
 import type { FormatLimits } from "./http/routes/sign.js";
 import { expressServerObjects } from "./http/server-objects.js";
 import type { Pkcs11KeyOptions } from "./keys/pkcs11/key.js";
+import { SigningPool } from "./keys/pool.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
@@ -35,6 +37,8 @@ export interface RunningNode {
   server: Server;
   log: Logger;
   metrics: NodeMetrics;
+  /** The signing worker threads (undefined with signing.workers 0). */
+  pool: SigningPool | undefined;
   /**
    * Graceful stop: readiness fails and new uploads get 503 SHUTTING_DOWN at once, jobs in
    * flight finish (bounded by shutdown.timeoutMs) and their waiting clients are answered,
@@ -180,11 +184,13 @@ function services(
   log: Logger,
   redis: RedisClient,
   signers: ReadonlyMap<FormatName, Signer>,
+  pool: SigningPool | undefined,
 ) {
   const { config } = loaded;
   const limits = formatLimits(loaded);
   const metrics = new NodeMetrics();
   metrics.initialise([...limits.keys()], TOKEN_CHECK_RESULTS, BREAKER_NAMES);
+  pool?.onQueueChange((waiting) => metrics.workerPoolQueue.set(waiting));
   // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
   for (const [format, signer] of signers)
     if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
@@ -215,7 +221,7 @@ function services(
     ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp, leaseMs: s.jobLeaseMs },
     jobs: new JobStore(redis, storeKeys, s.resultTtl),
   });
-  return { limits, metrics, breakers, replicated, tokens, audit, signing, signers };
+  return { limits, metrics, breakers, replicated, tokens, audit, signing, signers, pool };
 }
 
 type Services = ReturnType<typeof services>;
@@ -295,6 +301,7 @@ async function shutdown(
   x.breakers.shutdown();
   redis.disconnect();
   await closeSigners(x.signers);
+  await x.pool?.close();
   await x.replicated.close();
   await x.audit.close();
   log.info({ event: "stopped", drained });
@@ -307,25 +314,33 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const nodeId = config.node.id ?? `${config.node.host}:${config.node.port}`;
   const log = opts.log ?? createLogger(config.log.level, nodeId);
   warnDeprecated(loaded, log);
+  const workers = config.signing.workers ?? availableParallelism();
+  const pool = workers > 0 ? new SigningPool(workers) : undefined;
   // Keys first: a node that cannot sign refuses to start before it connects anywhere.
-  const signers = await loadSigners(enabledKeys(loaded), { breaker: config.signing.keyBreaker, log });
+  const signers = await loadSigners(enabledKeys(loaded), { breaker: config.signing.keyBreaker, log, pool }).catch(
+    async (err) => {
+      await pool?.close();
+      throw err;
+    },
+  );
   const s = await connectStore(loaded, log);
-  const x = services(loaded, nodeId, log, s.redis, signers);
+  const x = services(loaded, nodeId, log, s.redis, signers, pool);
   const lifecycle: Lifecycle = { shuttingDown: false };
   const server = listenerFor(loaded, createApp(appDeps(loaded, nodeId, log, s, x, lifecycle)));
   answerClientErrors(server);
   const { url, port } = await listen(server, loaded).catch(async (err) => {
     // A PKCS#11 session must not outlive a node that never served.
     await closeSigners(signers);
+    await pool?.close();
     s.redis.disconnect();
     throw err;
   });
   const backends = Object.fromEntries([...signers].map(([format, signer]) => [format, signer.key.backend]));
-  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends });
+  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends, workers });
   let closing: Promise<boolean> | undefined;
   const close = () => {
     closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);
     return closing;
   };
-  return { url, port, server, log, metrics: x.metrics, close };
+  return { url, port, server, log, metrics: x.metrics, pool, close };
 }

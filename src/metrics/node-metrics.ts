@@ -54,6 +54,11 @@ export class NodeMetrics {
     help: "Uploads this node is receiving or signing (its share of signing.maxPending).",
     registers: [this.registry],
   });
+  readonly workerPoolQueue = new Gauge({
+    name: "signing_worker_pool_queue",
+    help: "Signatures waiting for a free signing worker thread (RSA file keys, PKCS#11 keys).",
+    registers: [this.registry],
+  });
   readonly keyExpiry = new Gauge({
     name: "signing_key_expiry_timestamp_seconds",
     help: "When a format's signing key expires (Unix seconds); absent for keys that never do.",

@@ -15,7 +15,8 @@ async function pkcs11Key(
   ctx: KeyBackendContext,
 ): Promise<SigningKey> {
   try {
-    return withBreaker(await openPkcs11Key(o), format, ctx.breaker, ctx.log);
+    if (!ctx.pool) throw new Error("PKCS#11 keys sign in the signing pool: signing.workers must be at least 1");
+    return withBreaker(await openPkcs11Key(o, ctx.pool), format, ctx.breaker, ctx.log);
   } catch (err) {
     throw new KeyLoadError(format, pkcs11Location(o), (err as Error).message);
   }
@@ -37,12 +38,12 @@ async function around(
 async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendContext): Promise<Signer> {
   if (format === "gpg") {
     const cfg = keys.gpg as KeyConfigs["gpg"];
-    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg);
+    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg, ctx.pool);
     const key = await pkcs11Key(format, cfg.pkcs11, ctx);
     return around(key, (k) => gpgSignerForKey(k, cfg));
   }
   const cfg = keys.sshsig as KeyConfigs["sshsig"];
-  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg);
+  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, ctx.pool);
   const key = await pkcs11Key(format, cfg.pkcs11, ctx);
   return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
 }

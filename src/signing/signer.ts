@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { KeyBreakerSettings } from "../keys/breaker.js";
 import type { SigningKey } from "../keys/key.js";
 import type { Pkcs11KeyOptions } from "../keys/pkcs11/key.js";
+import type { SigningPool } from "../keys/pool.js";
 
 export { KeyLoadError } from "../keys/key.js";
 
@@ -46,10 +47,12 @@ export interface KeyConfigs {
   sshsig: SshsigKeyConfig | SshsigPkcs11KeyConfig;
 }
 
-/** What every PKCS#11 key shares: its breaker's settings, and where its failures are logged. */
+/** What every key shares: the signing pool, PKCS#11 breakers' settings, where failures are logged. */
 export interface KeyBackendContext {
   breaker: KeyBreakerSettings;
   log: Logger;
+  /** Where RSA file keys and every PKCS#11 call sign; without one (signing.workers 0) RSA signs inline. */
+  pool: SigningPool | undefined;
 }
 
 /**

@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import * as openpgp from "openpgp";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
+import type { SigningPool } from "../../keys/pool.js";
 import { publicParts } from "../../keys/public-parts.js";
 import {
   armoredPublicKey,
@@ -169,7 +170,7 @@ async function selfCheck(signer: Signer, fail: (reason: string) => never): Promi
  * Loads and decrypts the OpenPGP key file once (openpgp.js); the node then signs natively
  * (the file backend), checked once at start-up.
  */
-export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
+export async function loadGpgSigner(cfg: GpgKeyConfig, pool?: SigningPool): Promise<Signer> {
   const fail = (reason: string): never => {
     throw new KeyLoadError("gpg", cfg.keyFile, reason);
   };
@@ -191,7 +192,7 @@ export async function loadGpgSigner(cfg: GpgKeyConfig): Promise<Signer> {
   ];
   const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
   const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
-  const signer = gpgSigner(fileKey(privateKey, cfg.keyFile), {
+  const signer = gpgSigner(await fileKey(privateKey, cfg.keyFile, pool), {
     pubkeyAlgorithm: packet.algorithm as number,
     fingerprintBytes: packet.getFingerprintBytes() as Uint8Array,
     fingerprint: key.getFingerprint().toUpperCase(),

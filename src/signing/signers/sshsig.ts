@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
 import { publicParts } from "../../keys/public-parts.js";
-import { parseOpenSshEd25519, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
+import type { SigningPool } from "../../keys/pool.js";
+import { parseOpenSshKey, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
 import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
 
 const MAGIC = Buffer.from("SSHSIG", "latin1");
@@ -98,8 +99,8 @@ export function sshsigSignerForKey(key: SigningKey, namespace: string, comment: 
   };
 }
 
-/** Loads the OpenSSH ed25519 key file once (the file backend). */
-export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
+/** Loads the OpenSSH key file (Ed25519 or RSA) once (the file backend). */
+export async function loadSshsigSigner(cfg: SshsigKeyConfig, pool?: SigningPool): Promise<Signer> {
   let pem: string;
   try {
     pem = await readFile(cfg.keyFile, "utf8");
@@ -111,11 +112,11 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig): Promise<Signer> {
       code === "ENOENT" ? "file not found" : `cannot read file (${code ?? "error"})`,
     );
   }
-  let key: ReturnType<typeof parseOpenSshEd25519>;
+  let key: ReturnType<typeof parseOpenSshKey>;
   try {
-    key = parseOpenSshEd25519(pem);
+    key = parseOpenSshKey(pem);
   } catch (err) {
     throw new KeyLoadError("sshsig", cfg.keyFile, (err as Error).message);
   }
-  return sshsigSignerForKey(fileKey(key.privateKey, cfg.keyFile), cfg.namespace, key.comment);
+  return sshsigSignerForKey(await fileKey(key.privateKey, cfg.keyFile, pool), cfg.namespace, key.comment);
 }
