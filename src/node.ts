@@ -317,12 +317,14 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const workers = config.signing.workers ?? availableParallelism();
   const pool = workers > 0 ? new SigningPool(workers) : undefined;
   // Keys first: a node that cannot sign refuses to start before it connects anywhere.
-  const signers = await loadSigners(enabledKeys(loaded), { breaker: config.signing.keyBreaker, log, pool }).catch(
-    async (err) => {
-      await pool?.close();
-      throw err;
-    },
-  );
+  const signers = await loadSigners(enabledKeys(loaded), {
+    breaker: config.signing.keyBreaker,
+    log,
+    pool,
+  }).catch(async (err) => {
+    await pool?.close();
+    throw err;
+  });
   const s = await connectStore(loaded, log);
   const x = services(loaded, nodeId, log, s.redis, signers, pool);
   const lifecycle: Lifecycle = { shuttingDown: false };

@@ -6,10 +6,10 @@
  */
 import type { KeyObject } from "node:crypto";
 import { parentPort } from "node:worker_threads";
-import { rsaPkcs1Sign } from "./file.js";
 import { ModuleLock } from "./pkcs11/module-lock.js";
 import { ModuleSessions, Pkcs11Failure } from "./pkcs11/token.js";
 import type { PoolMessage, PoolReply } from "./pool-protocol.js";
+import { rsaPkcs1Sign } from "./rsa.js";
 
 const fileKeys = new Map<number, KeyObject>();
 const modules = new Map<string, ModuleSessions>();

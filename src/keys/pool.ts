@@ -117,7 +117,9 @@ export class SigningPool {
     worker.on("error", (err) => {
       failure = `: ${err.message}`;
     });
-    worker.on("exit", (code) => this.replace(index, thread, `the signing worker exited (code ${code})${failure}`));
+    worker.on("exit", (code) =>
+      this.replace(index, thread, `the signing worker exited (code ${code})${failure}`),
+    );
     for (const request of this.opens.values())
       this.post(thread, { request, timeoutMs: undefined, resolve: () => {}, reject: () => {} });
     return thread;

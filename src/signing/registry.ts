@@ -15,7 +15,8 @@ async function pkcs11Key(
   ctx: KeyBackendContext,
 ): Promise<SigningKey> {
   try {
-    if (!ctx.pool) throw new Error("PKCS#11 keys sign in the signing pool: signing.workers must be at least 1");
+    if (!ctx.pool)
+      throw new Error("PKCS#11 keys sign in the signing pool: signing.workers must be at least 1");
     return withBreaker(await openPkcs11Key(o, ctx.pool), format, ctx.breaker, ctx.log);
   } catch (err) {
     throw new KeyLoadError(format, pkcs11Location(o), (err as Error).message);

@@ -92,7 +92,13 @@ export async function openPkcs11Key(o: Pkcs11KeyOptions, pool: SigningPool): Pro
   };
   let opened: OpenedKey;
   try {
-    const request = { op: "pkcs11-open", key, module: o.module, lock: module.lock, spec: keySpec(o, spki) } as const;
+    const request = {
+      op: "pkcs11-open",
+      key,
+      module: o.module,
+      lock: module.lock,
+      spec: keySpec(o, spki),
+    } as const;
     [opened] = (await pool.everyThread(request, { timeoutMs: o.timeoutMs, remember: key })) as [OpenedKey];
   } catch (err) {
     await close();

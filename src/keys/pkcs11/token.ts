@@ -6,9 +6,9 @@
  */
 import { createHash, createPublicKey, type KeyObject, publicDecrypt, verify } from "node:crypto";
 import pkcs11js from "pkcs11js";
-import { SHA256_DIGEST_INFO } from "../file.js";
 import type { KeyAlgorithm } from "../key.js";
 import { algorithmOfPublicKey, publicKeyFromParts } from "../public-parts.js";
+import { SHA256_DIGEST_INFO } from "../rsa.js";
 import type { ModuleLock } from "./module-lock.js";
 
 /** Which key to use, and how to log in; the PIN stays in the worker. */

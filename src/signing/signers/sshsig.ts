@@ -2,8 +2,8 @@ import { createHash, type Hash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
-import { publicParts } from "../../keys/public-parts.js";
 import type { SigningPool } from "../../keys/pool.js";
+import { publicParts } from "../../keys/public-parts.js";
 import { parseOpenSshKey, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
 import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
 
