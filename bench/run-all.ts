@@ -10,7 +10,16 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { printTable } from "./lib.js";
 
-const ALL = ["machine", "small-files", "large-files", "token-checks", "snapshot", "outage", "scale-out"];
+const ALL = [
+  "machine",
+  "small-files",
+  "large-files",
+  "token-checks",
+  "snapshot",
+  "outage",
+  "scale-out",
+  "signing-pool",
+];
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
 const here = dirname(fileURLToPath(import.meta.url));
 
