@@ -7,7 +7,9 @@
  * 0: the code path before the pool) and with the default pool; Ed25519 in SoftHSM2; RSA-3072
  * file key inline (workers 0) and in the pool. Beside them, single-thread in-process rates.
  *
- *   node dist/bench/signing-pool.js   BENCH_SECONDS=5 BENCH_CLIENTS=32 BENCH_POOL_WARM=1000
+ * Scenarios run in rounds, in alternating order; ratios are of the medians.
+ *
+ *   node dist/bench/signing-pool.js   BENCH_SECONDS=5 BENCH_CLIENTS=32 BENCH_POOL_WARM=1000 BENCH_ROUNDS=2
  */
 import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -41,6 +43,7 @@ import {
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const WARM = Number(process.env.BENCH_POOL_WARM ?? 1000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 
 interface Scenario {
   name: string;
@@ -58,6 +61,7 @@ const SCENARIOS: Scenario[] = [
 ];
 
 interface ScenarioResult {
+  round?: number;
   name: string;
   workers: string;
   signed: number;
@@ -217,6 +221,43 @@ function inProcessRate(signOnce: () => void, ms = 2000): number {
   return n / ((performance.now() - start) / 1000);
 }
 
+function printScenarios(results: ScenarioResult[]): void {
+  printTable(
+    `Signing pool: gpg, 1 KiB files, ${CLIENTS} clients, one node`,
+    [
+      "round",
+      "scenario",
+      "workers",
+      "sigs/s",
+      "p50 ms",
+      "p99 ms",
+      "event loop p99 ms",
+      "max ms",
+      "node CPU ms/sig",
+      "failed",
+      "load avg",
+    ],
+    results.map((r) => [
+      r.round,
+      r.name,
+      r.workers,
+      fmt(r.sigsPerSec),
+      fmt(r.p50Ms),
+      fmt(r.p99Ms),
+      fmt(r.eventLoopP99Ms),
+      fmt(r.eventLoopMaxMs),
+      fmt(r.nodeCpuMsPerSig, 2),
+      r.failed,
+      r.loadAverage.map((l) => l.toFixed(1)).join(" "),
+    ]),
+  );
+}
+
+/** Each scenario's median over the rounds of one figure. */
+function medians(results: ScenarioResult[], figure: (r: ScenarioResult) => number): number[] {
+  return SCENARIOS.map((s) => summarize(results.filter((r) => r.name === s.name).map(figure)).p50);
+}
+
 main(async () => {
   const dir = clientDir("pool");
   const rsaEnv = await rsaGpgKey(dir);
@@ -230,49 +271,35 @@ main(async () => {
     ed25519InProcessPerSec: inProcessRate(() => sign(null, digest, ed)),
     softHsmEd25519PoolInProcess: await softHsmPoolRate(dir),
   };
-  console.log(`${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures`);
-  const results: ScenarioResult[] = [];
-  for (const s of SCENARIOS) {
-    results.push(await runScenario(s, dir, rsaEnv, input));
-    const r = results.at(-1) as ScenarioResult;
-    console.log(`  ${r.name}: ${fmt(r.sigsPerSec)}/s, event loop p99 ${fmt(r.eventLoopP99Ms)} ms`);
-  }
-  printTable(
-    `Signing pool: gpg, 1 KiB files, ${CLIENTS} clients, one node`,
-    [
-      "scenario",
-      "workers",
-      "sigs/s",
-      "p50 ms",
-      "p99 ms",
-      "event loop p99 ms",
-      "max ms",
-      "node CPU ms/sig",
-      "failed",
-      "load avg",
-    ],
-    results.map((r) => [
-      r.name,
-      r.workers,
-      fmt(r.sigsPerSec),
-      fmt(r.p50Ms),
-      fmt(r.p99Ms),
-      fmt(r.eventLoopP99Ms),
-      fmt(r.eventLoopMaxMs),
-      fmt(r.nodeCpuMsPerSig, 2),
-      r.failed,
-      r.loadAverage.map((l) => l.toFixed(1)).join(" "),
-    ]),
+  console.log(
+    `${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures, ${ROUNDS} rounds`,
   );
-  const by = (i: number) => results[i] as ScenarioResult;
+  const results: ScenarioResult[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    // Alternating order: the shared machine's drift does not favour the scenarios run first.
+    for (const s of round % 2 ? SCENARIOS : [...SCENARIOS].reverse()) {
+      const r = { ...(await runScenario(s, dir, rsaEnv, input)), round };
+      results.push(r);
+      console.log(`  ${round} ${r.name}: ${fmt(r.sigsPerSec)}/s, event loop p99 ${fmt(r.eventLoopP99Ms)} ms`);
+    }
+  }
+  printScenarios(results);
+  const rate = medians(results, (r) => r.sigsPerSec);
+  const loopP99 = medians(results, (r) => r.eventLoopP99Ms);
+  const at = (xs: number[], i: number) => xs[i] as number;
   const ratios = {
-    ed25519PoolVsNoPool: ratio(by(1).sigsPerSec, by(0).sigsPerSec),
-    softhsmVsFileEd25519: ratio(by(2).sigsPerSec, by(1).sigsPerSec),
-    rsaPoolVsInProcessSingleThread: ratio(by(4).sigsPerSec, baselines.rsa3072InProcessPerSec),
-    rsaPoolVsInline: ratio(by(4).sigsPerSec, by(3).sigsPerSec),
+    ed25519PoolVsNoPool: ratio(at(rate, 1), at(rate, 0)),
+    softhsmVsFileEd25519: ratio(at(rate, 2), at(rate, 1)),
+    rsaPoolVsInProcessSingleThread: ratio(at(rate, 4), baselines.rsa3072InProcessPerSec),
+    rsaPoolVsInline: ratio(at(rate, 4), at(rate, 3)),
   };
   printTable(
-    "Baselines and ratios",
+    "Medians over the rounds",
+    ["scenario", "sigs/s", "event loop p99 ms"],
+    SCENARIOS.map((s, i) => [s.name, fmt(at(rate, i)), fmt(at(loopP99, i))]),
+  );
+  printTable(
+    "Baselines and ratios (of the medians)",
     ["figure", "value"],
     [
       ["RSA-3072 in-process, 1 thread, sigs/s", fmt(baselines.rsa3072InProcessPerSec)],
@@ -288,10 +315,22 @@ main(async () => {
     ],
   );
   writeResult("signing-pool", {
-    settings: { seconds: SECONDS, clients: CLIENTS, warmSignatures: WARM, format: "gpg", fileBytes: 1024 },
-    command: `BENCH_SECONDS=${SECONDS} BENCH_CLIENTS=${CLIENTS} BENCH_POOL_WARM=${WARM} node dist/bench/signing-pool.js`,
+    settings: {
+      seconds: SECONDS,
+      clients: CLIENTS,
+      warmSignatures: WARM,
+      rounds: ROUNDS,
+      format: "gpg",
+      fileBytes: 1024,
+    },
+    command: `BENCH_SECONDS=${SECONDS} BENCH_CLIENTS=${CLIENTS} BENCH_POOL_WARM=${WARM} BENCH_ROUNDS=${ROUNDS} node dist/bench/signing-pool.js`,
     baselines,
     scenarios: results,
+    medians: SCENARIOS.map((s, i) => ({
+      name: s.name,
+      sigsPerSec: at(rate, i),
+      eventLoopP99Ms: at(loopP99, i),
+    })),
     ratios,
   });
 });
