@@ -21,6 +21,7 @@ const EXPECTED: Record<string, string> = {
   signing_bytes_total: "counter",
   signing_cache_hits_total: "counter",
   signing_inflight_jobs: "gauge",
+  signing_worker_pool_queue: "gauge",
   signing_store_breaker_state: "gauge",
   signing_store_breaker_events_total: "counter",
   signing_store_command_duration_seconds: "histogram",
