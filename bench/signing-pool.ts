@@ -255,15 +255,20 @@ async function ed25519ViaThreads(): Promise<{ perSec: number; cpuMsPerSig: numbe
 }
 
 /** Signatures/s of one key on this thread, no HTTP: the single-thread baseline. */
-function inProcessRate(signOnce: () => void, ms = 2000): number {
+function inProcessRate(signOnce: () => void, ms = 2000): { perSec: number; cpuMsPerSig: number } {
   for (let i = 0; i < 50; i++) signOnce();
   let n = 0;
+  const cpu = process.cpuUsage();
   const start = performance.now();
   while (performance.now() - start < ms) {
     signOnce();
     n++;
   }
-  return n / ((performance.now() - start) / 1000);
+  const used = process.cpuUsage(cpu);
+  return {
+    perSec: n / ((performance.now() - start) / 1000),
+    cpuMsPerSig: (used.user + used.system) / 1000 / n,
+  };
 }
 
 function printScenarios(results: ScenarioResult[]): void {
@@ -312,8 +317,8 @@ main(async () => {
   const ed = generateKeyPairSync("ed25519").privateKey;
   const digest = randomBytes(32);
   const baselines = {
-    rsa3072InProcessPerSec: inProcessRate(() => rsaPkcs1Sign(rsa, digest)),
-    ed25519InProcessPerSec: inProcessRate(() => sign(null, digest, ed)),
+    rsa3072InProcess: inProcessRate(() => rsaPkcs1Sign(rsa, digest)),
+    ed25519InProcess: inProcessRate(() => sign(null, digest, ed)),
     ed25519ViaThreads: await ed25519ViaThreads(),
     softHsmEd25519PoolInProcess: await softHsmPoolRate(dir),
   };
@@ -336,7 +341,7 @@ main(async () => {
   const ratios = {
     ed25519PoolVsNoPool: ratio(at(rate, 1), at(rate, 0)),
     softhsmVsFileEd25519: ratio(at(rate, 2), at(rate, 1)),
-    rsaPoolVsInProcessSingleThread: ratio(at(rate, 4), baselines.rsa3072InProcessPerSec),
+    rsaPoolVsInProcessSingleThread: ratio(at(rate, 4), baselines.rsa3072InProcess.perSec),
     rsaPoolVsInline: ratio(at(rate, 4), at(rate, 3)),
   };
   printTable(
@@ -348,8 +353,14 @@ main(async () => {
     "Baselines and ratios (of the medians)",
     ["figure", "value"],
     [
-      ["RSA-3072 in-process, 1 thread, sigs/s", fmt(baselines.rsa3072InProcessPerSec)],
-      ["Ed25519 in-process, 1 thread, sigs/s", fmt(baselines.ed25519InProcessPerSec)],
+      [
+        "RSA-3072 in-process, 1 thread, sigs/s; CPU ms/sig",
+        `${fmt(baselines.rsa3072InProcess.perSec)}; ${fmt(baselines.rsa3072InProcess.cpuMsPerSig, 3)}`,
+      ],
+      [
+        "Ed25519 in-process, 1 thread, sigs/s; CPU ms/sig",
+        `${fmt(baselines.ed25519InProcess.perSec)}; ${fmt(baselines.ed25519InProcess.cpuMsPerSig, 3)}`,
+      ],
       [
         "Ed25519 handed to worker threads in-process (32 in flight), sigs/s; CPU ms/sig",
         `${fmt(baselines.ed25519ViaThreads.perSec)}; ${fmt(baselines.ed25519ViaThreads.cpuMsPerSig, 3)}`,
