@@ -21,6 +21,7 @@ const ALL = [
   "outage",
   "scale-out",
   "admission",
+  "signing-pool",
 ];
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
 const here = dirname(fileURLToPath(import.meta.url));

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type DevState, prepareDevState } from "./dev-state.js";
+import { type DevKeyBackend, type DevState, prepareDevState } from "./dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { freePort, RedisServer } from "./redis-server.js";
 
@@ -21,11 +21,18 @@ export class ProcessCluster {
       https?: boolean;
       /** The built tree whose nodes to run (NodeProcessOptions.root). */
       root?: string;
+      /** Where the nodes' keys live: files (default) or a SoftHSM2 token. */
+      keys?: DevKeyBackend;
     } = {},
   ): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
-    const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url);
-    const env = { SIGNING__log__level: "warn", ...opts.env };
+    const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url, opts.keys);
+    const env = {
+      SIGNING__log__level: "warn",
+      // SoftHSM2 finds the dev token through SOFTHSM2_CONF.
+      ...(state.token ? { SOFTHSM2_CONF: state.token.conf } : {}),
+      ...opts.env,
+    };
     const cluster = new ProcessCluster(redis, state, [], env);
     try {
       for (let i = 0; i < (opts.nodes ?? 3); i++) {

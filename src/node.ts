@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import type { Express } from "express";
 import type { Logger } from "pino";
 import type { LoadedConfig } from "./config/load.js";
@@ -16,6 +17,7 @@ import type { FormatLimits } from "./http/routes/sign.js";
 import { expressServerObjects } from "./http/server-objects.js";
 import { KEY_OPERATION_RESULTS } from "./keys/observed.js";
 import type { Pkcs11KeyOptions } from "./keys/pkcs11/key.js";
+import { SigningPool } from "./keys/pool.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
@@ -42,6 +44,8 @@ export interface RunningNode {
   metrics: NodeMetrics;
   /** Whole-file results: where a format whose output is a file stores it (putFile). */
   results: ResultStore;
+  /** The signing worker threads (undefined with signing.workers 0). */
+  pool: SigningPool | undefined;
   /**
    * Graceful stop: readiness fails and new uploads get 503 SHUTTING_DOWN at once, jobs in
    * flight finish (bounded by shutdown.timeoutMs) and their waiting clients are answered,
@@ -223,10 +227,12 @@ function services(
   redis: RedisClient,
   signers: ReadonlyMap<FormatName, Signer>,
   metrics: NodeMetrics,
+  pool: SigningPool | undefined,
 ) {
   const { config } = loaded;
   const limits = formatLimits(loaded);
   initialiseMetrics(metrics, [...limits.keys()], signers);
+  pool?.onQueueChange((waiting) => metrics.workerPoolQueue.set(waiting));
   const settings = { commandTimeoutMs: config.store.commandTimeoutMs, ...config.store.breaker };
   const breakers = new StoreBreakers(settings, metrics, log);
   const storeKeys = new StoreKeys(config.store.prefix);
@@ -270,6 +276,7 @@ function services(
     audit,
     signing,
     signers,
+    pool,
     results,
     peers: peersOf(loaded, log),
   };
@@ -371,6 +378,7 @@ async function shutdown(
   x.breakers.shutdown();
   redis.disconnect();
   await closeSigners(x.signers);
+  await x.pool?.close();
   await x.replicated.close();
   await x.audit.close();
   x.peers?.close();
@@ -385,6 +393,8 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
   const nodeId = config.node.id ?? `${config.node.host}:${config.node.port}`;
   const log = opts.log ?? createLogger(config.log.level, nodeId);
   warnDeprecated(loaded, log);
+  const workers = config.signing.workers ?? availableParallelism();
+  const pool = workers > 0 ? new SigningPool(workers) : undefined;
   // Keys first: a node that cannot sign refuses to start before it connects anywhere. Their
   // metrics exist before them: the start-up self-check signatures count too.
   const metrics = new NodeMetrics();
@@ -392,25 +402,30 @@ export async function startNode(loaded: LoadedConfig, opts: { log?: Logger } = {
     breaker: config.signing.keyBreaker,
     log,
     observe: (format, backend, result, seconds) => metrics.keyOperation(format, backend, result, seconds),
+    pool,
+  }).catch(async (err) => {
+    await pool?.close();
+    throw err;
   });
   const s = await connectStore(loaded, log);
-  const x = services(loaded, nodeId, log, s.redis, signers, metrics);
+  const x = services(loaded, nodeId, log, s.redis, signers, metrics, pool);
   const lifecycle: Lifecycle = { shuttingDown: false };
   const server = listenerFor(loaded, createApp(appDeps(loaded, nodeId, log, s, x, lifecycle)));
   answerClientErrors(server);
   const { url, port } = await listen(server, loaded).catch(async (err) => {
     // A PKCS#11 session must not outlive a node that never served.
     await closeSigners(signers);
+    await pool?.close();
     s.redis.disconnect();
     throw err;
   });
   x.results.advertise(config.node.advertiseUrl ?? url);
   const backends = Object.fromEntries([...signers].map(([format, signer]) => [format, signer.key.backend]));
-  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends });
+  log.info({ event: "node_started", url, formats: [...x.limits.keys()], keyBackends: backends, workers });
   let closing: Promise<boolean> | undefined;
   const close = () => {
     closing ??= shutdown(loaded, log, server, s.redis, x, lifecycle);
     return closing;
   };
-  return { url, port, server, log, metrics: x.metrics, results: x.results, close };
+  return { url, port, server, log, metrics: x.metrics, results: x.results, pool, close };
 }

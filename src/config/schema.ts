@@ -360,6 +360,15 @@ export const configSchema = z
           .default(30_000)
           .describe("a job whose node died before finishing it may be signed again after this, ms"),
         maxWait: seconds.default(60).describe("longest `?wait=` a client may ask for, seconds"),
+        workers: z
+          .number()
+          .int()
+          .min(0)
+          .max(256)
+          .optional()
+          .describe(
+            "signing worker threads: RSA file keys and every PKCS#11 call sign there, off the event loop (Ed25519 file keys sign inline); default the CPU count. 0: RSA on the event loop, for comparison only (PKCS#11 keys need at least 1)",
+          ),
         maxPending: z
           .number()
           .int()

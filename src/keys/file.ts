@@ -1,8 +1,7 @@
-import { constants, createPublicKey, type KeyObject, privateEncrypt, sign } from "node:crypto";
-import type { KeyAlgorithm, SigningKey } from "./key.js";
-
-/** DER prefix of the PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017 §9.2). */
-export const SHA256_DIGEST_INFO = Buffer.from("3031300d060960864801650304020105000420", "hex");
+import { createPublicKey, type KeyObject, sign } from "node:crypto";
+import { type KeyAlgorithm, KeyBackendUnavailableError, type SigningKey } from "./key.js";
+import type { SigningPool } from "./pool.js";
+import { rsaPkcs1Sign } from "./rsa.js";
 
 function algorithmOf(privateKey: KeyObject): KeyAlgorithm {
   switch (privateKey.asymmetricKeyType) {
@@ -15,22 +14,53 @@ function algorithmOf(privateKey: KeyObject): KeyAlgorithm {
   }
 }
 
+/** An RSA file key signing in the pool's threads: milliseconds per signature, off the event loop. */
+async function pooledRsaKey(privateKey: KeyObject, location: string, pool: SigningPool): Promise<SigningKey> {
+  const key = pool.newKeyId();
+  await pool.everyThread({ op: "file-open", key, privateKey }, { remember: key });
+  let closed: Promise<void> | undefined;
+  return {
+    backend: "file",
+    algorithm: "rsa-pkcs1-sha256",
+    publicKey: createPublicKey(privateKey),
+    location,
+    async sign(digest) {
+      try {
+        return Buffer.from(await pool.run({ op: "file-sign", key, input: digest }));
+      } catch (err) {
+        throw new KeyBackendUnavailableError(location, (err as Error).message);
+      }
+    },
+    available: () => true,
+    check: async () => ({ ok: true, detail: "in memory" }),
+    close() {
+      pool.forget(key);
+      closed ??= pool
+        .everyThread({ op: "file-close", key })
+        .then(() => {})
+        .catch(() => {});
+      return closed;
+    },
+  };
+}
+
 /**
  * A key read from a file (the `file` backend): the private key is in this process's memory.
- * Signing is synchronous on purpose: an Ed25519 signature costs ~40 µs, less than handing it
- * to another thread would.
+ * Ed25519 signs on the event loop on purpose: a signature costs ~40 µs, less than handing it
+ * to another thread would. RSA costs milliseconds: it signs in the pool's threads, or on the
+ * event loop when the node has no pool (signing.workers 0, for comparison only).
  */
-export function fileKey(privateKey: KeyObject, location: string): SigningKey {
+export async function fileKey(
+  privateKey: KeyObject,
+  location: string,
+  pool?: SigningPool,
+): Promise<SigningKey> {
   const algorithm = algorithmOf(privateKey);
+  if (algorithm === "rsa-pkcs1-sha256" && pool) return pooledRsaKey(privateKey, location, pool);
   const signRaw =
     algorithm === "ed25519"
       ? (message: Buffer) => sign(null, message, privateKey)
-      : // PKCS#1 v1.5 over the DigestInfo: privateEncrypt with type-1 padding is exactly that signature.
-        (digest: Buffer) =>
-          privateEncrypt(
-            { key: privateKey, padding: constants.RSA_PKCS1_PADDING },
-            Buffer.concat([SHA256_DIGEST_INFO, digest]),
-          );
+      : (digest: Buffer) => rsaPkcs1Sign(privateKey, digest);
   return {
     backend: "file",
     algorithm,

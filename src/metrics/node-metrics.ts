@@ -65,6 +65,11 @@ export class NodeMetrics {
     help: "Uploads waiting for a place in signing.maxPending (at most signing.admissionQueueMax).",
     registers: [this.registry],
   });
+  readonly workerPoolQueue = new Gauge({
+    name: "signing_worker_pool_queue",
+    help: "Signatures waiting for a free signing worker thread (RSA file keys, PKCS#11 keys).",
+    registers: [this.registry],
+  });
   readonly keyExpiry = new Gauge({
     name: "signing_key_expiry_timestamp_seconds",
     help: "When a format's signing key expires (Unix seconds); absent for keys that never do.",

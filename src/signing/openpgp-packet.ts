@@ -36,7 +36,7 @@ const PACKET_TAG_USER_ID = 13;
 const OID_ED25519 = Buffer.from("2b06010401da470f01", "hex");
 const OID_P256 = Buffer.from("2a8648ce3d030107", "hex");
 
-export { SHA256_DIGEST_INFO } from "../keys/file.js";
+export { SHA256_DIGEST_INFO } from "../keys/rsa.js";
 
 /** A multiprecision integer: bit count, then the big-endian value without leading zeros. */
 export function mpi(value: Uint8Array): Buffer {

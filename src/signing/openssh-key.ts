@@ -73,8 +73,8 @@ function ed25519PublicKeyBlob(pub32: Buffer): Buffer {
   return Buffer.concat([sshString(KEY_TYPE), sshString(pub32)]);
 }
 
-/** Parses an unencrypted openssh-key-v1 ed25519 private key. Throws a plain Error with the reason. */
-export function parseOpenSshEd25519(pem: string): OpenSshEd25519Key {
+/** The unencrypted private section of an openssh-key-v1 file, after its check ints, and the outer public key. */
+function privateSection(pem: string): { outerPublic: Buffer; priv: SshReader } {
   const begin = pem.indexOf(PEM_BEGIN);
   const end = pem.indexOf(PEM_END);
   if (begin < 0 || end < begin) {
@@ -100,18 +100,32 @@ export function parseOpenSshEd25519(pem: string): OpenSshEd25519Key {
   const check1 = priv.uint32();
   const check2 = priv.uint32();
   if (check1 !== check2) throw new Error("checkint mismatch (corrupt key file)");
-  const keyType = priv.string();
-  if (keyType !== KEY_TYPE) throw new Error(`unsupported key type ${keyType}; only ssh-ed25519 is supported`);
-  const pub32 = priv.bytes();
-  const priv64 = priv.bytes();
-  const comment = priv.string();
+  return { outerPublic, priv };
+}
+
+function checkPadding(priv: SshReader): void {
   const padding = priv.rest();
-  if (pub32.length !== 32) throw new Error("invalid ed25519 public key length");
-  if (priv64.length !== 64) throw new Error("invalid ed25519 private key length");
-  if (!priv64.subarray(32).equals(pub32)) throw new Error("ed25519 private and public key do not match");
   for (let i = 0; i < padding.length; i++) {
     if (padding[i] !== i + 1) throw new Error("invalid padding (corrupt key file)");
   }
+}
+
+/** Parses an unencrypted openssh-key-v1 ed25519 private key. Throws a plain Error with the reason. */
+export function parseOpenSshEd25519(pem: string): OpenSshEd25519Key {
+  const { outerPublic, priv } = privateSection(pem);
+  const keyType = priv.string();
+  if (keyType !== KEY_TYPE) throw new Error(`unsupported key type ${keyType}; only ssh-ed25519 is supported`);
+  return ed25519Section(outerPublic, priv);
+}
+
+function ed25519Section(outerPublic: Buffer, priv: SshReader): OpenSshEd25519Key {
+  const pub32 = priv.bytes();
+  const priv64 = priv.bytes();
+  const comment = priv.string();
+  checkPadding(priv);
+  if (pub32.length !== 32) throw new Error("invalid ed25519 public key length");
+  if (priv64.length !== 64) throw new Error("invalid ed25519 private key length");
+  if (!priv64.subarray(32).equals(pub32)) throw new Error("ed25519 private and public key do not match");
   const publicKeyBlob = ed25519PublicKeyBlob(Buffer.from(pub32));
   if (!outerPublic.equals(publicKeyBlob)) throw new Error("public key does not match the private key");
   let privateKey: KeyObject;
@@ -129,6 +143,43 @@ export function parseOpenSshEd25519(pem: string): OpenSshEd25519Key {
     throw new Error(`invalid ed25519 key material: ${(err as Error).message}`);
   }
   return { publicKeyBlob, privateKey, comment };
+}
+
+/** n, e, d, iqmp, p, q as ssh-keygen writes them; JWK also wants d mod (p-1) and d mod (q-1). */
+function rsaSection(priv: SshReader): { privateKey: KeyObject; comment: string } {
+  const [n, e, d, iqmp, p, q] = Array.from({ length: 6 }, () => priv.bytes());
+  const comment = priv.string();
+  checkPadding(priv);
+  const big = (b: Buffer) => BigInt(`0x${b.toString("hex") || "0"}`);
+  const unsigned = (b: Buffer) => (b[0] === 0 ? b.subarray(1) : b);
+  const b64 = (v: bigint) => {
+    const hex = v.toString(16);
+    return Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex").toString("base64url");
+  };
+  const [dv, pv, qv] = [big(d as Buffer), big(p as Buffer), big(q as Buffer)];
+  const jwk = {
+    kty: "RSA",
+    ...{ n: unsigned(n as Buffer).toString("base64url"), e: unsigned(e as Buffer).toString("base64url") },
+    ...{ d: b64(dv), p: b64(pv), q: b64(qv), dp: b64(dv % (pv - 1n)), dq: b64(dv % (qv - 1n)) },
+    qi: b64(big(iqmp as Buffer)),
+  };
+  try {
+    return { privateKey: createPrivateKey({ key: jwk, format: "jwk" }), comment };
+  } catch (err) {
+    throw new Error(`invalid RSA key material: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Parses an unencrypted openssh-key-v1 private key, ssh-ed25519 or ssh-rsa; the public key
+ * blob is the file's own. Throws a plain Error with the reason.
+ */
+export function parseOpenSshKey(pem: string): { privateKey: KeyObject; comment: string } {
+  const { outerPublic, priv } = privateSection(pem);
+  const keyType = priv.string();
+  if (keyType === KEY_TYPE) return ed25519Section(outerPublic, priv);
+  if (keyType === "ssh-rsa") return rsaSection(priv);
+  throw new Error(`unsupported key type ${keyType}; ssh-ed25519 and ssh-rsa are supported`);
 }
 
 /** Writes an ed25519 KeyObject as an unencrypted openssh-key-v1 PEM, as `ssh-keygen -N ''` does. */

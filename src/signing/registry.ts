@@ -21,7 +21,13 @@ async function pkcs11Key(
   ctx: KeyBackendContext,
 ): Promise<SigningKey> {
   try {
-    return observing(format, ctx)(withBreaker(await openPkcs11Key(o), format, ctx.breaker, ctx.log));
+    // Wrapped below into the one start-up line naming the key.
+    if (!ctx.pool)
+      throw new Error("PKCS#11 keys sign in the signing pool: signing.workers must be at least 1");
+    return observing(
+      format,
+      ctx,
+    )(withBreaker(await openPkcs11Key(o, ctx.pool), format, ctx.breaker, ctx.log));
   } catch (err) {
     throw new KeyLoadError(format, pkcs11Location(o), (err as Error).message);
   }
@@ -43,12 +49,12 @@ async function around(
 async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendContext): Promise<Signer> {
   if (format === "gpg") {
     const cfg = keys.gpg as KeyConfigs["gpg"];
-    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg, observing(format, ctx));
+    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
     const key = await pkcs11Key(format, cfg.pkcs11, ctx);
     return around(key, (k) => gpgSignerForKey(k, cfg));
   }
   const cfg = keys.sshsig as KeyConfigs["sshsig"];
-  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, observing(format, ctx));
+  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
   const key = await pkcs11Key(format, cfg.pkcs11, ctx);
   return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
 }

@@ -3,8 +3,9 @@ import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import type { KeyBreakerSettings } from "../keys/breaker.js";
 import type { KeyBackendName, SigningKey } from "../keys/key.js";
-import type { KeyOperationResult } from "../keys/observed.js";
+import type { KeyOperationResult, KeyWrapper } from "../keys/observed.js";
 import type { Pkcs11KeyOptions } from "../keys/pkcs11/key.js";
+import type { SigningPool } from "../keys/pool.js";
 
 export { KeyLoadError } from "../keys/key.js";
 
@@ -49,14 +50,22 @@ export interface KeyConfigs {
   sshsig: SshsigKeyConfig | SshsigPkcs11KeyConfig;
 }
 
+/** How a file key is held: what its signatures are observed through, and the pool RSA keys sign in. */
+export interface FileKeyOptions {
+  wrap?: KeyWrapper;
+  pool?: SigningPool | undefined;
+}
+
 /**
- * What every key shares: a PKCS#11 key's breaker settings, where its failures are logged, and
- * who is told of each raw signature (signing_key_operations_total and its duration).
+ * What every key shares: the signing pool, a PKCS#11 key's breaker settings, where its failures
+ * are logged, and who is told of each raw signature (signing_key_operations_total and its duration).
  */
 export interface KeyBackendContext {
   breaker: KeyBreakerSettings;
   log: Logger;
   observe(format: FormatName, backend: KeyBackendName, result: KeyOperationResult, seconds: number): void;
+  /** Where RSA file keys and every PKCS#11 call sign; without one (signing.workers 0) RSA signs inline. */
+  pool: SigningPool | undefined;
 }
 
 /**

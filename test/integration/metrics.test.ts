@@ -23,6 +23,7 @@ const EXPECTED: Record<string, string> = {
   signing_inflight_jobs: "gauge",
   signing_admission_wait_seconds: "histogram",
   signing_admission_queue: "gauge",
+  signing_worker_pool_queue: "gauge",
   signing_store_breaker_state: "gauge",
   signing_store_breaker_events_total: "counter",
   signing_store_command_duration_seconds: "histogram",

@@ -162,20 +162,17 @@ test("the token's private keys are sensitive and non-extractable, and the node n
   }
 });
 
-test("PKCS#11 calls run only in the module's worker thread: the main thread never loads pkcs11js", () => {
+test("PKCS#11 calls run only in the signing pool's worker threads: the main thread never loads pkcs11js", () => {
   const src = new URL("../../../src/", import.meta.url).pathname;
   const files = readdirSync(src, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
   const loaders = files.filter((f) => {
     const text = readFileSync(join(src, f), "utf8");
     // A type-only import is erased at compile time: it loads nothing.
     const loads = (module: string) => new RegExp(`^import (?!type )[^;]*from "${module}";`, "m").test(text);
-    return loads("pkcs11js") || (f.startsWith("keys/pkcs11/") && loads("\\./token\\.js"));
+    return loads("pkcs11js") || (f.startsWith("keys/") && loads("\\.(/pkcs11)?/token\\.js"));
   });
-  assert.deepEqual(loaders.sort(), ["keys/pkcs11/token.ts", "keys/pkcs11/worker.ts"]);
-  assert.match(
-    readFileSync(join(src, "keys/pkcs11/host.ts"), "utf8"),
-    /new Worker\(new URL\("\.\/worker\.js"/,
-  );
+  assert.deepEqual(loaders.sort(), ["keys/pkcs11/token.ts", "keys/pool-worker.ts"]);
+  assert.match(readFileSync(join(src, "keys/pool.ts"), "utf8"), /new Worker\(new URL\("\.\/pool-worker\.js"/);
 });
 
 test("an extractable key in the token is refused at start-up", async () => {

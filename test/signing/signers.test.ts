@@ -363,7 +363,7 @@ describe("sshsig signer", () => {
     });
   });
 
-  test("a non-ed25519 OpenSSH key is a KeyLoadError", async () => {
+  test("an OpenSSH key neither Ed25519 nor RSA is a KeyLoadError", async () => {
     const keyFile = join(dir, "ssh-keygen-ecdsa");
     const gen = run("ssh-keygen", ["-t", "ecdsa", "-N", "", "-f", keyFile, "-q"]);
     assert.equal(gen.status, 0, gen.stderr);

@@ -1,8 +1,9 @@
 import { createPublicKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import type { SigningKey } from "../key.js";
-import { Pkcs11Host } from "./host.js";
-import type { OpenedKey } from "./token.js";
+import type { SigningPool } from "../pool.js";
+import { newModuleLockBuffer } from "./module-lock.js";
+import type { OpenedKey, Pkcs11KeySpec } from "./token.js";
 
 /** A key in a PKCS#11 token (the `pkcs11` backend). */
 export interface Pkcs11KeyOptions {
@@ -43,46 +44,76 @@ async function publicKeySpki(file: string | undefined): Promise<Uint8Array | und
   }
 }
 
+/** Each module's lock, and how many keys of it are open in this process (the last one finalizes it). */
+const modules = new Map<string, { lock: SharedArrayBuffer; keys: number }>();
+
+function useModule(path: string): { lock: SharedArrayBuffer; release(): boolean } {
+  let m = modules.get(path);
+  if (!m) {
+    m = { lock: newModuleLockBuffer(), keys: 0 };
+    modules.set(path, m);
+  }
+  m.keys++;
+  const used = m;
+  return {
+    lock: used.lock,
+    release: () => --used.keys === 0,
+  };
+}
+
+function keySpec(o: Pkcs11KeyOptions, spki: Uint8Array | undefined): Pkcs11KeySpec {
+  return {
+    tokenLabel: o.tokenLabel,
+    pin: o.pin,
+    ...(o.keyLabel !== undefined ? { keyLabel: o.keyLabel } : {}),
+    ...(o.keyId !== undefined ? { keyId: o.keyId } : {}),
+    ...(spki ? { publicKeySpki: spki } : {}),
+  };
+}
+
 /**
- * Opens the key in its module's worker thread: logs in, finds the private key (refused if the
- * token would let it out), reads or takes its public key, checks a probe signature. Throws an
- * Error whose message is the reason, for the one start-up line.
+ * Opens the key in every thread of the signing pool, each with its own session: logs in,
+ * finds the private key (refused if the token would let it out), reads or takes its public
+ * key, checks a probe signature. Throws an Error whose message is the reason, for the one
+ * start-up line.
  */
-export async function openPkcs11Key(o: Pkcs11KeyOptions): Promise<SigningKey> {
+export async function openPkcs11Key(o: Pkcs11KeyOptions, pool: SigningPool): Promise<SigningKey> {
   const spki = await publicKeySpki(o.publicKeyFile);
-  const host = Pkcs11Host.acquire(o.module);
-  let opened: { key: number } & OpenedKey;
+  const module = useModule(o.module);
+  const key = pool.newKeyId();
+  let closed: Promise<void> | undefined;
+  const close = () => {
+    pool.forget(key);
+    closed ??= pool
+      .everyThread({ op: "pkcs11-close", key, finalize: module.release() }, { timeoutMs: o.timeoutMs })
+      .then(() => {})
+      .catch(() => {});
+    return closed;
+  };
+  let opened: OpenedKey;
   try {
-    const spec = {
-      tokenLabel: o.tokenLabel,
-      pin: o.pin,
-      ...(o.keyLabel !== undefined ? { keyLabel: o.keyLabel } : {}),
-      ...(o.keyId !== undefined ? { keyId: o.keyId } : {}),
-      ...(spki ? { publicKeySpki: spki } : {}),
-    };
-    opened = await host.call({ op: "open", spec }, o.timeoutMs);
+    const request = {
+      op: "pkcs11-open",
+      key,
+      module: o.module,
+      lock: module.lock,
+      spec: keySpec(o, spki),
+    } as const;
+    [opened] = (await pool.everyThread(request, { timeoutMs: o.timeoutMs, remember: key })) as [OpenedKey];
   } catch (err) {
-    await host.release();
+    await close();
     throw err;
   }
-  let closed: Promise<void> | undefined;
   return {
     backend: "pkcs11",
     algorithm: opened.algorithm,
     publicKey: createPublicKey({ key: Buffer.from(opened.publicKeySpki), format: "der", type: "spki" }),
     location: pkcs11Location(o),
     async sign(input: Buffer): Promise<Buffer> {
-      const sig = await host.call<Uint8Array>({ op: "sign", key: opened.key, input }, o.timeoutMs);
-      return Buffer.from(sig);
+      return Buffer.from(await pool.run({ op: "pkcs11-sign", key, input }, o.timeoutMs));
     },
     available: () => true,
     check: async () => ({ ok: true, detail: "not checked" }),
-    close() {
-      closed ??= host
-        .call({ op: "close", key: opened.key }, o.timeoutMs)
-        .catch(() => {})
-        .then(() => host.release());
-      return closed;
-    },
+    close,
   };
 }

@@ -1,15 +1,16 @@
 /**
- * The PKCS#11 calls of one module, made inside that module's worker thread (worker.ts): every
- * call blocks, and none runs on the node's event loop. Only handles, public attributes and
+ * The PKCS#11 calls of one module, made inside the signing pool's worker threads
+ * (../pool-worker.ts): every call blocks, and none runs on the node's event loop. Only handles, public attributes and
  * signatures cross into JavaScript: nothing here asks a token for a private key's value, and a
  * key the token would let out (extractable, or not sensitive) is refused.
  */
 import { createHash, createPublicKey, type KeyObject, publicDecrypt, verify } from "node:crypto";
 import pkcs11js from "pkcs11js";
 import { SigningClusterError } from "../../errors.js";
-import { SHA256_DIGEST_INFO } from "../file.js";
 import type { KeyAlgorithm } from "../key.js";
 import { algorithmOfPublicKey, publicKeyFromParts } from "../public-parts.js";
+import { SHA256_DIGEST_INFO } from "../rsa.js";
+import type { ModuleLock } from "./module-lock.js";
 
 /** Which key to use, and how to log in; the PIN stays in the worker. */
 export interface Pkcs11KeySpec {
@@ -88,21 +89,38 @@ class TokenKey {
   }
 }
 
+/** What `ModuleSessions.sessions()` reports of one open session, for tests and diagnosis. */
+export interface SessionReport {
+  key: number;
+  /** The session handle, hex: distinct per thread and key. */
+  session: string;
+  /** CK_STATE from C_GetSessionInfo: 1 (CKS_RO_USER_FUNCTIONS) while logged in. */
+  state: number;
+}
+
+const RETRY = Symbol("retry");
+
 /**
- * One PKCS#11 module in this process: it owns C_Initialize and C_Finalize, which are per
- * process, so the keys of one module share it. After any failure it finalizes and initializes
- * again before the next attempt: a module may only see a token that came back (SoftHSM2 after
- * its directory returned, a network HSM after a restart) after a fresh C_Initialize.
+ * One PKCS#11 module as one signing worker thread sees it: the module is initialized once per
+ * process (ModuleLock orders C_Initialize and C_Finalize against every thread's calls), and
+ * this thread holds its own session per key, so the pool's threads sign in parallel. A failed
+ * call is tried once more on a fresh session (CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED,
+ * CKR_TOKEN_NOT_PRESENT…); if that fails too, the module is finalized, so the next call
+ * initializes it again: a module may only see a token that came back (SoftHSM2 after its
+ * directory returned, a network HSM after a restart) after a fresh C_Initialize.
  */
 export class ModuleSessions {
   private lib: pkcs11js.PKCS11 | undefined;
-  private initialized = false;
+  /** The module generation this thread's sessions were opened in. */
+  private generation = -1;
   private readonly keys = new Map<number, TokenKey>();
-  private nextKey = 0;
 
-  constructor(private readonly modulePath: string) {}
+  constructor(
+    private readonly modulePath: string,
+    private readonly lock: ModuleLock,
+  ) {}
 
-  private ensureInitialized(): pkcs11js.PKCS11 {
+  private loaded(): pkcs11js.PKCS11 {
     if (!this.lib) {
       const lib = new pkcs11js.PKCS11();
       try {
@@ -112,40 +130,66 @@ export class ModuleSessions {
       }
       this.lib = lib;
     }
-    if (!this.initialized) {
+    return this.lib;
+  }
+
+  private initialize(lib: pkcs11js.PKCS11): void {
+    this.lock.exclusive((l) => {
+      if (this.lock.initialized) return;
       try {
-        this.lib.C_Initialize();
+        // Several threads call into the module at once: it must lock with the OS's primitives.
+        lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
       } catch (err) {
         if ((err as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)
           throw new Pkcs11Failure(`C_Initialize of ${this.modulePath} failed (${ckr(err)})`);
       }
-      this.initialized = true;
+      l.setInitialized(true);
+    });
+  }
+
+  /** fn on an initialized module, this thread's sessions of an earlier generation forgotten. */
+  private call<T>(fn: (lib: pkcs11js.PKCS11) => T): T {
+    const lib = this.loaded();
+    for (;;) {
+      if (!this.lock.initialized) this.initialize(lib);
+      const result = this.lock.shared(() => {
+        if (!this.lock.initialized) return RETRY;
+        if (this.generation !== this.lock.generation) {
+          // C_Finalize closed every session of the process: the handles are dead.
+          for (const key of this.keys.values()) key.connected = undefined;
+          this.generation = this.lock.generation;
+        }
+        return { value: fn(lib) };
+      });
+      if (result !== RETRY) return result.value;
     }
-    return this.lib;
   }
 
-  /** Opens a key: throws Pkcs11Failure with the reason it cannot be used. */
-  open(spec: Pkcs11KeySpec): { key: number } & OpenedKey {
+  /**
+   * Registers key `id` in this thread and opens its session; throws Pkcs11Failure with the
+   * reason it cannot be used. The key stays registered either way: a thread that starts while
+   * the token is away connects on its first signature.
+   */
+  open(id: number, spec: Pkcs11KeySpec): OpenedKey {
     const key = new TokenKey(spec);
-    const c = this.connect(key);
-    const id = this.nextKey++;
     this.keys.set(id, key);
-    const publicKeySpki = c.publicKey.export({ format: "der", type: "spki" });
-    return { key: id, algorithm: c.algorithm, publicKeySpki };
+    const c = this.call(() => this.connect(key));
+    return { algorithm: c.algorithm, publicKeySpki: c.publicKey.export({ format: "der", type: "spki" }) };
   }
 
-  /** One attempt on the current sessions; after a failure, one more on fresh ones. */
   sign(id: number, input: Buffer): Buffer {
     const key = this.keys.get(id);
     if (!key) throw new Pkcs11Failure(`no key ${id} is open`);
     try {
-      return this.signOnce(key.connected ?? this.connect(key), input);
+      return this.call(() => this.signOnce(key.connected ?? this.connect(key), input));
     } catch {
-      this.reset();
       try {
-        return this.signOnce(this.connect(key), input);
+        return this.call(() => {
+          this.closeSession(key);
+          return this.signOnce(this.connect(key), input);
+        });
       } catch (err) {
-        this.reset();
+        this.finalize(this.generation);
         throw err instanceof Pkcs11Failure ? err : new Pkcs11Failure(`signing failed (${ckr(err)})`);
       }
     }
@@ -154,21 +198,40 @@ export class ModuleSessions {
   close(id: number): void {
     const key = this.keys.get(id);
     this.keys.delete(id);
-    if (key?.connected) this.closeSession(key);
-    if (this.keys.size === 0) this.reset();
+    // Never initializes the module just to close: a session of an earlier generation is gone anyway.
+    this.lock.shared(() => {
+      if (key && this.lock.initialized && this.generation === this.lock.generation) this.closeSession(key);
+    });
   }
 
-  /** Every session closed, the module finalized: the next call starts afresh. */
-  private reset(): void {
-    for (const key of this.keys.values()) this.closeSession(key);
-    if (this.initialized) {
+  /**
+   * Finalizes the module for the whole process, once per generation: when `generation` is the
+   * current one (another thread may have done it already), or always when undefined (the
+   * process's last key of this module closed).
+   */
+  finalize(generation?: number): void {
+    this.lock.exclusive((l) => {
+      if (!this.lock.initialized) return;
+      if (generation !== undefined && generation !== this.lock.generation) return;
       try {
-        this.lib?.C_Finalize();
+        this.loaded().C_Finalize();
       } catch {
         // Finalizing a module whose token is gone may fail; it is initialized again anyway.
       }
-      this.initialized = false;
-    }
+      l.setInitialized(false);
+    });
+  }
+
+  /** This thread's open sessions, as the module reports them. */
+  sessions(): SessionReport[] {
+    return this.call((lib) =>
+      [...this.keys]
+        .filter(([, key]) => key.connected)
+        .map(([id, key]) => {
+          const session = (key.connected as Connected).session;
+          return { key: id, session: session.toString("hex"), state: lib.C_GetSessionInfo(session).state };
+        }),
+    );
   }
 
   private closeSession(key: TokenKey): void {
@@ -182,7 +245,7 @@ export class ModuleSessions {
   }
 
   private signOnce(c: Connected, input: Buffer): Buffer {
-    const lib = this.lib as pkcs11js.PKCS11;
+    const lib = this.loaded();
     lib.C_SignInit(c.session, { mechanism: MECHANISMS[c.algorithm], parameter: null as never }, c.handle);
     const data = c.algorithm === "rsa-pkcs1-sha256" ? Buffer.concat([SHA256_DIGEST_INFO, input]) : input;
     return Buffer.from(lib.C_Sign(c.session, data, Buffer.alloc(1024)));
@@ -190,7 +253,7 @@ export class ModuleSessions {
 
   /** Session, login, the private key, its algorithm and public key, then a probe signature checked. */
   private connect(key: TokenKey): Connected {
-    const lib = this.ensureInitialized();
+    const lib = this.loaded();
     const session = lib.C_OpenSession(this.slotOf(lib, key.spec.tokenLabel), pkcs11js.CKF_SERIAL_SESSION);
     try {
       this.login(lib, session, key.spec.pin);

@@ -4,7 +4,7 @@ import * as openpgp from "openpgp";
 import { SigningClusterError } from "../../errors.js";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
-import { asIs, type KeyWrapper } from "../../keys/observed.js";
+import { asIs } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
 import {
   armoredPublicKey,
@@ -19,7 +19,7 @@ import {
   signaturePacket,
   v4PublicKey,
 } from "../openpgp-packet.js";
-import { type GpgKeyConfig, KeyLoadError, type Signer } from "../signer.js";
+import { type FileKeyOptions, type GpgKeyConfig, KeyLoadError, type Signer } from "../signer.js";
 
 /** What a v4 OpenPGP signature names of its key, and what verifiers are given. */
 interface OpenPgpIdentity {
@@ -172,7 +172,10 @@ async function selfCheck(signer: Signer, fail: (reason: string) => never): Promi
  * Loads and decrypts the OpenPGP key file once (openpgp.js); the node then signs natively
  * (the file backend, as `wrap` returns it), checked once at start-up.
  */
-export async function loadGpgSigner(cfg: GpgKeyConfig, wrap: KeyWrapper = asIs): Promise<Signer> {
+export async function loadGpgSigner(
+  cfg: GpgKeyConfig,
+  { wrap = asIs, pool }: FileKeyOptions = {},
+): Promise<Signer> {
   const fail = (reason: string): never => {
     throw new KeyLoadError("gpg", cfg.keyFile, reason);
   };
@@ -194,7 +197,7 @@ export async function loadGpgSigner(cfg: GpgKeyConfig, wrap: KeyWrapper = asIs):
   ];
   const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
   const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
-  const signer = gpgSigner(wrap(fileKey(privateKey, cfg.keyFile)), {
+  const signer = gpgSigner(wrap(await fileKey(privateKey, cfg.keyFile, pool)), {
     pubkeyAlgorithm: packet.algorithm as number,
     fingerprintBytes: packet.getFingerprintBytes() as Uint8Array,
     fingerprint: key.getFingerprint().toUpperCase(),

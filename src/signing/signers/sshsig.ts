@@ -2,10 +2,10 @@ import { createHash, type Hash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
-import { asIs, type KeyWrapper } from "../../keys/observed.js";
+import { asIs } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
-import { parseOpenSshEd25519, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
-import { KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
+import { parseOpenSshKey, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
+import { type FileKeyOptions, KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
 
 const MAGIC = Buffer.from("SSHSIG", "latin1");
 // SSHSIG allows sha256 or sha512; sha256 is the hash the node already runs over every upload.
@@ -99,8 +99,11 @@ export function sshsigSignerForKey(key: SigningKey, namespace: string, comment: 
   };
 }
 
-/** Loads the OpenSSH ed25519 key file once (the file backend, as `wrap` returns it). */
-export async function loadSshsigSigner(cfg: SshsigKeyConfig, wrap: KeyWrapper = asIs): Promise<Signer> {
+/** Loads the OpenSSH key file (Ed25519 or RSA) once (the file backend, as `wrap` returns it). */
+export async function loadSshsigSigner(
+  cfg: SshsigKeyConfig,
+  { wrap = asIs, pool }: FileKeyOptions = {},
+): Promise<Signer> {
   let pem: string;
   try {
     pem = await readFile(cfg.keyFile, "utf8");
@@ -112,11 +115,15 @@ export async function loadSshsigSigner(cfg: SshsigKeyConfig, wrap: KeyWrapper = 
       code === "ENOENT" ? "file not found" : `cannot read file (${code ?? "error"})`,
     );
   }
-  let key: ReturnType<typeof parseOpenSshEd25519>;
+  let key: ReturnType<typeof parseOpenSshKey>;
   try {
-    key = parseOpenSshEd25519(pem);
+    key = parseOpenSshKey(pem);
   } catch (err) {
     throw new KeyLoadError("sshsig", cfg.keyFile, (err as Error).message);
   }
-  return sshsigSignerForKey(wrap(fileKey(key.privateKey, cfg.keyFile)), cfg.namespace, key.comment);
+  return sshsigSignerForKey(
+    wrap(await fileKey(key.privateKey, cfg.keyFile, pool)),
+    cfg.namespace,
+    key.comment,
+  );
 }
