@@ -76,6 +76,7 @@ export class Alerter {
   /** Resolves said before the alert had fired for minFiringMs: sent when that is over. */
   private readonly heldResolves = new Map<AlertName, { timer: unknown; text: AlertText | undefined }>();
   private readonly clock: AlerterClock;
+  private closed = false;
 
   constructor(private readonly opts: AlerterOptions) {
     this.resendMs = opts.resendMs ?? 60_000;
@@ -103,6 +104,7 @@ export class Alerter {
 
   /** Fires the alert; one firing already (or held before its resolve) goes on firing. */
   fire(name: AlertName, text: AlertText): void {
+    if (this.refusedAfterClose(name, "firing")) return;
     if (this.cancelHeldResolve(name)) this.opts.log.info({ event: "alert_firing_again", alert: name });
     if (this.active.has(name)) return;
     const before = this.inherited.get(name);
@@ -125,6 +127,7 @@ export class Alerter {
    * meanwhile keeps it firing. A resolve already held is not held again.
    */
   resolve(name: AlertName, text?: AlertText): void {
+    if (this.refusedAfterClose(name, "resolved")) return;
     const alert = this.active.get(name) ?? this.inherited.get(name);
     if (!alert) return;
     const held = this.heldResolves.get(name);
@@ -151,6 +154,7 @@ export class Alerter {
    * follows straight away, so receivers see one firing either way) and the new one fired.
    */
   refire(name: AlertName, text: AlertText): void {
+    if (this.refusedAfterClose(name, "firing")) return;
     this.cancelHeldResolve(name);
     if (this.isFiring(name)) this.resolveNow(name);
     this.fire(name, text);
@@ -216,10 +220,19 @@ export class Alerter {
     await Promise.all([...this.queues.values(), this.saving]);
   }
 
-  /** Stops re-sending; held resolves are dropped: the state file keeps those alerts firing. */
+  /**
+   * Stops re-sending; held resolves are dropped: the state file keeps those alerts firing, and
+   * so does a change said after close (work that outlived shutdown), which is not sent.
+   */
   close(): void {
+    this.closed = true;
     clearInterval(this.resendTimer);
     for (const name of [...this.heldResolves.keys()]) this.cancelHeldResolve(name);
+  }
+
+  private refusedAfterClose(name: AlertName, status: string): boolean {
+    if (this.closed) this.opts.log.warn({ event: "alert_after_close", alert: name, status });
+    return this.closed;
   }
 
   private labels(name: AlertName): Record<string, string> {

@@ -5,6 +5,7 @@
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import type { ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
 import { createLogger } from "../src/log/logger.js";
 import type { Snapshot } from "../src/recovery/snapshot.js";
@@ -16,8 +17,8 @@ import { Detector } from "./detector.js";
 import { createAlerter, EventAlerts } from "./event-alerts.js";
 import { MonitorMetrics } from "./metrics.js";
 import { RecentEvents, TokenRates } from "./recent.js";
-import { scheduleTask } from "./schedule.js";
-import { startMonitorServer } from "./server.js";
+import { InFlight, scheduleTask } from "./schedule.js";
+import { type MonitorServer, startMonitorServer } from "./server.js";
 import { Settler } from "./settler.js";
 import { Snapshotter } from "./snapshotter.js";
 import { SpikeWatcher } from "./spike-watcher.js";
@@ -50,6 +51,7 @@ interface Parts {
   events: EventAlerts;
   recent: RecentEvents;
   snapshotter: Snapshotter;
+  settler: Settler;
   detector: Detector;
   tokenRates: TokenRates;
   spike: SpikeWatcher;
@@ -66,33 +68,56 @@ export async function startMonitor(
   const { config } = loaded;
   const m = config.monitor;
   const p = await assemble(loaded, opts);
-  const { log, metrics, detector, snapshotter, alerter, events, redis } = p;
-  const detectNow = () => detector.pass();
-  const snapshotNow = () => snapshotter.take(detector.knownEpoch());
+  const { log, metrics, detector, snapshotter } = p;
+  const work = new InFlight();
+  const detectNow = async () => {
+    await work.run(() => detector.pass());
+  };
+  const snapshotNow = () => work.run(() => snapshotter.take(detector.knownEpoch()));
   const tasks = [
     scheduleTask("detect", m.detectCron, detectNow, log),
     scheduleTask("snapshot", m.snapshotCron, snapshotNow, log),
   ];
   if (config.nodes.length)
-    tasks.push(scheduleTask("spike", config.spike.scrapeCron, () => p.spike.scrape(), log));
+    tasks.push(scheduleTask("spike", config.spike.scrapeCron, () => work.run(() => p.spike.scrape()), log));
   const health = { ...p, spike: config.spike };
   const server = await startMonitorServer({ host: m.host, port: m.port, metrics, health });
   logStarted(log, loaded, server.url);
   await detectNow().catch(() => {});
-  events.reconcileInherited(p.inherited, {
+  p.events.reconcileInherited(p.inherited, {
     redisUnreachable: detector.unreachable !== undefined,
     spikeWatched: config.nodes.length > 0,
   });
-  const close = async () => {
-    for (const t of tasks) await t.destroy();
-    events.close();
-    await server.close();
-    alerter.close();
-    await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
-    detector.unwatchConnection(); // our own disconnect is no outage
-    redis.disconnect();
-  };
+  const close = () => shutDown(p, work, tasks, server);
   return { url: server.url, port: server.port, metrics, log, detectNow, snapshotNow, close };
+}
+
+/** How long shutdown waits for a detection pass, snapshot or scrape still running. */
+const DRAIN_MS = 5000;
+
+/**
+ * Stops in order: no new work; what runs (a pass re-seeding under the epoch lock, a snapshot
+ * being written, a scrape) finishes, for DRAIN_MS at most; the epoch lock is given back while
+ * Redis is still connected; then alerts are flushed and Redis disconnected.
+ */
+async function shutDown(
+  p: Parts,
+  work: InFlight,
+  tasks: ScheduledTask[],
+  server: MonitorServer,
+): Promise<void> {
+  const { log, detector, settler, events, alerter, redis } = p;
+  detector.unwatchConnection(); // our own disconnect is no outage, and no more passes start
+  const pass = detector.passing;
+  const closing = work.close(DRAIN_MS, pass ? [pass] : []);
+  for (const t of tasks) await t.destroy();
+  if (!(await closing)) log.warn({ event: "shutdown_work_abandoned", waitedMs: DRAIN_MS });
+  await settler.release();
+  events.close();
+  await server.close();
+  alerter.close();
+  await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
+  redis.disconnect();
 }
 
 /** Builds the parts in dependency order, with the last run's alerts and snapshot read back. */
@@ -134,6 +159,7 @@ async function assemble(loaded: LoadedMonitorConfig, opts: StartMonitorOptions):
     events,
     recent,
     snapshotter,
+    settler,
     detector,
     tokenRates,
     spike,

@@ -29,3 +29,46 @@ export function scheduleTask(
   }
   return task;
 }
+
+/**
+ * The monitor's work in flight (detection passes, snapshots, scrapes), so shutdown can wait
+ * for it: node-cron's destroy does not, and work cut off by closing Redis under it can leave
+ * the epoch lock behind or raise an alert after the alerter has closed. Once closed, new work
+ * is refused.
+ */
+export class InFlight {
+  private closed = false;
+  private readonly running = new Set<Promise<unknown>>();
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Runs `fn` unless closing; undefined then. */
+  run<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    const p = fn();
+    this.running.add(p);
+    const done = () => this.running.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * Refuses new work and waits for what runs (and `also`), at most `ms`; false when something
+   * was still running then.
+   */
+  async close(ms: number, also: Promise<unknown>[] = []): Promise<boolean> {
+    this.closed = true;
+    const all = Promise.allSettled([...this.running, ...also]).then(() => true);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), ms);
+    });
+    try {
+      return await Promise.race([all, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
