@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -258,6 +258,31 @@ describe("re-sends to a hanging Alertmanager", () => {
 
 describe("the firing alerts, kept across restarts", () => {
   const text = { summary: "Redis down", description: "connect ECONNREFUSED" };
+
+  test("alerts.json says the change before the receiver hears of it", async () => {
+    const stateFile = join(dir, "alerts-before-send.json");
+    const seen: string[][] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        const kept = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, "utf8")).alerts : [];
+        seen.push(kept.map((x: { name: string }) => x.name));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const webhookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      const { alerter: a } = alerter({ webhookUrl, stateFile });
+      a.fire("RedisUnreachable", text);
+      await a.flush();
+      a.resolve("RedisUnreachable");
+      await a.flush();
+      assert.deepEqual(seen, [["RedisUnreachable"], []], "firing: kept as firing; resolved: gone");
+    } finally {
+      server.close();
+    }
+  });
 
   test("written atomically (mode 0600) as alerts fire and resolve", async () => {
     const stateFile = join(dir, "alerts-a.json");
