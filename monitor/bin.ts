@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { ConfigError } from "../src/config/load.js";
+import { hasCode } from "../src/errors.js";
 import { linkToParent } from "../src/process/parent-link.js";
 import { runMain } from "../src/process/run-main.js";
 import { PACKAGE_VERSION } from "../src/version.js";
@@ -40,4 +40,5 @@ async function main(): Promise<number | "serving"> {
   return "serving";
 }
 
-runMain("signing-monitor", main, (err) => err instanceof ConfigError);
+// A bad config (ConfigError is CONFIG_INVALID), an unusable state dir, a port taken: one line, exit 2.
+runMain("signing-monitor", main, (err) => hasCode(err, "CONFIG_INVALID", "PORT_IN_USE"));

@@ -2,11 +2,12 @@
  * Wiring the monitor: builds its parts (alerts, snapshot, settling, detection, spike watch,
  * HTTP), schedules them, and takes them down in order. Each part's job is in its own module.
  */
-import { mkdirSync } from "node:fs";
+import { accessSync, constants, mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
+import { SigningClusterError } from "../src/errors.js";
 import { createLogger } from "../src/log/logger.js";
 import type { Snapshot } from "../src/recovery/snapshot.js";
 import { StoreKeys } from "../src/store/keys.js";
@@ -128,7 +129,7 @@ async function assemble(loaded: LoadedMonitorConfig, opts: StartMonitorOptions):
   const log = opts.log ?? createLogger(config.log.level, monitorId);
   const metrics = new MonitorMetrics();
   const keys = new StoreKeys(config.store.prefix);
-  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
+  makeStateDir(m.stateDir);
   const alerter = createAlerter(config, monitorId, log, metrics);
   const inherited = await alerter.restore();
   const recent = new RecentEvents();
@@ -164,6 +165,20 @@ async function assemble(loaded: LoadedMonitorConfig, opts: StartMonitorOptions):
     tokenRates,
     spike,
   };
+}
+
+/** The state dir, created if need be and writable, or CONFIG_INVALID: one line, exit 2. */
+function makeStateDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    throw new SigningClusterError(
+      "CONFIG_INVALID",
+      `monitor.stateDir ${dir} cannot be used: ${code ?? message}`,
+    );
+  }
 }
 
 /** The monitor's own Redis connection: short command timeouts, so a pass never hangs. */
