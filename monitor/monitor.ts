@@ -18,7 +18,7 @@ import { Detector } from "./detector.js";
 import { createAlerter, EventAlerts } from "./event-alerts.js";
 import { MonitorMetrics } from "./metrics.js";
 import { RecentEvents, TokenRates } from "./recent.js";
-import { InFlight, scheduleTask } from "./schedule.js";
+import { InFlight, loopFreshnessMs, scheduleTask } from "./schedule.js";
 import { type MonitorServer, startMonitorServer } from "./server.js";
 import { Settler } from "./settler.js";
 import { Snapshotter } from "./snapshotter.js";
@@ -81,7 +81,7 @@ export async function startMonitor(
   ];
   if (config.nodes.length)
     tasks.push(scheduleTask("spike", config.spike.scrapeCron, () => work.run(() => p.spike.scrape()), log));
-  const health = { ...p, spike: config.spike };
+  const health = { ...p, spike: config.spike, loopFreshMs: loopFreshnessMs(m.detectCron) };
   const server = await startMonitorServer({ host: m.host, port: m.port, metrics, health });
   logStarted(log, loaded, server.url);
   await detectNow().catch(() => {});

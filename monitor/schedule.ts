@@ -1,5 +1,5 @@
 /** Running the monitor's periodic work on cron schedules. */
-import { type ScheduledTask, schedule } from "node-cron";
+import { createTask, type ScheduledTask, schedule } from "node-cron";
 import type { Logger } from "pino";
 
 /**
@@ -28,6 +28,20 @@ export function scheduleTask(
     task.on(e, () => log.debug({ event: "cron", task: name, what: e }));
   }
   return task;
+}
+
+/**
+ * How long after a pass of `cron` began the next one has surely begun, ms: the longest gap
+ * between its runs, twice (a tick is skipped while a slow pass still runs), plus 3 s for a
+ * pass held up by its Redis commands' timeouts. Every second gives 5 s.
+ */
+export function loopFreshnessMs(cron: string): number {
+  const task = createTask(cron, () => {});
+  const runs = task.getNextRuns(25).map((d) => d.getTime());
+  void task.destroy();
+  let gap = 0;
+  for (let i = 1; i < runs.length; i++) gap = Math.max(gap, (runs[i] as number) - (runs[i - 1] as number));
+  return 2 * gap + 3000;
 }
 
 /**

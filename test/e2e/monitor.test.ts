@@ -328,3 +328,21 @@ test("closing during a re-seed waits for it: the epoch lock is given back and no
     await redis.stop();
   }
 });
+
+test("/readyz allows a detection pass every 10 s when monitor.detectCron says so", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({ redisUrl: redis.url, monitor: { detectCron: "*/10 * * * * *" } });
+  try {
+    let longest = 0;
+    for (let i = 0; i < 60 && longest < 6000; i++) {
+      const r = await request(monitor.url).get("/readyz");
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      longest = Math.max(longest, Number(/last detection (\d+) ms ago/.exec(r.body.checks.loop.detail)?.[1]));
+      await sleep(200);
+    }
+    assert.ok(longest >= 6000, `ready with the last pass ${longest} ms ago, more than 5 s`);
+  } finally {
+    await monitor.close();
+    await redis.stop();
+  }
+});
