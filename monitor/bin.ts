@@ -33,7 +33,15 @@ async function main(): Promise<number | "serving"> {
   }
   const parent = linkToParent();
   const monitor = await startMonitor(loadMonitorConfigFile(file));
-  const stop = () => void monitor.close().then(() => process.exit(0));
+  // close() waits for the work in flight (a re-seed under the epoch lock) before Redis goes.
+  const stop = () =>
+    void monitor.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        monitor.log.error({ event: "shutdown_failed", err: err.message });
+        process.exit(1);
+      },
+    );
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
   parent?.listening(monitor.url, stop);

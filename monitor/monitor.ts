@@ -89,7 +89,12 @@ export async function startMonitor(
     redisUnreachable: detector.unreachable !== undefined,
     spikeWatched: config.nodes.length > 0,
   });
-  const close = () => shutDown(p, work, tasks, server);
+  // A signal and the parent's exit may both ask: one shutdown.
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= shutDown(p, work, tasks, server);
+    return closing;
+  };
   return { url: server.url, port: server.port, metrics, log, detectNow, snapshotNow, close };
 }
 
