@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
 import { type FiringAlert, readAlertState, writeAlertState } from "./alert-state.js";
+import { type Delivery, DeliveryQueue } from "./delivery-queue.js";
 import type { MonitorMetrics } from "./metrics.js";
 
 export { type AlertName, isAlertName, SEVERITY } from "./alert-names.js";
@@ -63,19 +64,23 @@ export interface AlerterOptions {
  * alert starts firing and once when it resolves, and for Alertmanager's API, where firing
  * alerts are re-sent as Prometheus does (Alertmanager resolves an alert nobody repeats). Every
  * alert is also a log line, so nothing depends on a destination being up. Deliveries retry
- * with exponential backoff, in order, each destination in its own queue.
+ * with exponential backoff, each destination in its own queue (changes first, in order; then
+ * at most one re-send per alert), each sent only once the state file says it.
  */
 export class Alerter {
   private readonly active = new Map<AlertName, Active>();
   /** Firing when an earlier run of this monitor stopped, and no check has said since. */
   private readonly inherited = new Map<AlertName, Active>();
-  private readonly queues = new Map<Destination, Promise<void>>();
+  private readonly queues = new Map<Destination, DeliveryQueue>();
   private saving: Promise<void> = Promise.resolve();
   private readonly resendTimer: NodeJS.Timeout | undefined;
   private readonly resendMs: number;
   /** Resolves said before the alert had fired for minFiringMs: sent when that is over. */
   private readonly heldResolves = new Map<AlertName, { timer: unknown; text: AlertText | undefined }>();
   private readonly clock: AlerterClock;
+  private closed = false;
+  /** Re-sends given up in a row: Alertmanager lets the alerts expire at four (their endsAt). */
+  private resendFailuresInARow = 0;
 
   constructor(private readonly opts: AlerterOptions) {
     this.resendMs = opts.resendMs ?? 60_000;
@@ -103,6 +108,7 @@ export class Alerter {
 
   /** Fires the alert; one firing already (or held before its resolve) goes on firing. */
   fire(name: AlertName, text: AlertText): void {
+    if (this.refusedAfterClose(name, "firing")) return;
     if (this.cancelHeldResolve(name)) this.opts.log.info({ event: "alert_firing_again", alert: name });
     if (this.active.has(name)) return;
     const before = this.inherited.get(name);
@@ -116,8 +122,7 @@ export class Alerter {
     this.active.set(name, alert);
     const since = before ? { since: before.startsAt } : {};
     this.opts.log.warn({ event: "alert_firing", alert: name, severity: SEVERITY[name], ...since, ...text });
-    this.save();
-    this.send(name, "firing", alert);
+    this.saveThenSend(name, "firing", alert);
   }
 
   /**
@@ -125,6 +130,7 @@ export class Alerter {
    * meanwhile keeps it firing. A resolve already held is not held again.
    */
   resolve(name: AlertName, text?: AlertText): void {
+    if (this.refusedAfterClose(name, "resolved")) return;
     const alert = this.active.get(name) ?? this.inherited.get(name);
     if (!alert) return;
     const held = this.heldResolves.get(name);
@@ -151,6 +157,7 @@ export class Alerter {
    * follows straight away, so receivers see one firing either way) and the new one fired.
    */
   refire(name: AlertName, text: AlertText): void {
+    if (this.refusedAfterClose(name, "firing")) return;
     this.cancelHeldResolve(name);
     if (this.isFiring(name)) this.resolveNow(name);
     this.fire(name, text);
@@ -176,8 +183,7 @@ export class Alerter {
     this.inherited.delete(name);
     const final = text ? { ...alert, text } : alert;
     this.opts.log.info({ event: "alert_resolved", alert: name, ...final.text });
-    this.save();
-    this.send(name, "resolved", final);
+    this.saveThenSend(name, "resolved", final);
   }
 
   /**
@@ -211,15 +217,31 @@ export class Alerter {
     return true;
   }
 
-  /** Resolves when every queued delivery and state write has been attempted. */
-  async flush(): Promise<void> {
-    await Promise.all([...this.queues.values(), this.saving]);
+  /** Notifications waiting to be sent, over every destination (not those being sent). */
+  queued(): number {
+    return [...this.queues.values()].reduce((n, q) => n + q.waiting, 0);
   }
 
-  /** Stops re-sending; held resolves are dropped: the state file keeps those alerts firing. */
+  /** Resolves when every queued delivery and state write has been attempted. */
+  async flush(): Promise<void> {
+    await this.saving;
+    await Promise.all([...this.queues.values()].map((q) => q.drained()));
+  }
+
+  /**
+   * Stops re-sending; held resolves are dropped: the state file keeps those alerts firing, and
+   * so does a change said after close (work that outlived shutdown), which is not sent.
+   */
   close(): void {
+    this.closed = true;
     clearInterval(this.resendTimer);
+    for (const q of this.queues.values()) q.dropResends();
     for (const name of [...this.heldResolves.keys()]) this.cancelHeldResolve(name);
+  }
+
+  private refusedAfterClose(name: AlertName, status: string): boolean {
+    if (this.closed) this.opts.log.warn({ event: "alert_after_close", alert: name, status });
+    return this.closed;
   }
 
   private labels(name: AlertName): Record<string, string> {
@@ -231,21 +253,28 @@ export class Alerter {
     };
   }
 
-  /** The firing set, as receivers know it, for the next start-up; written in call order. */
-  private save(): void {
+  /**
+   * The firing set, as receivers know it, for the next start-up, written in call order; the
+   * change is sent once it is written, so a monitor killed in between resolves it next time.
+   */
+  private saveThenSend(name: AlertName, status: "firing" | "resolved", alert: Active): void {
     const file = this.opts.stateFile;
-    if (!file) return;
+    if (!file) {
+      this.send(name, status, alert);
+      return;
+    }
     const alerts: FiringAlert[] = [...this.inherited, ...this.active].map(([name, a]) => ({
       name,
       labels: a.labels,
       startsAt: a.startsAt,
       ...a.text,
     }));
-    this.saving = this.saving.then(() =>
-      writeAlertState(file, alerts).catch((err: Error) =>
+    this.saving = this.saving
+      .then(() => writeAlertState(file, alerts))
+      .catch((err: Error) =>
         this.opts.log.error({ event: "alert_state_write_failed", file, err: err.message }),
-      ),
-    );
+      )
+      .then(() => this.send(name, status, alert));
   }
 
   private send(name: AlertName, status: "firing" | "resolved", alert: Active): void {
@@ -253,12 +282,17 @@ export class Alerter {
       const endsAt =
         status === "resolved" ? new Date(this.clock.now()).toISOString() : "0001-01-01T00:00:00Z";
       const body = webhookPayload(name, status, alert, this.annotations(name, alert), endsAt);
-      this.enqueue("webhook", this.opts.webhookUrl, name, status, body);
+      this.enqueue("webhook", { kind: "notify", url: this.opts.webhookUrl, name, status, body });
     }
-    this.sendToAlertmanager(name, status, alert);
+    this.sendToAlertmanager(name, status, alert, "notify");
   }
 
-  private sendToAlertmanager(name: AlertName, status: "firing" | "resolved", alert: Active): void {
+  private sendToAlertmanager(
+    name: AlertName,
+    status: "firing" | "resolved",
+    alert: Active,
+    kind: Delivery["kind"],
+  ): void {
     if (!this.opts.alertmanagerUrl) return;
     // Firing: valid for four re-send intervals, as Prometheus sends them; resolved: ends now.
     const ends = this.clock.now() + (status === "resolved" ? 0 : 4 * this.resendMs);
@@ -268,7 +302,7 @@ export class Alerter {
       { labels, annotations: this.annotations(name, alert), startsAt, endsAt, generatorURL: "" },
     ]);
     const url = `${this.opts.alertmanagerUrl.replace(/\/$/, "")}/api/v2/alerts`;
-    this.enqueue("alertmanager", url, name, status, body);
+    this.enqueue("alertmanager", { kind, url, name, status, body });
   }
 
   private annotations(name: AlertName, alert: Active): Record<string, string> {
@@ -277,31 +311,50 @@ export class Alerter {
 
   /** Alertmanager forgets a firing alert that is not repeated before its endsAt; a webhook does not. */
   private resend(): void {
-    for (const [name, alert] of this.active) this.sendToAlertmanager(name, "firing", alert);
+    for (const [name, alert] of this.active) this.sendToAlertmanager(name, "firing", alert, "resend");
   }
 
-  private enqueue(to: Destination, url: string, name: AlertName, status: string, body: string): void {
-    const queue = this.queues.get(to) ?? Promise.resolve();
-    this.queues.set(
-      to,
-      queue.then(() => this.deliver(to, url, name, status, body)),
-    );
+  private enqueue(to: Destination, d: Delivery): void {
+    let queue = this.queues.get(to);
+    if (!queue) {
+      queue = new DeliveryQueue((d) => this.deliver(to, d));
+      this.queues.set(to, queue);
+    }
+    queue.push(d);
   }
 
-  private async deliver(to: Destination, url: string, name: AlertName, status: string, body: string) {
+  private async deliver(to: Destination, d: Delivery): Promise<void> {
+    // Resolved since it was queued: repeating it firing would undo the resolve.
+    if (d.kind === "resend" && !this.active.has(d.name)) return;
+    const delivered = await this.attempt(to, d);
+    if (to === "alertmanager") this.countResends(delivered, d.kind);
+    if (delivered) return;
+    this.opts.metrics.alertDeliveryFailures.inc({ alert: d.name, kind: d.kind });
+    const fields = { alert: d.name, status: d.status, destination: to, kind: d.kind };
+    this.opts.log.error({ event: "alert_undelivered", ...fields, attempts: this.opts.retries + 1 });
+  }
+
+  private countResends(delivered: boolean, kind: Delivery["kind"]): void {
+    if (delivered) this.resendFailuresInARow = 0;
+    else if (kind === "resend") this.resendFailuresInARow++;
+    this.opts.metrics.alertResendFailuresInARow.set(this.resendFailuresInARow);
+  }
+
+  /** Posts with retries and backoff; true once delivered. */
+  private async attempt(to: Destination, d: Delivery): Promise<boolean> {
     // The URL is not logged: a webhook's may carry a token.
-    const fields = { alert: name, status, destination: to };
+    const fields = { alert: d.name, status: d.status, destination: to, kind: d.kind };
     for (let attempt = 0; attempt <= this.opts.retries; attempt++) {
       try {
-        const res = await fetch(url, {
+        const res = await fetch(d.url, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
-          body,
+          body: d.body,
           signal: AbortSignal.timeout(this.opts.timeoutMs),
         });
         if (res.ok) {
-          this.opts.metrics.alertsSent.inc({ alert: name });
-          return;
+          this.opts.metrics.alertsSent.inc({ alert: d.name });
+          return true;
         }
         this.opts.log.warn({ event: "alert_delivery_failed", ...fields, http: res.status, attempt });
       } catch (err) {
@@ -314,8 +367,7 @@ export class Alerter {
       }
       if (attempt < this.opts.retries) await sleep(Math.min(30_000, 500 * 2 ** attempt));
     }
-    this.opts.metrics.alertDeliveryFailures.inc({ alert: name });
-    this.opts.log.error({ event: "alert_undelivered", ...fields, attempts: this.opts.retries + 1 });
+    return false;
   }
 }
 

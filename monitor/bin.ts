@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { ConfigError } from "../src/config/load.js";
+import { hasCode } from "../src/errors.js";
 import { linkToParent } from "../src/process/parent-link.js";
 import { runMain } from "../src/process/run-main.js";
 import { PACKAGE_VERSION } from "../src/version.js";
@@ -33,11 +33,20 @@ async function main(): Promise<number | "serving"> {
   }
   const parent = linkToParent();
   const monitor = await startMonitor(loadMonitorConfigFile(file));
-  const stop = () => void monitor.close().then(() => process.exit(0));
+  // close() waits for the work in flight (a re-seed under the epoch lock) before Redis goes.
+  const stop = () =>
+    void monitor.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        monitor.log.error({ event: "shutdown_failed", err: err.message });
+        process.exit(1);
+      },
+    );
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
   parent?.listening(monitor.url, stop);
   return "serving";
 }
 
-runMain("signing-monitor", main, (err) => err instanceof ConfigError);
+// A bad config (ConfigError is CONFIG_INVALID), an unusable state dir, a port taken: one line, exit 2.
+runMain("signing-monitor", main, (err) => hasCode(err, "CONFIG_INVALID", "PORT_IN_USE"));

@@ -162,9 +162,9 @@ export const monitorConfigSchema = z
         minFiringSeconds: z
           .number()
           .min(0)
-          .default(45)
+          .default(75)
           .describe(
-            "a fired alert stays firing at least this long before its resolve is sent, s; 45 s outlives Alertmanager's group_wait (30 s in prometheus/alertmanager.yml) plus one 15 s evaluation interval, so a condition that clears at once still reaches someone",
+            "a fired alert stays firing at least this long before its resolve is sent, s; 75 s outlives the pager routes' group_interval (1m in prometheus/alertmanager.yml; a group kept open by resolved alerts notifies only at its ticks) and group_wait (30 s), plus one 15 s evaluation interval, so a condition that clears at once still reaches someone",
           ),
         retries: z
           .number()

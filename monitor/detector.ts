@@ -102,6 +102,11 @@ export class Detector {
     return this.prev ? this.knownEpochId : undefined;
   }
 
+  /** The pass running now, if any: shutdown waits for it. */
+  get passing(): Promise<void> | undefined {
+    return this.running;
+  }
+
   /** Runs one pass, or joins the one running. */
   pass(): Promise<void> {
     this.running ??= this.look().finally(() => {

@@ -49,6 +49,7 @@ export interface InheritedConditions {
 
 export class EventAlerts {
   private readonly timers = new Map<AlertName, NodeJS.Timeout>();
+  private closed = false;
 
   constructor(private readonly o: EventAlertsOptions) {}
 
@@ -83,11 +84,14 @@ export class EventAlerts {
     }
   }
 
+  /** Drops the pending resolves, and arms none later: the state file keeps those alerts firing. */
   close(): void {
+    this.closed = true;
     for (const t of this.timers.values()) clearTimeout(t);
   }
 
   private resolveIn(name: AlertName, ms: number): void {
+    if (this.closed) return;
     clearTimeout(this.timers.get(name));
     this.timers.set(
       name,

@@ -19,6 +19,8 @@ export interface HealthSources {
   recent: RecentEvents;
   tokenRates: TokenRates;
   spike: MonitorConfig["spike"];
+  /** A detection pass begun longer ago than this means the loop is stuck (from monitor.detectCron). */
+  loopFreshMs: number;
 }
 
 /** One check of /readyz: a failing one says what fails and since when. */
@@ -44,15 +46,18 @@ export function redisCheck(detector: Detector): Check {
   return { ok: true, detail: `run_id ${prev.runId.slice(0, 8)}, epoch ${prev.epoch.id} ${prev.epoch.state}` };
 }
 
-/** Ready while the detection loop runs (a pass in the last 5 s); the other checks inform. */
+/**
+ * Ready while the detection loop runs (a pass begun within loopFreshMs, which follows
+ * monitor.detectCron); the other checks inform.
+ */
 export function readiness(s: HealthSources, now = Date.now()) {
   const sinceLastPass = now - s.detector.lastPassAt;
-  const looping = sinceLastPass < 5000;
+  const looping = sinceLastPass < s.loopFreshMs;
   const snapshot = s.snapshotter.current;
   return {
     status: looping ? "ok" : "unavailable",
     checks: {
-      loop: { ok: looping, detail: `last detection ${sinceLastPass} ms ago` },
+      loop: { ok: looping, detail: `last detection ${sinceLastPass} ms ago (limit ${s.loopFreshMs} ms)` },
       redis: redisCheck(s.detector),
       snapshot: {
         ok: snapshot !== undefined,

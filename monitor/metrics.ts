@@ -43,8 +43,13 @@ export class MonitorMetrics {
   });
   readonly alertDeliveryFailures = new Counter({
     name: "signing_monitor_alert_delivery_failures_total",
-    help: "Alert notifications (firing, resolved, or a re-send to Alertmanager) given up after every retry, by alert.",
-    labelNames: ["alert"] as const,
+    help: "Alert notifications given up after every retry, by alert and kind: notify (firing or resolved: nobody was told) or resend (a firing alert repeated to Alertmanager, which already has it).",
+    labelNames: ["alert", "kind"] as const,
+    registers: [this.registry],
+  });
+  readonly alertResendFailuresInARow = new Gauge({
+    name: "signing_monitor_alert_resend_failures_consecutive",
+    help: "Re-sends to Alertmanager given up in a row since its last delivery: at four re-send intervals Alertmanager lets the monitor's firing alerts expire.",
     registers: [this.registry],
   });
   readonly alertDeliveryConfigured = new Gauge({
@@ -75,7 +80,7 @@ export class MonitorMetrics {
     for (const kind of ["data_loss", "restart", "failover"]) this.restarts.inc({ kind }, 0);
     for (const alert of Object.keys(SEVERITY)) {
       this.alertsSent.inc({ alert }, 0);
-      this.alertDeliveryFailures.inc({ alert }, 0);
+      for (const kind of ["notify", "resend"]) this.alertDeliveryFailures.inc({ alert, kind }, 0);
     }
   }
 }

@@ -2,10 +2,12 @@
  * Wiring the monitor: builds its parts (alerts, snapshot, settling, detection, spike watch,
  * HTTP), schedules them, and takes them down in order. Each part's job is in its own module.
  */
-import { mkdirSync } from "node:fs";
+import { accessSync, constants, mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import type { ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
+import { SigningClusterError } from "../src/errors.js";
 import { createLogger } from "../src/log/logger.js";
 import type { Snapshot } from "../src/recovery/snapshot.js";
 import { StoreKeys } from "../src/store/keys.js";
@@ -16,8 +18,8 @@ import { Detector } from "./detector.js";
 import { createAlerter, EventAlerts } from "./event-alerts.js";
 import { MonitorMetrics } from "./metrics.js";
 import { RecentEvents, TokenRates } from "./recent.js";
-import { scheduleTask } from "./schedule.js";
-import { startMonitorServer } from "./server.js";
+import { InFlight, loopFreshnessMs, scheduleTask } from "./schedule.js";
+import { type MonitorServer, startMonitorServer } from "./server.js";
 import { Settler } from "./settler.js";
 import { Snapshotter } from "./snapshotter.js";
 import { SpikeWatcher } from "./spike-watcher.js";
@@ -50,6 +52,7 @@ interface Parts {
   events: EventAlerts;
   recent: RecentEvents;
   snapshotter: Snapshotter;
+  settler: Settler;
   detector: Detector;
   tokenRates: TokenRates;
   spike: SpikeWatcher;
@@ -66,33 +69,61 @@ export async function startMonitor(
   const { config } = loaded;
   const m = config.monitor;
   const p = await assemble(loaded, opts);
-  const { log, metrics, detector, snapshotter, alerter, events, redis } = p;
-  const detectNow = () => detector.pass();
-  const snapshotNow = () => snapshotter.take(detector.knownEpoch());
+  const { log, metrics, detector, snapshotter } = p;
+  const work = new InFlight();
+  const detectNow = async () => {
+    await work.run(() => detector.pass());
+  };
+  const snapshotNow = () => work.run(() => snapshotter.take(detector.knownEpoch()));
   const tasks = [
     scheduleTask("detect", m.detectCron, detectNow, log),
     scheduleTask("snapshot", m.snapshotCron, snapshotNow, log),
   ];
   if (config.nodes.length)
-    tasks.push(scheduleTask("spike", config.spike.scrapeCron, () => p.spike.scrape(), log));
-  const health = { ...p, spike: config.spike };
+    tasks.push(scheduleTask("spike", config.spike.scrapeCron, () => work.run(() => p.spike.scrape()), log));
+  const health = { ...p, spike: config.spike, loopFreshMs: loopFreshnessMs(m.detectCron) };
   const server = await startMonitorServer({ host: m.host, port: m.port, metrics, health });
   logStarted(log, loaded, server.url);
   await detectNow().catch(() => {});
-  events.reconcileInherited(p.inherited, {
+  p.events.reconcileInherited(p.inherited, {
     redisUnreachable: detector.unreachable !== undefined,
     spikeWatched: config.nodes.length > 0,
   });
-  const close = async () => {
-    for (const t of tasks) await t.destroy();
-    events.close();
-    await server.close();
-    alerter.close();
-    await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
-    detector.unwatchConnection(); // our own disconnect is no outage
-    redis.disconnect();
+  // A signal and the parent's exit may both ask: one shutdown.
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= shutDown(p, work, tasks, server);
+    return closing;
   };
   return { url: server.url, port: server.port, metrics, log, detectNow, snapshotNow, close };
+}
+
+/** How long shutdown waits for a detection pass, snapshot or scrape still running. */
+const DRAIN_MS = 5000;
+
+/**
+ * Stops in order: no new work; what runs (a pass re-seeding under the epoch lock, a snapshot
+ * being written, a scrape) finishes, for DRAIN_MS at most; the epoch lock is given back while
+ * Redis is still connected; then alerts are flushed and Redis disconnected.
+ */
+async function shutDown(
+  p: Parts,
+  work: InFlight,
+  tasks: ScheduledTask[],
+  server: MonitorServer,
+): Promise<void> {
+  const { log, detector, settler, events, alerter, redis } = p;
+  detector.unwatchConnection(); // our own disconnect is no outage, and no more passes start
+  const pass = detector.passing;
+  const closing = work.close(DRAIN_MS, pass ? [pass] : []);
+  for (const t of tasks) await t.destroy();
+  if (!(await closing)) log.warn({ event: "shutdown_work_abandoned", waitedMs: DRAIN_MS });
+  await settler.release();
+  events.close();
+  await server.close();
+  alerter.close();
+  await Promise.race([alerter.flush(), new Promise((r) => setTimeout(r, 2000))]);
+  redis.disconnect();
 }
 
 /** Builds the parts in dependency order, with the last run's alerts and snapshot read back. */
@@ -103,7 +134,7 @@ async function assemble(loaded: LoadedMonitorConfig, opts: StartMonitorOptions):
   const log = opts.log ?? createLogger(config.log.level, monitorId);
   const metrics = new MonitorMetrics();
   const keys = new StoreKeys(config.store.prefix);
-  mkdirSync(m.stateDir, { recursive: true, mode: 0o700 });
+  makeStateDir(m.stateDir);
   const alerter = createAlerter(config, monitorId, log, metrics);
   const inherited = await alerter.restore();
   const recent = new RecentEvents();
@@ -134,10 +165,25 @@ async function assemble(loaded: LoadedMonitorConfig, opts: StartMonitorOptions):
     events,
     recent,
     snapshotter,
+    settler,
     detector,
     tokenRates,
     spike,
   };
+}
+
+/** The state dir, created if need be and writable, or CONFIG_INVALID: one line, exit 2. */
+function makeStateDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    throw new SigningClusterError(
+      "CONFIG_INVALID",
+      `monitor.stateDir ${dir} cannot be used: ${code ?? message}`,
+    );
+  }
 }
 
 /** The monitor's own Redis connection: short command timeouts, so a pass never hangs. */

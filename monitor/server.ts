@@ -1,6 +1,7 @@
 /** The monitor's HTTP server: /metrics, /readyz, /livez, /status. */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { SigningClusterError } from "../src/errors.js";
 import { type HealthSources, monitorStatus, readiness } from "./health.js";
 import type { MonitorMetrics } from "./metrics.js";
 
@@ -55,9 +56,19 @@ export async function startMonitorServer(o: MonitorServerOptions): Promise<Monit
   };
 }
 
+/** Listens; a port taken by another process is the operator's to fix: PORT_IN_USE, one line. */
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "EADDRINUSE"
+          ? new SigningClusterError(
+              "PORT_IN_USE",
+              `monitor.port ${port} on ${host} is already in use (another monitor running?)`,
+            )
+          : err,
+      ),
+    );
     server.listen(port, host, resolve);
   });
 }

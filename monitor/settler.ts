@@ -31,7 +31,20 @@ export interface SettlerOptions {
  * nodes' grace), and tell everyone with RedisRestartedWithDataLoss.
  */
 export class Settler {
+  /** The epoch whose lock this monitor took: released at shutdown rather than left to its TTL. */
+  private locked: string | undefined;
+
   constructor(private readonly o: SettlerOptions) {}
+
+  /** Gives up the epoch lock this monitor holds, if any, so another monitor need not wait for it. */
+  async release(): Promise<void> {
+    const epochId = this.locked;
+    if (epochId === undefined) return;
+    this.locked = undefined;
+    await unlockEpoch(this.o.redis, this.o.keys, epochId).catch((err: Error) =>
+      this.o.log.warn({ event: "epoch_unlock_failed", epoch: epochId, err: err.message }),
+    );
+  }
 
   /** Acts on a data loss; false when another monitor holds it (look again next tick). */
   async onDataLoss(cur: Observation, previousEpochId: string): Promise<boolean> {
@@ -49,11 +62,13 @@ export class Settler {
       log.debug({ event: "data_loss_other_monitor", epoch: cur.epoch.id });
       return false;
     }
+    this.locked = cur.epoch.id;
     try {
       await this.settle(cur, base);
     } catch (err) {
       // Let the next tick (ours or another monitor's) try again from the start.
       await unlockEpoch(redis, keys, cur.epoch.id).catch(() => {});
+      this.locked = undefined;
       throw err;
     }
     return true;

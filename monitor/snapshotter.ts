@@ -90,20 +90,32 @@ export class Snapshotter {
     return snap;
   }
 
-  /** Snapshot age, with or without Redis: the age since start-up when there is none yet. */
+  /**
+   * Snapshot age, with or without Redis. What counts for SnapshotStale runs from the later of
+   * the snapshot and this run's start: a snapshot left by an earlier run is old because the
+   * monitor was down, not because snapshots fail, until this run has had its time to take one.
+   * The gauge says the snapshot's own age.
+   */
   checkAge(now: number): void {
     const { snapshot, o } = this;
-    const age = (now - (snapshot?.takenAt ?? this.startedAt)) / 1000;
-    o.metrics.snapshotAge.set(age);
+    o.metrics.snapshotAge.set((now - (snapshot?.takenAt ?? this.startedAt)) / 1000);
+    const age = (now - Math.max(snapshot?.takenAt ?? 0, this.startedAt)) / 1000;
     if (age <= o.maxAgeSeconds) {
       o.alerter.resolve("SnapshotStale");
       return;
     }
     o.alerter.fire("SnapshotStale", {
       summary: "The monitor's token snapshot is stale",
-      description: snapshot
-        ? `The last snapshot (${o.file}) is ${Math.round(age)}s old (limit ${o.maxAgeSeconds}s): a data loss now would lose the tokens issued since.`
-        : `No snapshot written in ${Math.round(age)}s since start-up (${o.file}).`,
+      description: this.staleDescription(age),
     });
+  }
+
+  private staleDescription(age: number): string {
+    const { snapshot, o } = this;
+    const limit = `(limit ${o.maxAgeSeconds}s)`;
+    if (snapshot && snapshot.takenAt >= this.startedAt)
+      return `The last snapshot (${o.file}) is ${Math.round(age)}s old ${limit}: a data loss now would lose the tokens issued since.`;
+    const earlier = snapshot ? `; the one an earlier run left is ${secondsAgo(snapshot.takenAt)}s old` : "";
+    return `No snapshot written in ${Math.round(age)}s since start-up ${limit} to ${o.file}${earlier}: a data loss now would lose the tokens issued since.`;
   }
 }

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeAlertState } from "../../monitor/alert-state.js";
+import { readSnapshot, writeSnapshot } from "../../src/recovery/snapshot.js";
 import { startTestMonitor } from "../helpers/monitor.js";
 import { TestRedis } from "../helpers/redis.js";
 import { WebhookReceiver } from "../helpers/webhook.js";
@@ -123,6 +124,48 @@ test("restart alerts left firing resolve when their hold is over, at once or whe
     assert.deepEqual(await settledFiring(stateDir), []);
   } finally {
     await monitor.close();
+    await webhook.close();
+    await redis.stop();
+  }
+});
+
+/** The snapshot a first run wrote in stateDir, made `agoMs` older, as a monitor down that long leaves it. */
+async function agedSnapshot(stateDir: string, redisUrl: string, agoMs: number): Promise<void> {
+  const first = await startTestMonitor({ redisUrl, stateDir });
+  const snap = (await first.snapshotNow()) ?? assert.fail("the first run takes a snapshot");
+  await first.close();
+  await writeSnapshot(join(stateDir, "snapshot.json"), { ...snap, takenAt: Date.now() - agoMs });
+}
+
+test("a monitor restarted after two minutes down does not call the last run's snapshot stale; one that takes none does", async () => {
+  const redis = await TestRedis.start();
+  const webhook = await WebhookReceiver.start();
+  try {
+    const stateDir = join(work, "aged-snapshot");
+    await agedSnapshot(stateDir, redis.url, 120_000);
+    const options = { redisUrl: redis.url, webhookUrl: webhook.url, stateDir };
+    const next = await startTestMonitor({ ...options, monitor: { snapshotMaxAgeSeconds: 60 } });
+    try {
+      await sleep(2500);
+      assert.deepEqual(webhook.alerts("SnapshotStale"), [], "not stale: this run takes its own");
+    } finally {
+      await next.close();
+    }
+    // Snapshots not taken (a schedule that does not come round in the test): stale after 1 s.
+    const file = join(stateDir, "snapshot.json");
+    const taken = (await readSnapshot(file)) ?? assert.fail("the second run took one");
+    await writeSnapshot(file, { ...taken, takenAt: Date.now() - 120_000 });
+    const stuck = await startTestMonitor({
+      ...options,
+      monitor: { snapshotMaxAgeSeconds: 1, snapshotCron: "0 0 0 1 1 *" },
+    });
+    try {
+      const stale = await webhook.waitFor("SnapshotStale", "firing", 5000);
+      assert.match(stale.annotations.description ?? "", /since start-up.*earlier run left is 12\ds old/);
+    } finally {
+      await stuck.close();
+    }
+  } finally {
     await webhook.close();
     await redis.stop();
   }

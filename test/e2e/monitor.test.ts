@@ -298,3 +298,52 @@ test("an epoch record without an id is repaired by the monitor as a data loss: r
       1,
     );
   }));
+
+test("closing during a re-seed waits for it: the epoch lock is given back and nothing is sent after close", async () => {
+  const redis = await TestRedis.start();
+  const hook = await WebhookReceiver.start();
+  const manual = { detectCron: "0 0 1 1 *", snapshotCron: "0 0 1 1 *" };
+  const monitor = await startTestMonitor({ redisUrl: redis.url, webhookUrl: hook.url, monitor: manual });
+  const client = new Redis(redis.url);
+  try {
+    await monitor.detectNow();
+    const exp = Date.now() + 600_000;
+    await client.set("signing:token:{t1}", '{"claims":{}}', "PXAT", exp);
+    assert.ok(await monitor.snapshotNow());
+    await client.flushall();
+    const pass = monitor.detectNow();
+    await monitor.close();
+    await pass;
+    assert.equal(await client.hget("signing:epoch", "state"), "restored", "the pass was let finish");
+    assert.deepEqual(await client.keys("signing:monitor:lock:*"), [], "no epoch lock left behind");
+    assert.equal(hook.alerts("RedisRestartedWithDataLoss", "firing").length, 1, "told before close returned");
+    const sent = hook.payloads.length;
+    // Past the event's 5 s hold (test helper), whose resolve a closed monitor must not send.
+    await sleep(6000);
+    assert.equal(hook.payloads.length, sent, "nothing sent after close");
+  } finally {
+    client.disconnect();
+    await monitor.close();
+    await hook.close();
+    await redis.stop();
+  }
+});
+
+test("/readyz allows a detection pass every 10 s when monitor.detectCron says so", async () => {
+  const redis = await TestRedis.start();
+  const monitor = await startTestMonitor({ redisUrl: redis.url, monitor: { detectCron: "*/10 * * * * *" } });
+  try {
+    let longest = 0;
+    // Within 25 s the 10 s schedule leaves a gap of more than the old fixed 5 s.
+    for (const end = Date.now() + 25_000; Date.now() < end && longest <= 5500; ) {
+      const r = await request(monitor.url).get("/readyz");
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      longest = Math.max(longest, Number(/last detection (\d+) ms ago/.exec(r.body.checks.loop.detail)?.[1]));
+      await sleep(200);
+    }
+    assert.ok(longest > 5500, `ready with the last pass ${longest} ms ago, more than 5 s`);
+  } finally {
+    await monitor.close();
+    await redis.stop();
+  }
+});

@@ -15,6 +15,10 @@ export class WebhookReceiver {
   readonly payloads: { version: string; status: string; alerts: ReceivedAlert[] }[] = [];
   /** Answer this many requests with 500 first, to exercise the sender's retries. */
   failNext = 0;
+  /** While true, requests are recorded in `hung` and never answered: a receiver that hangs. */
+  hang = false;
+  /** The bodies of the requests left unanswered, in arrival order. */
+  readonly hung: unknown[] = [];
   private constructor(
     private readonly server: Server,
     readonly url: string,
@@ -26,6 +30,10 @@ export class WebhookReceiver {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
+        if (self?.hang) {
+          self.hung.push(JSON.parse(Buffer.concat(chunks).toString()));
+          return;
+        }
         if (self && self.failNext > 0) {
           self.failNext--;
           res.writeHead(500).end();
@@ -61,6 +69,8 @@ export class WebhookReceiver {
   }
 
   close(): Promise<void> {
-    return new Promise((r) => this.server.close(() => r()));
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    this.server.closeAllConnections();
+    return closed;
   }
 }

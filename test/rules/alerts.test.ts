@@ -42,6 +42,15 @@ function seconds(duration: string): number {
   return parts.reduce((sum, p) => sum + Number(p[1]) * (units[p[2] as string] as number), 0);
 }
 
+/** Prometheus' evaluation interval as prometheus.yml ships it. */
+function evaluationInterval(): string {
+  return (
+    parse(readFileSync(join(promDir, "prometheus.yml"), "utf8")) as {
+      global: { evaluation_interval: string };
+    }
+  ).global.evaluation_interval;
+}
+
 /** promtool must be there: CI installs it (Debian's prometheus package); this never skips. */
 function promtool(args: string[]): { status: number | null; output: string } {
   const r = spawnSync("promtool", args, { cwd: promDir, encoding: "utf8" });
@@ -161,6 +170,12 @@ describe("prometheus/alerts.yml", () => {
           `${r.alert}: keep_firing_for ${keep}s < ${wait}s / ${interval}s`,
         );
       }
+      // The monitor's own alerts are held as long, plus one evaluation interval, by default.
+      const held = monitorConfigSchema.shape.alerts.parse(undefined).minFiringSeconds;
+      assert.ok(
+        held >= Math.max(wait, interval) + seconds(evaluationInterval()),
+        `alerts.minFiringSeconds ${held}s < max(${wait}s, ${interval}s) + one evaluation interval`,
+      );
     }
   });
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,8 +8,9 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
-import { Alerter, type AlerterClock, type AlerterOptions } from "../../monitor/alerts.js";
+import { Alerter, type AlerterClock, type AlerterOptions, type AlertName } from "../../monitor/alerts.js";
 import { buildMonitorConfig } from "../../monitor/config.js";
+import { type Delivery, DeliveryQueue } from "../../monitor/delivery-queue.js";
 import { MonitorMetrics } from "../../monitor/metrics.js";
 import { SpikeDetector } from "../../monitor/spike.js";
 import { ConfigError } from "../../src/config/load.js";
@@ -82,8 +83,10 @@ function alerter(o: Partial<AlerterOptions> = {}): { alerter: Alerter; metrics: 
   return { alerter: a, metrics };
 }
 
-const value = async (metrics: MonitorMetrics, alert: string) =>
-  (await metrics.alertDeliveryFailures.get()).values.find((v) => v.labels.alert === alert)?.value;
+const value = async (metrics: MonitorMetrics, alert: string, kind = "notify") =>
+  (await metrics.alertDeliveryFailures.get()).values.find(
+    (v) => v.labels.alert === alert && v.labels.kind === kind,
+  )?.value;
 
 describe("delivery metrics", () => {
   test("a notification given up after every retry counts as a delivery failure, by alert", async () => {
@@ -185,8 +188,101 @@ test("to Alertmanager's API: firing re-sent while it fires, with an end ahead; r
   }
 });
 
+describe("re-sends to a hanging Alertmanager", () => {
+  test("the queue: changes first and in order, one re-send per alert, a change drops its re-send", async () => {
+    const sent: string[] = [];
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const queue = new DeliveryQueue(async (d) => {
+      await gate;
+      sent.push(`${d.kind} ${d.name} ${d.body}`);
+    });
+    const d = (kind: Delivery["kind"], name: AlertName, body: string): Delivery => ({
+      kind,
+      name,
+      status: "firing",
+      url: "http://127.0.0.1:1",
+      body,
+    });
+    queue.push(d("notify", "RedisUnreachable", "1")); // being sent
+    for (let i = 2; i <= 11; i++) queue.push(d("resend", "RedisUnreachable", String(i)));
+    queue.push(d("resend", "SnapshotStale", "12"));
+    queue.push(d("resend", "InvalidTokenSpike", "13"));
+    queue.push(d("notify", "RedisRestarted", "14"));
+    queue.push(d("notify", "InvalidTokenSpike", "15"));
+    assert.equal(queue.waiting, 4, "three changes and two re-sends wait");
+    release();
+    await queue.drained();
+    assert.deepEqual(sent, [
+      "notify RedisUnreachable 1",
+      "notify RedisRestarted 14",
+      "notify InvalidTokenSpike 15",
+      "resend RedisUnreachable 11",
+      "resend SnapshotStale 12",
+    ]);
+  });
+
+  test("re-sends do not pile up, a new page goes first, and their failures count apart", async () => {
+    const am = await WebhookReceiver.start();
+    am.hang = true;
+    const resendMs = 50;
+    const { alerter: a, metrics } = alerter({
+      alertmanagerUrl: am.url,
+      resendMs,
+      timeoutMs: 300,
+      retries: 0,
+    });
+    try {
+      a.fire("RedisUnreachable", { summary: "s", description: "d" });
+      await sleep(20 * resendMs);
+      assert.ok(a.queued() <= 1, `at most one re-send of the alert waits, not one per tick: ${a.queued()}`);
+      const before = am.hung.length;
+      a.fire("InvalidTokenSpike", { summary: "s", description: "d" });
+      for (let i = 0; i < 60 && am.hung.length === before; i++) await sleep(50);
+      const next = (am.hung[before] as AmAlert[] | undefined)?.[0];
+      assert.equal(next?.labels.alertname, "InvalidTokenSpike", "the new page ahead of waiting re-sends");
+      assert.equal(await value(metrics, "RedisUnreachable", "notify"), 1, "its firing reached nobody");
+      const resends = (await value(metrics, "RedisUnreachable", "resend")) ?? 0;
+      assert.ok(resends >= 1, "re-sends given up count as re-sends");
+      const inARow = (await metrics.alertResendFailuresInARow.get()).values[0]?.value;
+      assert.equal(inARow, resends, "every re-send failed, in a row");
+    } finally {
+      a.close();
+      await am.close();
+      await a.flush();
+    }
+  });
+});
+
 describe("the firing alerts, kept across restarts", () => {
   const text = { summary: "Redis down", description: "connect ECONNREFUSED" };
+
+  test("alerts.json says the change before the receiver hears of it", async () => {
+    const stateFile = join(dir, "alerts-before-send.json");
+    const seen: string[][] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        const kept = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, "utf8")).alerts : [];
+        seen.push(kept.map((x: { name: string }) => x.name));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const webhookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      const { alerter: a } = alerter({ webhookUrl, stateFile });
+      a.fire("RedisUnreachable", text);
+      await a.flush();
+      a.resolve("RedisUnreachable");
+      await a.flush();
+      assert.deepEqual(seen, [["RedisUnreachable"], []], "firing: kept as firing; resolved: gone");
+    } finally {
+      server.close();
+    }
+  });
 
   test("written atomically (mode 0600) as alerts fire and resolve", async () => {
     const stateFile = join(dir, "alerts-a.json");

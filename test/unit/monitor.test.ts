@@ -258,3 +258,12 @@ test("a corrupt snapshot at start-up is set aside with a clear error, and the mo
     await redis.stop();
   }
 });
+
+describe("/readyz follows monitor.detectCron", () => {
+  test("a pass is due within twice the schedule's longest gap plus 3 s: 5 s at every second", async () => {
+    const { loopFreshnessMs } = await import("../../monitor/schedule.js");
+    assert.equal(loopFreshnessMs("* * * * * *"), 5000);
+    assert.equal(loopFreshnessMs("*/10 * * * * *"), 23_000);
+    assert.equal(loopFreshnessMs("0,5 * * * * *"), 2 * 55_000 + 3000, "the longest gap, not the first");
+  });
+});
