@@ -40,7 +40,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 describe("OpenPGP detached signatures", () => {
   test("the node's signature verifies; another file, another key, or a changed byte does not", async () => {
     const trusted = await openpgpVerifyingKeys(gpg.publicKey());
-    const sig = (await gpg.sign(sha(data))).toString();
+    const sig = (await gpg.sign({ sha256: sha(data), fileName: "data" })).toString();
     assert.equal(await checkOpenpgpSignature(sig, trusted, sha(data), rehashOf(data)), undefined);
     assert.match(
       (await checkOpenpgpSignature(sig, trusted, sha(other), rehashOf(other))) ?? "",
@@ -125,7 +125,7 @@ describe("OpenPGP detached signatures", () => {
 describe("SSHSIG signatures", () => {
   test("the node's signature verifies; another file, another key or a changed byte does not", async () => {
     const trusted = sshVerifyingKey(ssh.publicKey());
-    const sig = (await ssh.sign(sha(data))).toString();
+    const sig = (await ssh.sign({ sha256: sha(data), fileName: "data" })).toString();
     assert.equal(await checkSshSignature(sig, trusted, sha(data), rehashOf(data)), undefined);
     assert.match(
       (await checkSshSignature(sig, trusted, sha(other), rehashOf(other))) ?? "",
