@@ -125,9 +125,9 @@ const pkcs11Key = z
     message: "give keyLabel or keyId",
   });
 
-/** Exactly one backend per format: a key file, or a PKCS#11 key. */
-const oneBackend = (f: { keyFile?: string | undefined; pkcs11?: unknown }) =>
-  (f.keyFile === undefined) !== (f.pkcs11 === undefined);
+/** Exactly one backend per enabled format: a key file, or a PKCS#11 key (a disabled one needs none). */
+const oneBackend = (f: { enabled: boolean; keyFile?: string | undefined; pkcs11?: unknown }) =>
+  !f.enabled || (f.keyFile === undefined) !== (f.pkcs11 === undefined);
 const oneBackendMessage = { message: "give exactly one of keyFile or pkcs11" };
 
 const formatBase = {
