@@ -96,7 +96,10 @@ export async function prepareDevState(
     signing: {
       formats: hsm?.formats ?? {
         gpg: { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
+        // The same OpenPGP key signs detached and clearsigned.
+        "gpg-clearsign": { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
         sshsig: { keyFile: keys.sshsig.keyFile, namespace: "file" },
+        minisign: { keyFile: keys.minisign.keyFile },
       },
     },
     log: { level: "info" },

@@ -71,23 +71,33 @@ function pkcs11Options(k: Pkcs11Config, pin: string | undefined): Pkcs11KeyOptio
   };
 }
 
+type GpgFormatConfig = NonNullable<LoadedConfig["config"]["signing"]["formats"]["gpg"]>;
+
+/** An OpenPGP format's key (gpg, gpg-clearsign): a PKCS#11 object with its identity, or a file. */
+function openPgpKey(f: GpgFormatConfig, pin: string | undefined, passphrase: string | undefined) {
+  if (f.pkcs11) {
+    const { userId, createdAt } = f.pkcs11;
+    return { pkcs11: pkcs11Options(f.pkcs11, pin), userId, createdAt: new Date(createdAt) };
+  }
+  return { keyFile: f.keyFile as string, ...(passphrase !== undefined ? { passphrase } : {}) };
+}
+
 /** Each enabled format's key: a file, or a PKCS#11 key with the PIN the loader read. */
-function enabledKeys({ config, gpgPassphrase, pkcs11Pins }: LoadedConfig): EnabledKeys {
-  const { gpg, sshsig } = config.signing.formats;
+function enabledKeys({ config, gpgPassphrase, clearsignPassphrase, pkcs11Pins }: LoadedConfig): EnabledKeys {
+  const { gpg, sshsig, minisign } = config.signing.formats;
+  const clearsign = config.signing.formats["gpg-clearsign"];
   const keys: EnabledKeys = {};
-  if (gpg?.enabled && gpg.pkcs11) {
-    const { userId, createdAt } = gpg.pkcs11;
-    keys.gpg = { pkcs11: pkcs11Options(gpg.pkcs11, pkcs11Pins.gpg), userId, createdAt: new Date(createdAt) };
-  } else if (gpg?.enabled && gpg.keyFile)
-    keys.gpg = {
-      keyFile: gpg.keyFile,
-      ...(gpgPassphrase !== undefined ? { passphrase: gpgPassphrase } : {}),
-    };
+  if (gpg?.enabled) keys.gpg = openPgpKey(gpg, pkcs11Pins.gpg, gpgPassphrase);
+  if (clearsign?.enabled)
+    keys["gpg-clearsign"] = openPgpKey(clearsign, pkcs11Pins["gpg-clearsign"], clearsignPassphrase);
   if (sshsig?.enabled && sshsig.pkcs11) {
     const pkcs11 = pkcs11Options(sshsig.pkcs11, pkcs11Pins.sshsig);
     keys.sshsig = { pkcs11, namespace: sshsig.namespace, comment: sshsig.pkcs11.comment };
   } else if (sshsig?.enabled && sshsig.keyFile)
     keys.sshsig = { keyFile: sshsig.keyFile, namespace: sshsig.namespace };
+  if (minisign?.enabled && minisign.pkcs11)
+    keys.minisign = { pkcs11: pkcs11Options(minisign.pkcs11, pkcs11Pins.minisign) };
+  else if (minisign?.enabled && minisign.keyFile) keys.minisign = { keyFile: minisign.keyFile };
   return keys;
 }
 

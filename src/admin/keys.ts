@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import * as openpgp from "openpgp";
+import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import { table } from "./output.js";
 import { AdminError, type Target, usageError } from "./target.js";
@@ -179,6 +180,23 @@ async function probeToken(node: string, issuer: IssuerCredentials, clientIp: str
   return (await res.text()).trim();
 }
 
+/** A clearsigned probe: its text is the probe's, and its signature verifies with the served key. */
+async function checkClearsignedProbe(keyText: string, probe: Buffer, signed: string) {
+  const message = await openpgp.readCleartextMessage({ cleartextMessage: signed });
+  if (message.getText().replace(/\r?\n$/, "") !== probe.toString("utf8").replace(/\r?\n$/, ""))
+    return "the text it carries is not the probe";
+  const { signatures } = await openpgp.verify({
+    message,
+    verificationKeys: await openpgp.readKey({ armoredKey: keyText }),
+  });
+  try {
+    await signatures[0]?.verified;
+  } catch (err) {
+    return `it does not verify with the served key (${(err as Error).message})`;
+  }
+  return signatures.length ? undefined : "no signature in it";
+}
+
 /** Checks a signature over `probe` with the public key the node serves for `format`. */
 async function checkSignature(format: string, keyText: string, probe: Buffer, signature: string) {
   switch (format) {
@@ -195,6 +213,15 @@ async function checkSignature(format: string, keyText: string, probe: Buffer, si
       }
       return signatures.length ? undefined : "no signature in it";
     }
+    case "gpg-clearsign":
+      return checkClearsignedProbe(keyText, probe, signature);
+    case "minisign":
+      return checkMinisignSignature(
+        signature,
+        minisignVerifyingKey(keyText),
+        async (alg) => createHash(alg).update(probe),
+        async () => probe,
+      );
     case "sshsig":
       return checkSshSignature(
         signature,

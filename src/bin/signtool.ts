@@ -131,7 +131,12 @@ program
   .requiredOption("-t, --token-file <file>", "token file from the download-token step")
   .requiredOption("-n, --nonce-file <file>", "nonce file (created if missing; empty for a new token)")
   .option("-H, --host <host:port>", "a signing node (repeat for each node)", collect, [])
-  .option("-f, --format <format>", "signing format, e.g. gpg or sshsig (repeatable)", collect, [])
+  .option(
+    "-f, --format <format>",
+    "signing format: gpg, gpg-clearsign, sshsig or minisign (repeatable)",
+    collect,
+    [],
+  )
   .option("-c, --cacert <file>", "CA or pinned server certificate: the nodes speak https")
   .option("--client-cert <file>", "client certificate (PEM), for nodes that require mutual TLS")
   .option("--client-key <file>", "the client certificate's key (PEM, mode 0600)")

@@ -71,7 +71,8 @@ export function signSettings(o: {
       `no format given: say which with -f (e.g. -f gpg), or set "formats" in a config file (--config, $${CONFIG_ENV})`,
     );
   for (const f of formats)
-    if (!FORMAT_NAME.test(f)) throw usage(`"${f}" is not a format name (e.g. gpg, sshsig)`);
+    if (!FORMAT_NAME.test(f))
+      throw usage(`"${f}" is not a format name (e.g. gpg, gpg-clearsign, sshsig, minisign)`);
   const cacert = o.cacert ?? config.cacert;
   const ca = cacert ? Buffer.from(readText(cacert, "CA file")) : undefined;
   const hosts = (o.host.length ? o.host : (config.hosts ?? [])).map((h) => h.trim()).filter(Boolean);

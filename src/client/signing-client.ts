@@ -20,7 +20,12 @@ import { requestToken, type TokenRequest } from "./token.js";
 import { type InputHash, keyDigest, type SignatureCheck, TrustedKeys } from "./trusted-keys.js";
 
 /** Signature file suffix per format, as the nodes' /formats reports them. */
-export const SUFFIXES: Record<string, string> = { gpg: ".asc", sshsig: ".sig" };
+export const SUFFIXES: Record<string, string> = {
+  gpg: ".asc",
+  "gpg-clearsign": ".asc",
+  sshsig: ".sig",
+  minisign: ".minisig",
+};
 
 /** A format name as the nodes spell them; anything else could name a path (`-f ../../x`). */
 export const FORMAT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -288,7 +293,8 @@ export class SigningClient {
     const sha256 = input.hash ?? createHash("sha256").update(input.bytes ?? Buffer.alloc(0));
     const rehash = async (algorithm: string) =>
       input.bytes ? createHash(algorithm).update(input.bytes) : rehashFile(file, algorithm);
-    return { sha256, rehash };
+    const whole = async () => input.bytes ?? readFile(file);
+    return { sha256, rehash, whole };
   }
 
   private async fromCache(job: Job): Promise<SignResult | undefined> {

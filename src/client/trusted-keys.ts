@@ -2,15 +2,21 @@ import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
 import { ClientError } from "./errors.js";
+import { checkClearsigned } from "./verify-clearsign.js";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "./verify-openpgp.js";
 
-/** What a signature is checked against: the input's running SHA-256, or the input hashed anew. */
+/**
+ * What a signature is checked against: the input's running SHA-256, the input hashed anew, or
+ * (for a format whose output carries the input, clearsigned) the input itself.
+ */
 export interface InputHash {
   sha256: Hash;
   rehash(algorithm: string): Promise<Hash>;
+  whole(): Promise<Buffer>;
 }
 
 /** Checks one signature over one input; why it does not verify, or undefined when it does. */
@@ -26,6 +32,14 @@ async function checkerFor(format: string, keyText: string): Promise<SignatureChe
     case "sshsig": {
       const key = sshVerifyingKey(keyText);
       return (sig, input) => checkSshSignature(sig.toString("utf8"), key, input.sha256, input.rehash);
+    }
+    case "gpg-clearsign": {
+      const keys = await openpgpVerifyingKeys(keyText);
+      return async (signed, input) => checkClearsigned(signed, await input.whole(), keys);
+    }
+    case "minisign": {
+      const key = minisignVerifyingKey(keyText);
+      return (sig, input) => checkMinisignSignature(sig.toString("utf8"), key, input.rehash, input.whole);
     }
     default:
       throw new Error(`signtool cannot check ${format} signatures`);

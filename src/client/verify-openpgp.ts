@@ -23,7 +23,7 @@ import {
  */
 
 /** One key that may make the signatures: the primary key or a signing subkey. */
-interface VerifyingKey {
+export interface VerifyingKey {
   keyId: string;
   algorithm: number;
   key: KeyObject;
@@ -144,10 +144,14 @@ function issuers(area: Buffer): string[] {
   return out;
 }
 
-function parseSignature(text: string): SignaturePacket {
+/** The signature types checked here: of a binary document, or of a canonical text (clearsigned). */
+const SIG_TYPE_NAMES: Record<number, string> = { 0: "a binary document", 1: "a canonical text" };
+
+function parseSignature(text: string, sigType: 0 | 1): SignaturePacket {
   const body = packetBody(dearmor(text));
   if (body[0] !== 4) throw new Error(`a v${body[0]} signature (only v4 is checked)`);
-  if (body[1] !== 0x00) throw new Error(`signature type ${body[1]} is not a signature of a binary document`);
+  if (body[1] !== sigType)
+    throw new Error(`signature type ${body[1]} is not a signature of ${SIG_TYPE_NAMES[sigType]}`);
   const hashedLen = body.readUInt16BE(4);
   const hashedEnd = 6 + hashedLen;
   const unhashedLen = body.readUInt16BE(hashedEnd);
@@ -206,7 +210,8 @@ function checkWith(k: VerifyingKey, sig: SignaturePacket, digest: Buffer): boole
 
 /**
  * Whether `armored` is a valid signature by one of `keys` over the data whose running hash is
- * `data` (a SHA-256 not yet digested; for another algorithm, `rehash` hashes the data anew).
+ * `data` (a SHA-256 not yet digested; for another algorithm, `rehash` hashes the data anew),
+ * of type `sigType` (0: binary, the default; 1: canonical text, as a cleartext signature is).
  * Returns why not, or undefined when it verifies.
  */
 export async function checkOpenpgpSignature(
@@ -214,10 +219,11 @@ export async function checkOpenpgpSignature(
   keys: readonly VerifyingKey[],
   data: Hash,
   rehash: (algorithm: string) => Promise<Hash>,
+  sigType: 0 | 1 = 0,
 ): Promise<string | undefined> {
   let sig: SignaturePacket;
   try {
-    sig = parseSignature(armored);
+    sig = parseSignature(armored, sigType);
   } catch (err) {
     return (err as Error).message;
   }

@@ -19,7 +19,9 @@ export interface LoadedConfig {
   tokenSecrets: { kid: string; secret: Buffer }[];
   gpgPassphrase: string | undefined;
   /** The user PIN of each format's PKCS#11 key, by format. */
-  pkcs11Pins: { gpg?: string; sshsig?: string };
+  /** gpg-clearsign's key passphrase (the gpg one when both name the same secret). */
+  clearsignPassphrase: string | undefined;
+  pkcs11Pins: Partial<Record<"gpg" | "gpg-clearsign" | "sshsig" | "minisign", string>>;
   redisPassword: string | undefined;
   /** What nodes present to each other to fetch whole-file results (`node.internalSecret`). */
   internalSecret: Buffer | undefined;
@@ -88,11 +90,15 @@ const errno = (e: unknown) => (e as NodeJS.ErrnoException).code ?? "error";
 function absolutePaths(config: Config, baseDir: string): void {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   for (const s of config.token.secrets) if (s.file) s.file = abs(s.file);
-  const { gpg, sshsig } = config.signing.formats;
-  if (gpg?.keyFile) gpg.keyFile = abs(gpg.keyFile);
-  if (gpg?.passphrase?.file) gpg.passphrase.file = abs(gpg.passphrase.file);
+  const { gpg, sshsig, minisign } = config.signing.formats;
+  const clearsign = config.signing.formats["gpg-clearsign"];
+  for (const f of [gpg, clearsign]) {
+    if (f?.keyFile) f.keyFile = abs(f.keyFile);
+    if (f?.passphrase?.file) f.passphrase.file = abs(f.passphrase.file);
+  }
   if (sshsig?.keyFile) sshsig.keyFile = abs(sshsig.keyFile);
-  for (const f of [gpg, sshsig]) {
+  if (minisign?.keyFile) minisign.keyFile = abs(minisign.keyFile);
+  for (const f of [gpg, clearsign, sshsig, minisign]) {
     const k = f?.pkcs11;
     if (!k) continue;
     // A bare module name (libsofthsm2.so) is left to the dynamic loader's search path.
@@ -142,14 +148,20 @@ function checkFiles(config: Config, problems: string[]): void {
 
 /** Private keys and secrets others can read are refused: whoever reads them can sign. */
 function checkPrivate(config: Config, problems: string[]): void {
-  const { gpg, sshsig } = config.signing.formats;
+  const formats = config.signing.formats;
+  const keyFiles = (["gpg", "gpg-clearsign", "sshsig", "minisign"] as const).flatMap((name) => {
+    const f = formats[name];
+    if (!f?.enabled) return [];
+    const passphrase = "passphrase" in f ? f.passphrase?.file : undefined;
+    return [
+      [`signing.formats.${name}.keyFile`, f.keyFile],
+      [`signing.formats.${name}.passphrase`, passphrase],
+      [`signing.formats.${name}.pkcs11.pin`, f.pkcs11?.pin.file],
+    ] as [string, string | undefined][];
+  });
   const privateFiles: [string, string | undefined][] = [
     ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
-    ["signing.formats.gpg.keyFile", gpg?.enabled ? gpg.keyFile : undefined],
-    ["signing.formats.gpg.passphrase", gpg?.enabled ? gpg.passphrase?.file : undefined],
-    ["signing.formats.sshsig.keyFile", sshsig?.enabled ? sshsig.keyFile : undefined],
-    ["signing.formats.gpg.pkcs11.pin", gpg?.enabled ? gpg.pkcs11?.pin.file : undefined],
-    ["signing.formats.sshsig.pkcs11.pin", sshsig?.enabled ? sshsig.pkcs11?.pin.file : undefined],
+    ...keyFiles,
     ["redis.password", config.redis.password?.file],
     ["node.internalSecret", config.node.internalSecret?.file],
     ["tls.key", config.tls?.key],
@@ -228,22 +240,33 @@ export function buildConfig(
   checkSpoolDirectory(config, problems);
   const internalSecret = internalSecretOf(config, env, problems);
   const tokenSecrets = tokenSecretsOf(config, env, problems);
-  const gpg = config.signing.formats.gpg;
-  const gpgPassphrase =
-    gpg?.enabled && gpg.passphrase
-      ? readSecret(gpg.passphrase, "signing.formats.gpg.passphrase", env, problems)
+  const passphraseOf = (name: "gpg" | "gpg-clearsign") => {
+    const f = config.signing.formats[name];
+    return f?.enabled && f.passphrase
+      ? readSecret(f.passphrase, `signing.formats.${name}.passphrase`, env, problems)
       : undefined;
+  };
+  const gpgPassphrase = passphraseOf("gpg");
+  const clearsignPassphrase = passphraseOf("gpg-clearsign");
   const redisPassword = config.redis.password
     ? readSecret(config.redis.password, "redis.password", env, problems)
     : undefined;
   const pkcs11Pins: LoadedConfig["pkcs11Pins"] = {};
-  for (const name of ["gpg", "sshsig"] as const) {
+  for (const name of ["gpg", "gpg-clearsign", "sshsig", "minisign"] as const) {
     const f = config.signing.formats[name];
     if (f?.enabled && f.pkcs11)
       pkcs11Pins[name] = readSecret(f.pkcs11.pin, `signing.formats.${name}.pkcs11.pin`, env, problems);
   }
   if (problems.length) throw new ConfigError(problems);
-  return { config, tokenSecrets, gpgPassphrase, pkcs11Pins, redisPassword, internalSecret };
+  return {
+    config,
+    tokenSecrets,
+    gpgPassphrase,
+    clearsignPassphrase,
+    pkcs11Pins,
+    redisPassword,
+    internalSecret,
+  };
 }
 
 /** Reads a YAML or JSON file (JSON is YAML), applies env overrides, validates. */

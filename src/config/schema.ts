@@ -125,9 +125,9 @@ const pkcs11Key = z
     message: "give keyLabel or keyId",
   });
 
-/** Exactly one backend per format: a key file, or a PKCS#11 key. */
-const oneBackend = (f: { keyFile?: string | undefined; pkcs11?: unknown }) =>
-  (f.keyFile === undefined) !== (f.pkcs11 === undefined);
+/** Exactly one backend per enabled format: a key file, or a PKCS#11 key (a disabled one needs none). */
+const oneBackend = (f: { enabled: boolean; keyFile?: string | undefined; pkcs11?: unknown }) =>
+  !f.enabled || (f.keyFile === undefined) !== (f.pkcs11 === undefined);
 const oneBackendMessage = { message: "give exactly one of keyFile or pkcs11" };
 
 const formatBase = {
@@ -156,6 +156,34 @@ const formatBase = {
       { message: "not a valid regular expression (with the u flag)" },
     ),
 };
+
+/** The OpenPGP key of gpg and gpg-clearsign: a key file, or a PKCS#11 object with its identity. */
+const gpgFormat = z
+  .object({
+    ...formatBase,
+    keyFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("armored OpenPGP v4 secret key, Ed25519 or RSA (the file backend)"),
+    passphrase: secretRef.optional().describe("the key file's passphrase, `{file}` or `{env}`"),
+    pkcs11: pkcs11Key
+      .safeExtend({
+        userId: z
+          .string()
+          .min(1)
+          .describe("user ID of the OpenPGP public key the node builds, e.g. `Release <rel@example.com>`"),
+        createdAt: z.iso
+          .datetime({ offset: true })
+          .describe(
+            "the OpenPGP key's creation time, ISO 8601: part of its fingerprint, so never change it for a key",
+          ),
+      })
+      .optional()
+      .describe("the key in a PKCS#11 token instead of `keyFile` (the pkcs11 backend)"),
+  })
+  .strict()
+  .refine(oneBackend, oneBackendMessage);
 
 export const configSchema = z
   .object({
@@ -481,35 +509,22 @@ export const configSchema = z
           ),
         formats: z
           .object({
-            gpg: z
-              .object({
-                ...formatBase,
-                keyFile: z
-                  .string()
-                  .min(1)
-                  .optional()
-                  .describe("armored OpenPGP v4 secret key, Ed25519 or RSA (the file backend)"),
-                passphrase: secretRef.optional().describe("the key file's passphrase, `{file}` or `{env}`"),
-                pkcs11: pkcs11Key
-                  .safeExtend({
-                    userId: z
-                      .string()
-                      .min(1)
-                      .describe(
-                        "user ID of the OpenPGP public key the node builds, e.g. `Release <rel@example.com>`",
-                      ),
-                    createdAt: z.iso
-                      .datetime({ offset: true })
-                      .describe(
-                        "the OpenPGP key's creation time, ISO 8601: part of its fingerprint, so never change it for a key",
-                      ),
-                  })
-                  .optional()
-                  .describe("the key in a PKCS#11 token instead of `keyFile` (the pkcs11 backend)"),
+            gpg: gpgFormat.optional(),
+            "gpg-clearsign": gpgFormat
+              .safeExtend({
+                maxSize: z
+                  .number()
+                  .int()
+                  .positive()
+                  .default(16 * 1024 * 1024)
+                  .describe(
+                    "largest text accepted, bytes (413 beyond): the whole text is held in memory while it is signed",
+                  ),
               })
-              .strict()
-              .refine(oneBackend, oneBackendMessage)
-              .optional(),
+              .optional()
+              .describe(
+                "OpenPGP cleartext signatures (an apt `Release` → `InRelease`): text only, with the same key shapes as gpg (it may be the same key)",
+              ),
             sshsig: z
               .object({
                 ...formatBase,
@@ -536,6 +551,26 @@ export const configSchema = z
               .strict()
               .refine(oneBackend, oneBackendMessage)
               .optional(),
+            minisign: z
+              .object({
+                ...formatBase,
+                keyFile: z
+                  .string()
+                  .min(1)
+                  .optional()
+                  .describe(
+                    "unencrypted PKCS#8 PEM Ed25519 private key (the file backend), e.g. from `openssl genpkey -algorithm ed25519`",
+                  ),
+                pkcs11: pkcs11Key
+                  .optional()
+                  .describe("an Ed25519 key in a PKCS#11 token instead of `keyFile` (the pkcs11 backend)"),
+              })
+              .strict()
+              .refine(oneBackend, oneBackendMessage)
+              .optional()
+              .describe(
+                "minisign signatures (pre-hashed Ed25519, `.minisig`); `GET /keys/minisign` serves the public key `minisign -V -p` reads",
+              ),
           })
           .strict()
           .refine((f) => Object.values(f).some((v) => v?.enabled), {

@@ -1,7 +1,8 @@
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import busboy from "busboy";
 import type { Request } from "express";
+import { type InputNeeds, InputReader, type SignInput } from "../signing/signer.js";
 import { ApiError, type ApiErrorCode } from "./errors.js";
 import { UploadPace, type UploadPaceLimits } from "./upload-pace.js";
 
@@ -14,6 +15,8 @@ export interface UploadLimits {
   maxSize: number;
   /** Hash sha1 too: classic clients name files by it. False when the client said `?digest=sha256`. */
   sha1: boolean;
+  /** What the format's signer needs of the file, computed in the same read (Signer.needs). */
+  needs: InputNeeds;
   /** The slowest upload kept receiving. */
   pace: UploadPaceLimits;
   /**
@@ -26,7 +29,7 @@ export interface UploadLimits {
 /** Refusals answered without reading the rest of the body: the connection is closed after. */
 export const UNREAD_BODY_CODES: ReadonlySet<ApiErrorCode> = new Set(["FILE_TOO_LARGE", "REQUEST_TIMEOUT"]);
 
-/** The `filedata` part, hashed while it arrived; its bytes are not kept anywhere. */
+/** The `filedata` part, read once while it arrived; its bytes are kept only if the format needs them. */
 export interface ReceivedFile {
   size: number;
   sha256: string;
@@ -35,8 +38,8 @@ export interface ReceivedFile {
    * asks `?digest=sha256`, sparing the node a hash pass over every byte.
    */
   sha1?: string;
-  /** The running SHA-256 of the bytes, not yet digested: what the signers sign. */
-  hash: Hash;
+  /** What the signer gets: the running SHA-256 and whatever else the format's needs asked. */
+  input: SignInput;
   partFilename: string;
 }
 
@@ -137,7 +140,7 @@ class UploadReader {
     }
     const tooLarge = `file is larger than this format's limit of ${this.limits.maxSize} bytes`;
     stream.on("limit", () => this.fail(new ApiError("FILE_TOO_LARGE", tooLarge)));
-    this.file = hashFilePart(stream, info.filename ?? "", this.limits.sha1);
+    this.file = readFilePart(stream, info.filename ?? "", this.limits);
     this.file.catch(() => {});
   }
 
@@ -155,30 +158,30 @@ class UploadReader {
   }
 }
 
-/** The file part, hashed as it streams by: never held in memory or written to disk. */
-function hashFilePart(stream: Readable, partFilename: string, withSha1: boolean): Promise<ReceivedFile> {
-  const sha256 = createHash("sha256");
-  const sha1 = withSha1 ? createHash("sha1") : undefined;
+/** The file part, read once as it streams by, into the digests (and bytes) the format needs. */
+function readFilePart(stream: Readable, partFilename: string, limits: UploadLimits): Promise<ReceivedFile> {
+  const reader = new InputReader(limits.needs);
+  const sha1 = limits.sha1 ? createHash("sha1") : undefined;
   let size = 0;
   stream.on("data", (chunk: Buffer) => {
-    sha256.update(chunk);
+    reader.update(chunk);
     sha1?.update(chunk);
     size += chunk.length;
   });
   return new Promise<ReceivedFile>((done, broken) => {
     stream.on("error", broken);
     stream.on("end", () => {
-      // Copied before digesting: a digested hash cannot be continued by the signer.
-      const hash = sha256.copy();
+      // finish() copies the running SHA-256 before it is digested here: the signer continues it.
+      const input = reader.finish(partFilename);
       const sha1hex = sha1 ? { sha1: sha1.digest("hex") } : {};
-      done({ size, sha256: sha256.digest("hex"), ...sha1hex, hash, partFilename });
+      done({ size, sha256: reader.sha256.digest("hex"), ...sha1hex, input, partFilename });
     });
   });
 }
 
 /**
- * Reads a multipart upload, hashing the file part as it streams by: the file is never held in
- * memory or written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
+ * Reads a multipart upload, hashing the file part as it streams by: the file is held in memory
+ * only when the format needs its bytes (bounded by its maxSize), and never written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
  * with BAD_REQUEST for anything that is not a well-formed form with at most one `filedata` part.
  */
 export function receiveUpload(req: Request, limits: UploadLimits): Promise<ReceivedUpload> {

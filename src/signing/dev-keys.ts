@@ -2,11 +2,15 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { access, chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as openpgp from "openpgp";
+import { minisignPublicKey } from "./formats/minisign.js";
 import { encodeOpenSshEd25519, parseOpenSshEd25519, publicKeyLine } from "./openssh-key.js";
 
+/** The dev keys' files (gpg-clearsign signs with the gpg key). */
 export interface DevKeys {
   gpg: { keyFile: string; passphraseFile: string; publicKeyFile: string };
   sshsig: { keyFile: string; publicKeyFile: string };
+  /** A PKCS#8 PEM Ed25519 key, and its public key in minisign's own format. */
+  minisign: { keyFile: string; publicKeyFile: string };
 }
 
 const DEV_NAME = "signing-cluster dev key";
@@ -33,7 +37,7 @@ async function writeSecret(path: string, data: string): Promise<void> {
 }
 
 /**
- * Generates throwaway development keys for both formats into `dir` (created with mode 0700).
+ * Generates throwaway development keys for every format into `dir` (created with mode 0700).
  * Idempotent: keys already present are reused, never regenerated.
  */
 export async function generateDevKeys(dir: string): Promise<DevKeys> {
@@ -48,6 +52,10 @@ export async function generateDevKeys(dir: string): Promise<DevKeys> {
     sshsig: {
       keyFile: join(dir, "sshsig-ed25519"),
       publicKeyFile: join(dir, "sshsig-ed25519.pub"),
+    },
+    minisign: {
+      keyFile: join(dir, "minisign-ed25519.pem"),
+      publicKeyFile: join(dir, "minisign.pub"),
     },
   };
 
@@ -73,6 +81,12 @@ export async function generateDevKeys(dir: string): Promise<DevKeys> {
     await writeFile(keys.sshsig.publicKeyFile, `${publicKeyLine(publicKeyBlob, DEV_EMAIL)}\n`, {
       mode: 0o644,
     });
+  }
+
+  if (!(await allExist([keys.minisign.keyFile, keys.minisign.publicKeyFile]))) {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    await writeSecret(keys.minisign.keyFile, privateKey.export({ type: "pkcs8", format: "pem" }) as string);
+    await writeFile(keys.minisign.publicKeyFile, minisignPublicKey({ publicKey }), { mode: 0o644 });
   }
 
   return keys;

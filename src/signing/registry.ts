@@ -4,6 +4,7 @@ import { type KeyWrapper, observed } from "../keys/observed.js";
 import { openPkcs11Key, type Pkcs11KeyOptions, pkcs11Location } from "../keys/pkcs11/key.js";
 import type { FormatName, KeyBackendContext, KeyConfigs, Signer } from "./signer.js";
 import { gpgSignerForKey, loadGpgSigner } from "./signers/gpg.js";
+import { loadMinisignSigner, minisignSignerForKey } from "./signers/minisign.js";
 import { loadSshsigSigner, sshsigSignerForKey } from "./signers/sshsig.js";
 
 /** Keys of the enabled formats only. */
@@ -47,17 +48,33 @@ async function around(
 }
 
 async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendContext): Promise<Signer> {
-  if (format === "gpg") {
-    const cfg = keys.gpg as KeyConfigs["gpg"];
-    if (!("pkcs11" in cfg)) return loadGpgSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
-    const key = await pkcs11Key(format, cfg.pkcs11, ctx);
-    return around(key, (k) => gpgSignerForKey(k, cfg));
+  switch (format) {
+    case "gpg":
+    case "gpg-clearsign": {
+      const cfg = keys[format] as KeyConfigs["gpg"];
+      if (!("pkcs11" in cfg))
+        return loadGpgSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool }, format);
+      const key = await pkcs11Key(format, cfg.pkcs11, ctx);
+      return around(key, (k) => gpgSignerForKey(k, cfg, format));
+    }
+    case "minisign": {
+      const cfg = keys.minisign as KeyConfigs["minisign"];
+      if (!("pkcs11" in cfg))
+        return loadMinisignSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
+      const key = await pkcs11Key(format, cfg.pkcs11, ctx);
+      return around(key, (k) => minisignSignerForKey(k));
+    }
+    case "sshsig": {
+      const cfg = keys.sshsig as KeyConfigs["sshsig"];
+      if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
+      const key = await pkcs11Key(format, cfg.pkcs11, ctx);
+      return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
+    }
   }
-  const cfg = keys.sshsig as KeyConfigs["sshsig"];
-  if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
-  const key = await pkcs11Key(format, cfg.pkcs11, ctx);
-  return around(key, (k) => sshsigSignerForKey(k, cfg.namespace, cfg.comment));
 }
+
+/** Every format this build signs, in the order they are loaded and listed. */
+export const FORMATS: readonly FormatName[] = ["gpg", "gpg-clearsign", "sshsig", "minisign"];
 
 /**
  * Loads every enabled format's key once; throws KeyLoadError naming the key that failed, after
@@ -68,7 +85,7 @@ export async function loadSigners(
   ctx: KeyBackendContext,
 ): Promise<Map<FormatName, Signer>> {
   const signers = new Map<FormatName, Signer>();
-  const formats = (["gpg", "sshsig"] as const).filter((f) => keys[f] !== undefined);
+  const formats = FORMATS.filter((f) => keys[f] !== undefined);
   try {
     for (const format of formats) signers.set(format, await loadOne(format, keys, ctx));
   } catch (err) {

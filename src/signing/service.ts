@@ -1,4 +1,3 @@
-import type { Hash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { hasCode } from "../errors.js";
@@ -10,16 +9,16 @@ import type { JobStore, Lookup, SignedResult } from "../store/jobs.js";
 import { Admission, type AdmissionOptions, type Admitted, type Slot } from "./admission.js";
 import type { LocalResults } from "./local-results.js";
 import type { ResultStore } from "./results.js";
-import type { FormatName, Signer } from "./signer.js";
+import type { FormatName, Signer, SignInput } from "./signer.js";
 
-/** An upload received in full and hashed on the way in; its bytes are gone. */
+/** An upload received in full and read on the way in; its bytes are kept only if its format needs them. */
 export interface Upload {
   size: number;
   sha256: string;
   /** Present when the client may poll by sha1 (see ReceivedFile). */
   sha1?: string;
-  /** The running SHA-256 of its bytes, for the signer. */
-  hash: Hash;
+  /** What its format's signer needs of it (the running SHA-256, and what `needs` asked). */
+  input: SignInput;
   filename: string;
   /** Hash of the id of the token that uploaded it, for the job's log and audit lines. */
   tokenHash?: string;
@@ -178,6 +177,12 @@ export class SigningService {
       slot.release();
       throw new KeyBackendUnavailableError(signer.key.location, "its breaker is open");
     }
+    try {
+      signer.accept?.(upload.input);
+    } catch (err) {
+      slot.release();
+      throw err;
+    }
     const fingerprint = signer.fingerprint;
     const key = `${format}:${upload.sha256}`;
     try {
@@ -265,7 +270,7 @@ export class SigningService {
     const endTimer = metrics.duration.startTimer({ format });
     const started = process.hrtime.bigint();
     try {
-      const output = await signer.sign(upload.hash);
+      const output = await signer.sign({ ...upload.input, fileName: upload.filename });
       metrics.jobs.inc({ format, result: "signed" });
       metrics.bytes.inc({ format }, upload.size);
       const result = { output, fingerprint };

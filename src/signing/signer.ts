@@ -10,7 +10,13 @@ import type { SigningPool } from "../keys/pool.js";
 export { KeyLoadError } from "../keys/key.js";
 
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
-export type FormatName = "gpg" | "sshsig";
+export type FormatName = "gpg" | "sshsig" | "minisign" | "gpg-clearsign";
+
+/**
+ * What a format's output is (DESIGN.md §6): a signature beside the file, or the file's text with
+ * the signature around it.
+ */
+export type FormatKind = "detached" | "clearsigned";
 
 /** A gpg key in a file (the file backend), as the config loader resolved it. */
 export interface GpgKeyConfig {
@@ -45,9 +51,22 @@ export interface SshsigPkcs11KeyConfig {
   comment: string;
 }
 
+/** A minisign key in a file (the file backend): an unencrypted PKCS#8 PEM Ed25519 key. */
+export interface MinisignKeyConfig {
+  keyFile: string;
+}
+
+/** A minisign key in a PKCS#11 token (an Ed25519 object). */
+export interface MinisignPkcs11KeyConfig {
+  pkcs11: Pkcs11KeyOptions;
+}
+
 export interface KeyConfigs {
   gpg: GpgKeyConfig | GpgPkcs11KeyConfig;
   sshsig: SshsigKeyConfig | SshsigPkcs11KeyConfig;
+  minisign: MinisignKeyConfig | MinisignPkcs11KeyConfig;
+  /** The same key shapes as gpg (it may be the same key). */
+  "gpg-clearsign": GpgKeyConfig | GpgPkcs11KeyConfig;
 }
 
 /** How a file key is held: what its signatures are observed through, and the pool RSA keys sign in. */
@@ -69,35 +88,104 @@ export interface KeyBackendContext {
 }
 
 /**
- * One signing format with its key, loaded once. A node hashes each upload once, with native
- * SHA-256, while it arrives; both formats sign over that running hash, so signing costs the
- * same few microseconds whatever the file size, and nothing re-reads the input.
+ * What a format needs of an upload beyond the running SHA-256 every upload gets (the job's
+ * key). The upload pipeline provides exactly this in its one read of the file, so a format that
+ * needs nothing more (gpg, sshsig) costs no extra hashing or buffering.
+ */
+export interface InputNeeds {
+  /** The BLAKE2b-512 digest of the whole input (minisign's pre-hashed mode). */
+  blake2b512?: boolean;
+  /** The whole input in memory (text formats: bounded by the format's maxSize). */
+  bytes?: boolean;
+}
+
+/** An upload as a signer receives it: what every format gets, plus what its `needs` asked for. */
+export interface SignInput {
+  /** The running SHA-256 of the input, not yet digested; a signer copies it, never consumes it. */
+  sha256: Hash;
+  /** Present when the format's needs asked for it. */
+  blake2b512?: Buffer;
+  /** Present when the format's needs asked for it. */
+  bytes?: Buffer;
+  /** The file's plain name as the client gave it (minisign's trusted comment names it). */
+  fileName: string;
+}
+
+/**
+ * One signing format with its key, loaded once. A node reads each upload once, while it
+ * arrives, computing what the format's `needs` ask; the signer turns that into its output
+ * (the sigstore-js model: `sign(data) → signature`), so the HTTP layer decides nothing per format.
  */
 export interface Signer {
   readonly format: FormatName;
+  readonly kind: FormatKind;
   /** Stable fingerprint of the signing key: part of the result cache identity. */
   readonly fingerprint: string;
-  /** Suffix a client gives the signature file: ".asc" for gpg, ".sig" for sshsig. */
+  /** Suffix a client gives the output file: ".asc" for gpg, ".sig" for sshsig, ".minisig" for minisign. */
   readonly suffix: string;
+  /** What this format needs of an upload beyond its running SHA-256. */
+  readonly needs: InputNeeds;
+  /** The Content-Type of its output. */
+  readonly contentType: string;
   /** When the signing key stops being valid (OpenPGP keys may expire); undefined: never. */
   readonly expiresAt?: Date;
   /** The key that signs (file or PKCS#11): readiness checks it, shutdown closes it. */
   readonly key: SigningKey;
-  /** Public key (armored OpenPGP key, or an OpenSSH public key line) for verification. */
+  /** Public key in the format's own encoding (armored OpenPGP, an OpenSSH line, a minisign key). */
   publicKey(): string;
   /**
-   * The detached signature of an input whose bytes have all gone into `inputSha256`, a running
-   * SHA-256 not yet digested. It is copied, not consumed: the caller may still digest it.
+   * Refuses content this format cannot sign (throws UNSUPPORTED_INPUT) before a job is claimed
+   * for it, so the upload itself is answered 400; absent: every input is signable.
    */
-  sign(inputSha256: Hash): Promise<Buffer>;
+  accept?(input: SignInput): void;
+  /**
+   * The output for one input (a detached signature, or the clearsigned text). A format that
+   * cannot sign this content throws UNSUPPORTED_INPUT.
+   */
+  sign(input: SignInput): Promise<Buffer>;
   /** Lets go of the key's backend (a PKCS#11 session); idempotent. */
   close(): Promise<void>;
 }
 
-/** Feeds a whole input (bytes or a stream) into a fresh SHA-256, ready for `Signer.sign`. */
-export async function hashInput(input: Readable | Uint8Array): Promise<Hash> {
-  const hash = createHash("sha256");
-  if (input instanceof Uint8Array) return hash.update(input);
-  for await (const chunk of input) hash.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  return hash;
+/**
+ * Reads an upload once and gives what `needs` asks of it: the one pass every upload path
+ * takes (the multipart route feeds chunks as they arrive; tests and probes feed a whole input).
+ */
+export class InputReader {
+  readonly sha256 = createHash("sha256");
+  private readonly blake2b: Hash | undefined;
+  private readonly chunks: Buffer[] | undefined;
+
+  constructor(needs: InputNeeds) {
+    this.blake2b = needs.blake2b512 ? createHash("blake2b512") : undefined;
+    this.chunks = needs.bytes ? [] : undefined;
+  }
+
+  update(chunk: Buffer): void {
+    this.sha256.update(chunk);
+    this.blake2b?.update(chunk);
+    this.chunks?.push(chunk);
+  }
+
+  /** The signer's input; the running SHA-256 stays usable (it is copied, not digested). */
+  finish(fileName: string): SignInput {
+    return {
+      sha256: this.sha256.copy(),
+      ...(this.blake2b ? { blake2b512: this.blake2b.digest() } : {}),
+      ...(this.chunks ? { bytes: Buffer.concat(this.chunks) } : {}),
+      fileName,
+    };
+  }
+}
+
+/** Reads a whole input (bytes or a stream) once into what `needs` asks, ready for `Signer.sign`. */
+export async function hashInput(
+  input: Readable | Uint8Array,
+  needs: InputNeeds = {},
+  fileName = "input",
+): Promise<SignInput> {
+  const reader = new InputReader(needs);
+  if (input instanceof Uint8Array) reader.update(Buffer.from(input));
+  else for await (const chunk of input) reader.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  return reader.finish(fileName);
 }

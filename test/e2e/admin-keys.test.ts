@@ -97,9 +97,9 @@ describe("file keys on two node processes", () => {
     assert.equal(json.code, 0, json.stderr);
     const list = JSON.parse(json.stdout) as ListJson;
     assert.equal(list.ok, true);
-    assert.equal(list.keys.length, 4);
+    assert.equal(list.keys.length, 8);
     for (const url of cluster.urls) {
-      for (const format of ["gpg", "sshsig"]) {
+      for (const format of ["gpg", "gpg-clearsign", "sshsig", "minisign"]) {
         const row = list.keys.find((k) => k.node === url && k.format === format);
         assert.ok(row, `${url} ${format}`);
         const served = (await fetch(`${url}/keys/${format}`)).headers.get("x-key-fingerprint");
@@ -113,8 +113,9 @@ describe("file keys on two node processes", () => {
     assert.equal(human.code, 0, human.stderr);
     const lines = human.stdout.trim().split("\n");
     assert.match(lines[0] ?? "", /^NODE\s+FORMAT\s+BACKEND\s+ALGORITHM\s+FINGERPRINT\s+EXPIRES$/);
-    assert.equal(lines.length, 5);
-    for (const line of lines.slice(1)) assert.match(line, /\s(gpg|sshsig)\s+file\s+ed25519\s+\S+\s+never$/);
+    assert.equal(lines.length, 9);
+    for (const line of lines.slice(1))
+      assert.match(line, /\s(gpg|gpg-clearsign|sshsig|minisign)\s+file\s+ed25519\s+\S+\s+never$/);
   });
 
   test("keys test: a probe per node and format signed over the upload path and verified; each one counted by the node that signed it", async () => {
@@ -123,19 +124,20 @@ describe("file keys on two node processes", () => {
     assert.equal(run.code, 0, `${run.stdout}${run.stderr}`);
     const report = JSON.parse(run.stdout) as TestJson;
     assert.equal(report.ok, true);
-    assert.equal(report.probes.length, 4);
+    assert.equal(report.probes.length, 8);
     for (const p of report.probes) assert.deepEqual([p.ok, p.detail, p.backend], [true, "verified", "file"]);
     const afterScrape = await Promise.all(cluster.urls.map(scrape));
     for (const [i, text] of afterScrape.entries())
-      for (const format of ["gpg", "sshsig"])
+      for (const format of ["gpg", "gpg-clearsign", "sshsig", "minisign"])
         assert.equal(
           keyOps(text, format, "file", "ok") - keyOps(before[i] as string, format, "file", "ok"),
-          1,
+          // A minisign signature is two raw ones: over the file's digest, then over that and the trusted comment.
+          format === "minisign" ? 2 : 1,
           `${cluster.urls[i]} ${format}`,
         );
     const human = await admin(clusterFile, ["keys", "test"]);
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^ok: 4 probes signed and verified$/m);
+    assert.match(human.stdout, /^ok: 8 probes signed and verified$/m);
   });
 
   test("keys test fails naming the node: wrong issuer password, a node down", async () => {
@@ -192,6 +194,9 @@ describe("keys in a SoftHSM2 token, pulled mid-run", () => {
               },
             },
             sshsig: { keyFile: undefined, pkcs11: { ...pkcs11("ssh-key"), comment: "hsm@signing.invalid" } },
+            // This token holds the gpg and sshsig keys only.
+            "gpg-clearsign": { enabled: false },
+            minisign: { enabled: false },
           },
         },
       },

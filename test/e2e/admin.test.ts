@@ -166,7 +166,7 @@ describe("signing-admin against two real nodes, a monitor and Redis", () => {
       assert.deepEqual(n.breakers, { token_reads: "closed", token_writes: "closed", jobs: "closed" });
       assert.deepEqual(
         n.keys.map((k: { format: string }) => k.format),
-        ["gpg", "sshsig"],
+        ["gpg", "gpg-clearsign", "sshsig", "minisign"],
       );
     }
     assert.equal(s.redis.role, "master");

@@ -18,7 +18,7 @@ import { freePort } from "../../scripts/redis-server.js";
 import { NONCE_SHAPE } from "../../src/tokens/nonce.js";
 import { startFakeNode } from "../helpers/fake-node.js";
 import { fetchToken as fetchTokenAs, hosts, signtool as runSigntool } from "../helpers/signtool.js";
-import { gpgVerify, sshVerify } from "../helpers/verify.js";
+import { clearsignVerify, gpgVerify, minisignVerify, sshVerify } from "../helpers/verify.js";
 
 const work = mkdtempSync(join(tmpdir(), "signtool-e2e-"));
 let cluster: ProcessCluster;
@@ -414,5 +414,65 @@ describe("signtool when things go wrong", () => {
     assert.match(run.stderr, /FAILED .* \[nope\]: .*400 UNKNOWN_FORMAT/);
     assert.match(summary(run.stderr), /1 signed .* 1 failed/);
     assert.ok(existsSync(`${good}.asc`));
+  });
+});
+
+describe("signtool with minisign and gpg-clearsign", () => {
+  const dir = () => join(work, "release");
+  const RELEASE = "Origin: Signing Cluster\nSuite: stable\n- a dash line\nSHA256:\n 00 0 main/Packages\n";
+  const sign = (args: string[]) =>
+    signtool([
+      "sign",
+      "-t",
+      "token",
+      "-n",
+      "nonce",
+      ...hosts(cluster.urls),
+      "--cachedir",
+      "cache-new",
+      ...args,
+    ]);
+
+  test("-f minisign writes <file>.minisig beside each file, verified by minisign -V; a second run is served from the cache", async () => {
+    mkdirSync(dir(), { recursive: true });
+    const tar = join(dir(), "app-1.0.tar.gz");
+    writeFileSync(tar, randomBytes(300_000));
+    writeFileSync(join(dir(), "Release"), RELEASE);
+    const run = await sign(["-f", "minisign", tar, join(dir(), "Release")]);
+    assert.equal(run.code, 0, run.stderr);
+    const pub = await (await fetch(`${cluster.urls[0]}/keys/minisign`)).text();
+    for (const f of [tar, join(dir(), "Release")]) {
+      const v = minisignVerify(pub, readFileSync(f), readFileSync(`${f}.minisig`));
+      assert.ok(v.ok, v.output);
+    }
+    const again = await sign(["-f", "minisign", tar, join(dir(), "Release")]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(
+      summary(again.stderr),
+      /2 signed \(0 newly, 2 from local cache, 0 from cluster cache\), 0 failed/,
+    );
+  });
+
+  test("-f gpg-clearsign writes <file>.asc, or InRelease with -o, that gpg --verify and gpgv accept", async () => {
+    const release = join(dir(), "Release");
+    const pub = readFileSync(cluster.state.keys.gpg.publicKeyFile, "utf8");
+    const byDefault = await sign(["-f", "gpg-clearsign", release]);
+    assert.equal(byDefault.code, 0, byDefault.stderr);
+    const v1 = clearsignVerify(pub, readFileSync(`${release}.asc`));
+    assert.ok(v1.ok, v1.output);
+    assert.equal(v1.text, RELEASE);
+    const named = await sign(["-f", "gpg-clearsign", "-o", join(dir(), "InRelease"), release]);
+    assert.equal(named.code, 0, named.stderr);
+    const v2 = clearsignVerify(pub, readFileSync(join(dir(), "InRelease")));
+    assert.ok(v2.ok, v2.output);
+  });
+
+  test("-f gpg-clearsign of a binary file fails that file with 400 UNSUPPORTED_INPUT and writes nothing", async () => {
+    const bin = join(dir(), "app.bin");
+    writeFileSync(bin, Buffer.concat([Buffer.from([0, 1, 2]), randomBytes(100)]));
+    const run = await sign(["-f", "gpg-clearsign", bin]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /FAILED .* \[gpg-clearsign\]: .*400 UNSUPPORTED_INPUT/);
+    assert.equal(existsSync(`${bin}.asc`), false);
   });
 });

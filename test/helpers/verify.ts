@@ -72,3 +72,42 @@ export function sshVerify(
     return { ok: r.status === 0, output: r.stdout.toString() + r.stderr.toString() };
   });
 }
+
+/** `minisign -V` with the real minisign, trusting only `publicKeyFileText` (as `/keys/minisign` serves it). */
+export function minisignVerify(publicKeyFileText: string, data: Buffer, signature: Buffer): VerifyResult {
+  return withTempDir((dir) => {
+    writeFileSync(join(dir, "minisign.pub"), publicKeyFileText);
+    writeFileSync(join(dir, "file"), data);
+    writeFileSync(join(dir, "file.minisig"), signature);
+    const r = spawnSync("minisign", ["-V", "-p", join(dir, "minisign.pub"), "-m", join(dir, "file")], {
+      env: { ...process.env, LC_ALL: "C" },
+    });
+    return { ok: r.status === 0, output: r.stdout.toString() + r.stderr.toString() };
+  });
+}
+
+/**
+ * A cleartext-signed file checked by the real `gpg --verify` and `gpgv`, each trusting only
+ * `publicKey`; `text` is what gpg says was signed.
+ */
+export function clearsignVerify(publicKey: string, signed: Buffer): VerifyResult & { text: string } {
+  return withTempDir((dir) => {
+    const home = join(dir, "gnupg");
+    spawnSync("mkdir", ["-m", "700", home]);
+    const gpg = (args: string[], input?: Buffer | string) =>
+      spawnSync("gpg", ["--homedir", home, "--batch", ...args], input === undefined ? {} : { input });
+    const imported = gpg(["--import"], publicKey);
+    if (imported.status !== 0) return { ok: false, output: imported.stderr.toString(), text: "" };
+    const file = join(dir, "InRelease");
+    writeFileSync(file, signed);
+    const keyring = join(dir, "trusted.gpg");
+    writeFileSync(keyring, gpg(["--export"]).stdout);
+    const g = gpg(["--status-fd", "1", "--verify", file]);
+    const v = spawnSync("gpgv", ["--homedir", home, "--keyring", keyring, file]);
+    const d = gpg(["--output", "-", "--decrypt", file]);
+    spawnSync("gpgconf", ["--homedir", home, "--kill", "all"]);
+    const output = `${g.stdout}${g.stderr}\n${v.stdout}${v.stderr}`;
+    const ok = g.status === 0 && output.includes("[GNUPG:] GOODSIG") && v.status === 0;
+    return { ok, output, text: d.stdout.toString() };
+  });
+}

@@ -202,7 +202,12 @@ describe("two nodes over one Redis", () => {
   test("GET /formats, /keys/:format, health and version", async () => {
     const formats = await request(a).get("/formats");
     assert.equal(formats.status, 200);
-    assert.deepEqual(formats.body.formats.map((f: { name: string }) => f.name).sort(), ["gpg", "sshsig"]);
+    assert.deepEqual(formats.body.formats.map((f: { name: string }) => f.name).sort(), [
+      "gpg",
+      "gpg-clearsign",
+      "minisign",
+      "sshsig",
+    ]);
     // The dev keys: file keys, Ed25519, and an OpenPGP key without expiry.
     for (const f of formats.body.formats as Record<string, unknown>[])
       assert.deepEqual([f.backend, f.algorithm, f.expiresAt], ["file", "ed25519", null], String(f.name));

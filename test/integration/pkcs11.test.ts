@@ -17,7 +17,7 @@ import { type Overrides, TestCluster } from "../../scripts/in-process-cluster.js
 import { type SoftHsmKey, SoftHsmToken } from "../../scripts/softhsm.js";
 import { buildConfig } from "../../src/config/load.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
-import { gpgVerify, sshVerify } from "../helpers/verify.js";
+import { clearsignVerify, gpgVerify, minisignVerify, sshVerify } from "../helpers/verify.js";
 
 const NODE_BIN = new URL("../../src/bin/signing-node.js", import.meta.url).pathname;
 const CREATED_AT = "2026-01-01T00:00:00Z";
@@ -36,7 +36,7 @@ function token(keys: SoftHsmKey[], opts: { pin?: string } = {}): SoftHsmToken {
   return t;
 }
 
-/** gpg and sshsig both in the token, the file keys out of the config. */
+/** gpg and sshsig both in the token, the file keys out of the config (the other formats off). */
 function hsmFormats(t: SoftHsmToken, gpgLabel: string, sshLabel: string, extra: Overrides = {}): Overrides {
   const pkcs11 = (label: string) => ({
     module: t.module,
@@ -54,6 +54,8 @@ function hsmFormats(t: SoftHsmToken, gpgLabel: string, sshLabel: string, extra: 
           pkcs11: { ...pkcs11(gpgLabel), userId: "HSM Release <hsm@signing.invalid>", createdAt: CREATED_AT },
         },
         sshsig: { keyFile: undefined, pkcs11: { ...pkcs11(sshLabel), comment: "hsm@signing.invalid" } },
+        "gpg-clearsign": { enabled: false },
+        minisign: { enabled: false },
       },
       ...extra,
     },
@@ -104,6 +106,60 @@ for (const [gpgType, sshType] of [
     assert.equal(ready.body.status, "ok", JSON.stringify(ready.body));
   });
 }
+
+test("minisign (its own Ed25519 key) and gpg-clearsign (gpg's key, shared) sign through a SoftHSM2 token, verified by minisign -V and gpg/gpgv", async () => {
+  const t = token([
+    { label: "gpg-key", id: "01", type: "EC:edwards25519" },
+    { label: "ssh-key", id: "02", type: "EC:edwards25519" },
+    { label: "minisign-key", id: "03", type: "EC:edwards25519" },
+  ]);
+  const pkcs11 = (label: string) => ({
+    module: t.module,
+    tokenLabel: t.label,
+    keyLabel: label,
+    pin: { file: t.pinFile },
+  });
+  const overrides = hsmFormats(t, "gpg-key", "ssh-key");
+  const formats = (overrides.signing as { formats: Record<string, unknown> }).formats;
+  formats["gpg-clearsign"] = {
+    enabled: true,
+    keyFile: undefined,
+    passphrase: undefined,
+    pkcs11: { ...pkcs11("gpg-key"), userId: "HSM Release <hsm@signing.invalid>", createdAt: CREATED_AT },
+  };
+  formats.minisign = { enabled: true, keyFile: undefined, pkcs11: pkcs11("minisign-key") };
+  const c = await cluster(overrides);
+  const { url } = c.node(0);
+  const listed = (await request(url).get("/formats")).body.formats as { name: string; backend: string }[];
+  assert.deepEqual(listed.map((f) => [f.name, f.backend]).sort(), [
+    ["gpg", "pkcs11"],
+    ["gpg-clearsign", "pkcs11"],
+    ["minisign", "pkcs11"],
+    ["sshsig", "pkcs11"],
+  ]);
+  const tok = await getToken(url, c.basicAuth);
+  const data = randomBytes(10_000);
+  const mini = await upload(url, { format: "minisign", token: tok, nonce: "", data, wait: 10 });
+  assert.equal(mini.status, 202, mini.text);
+  const v1 = minisignVerify(
+    (await request(url).get("/keys/minisign")).text,
+    data,
+    Buffer.from(mini.body.signature),
+  );
+  assert.ok(v1.ok, v1.output);
+  const text = Buffer.from("Suite: stable\nComponents: main\n");
+  const nonce = mini.headers["x-nonce"] as string;
+  const clear = await upload(url, { format: "gpg-clearsign", token: tok, nonce, data: text, wait: 10 });
+  assert.equal(clear.status, 202, clear.text);
+  // The same OpenPGP key as gpg's: one certificate verifies both.
+  assert.equal(
+    (await request(url).get("/keys/gpg-clearsign")).text,
+    (await request(url).get("/keys/gpg")).text,
+  );
+  const v2 = clearsignVerify((await request(url).get("/keys/gpg")).text, Buffer.from(clear.body.signature));
+  assert.ok(v2.ok, v2.output);
+  assert.equal(v2.text, text.toString());
+});
 
 test("the gpg key's fingerprint is fixed by its public key and createdAt: a restart serves the same OpenPGP key", async () => {
   const t = token([

@@ -6,12 +6,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as openpgp from "openpgp";
+import { checkClearsigned } from "../../src/client/verify-clearsign.js";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "../../src/client/verify-openpgp.js";
 import { type DevKeys, generateDevKeys } from "../../src/signing/dev-keys.js";
 import { encodeOpenSshEd25519 } from "../../src/signing/openssh-key.js";
-import type { Signer } from "../../src/signing/signer.js";
+import { hashInput, type Signer } from "../../src/signing/signer.js";
 import { loadGpgSigner } from "../../src/signing/signers/gpg.js";
+import { loadMinisignSigner } from "../../src/signing/signers/minisign.js";
 import { loadSshsigSigner } from "../../src/signing/signers/sshsig.js";
+import { checkMinisignSignature, minisignVerifyingKey } from "../../src/signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../../src/signing/verify-sshsig.js";
 
 /**
@@ -40,7 +43,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 describe("OpenPGP detached signatures", () => {
   test("the node's signature verifies; another file, another key, or a changed byte does not", async () => {
     const trusted = await openpgpVerifyingKeys(gpg.publicKey());
-    const sig = (await gpg.sign(sha(data))).toString();
+    const sig = (await gpg.sign({ sha256: sha(data), fileName: "data" })).toString();
     assert.equal(await checkOpenpgpSignature(sig, trusted, sha(data), rehashOf(data)), undefined);
     assert.match(
       (await checkOpenpgpSignature(sig, trusted, sha(other), rehashOf(other))) ?? "",
@@ -125,7 +128,7 @@ describe("OpenPGP detached signatures", () => {
 describe("SSHSIG signatures", () => {
   test("the node's signature verifies; another file, another key or a changed byte does not", async () => {
     const trusted = sshVerifyingKey(ssh.publicKey());
-    const sig = (await ssh.sign(sha(data))).toString();
+    const sig = (await ssh.sign({ sha256: sha(data), fileName: "data" })).toString();
     assert.equal(await checkSshSignature(sig, trusted, sha(data), rehashOf(data)), undefined);
     assert.match(
       (await checkSshSignature(sig, trusted, sha(other), rehashOf(other))) ?? "",
@@ -186,5 +189,74 @@ describe("SSHSIG signatures", () => {
         /another key/,
       );
     }
+  });
+});
+
+describe("minisign signatures", () => {
+  test("the node's signature verifies (and with minisign -V); another file, another key or a changed byte does not", async () => {
+    const signer = await loadMinisignSigner({ keyFile: keys.minisign.keyFile });
+    const sig = await signer.sign(await hashInput(data, signer.needs, "data.bin"));
+    const trusted = minisignVerifyingKey(signer.publicKey());
+    const check = (s: string, b: Buffer, k = trusted) =>
+      checkMinisignSignature(s, k, rehashOf(b), async () => b);
+    assert.equal(await check(sig.toString(), data), undefined);
+    assert.match((await check(sig.toString(), other)) ?? "", /not made over this file/);
+    const file = join(dir, "minisign-data.bin");
+    writeFileSync(file, data);
+    writeFileSync(`${file}.minisig`, sig);
+    const real = spawnSync("minisign", ["-V", "-p", keys.minisign.publicKeyFile, "-m", file]);
+    assert.equal(real.status, 0, real.stderr.toString());
+    const strangerFile = join(dir, "stranger.pem");
+    const pem = generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" });
+    writeFileSync(strangerFile, pem as string, { mode: 0o600 });
+    const stranger = await loadMinisignSigner({ keyFile: strangerFile });
+    assert.match(
+      (await check(sig.toString(), data, minisignVerifyingKey(stranger.publicKey()))) ?? "",
+      /another key/,
+    );
+    const lines = sig.toString().split("\n");
+    lines[2] = "trusted comment: timestamp:0\tfile:something-else\thashed";
+    assert.match((await check(lines.join("\n"), data)) ?? "", /trusted comment does not verify/);
+    assert.notEqual(await check("NOT A SIGNATURE", data), undefined);
+  });
+});
+
+describe("OpenPGP cleartext signatures", () => {
+  test("the node's clearsigned text verifies; other text, another key or a detached signature does not", async () => {
+    const clear = await loadGpgSigner(
+      { keyFile: keys.gpg.keyFile, passphrase: readFileSync(keys.gpg.passphraseFile, "utf8").trim() },
+      undefined,
+      "gpg-clearsign",
+    );
+    const text = Buffer.from("Suite: stable\n- dash\nFrom here\ntrailing  \n");
+    const signed = await clear.sign(await hashInput(text, clear.needs, "Release"));
+    const trusted = await openpgpVerifyingKeys(clear.publicKey());
+    assert.equal(await checkClearsigned(signed, text, trusted), undefined);
+    // CRLF line endings and trailing whitespace are not part of what is signed.
+    assert.equal(
+      await checkClearsigned(signed, Buffer.from(text.toString().replaceAll("\n", "\r\n")), trusted),
+      undefined,
+    );
+    assert.match(
+      (await checkClearsigned(signed, Buffer.from("Suite: unstable\n"), trusted)) ?? "",
+      /not this file's/,
+    );
+    const tampered = Buffer.from(signed.toString().replace("Suite: stable", "Suite: stab1e"));
+    assert.notEqual(
+      await checkClearsigned(tampered, Buffer.from("Suite: stab1e\n- dash\nFrom here\ntrailing\n"), trusted),
+      undefined,
+    );
+    const { publicKey } = await openpgp.generateKey({
+      type: "ecc",
+      curve: "curve25519Legacy",
+      userIDs: [{ name: "stranger" }],
+      format: "armored",
+    });
+    assert.match(
+      (await checkClearsigned(signed, text, await openpgpVerifyingKeys(publicKey))) ?? "",
+      /does not verify|not made over/,
+    );
+    const detached = await gpg.sign(await hashInput(text));
+    assert.notEqual(await checkClearsigned(detached, text, trusted), undefined);
   });
 });

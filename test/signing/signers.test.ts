@@ -250,7 +250,7 @@ describe("gpg signer: key types", () => {
     // The hash is copied, not consumed: it signs twice and still digests.
     const first = await gpgSigner.sign(hash);
     const second = await gpgSigner.sign(hash);
-    assert.equal(hash.digest("hex").length, 64);
+    assert.equal(hash.sha256.digest("hex").length, 64);
     for (const sig of [first, second]) {
       const parsed = await openpgp.readSignature({ armoredSignature: sig.toString("utf8") });
       const created = parsed.packets[0]?.created?.getTime() ?? 0;

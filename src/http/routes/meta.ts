@@ -149,6 +149,7 @@ function formatList(deps: MetaRouteDeps) {
     const signer = deps.signing.signer(name);
     return {
       name,
+      kind: signer.kind,
       suffix: signer.suffix,
       fingerprint: signer.fingerprint,
       maxSize: limits.maxSize,

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
+import { hasCode } from "../../errors.js";
 import type { NodeMetrics } from "../../metrics/node-metrics.js";
 import {
   KEY_BACKEND_JOB_ERROR,
@@ -49,7 +50,6 @@ export interface SignRouteDeps extends ResultRouteDeps {
 
 // Multipart framing around the file: an upload this much over the limit is refused unread.
 const MULTIPART_OVERHEAD = 64 * 1024;
-const CONTENT_TYPES: Record<FormatName, string> = { gpg: "application/pgp-signature", sshsig: "text/plain" };
 
 /** signing_requests_total{outcome} for a refused upload: a small fixed set. */
 function outcomeOf(err: ApiError): string {
@@ -265,6 +265,7 @@ class Uploads {
       const limits = {
         maxSize: u.limits.maxSize,
         sha1: !o.sha256Only,
+        needs: this.deps.signing.signer(u.format).needs,
         pace: this.deps.uploadPace,
         beforeFile,
       };
@@ -300,11 +301,13 @@ class Uploads {
   ) {
     const { file, filename } = form;
     const hashed = tokenHash(check.claims.id);
-    const submitted = await this.deps.signing.submit(
-      u.format,
-      { ...file, filename, tokenHash: hashed, clientIp: clientIp(u.req) },
-      slot,
-    );
+    const submitted = await this.deps.signing
+      .submit(u.format, { ...file, filename, tokenHash: hashed, clientIp: clientIp(u.req) }, slot)
+      .catch((err: unknown) => {
+        // The format's own words on why it cannot sign this content are for the client.
+        if (hasCode(err, "UNSUPPORTED_INPUT")) throw new ApiError("UNSUPPORTED_INPUT", err.message);
+        throw err;
+      });
     const { format } = u;
     const { sha256, size: bytes } = file;
     this.deps.log.info({
@@ -362,7 +365,7 @@ class Uploads {
     if (found.kind === "file") return serveFileResult(this.deps, res, format, sha256 as string, found.file);
     const out = found.result.output;
     res.set({
-      "Content-Type": CONTENT_TYPES[format],
+      "Content-Type": this.deps.signing.signer(format).contentType,
       "X-SHA1-Digest": createHash("sha1").update(out).digest("hex"),
       "X-SHA256-Digest": createHash("sha256").update(out).digest("hex"),
     });

@@ -1,4 +1,4 @@
-import { createHash, createPrivateKey, type Hash, type KeyObject } from "node:crypto";
+import { createHash, createPrivateKey, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import * as openpgp from "openpgp";
 import { SigningClusterError } from "../../errors.js";
@@ -6,6 +6,7 @@ import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
 import { asIs } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
+import { clearsign, cleartextLines } from "../formats/gpg-clearsign.js";
 import {
   armoredPublicKey,
   armorSignature,
@@ -19,7 +20,16 @@ import {
   signaturePacket,
   v4PublicKey,
 } from "../openpgp-packet.js";
-import { type FileKeyOptions, type GpgKeyConfig, KeyLoadError, type Signer } from "../signer.js";
+import {
+  type FileKeyOptions,
+  type GpgKeyConfig,
+  KeyLoadError,
+  type Signer,
+  type SignInput,
+} from "../signer.js";
+
+/** The two OpenPGP formats over one key: a detached signature, or the clearsigned text. */
+export type OpenPgpFormat = "gpg" | "gpg-clearsign";
 
 /** What a v4 OpenPGP signature names of its key, and what verifiers are given. */
 interface OpenPgpIdentity {
@@ -114,6 +124,12 @@ async function loadKey(cfg: GpgKeyConfig, fail: (reason: string) => never): Prom
   }
 }
 
+function refuseExpired(expiresAt: Date | undefined): void {
+  // The route refuses uploads once the key expired; this catches one that expired meanwhile.
+  if (expiresAt && Date.now() >= expiresAt.getTime())
+    throw new SigningClusterError("KEY_EXPIRED", `the signing key expired at ${expiresAt.toISOString()}`);
+}
+
 /**
  * A gpg signer over any key: a v4 binary signature with SHA-256 over the input's running hash,
  * armored; the key signs the digest and this builds the packet around its raw signature.
@@ -124,14 +140,15 @@ function gpgSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
   return {
     format: "gpg",
     fingerprint: id.fingerprint,
+    kind: "detached",
     suffix: ".asc",
+    needs: {},
+    contentType: "application/pgp-signature",
     key,
     ...(expiresAt ? { expiresAt } : {}),
     publicKey: () => id.publicArmored,
-    async sign(inputSha256: Hash): Promise<Buffer> {
-      // The route refuses uploads once the key expired; this catches one that expired meanwhile.
-      if (expiresAt && Date.now() >= expiresAt.getTime())
-        throw new SigningClusterError("KEY_EXPIRED", `the signing key expired at ${expiresAt.toISOString()}`);
+    async sign(input: SignInput): Promise<Buffer> {
+      refuseExpired(expiresAt);
       const params: SignatureParams = {
         pubkeyAlgorithm,
         fingerprint: fingerprintBytes,
@@ -139,7 +156,7 @@ function gpgSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
         created: new Date(),
       };
       const { hashedFields, trailer } = hashedSuffix(params);
-      const digest = inputSha256.copy().update(hashedFields).update(trailer).digest();
+      const digest = input.sha256.copy().update(hashedFields).update(trailer).digest();
       const fields = signatureFields(pubkeyAlgorithm, await key.sign(digest));
       return Buffer.from(armorSignature(signaturePacket(params, hashedFields, digest, fields)), "utf8");
     },
@@ -148,12 +165,50 @@ function gpgSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
 }
 
 /**
+ * The cleartext signer over the same kind of key (an apt `InRelease`): it needs the whole text,
+ * which the upload pipeline keeps for it (bounded by the format's maxSize).
+ */
+function clearsignSigner(key: SigningKey, id: OpenPgpIdentity): Signer {
+  const { expiresAt } = id;
+  const identity = { pubkeyAlgorithm: id.pubkeyAlgorithm, fingerprint: id.fingerprintBytes };
+  return {
+    ...gpgSigner(key, id),
+    format: "gpg-clearsign",
+    kind: "clearsigned",
+    suffix: ".asc",
+    needs: { bytes: true },
+    contentType: "text/plain; charset=utf-8",
+    accept(input: SignInput): void {
+      if (input.bytes) cleartextLines(input.bytes);
+    },
+    async sign(input: SignInput): Promise<Buffer> {
+      refuseExpired(expiresAt);
+      if (!input.bytes) throw new Error("gpg-clearsign was given no text: its needs were not met");
+      return clearsign(input.bytes, key, identity);
+    },
+  };
+}
+
+/** The signer of `format` over `key`, checked with a detached probe signature first. */
+async function openPgpSigner(
+  format: OpenPgpFormat,
+  key: SigningKey,
+  id: OpenPgpIdentity,
+  fail: (reason: string) => never,
+): Promise<Signer> {
+  const detached = gpgSigner(key, id);
+  await selfCheck(detached, fail);
+  return format === "gpg" ? detached : clearsignSigner(key, id);
+}
+
+/**
  * Signs a probe and verifies it with openpgp.js against the public key verifiers get, so a key
  * this code reads or encodes wrongly stops the node instead of producing bad signatures.
  */
 async function selfCheck(signer: Signer, fail: (reason: string) => never): Promise<void> {
   const probe = Buffer.from("signing-cluster start-up self-check");
-  const armoredSignature = (await signer.sign(createHash("sha256").update(probe))).toString("utf8");
+  const input = { sha256: createHash("sha256").update(probe), fileName: "probe" };
+  const armoredSignature = (await signer.sign(input)).toString("utf8");
   try {
     const { signatures } = await openpgp.verify({
       message: await openpgp.createMessage({ binary: probe }),
@@ -175,9 +230,10 @@ async function selfCheck(signer: Signer, fail: (reason: string) => never): Promi
 export async function loadGpgSigner(
   cfg: GpgKeyConfig,
   { wrap = asIs, pool }: FileKeyOptions = {},
+  format: OpenPgpFormat = "gpg",
 ): Promise<Signer> {
   const fail = (reason: string): never => {
-    throw new KeyLoadError("gpg", cfg.keyFile, reason);
+    throw new KeyLoadError(format, cfg.keyFile, reason);
   };
   const key = await loadKey(cfg, fail);
   let signingKey: Awaited<ReturnType<openpgp.PrivateKey["getSigningKey"]>>;
@@ -197,15 +253,14 @@ export async function loadGpgSigner(
   ];
   const ends = expiries.filter((d): d is Date => d instanceof Date).map((d) => d.getTime());
   const expiresAt = ends.length ? new Date(Math.min(...ends)) : undefined;
-  const signer = gpgSigner(wrap(await fileKey(privateKey, cfg.keyFile, pool)), {
+  const id: OpenPgpIdentity = {
     pubkeyAlgorithm: packet.algorithm as number,
     fingerprintBytes: packet.getFingerprintBytes() as Uint8Array,
     fingerprint: key.getFingerprint().toUpperCase(),
     publicArmored: key.toPublic().armor(),
     ...(expiresAt ? { expiresAt } : {}),
-  });
-  await selfCheck(signer, fail);
-  return signer;
+  };
+  return openPgpSigner(format, wrap(await fileKey(privateKey, cfg.keyFile, pool)), id, fail);
 }
 
 /** The OpenPGP identity of a key held elsewhere (PKCS#11): what gpg needs to import and trust it. */
@@ -221,20 +276,23 @@ export interface GpgIdentityConfig {
  * (and so the fingerprint) is built from its public key and the configured creation time, with
  * the user ID certified by the key itself, then checked like a file key.
  */
-export async function gpgSignerForKey(key: SigningKey, identity: GpgIdentityConfig): Promise<Signer> {
+export async function gpgSignerForKey(
+  key: SigningKey,
+  identity: GpgIdentityConfig,
+  format: OpenPgpFormat = "gpg",
+): Promise<Signer> {
   const fail = (reason: string): never => {
-    throw new KeyLoadError("gpg", key.location, reason);
+    throw new KeyLoadError(format, key.location, reason);
   };
   const pub = v4PublicKey(publicParts(key.algorithm, key.publicKey), identity.createdAt);
   const publicArmored = await armoredPublicKey(pub, identity.userId, identity.createdAt, async (digest) =>
     signatureFields(pub.algorithm, await key.sign(digest)),
   );
-  const signer = gpgSigner(key, {
+  const id: OpenPgpIdentity = {
     pubkeyAlgorithm: pub.algorithm,
     fingerprintBytes: pub.fingerprint,
     fingerprint: pub.fingerprint.toString("hex").toUpperCase(),
     publicArmored,
-  });
-  await selfCheck(signer, fail);
-  return signer;
+  };
+  return openPgpSigner(format, key, id, fail);
 }

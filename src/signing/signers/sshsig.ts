@@ -1,11 +1,17 @@
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { fileKey } from "../../keys/file.js";
 import type { SigningKey } from "../../keys/key.js";
 import { asIs } from "../../keys/observed.js";
 import { publicParts } from "../../keys/public-parts.js";
 import { parseOpenSshKey, sshFingerprint, sshString, sshUint32, wrapBase64 } from "../openssh-key.js";
-import { type FileKeyOptions, KeyLoadError, type Signer, type SshsigKeyConfig } from "../signer.js";
+import {
+  type FileKeyOptions,
+  KeyLoadError,
+  type Signer,
+  type SignInput,
+  type SshsigKeyConfig,
+} from "../signer.js";
 
 const MAGIC = Buffer.from("SSHSIG", "latin1");
 // SSHSIG allows sha256 or sha512; sha256 is the hash the node already runs over every upload.
@@ -71,10 +77,13 @@ export function sshsigSignerForKey(key: SigningKey, namespace: string, comment: 
     format: "sshsig",
     fingerprint: sshFingerprint(enc.blob),
     suffix: ".sig",
+    kind: "detached",
+    needs: {},
+    contentType: "text/plain",
     key,
     publicKey: () => pubLine,
-    async sign(inputSha256: Hash): Promise<Buffer> {
-      const digest = inputSha256.copy().digest();
+    async sign(input: SignInput): Promise<Buffer> {
+      const digest = input.sha256.copy().digest();
       const signedData = Buffer.concat([
         MAGIC,
         sshString(namespace),
