@@ -173,8 +173,9 @@ describe("a wait that outlasts signing.admissionWaitMs", () => {
   });
   after(() => cluster?.stop());
 
-  test("ends in 503 OVERLOADED with Retry-After and the JSON error body, its body unread", async () => {
+  test("ends in 503 OVERLOADED with Retry-After and the JSON error body, its body unread", async (t) => {
     const holder = openUpload(port);
+    t.after(() => holder.socket.destroy());
     await untilMetric(url, "signing_inflight_jobs", 1);
     const before = await scrape(url);
     const token = await getToken(url, cluster.basicAuth);
@@ -190,7 +191,9 @@ describe("a wait that outlasts signing.admissionWaitMs", () => {
     const delta = (name: string, labels: Record<string, string> = {}) =>
       (sample(after, name, labels) ?? 0) - (sample(before, name, labels) ?? 0);
     assert.equal(delta("signing_admission_wait_seconds_count"), 1);
-    assert.ok(delta("signing_admission_wait_seconds_sum") >= 0.3, "it waited admissionWaitMs");
+    // It waited, not bounced: libuv arms the 300 ms timer from the loop's cached time, which a
+    // busy machine leaves stale, so the wait measured by the clock can come out somewhat shorter.
+    assert.ok(delta("signing_admission_wait_seconds_sum") >= 0.15, "it waited admissionWaitMs");
     assert.equal(delta("signing_requests_total", { format: "gpg", outcome: "overloaded" }), 1);
     assert.equal(sample(after, "signing_admission_queue"), 0);
     // The token was never looked at: the body was not read.
