@@ -22,7 +22,7 @@ test("Redis down: /readyz leads with the connection error and since when; breake
   const cluster = await TestCluster.start({
     nodes: 1,
     logTo,
-    overrides: { store: { breaker: { volumeThreshold: 2, resetTimeoutMs: 60_000 } } },
+    overrides: { store: { breaker: { volumeThreshold: 2, resetTimeoutMs: 30_000 } } },
   });
   try {
     const url = cluster.node(0).url;
