@@ -24,7 +24,7 @@ import { NodeMetrics } from "./metrics/node-metrics.js";
 import { LocalResults } from "./signing/local-results.js";
 import { closeSigners, type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { ResultStore } from "./signing/results.js";
-import { SigningService } from "./signing/service.js";
+import { SigningService, type SigningServiceOptions } from "./signing/service.js";
 import type { FormatName, Signer } from "./signing/signer.js";
 import { Spool } from "./signing/spool.js";
 import { BREAKER_NAMES, StoreBreakers } from "./store/breakers.js";
@@ -229,6 +229,22 @@ function initialiseMetrics(
     if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
 }
 
+/** The signing service: its admission line, its results in memory while Redis is away, its lease. */
+function signingService(
+  s: Config["signing"],
+  deps: Omit<SigningServiceOptions, "local" | "admission" | "leaseMs">,
+): SigningService {
+  return new SigningService({
+    ...deps,
+    local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
+    admission: {
+      ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp },
+      ...{ waitMs: s.admissionWaitMs, maxQueued: s.admissionQueueMax },
+    },
+    leaseMs: s.jobLeaseMs,
+  });
+}
+
 /** What a node runs on: metrics, breakers, tokens, signing and the audit log. */
 function services(
   loaded: LoadedConfig,
@@ -266,17 +282,7 @@ function services(
   const s = config.signing;
   const jobs = new JobStore(redis, storeKeys, s.resultTtl);
   const results = resultStore(s.spool, { jobs, breakers, log }, signers);
-  const signing = new SigningService({
-    ...{ audit, breakers, metrics, signers, nodeId, log },
-    local: new LocalResults(s.localResultBytes, s.resultTtl * 1000),
-    admission: {
-      ...{ maxPending: s.maxPending, maxPendingPerIp: s.maxPendingPerIp },
-      ...{ waitMs: s.admissionWaitMs, maxQueued: s.admissionQueueMax },
-    },
-    leaseMs: s.jobLeaseMs,
-    jobs,
-    files: results,
-  });
+  const signing = signingService(s, { audit, breakers, metrics, signers, nodeId, log, jobs, files: results });
   return {
     limits,
     metrics,
