@@ -189,6 +189,11 @@ async function checkClearsignedProbe(keyText: string, probe: Buffer, signed: str
     message,
     verificationKeys: await openpgp.readKey({ armoredKey: keyText }),
   });
+  return firstVerified(signatures);
+}
+
+/** Why openpgp.js's first signature does not verify, or undefined when it does. */
+async function firstVerified(signatures: { verified: Promise<unknown> }[]): Promise<string | undefined> {
   try {
     await signatures[0]?.verified;
   } catch (err) {
@@ -206,12 +211,7 @@ async function checkSignature(format: string, keyText: string, probe: Buffer, si
         signature: await openpgp.readSignature({ armoredSignature: signature }),
         verificationKeys: await openpgp.readKey({ armoredKey: keyText }),
       });
-      try {
-        await signatures[0]?.verified;
-      } catch (err) {
-        return `it does not verify with the served key (${(err as Error).message})`;
-      }
-      return signatures.length ? undefined : "no signature in it";
+      return firstVerified(signatures);
     }
     case "gpg-clearsign":
       return checkClearsignedProbe(keyText, probe, signature);
