@@ -27,6 +27,9 @@ export const SUFFIXES: Record<string, string> = {
   minisign: ".minisig",
 };
 
+/** Formats whose output is the whole signed file (checked by its X-SHA256-Digest and certificate). */
+export const EMBEDDED_FORMATS: ReadonlySet<string> = new Set(["authenticode"]);
+
 /** A format name as the nodes spell them; anything else could name a path (`-f ../../x`). */
 export const FORMAT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
 

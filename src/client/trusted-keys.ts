@@ -6,6 +6,7 @@ import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
 import { ClientError } from "./errors.js";
+import { authenticodeCertificate, checkAuthenticodeFile } from "./verify-authenticode.js";
 import { checkClearsigned } from "./verify-clearsign.js";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "./verify-openpgp.js";
 
@@ -40,6 +41,10 @@ async function checkerFor(format: string, keyText: string): Promise<SignatureChe
     case "minisign": {
       const key = minisignVerifyingKey(keyText);
       return (sig, input) => checkMinisignSignature(sig.toString("utf8"), key, input.rehash, input.whole);
+    }
+    case "authenticode": {
+      const der = authenticodeCertificate(keyText);
+      return async (signed) => checkAuthenticodeFile(signed, der);
     }
     default:
       throw new Error(`signtool cannot check ${format} signatures`);
