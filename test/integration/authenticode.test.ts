@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
@@ -23,7 +24,10 @@ let work: string;
 let otherCa: string;
 
 before(async () => {
-  cluster = await TestCluster.start({ nodes: 2, authenticode: true });
+  // A small limit, so that an upload can cross it mid-file (past the multipart allowance, a
+  // Content-Length over it is refused unread).
+  const overrides = { signing: { formats: { authenticode: { maxSize: 64 * 1024 } } } };
+  cluster = await TestCluster.start({ nodes: 2, authenticode: true, overrides });
   work = mkdtempSync(join(tmpdir(), "signing-authenticode-"));
   otherCa = makeCodeSigningPki(work).otherCaFile;
 });
@@ -32,6 +36,8 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
+/** Upload temp dirs of this process's nodes (the only ones that make them in this test). */
+const inputTempDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith("signing-input-"));
 const caFile = () => cluster.state.codeSigning?.caFile as string;
 
 async function uploadOn(node: number, data: Buffer, filename: string) {
@@ -87,7 +93,19 @@ describe("authenticode", () => {
     const res = await uploadOn(0, Buffer.from("not a windows file\n".repeat(10)), "notes.exe");
     assert.equal(res.status, 400, res.text);
     assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
-    const left = readdirSync(tmpdir()).filter((n) => n.startsWith("signing-input-"));
-    assert.deepEqual(left, [], "every upload's temp file is removed");
+    assert.deepEqual(inputTempDirs(), [], "every upload's temp file is removed");
+  });
+
+  test("an upload crossing maxSize mid-file is 413 FILE_TOO_LARGE, and its temp file is removed", async () => {
+    const pe = Buffer.concat([minimalPe(), Buffer.alloc(100 * 1024)]);
+    const res = await uploadOn(0, pe, "big.exe").catch((err: { response?: request.Response }) => {
+      // The node may close the connection after its answer: the answer is what counts.
+      if (err.response) return err.response;
+      throw err;
+    });
+    assert.equal(res.status, 413, res.text);
+    assert.equal(res.body.error.code, "FILE_TOO_LARGE");
+    for (let i = 0; i < 50 && inputTempDirs().length; i++) await sleep(100);
+    assert.deepEqual(inputTempDirs(), []);
   });
 });
