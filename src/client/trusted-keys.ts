@@ -2,11 +2,11 @@ import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { authenticodeCertificate, checkAuthenticodeFile } from "../signing/verify-authenticode.js";
 import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
 import { ClientError } from "./errors.js";
-import { authenticodeCertificate, checkAuthenticodeFile } from "./verify-authenticode.js";
 import { checkClearsigned } from "./verify-clearsign.js";
 import { checkOpenpgpSignature, openpgpVerifyingKeys } from "./verify-openpgp.js";
 

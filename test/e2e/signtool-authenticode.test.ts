@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -21,6 +22,7 @@ import { fetchToken, hosts, signtool } from "../helpers/signtool.js";
  * (beside the input, into --output-dir, or in place) and `osslsigncode verify` accepts it
  * against the dev CA.
  */
+const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signtool-authenticode-"));
 let cluster: ProcessCluster;
 
@@ -51,6 +53,28 @@ function assertVerifies(file: string): void {
   const v = osslsigncodeVerify(file, caFile());
   assert.ok(v.ok, v.output);
 }
+
+describe("signing-admin keys test with authenticode", () => {
+  test("each node signs an authenticode probe (a PowerShell script) and it carries the served certificate", async () => {
+    const clusterFile = join(work, "cluster.json");
+    const { user, passwordFile } = cluster.state.issuer;
+    writeFileSync(
+      clusterFile,
+      JSON.stringify({ redisUrl: cluster.redis.url, nodes: cluster.urls, issuer: { user, passwordFile } }),
+    );
+    const admin = spawnSync(process.execPath, [ADMIN, "--cluster", clusterFile, "--json", "keys", "test"], {
+      cwd: work,
+      encoding: "utf8",
+      timeout: 120_000,
+    });
+    assert.equal(admin.status, 0, `${admin.stdout}${admin.stderr}`);
+    const probes = (JSON.parse(admin.stdout) as { probes: { format: string; ok: boolean; detail: string }[] })
+      .probes;
+    const authenticode = probes.filter((p) => p.format === "authenticode");
+    assert.equal(authenticode.length, 2);
+    for (const p of authenticode) assert.deepEqual([p.ok, p.detail], [true, "verified"]);
+  });
+});
 
 describe("signtool -f authenticode", () => {
   test("by default the signed file goes beside its input as NAME.signed.EXT; the input is left as it was", async () => {
