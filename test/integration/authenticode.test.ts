@@ -96,6 +96,21 @@ describe("authenticode", () => {
     assert.deepEqual(inputTempDirs(), [], "every upload's temp file is removed");
   });
 
+  test("an upload refused after its file was read (a digest that does not match) leaves no temp file", async () => {
+    const token = await getToken(cluster.node(0).url, cluster.basicAuth);
+    const res = await upload(cluster.node(0).url, {
+      format: "authenticode",
+      token,
+      nonce: "",
+      data: minimalPe(),
+      filename: "tool.exe",
+      digest: "0".repeat(40),
+    });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.error.code, "DIGEST_MISMATCH");
+    assert.deepEqual(inputTempDirs(), []);
+  });
+
   test("an upload crossing maxSize mid-file is 413 FILE_TOO_LARGE, and its temp file is removed", async () => {
     const pe = Buffer.concat([minimalPe(), Buffer.alloc(100 * 1024)]);
     const res = await uploadOn(0, pe, "big.exe").catch((err: { response?: request.Response }) => {
