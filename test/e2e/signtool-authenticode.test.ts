@@ -7,6 +7,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -107,12 +108,13 @@ describe("signtool -f authenticode", () => {
     const exe = join(dir, "app.exe");
     const pe = minimalPe();
     pe.write("in-place", 0x300, "latin1");
-    writeFileSync(exe, pe);
+    writeFileSync(exe, pe, { mode: 0o755 });
     const run = await sign(["--in-place", exe]);
     assert.equal(run.code, 0, run.stderr);
     assert.notEqual(sha256(readFileSync(exe)), sha256(pe));
     assertVerifies(exe);
     assert.deepEqual(readdirSync(dir), ["app.exe"]);
+    assert.equal(statSync(exe).mode & 0o777, 0o755, "an executable stays one");
   });
 
   test("--in-place with a detached format is a usage error, before any upload", async () => {
