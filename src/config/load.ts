@@ -159,6 +159,7 @@ function authenticodePrivateFiles(config: Config): [string, string | undefined][
   const f = config.signing.formats.authenticode;
   if (!f?.enabled) return [];
   return [
+    ["signing.formats.authenticode.keyFile", f.keyFile],
     ["signing.formats.authenticode.pkcs12File", f.pkcs12File],
     ["signing.formats.authenticode.passphrase", f.passphrase?.file],
   ];
