@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { type DevKeys, generateDevKeys } from "../src/signing/dev-keys.js";
 import { hashPassword } from "../src/tokens/credentials.js";
+import { type DevCodeSigning, devCodeSigning } from "./dev-code-signing.js";
 import { SoftHsmToken } from "./softhsm.js";
 
 /** Everything a local cluster (npm start) or a test needs: keys, secrets, credentials, a config. */
@@ -14,6 +15,8 @@ export interface DevState {
   configFile: string;
   issuer: { user: string; password: string; passwordFile: string };
   keys: DevKeys;
+  /** With `authenticode`: the dev CA verifiers trust, and the certificate that signs. */
+  codeSigning?: DevCodeSigning;
   /** With `keys: "softhsm"`: the token holding both formats' keys (nodes need its SOFTHSM2_CONF). */
   token?: SoftHsmToken;
 }
@@ -63,6 +66,15 @@ function readOrCreate(file: string, make: () => string): string {
   return readFileSync(file, "utf8").trim();
 }
 
+/** What else a dev state signs. */
+export interface DevStateOptions {
+  /**
+   * Authenticode with a dev CA made by openssl in `<dir>/code-signing` (npm start; tests that
+   * sign it): off by default, as it costs two RSA key generations and needs osslsigncode.
+   */
+  authenticode?: boolean;
+}
+
 /**
  * Creates (once) and reuses the dev keys, token secret and issuer password in `dir`, and writes
  * a node config pointing at `redisUrl`. Re-running keeps the same keys, so signatures made on a
@@ -72,12 +84,14 @@ export async function prepareDevState(
   dir: string,
   redisUrl: string,
   backend: DevKeyBackend = "file",
+  opts: DevStateOptions = {},
 ): Promise<DevState> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keys = await generateDevKeys(join(dir, "keys"));
   const secretFile = join(dir, "token-secret");
   readOrCreate(secretFile, () => randomBytes(32).toString("hex"));
   const hsm = backend === "softhsm" ? softHsmFormats(dir) : undefined;
+  const codeSigning = opts.authenticode ? devCodeSigning(join(dir, "code-signing")) : undefined;
   const internalSecretFile = join(dir, "internal-secret");
   readOrCreate(internalSecretFile, () => randomBytes(32).toString("hex"));
   const passwordFile = join(dir, "issuer-password.txt");
@@ -100,6 +114,9 @@ export async function prepareDevState(
         "gpg-clearsign": { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
         sshsig: { keyFile: keys.sshsig.keyFile, namespace: "file" },
         minisign: { keyFile: keys.minisign.keyFile },
+        ...(codeSigning
+          ? { authenticode: { certFile: codeSigning.certFile, keyFile: codeSigning.keyFile } }
+          : {}),
       },
     },
     log: { level: "info" },
@@ -111,7 +128,15 @@ export async function prepareDevState(
     { mode: 0o600 },
   );
   const issuer = { user: DEV_ISSUER, password, passwordFile };
-  return { dir, config, configFile, issuer, keys, ...(hsm ? { token: hsm.token } : {}) };
+  return {
+    dir,
+    config,
+    configFile,
+    issuer,
+    keys,
+    ...(hsm ? { token: hsm.token } : {}),
+    ...(codeSigning ? { codeSigning } : {}),
+  };
 }
 
 /**

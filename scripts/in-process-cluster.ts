@@ -32,11 +32,18 @@ export class TestCluster {
   ) {}
 
   static async start(
-    opts: { nodes?: number; overrides?: Overrides; redis?: TestRedis; logTo?: DestinationStream } = {},
+    opts: {
+      nodes?: number;
+      overrides?: Overrides;
+      redis?: TestRedis;
+      logTo?: DestinationStream;
+      /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
+      authenticode?: boolean;
+    } = {},
   ): Promise<TestCluster> {
     const redis = opts.redis ?? (await TestRedis.start());
     const dir = mkdtempSync(join(tmpdir(), "signing-test-"));
-    const state = await prepareDevState(dir, redis.url);
+    const state = await prepareDevState(dir, redis.url, "file", { authenticode: opts.authenticode ?? false });
     // Tests make many requests from one address: limits are tested where they are the subject.
     const generous = { ratePerSecond: 10_000, burst: 10_000 };
     const raw = merge(

@@ -205,7 +205,7 @@ class LocalCluster {
   async start(): Promise<void> {
     await assertPortsFree();
     const redisUrl = await this.startRedis();
-    const state = await prepareDevState(stateDir, redisUrl, keyBackend);
+    const state = await prepareDevState(stateDir, redisUrl, keyBackend, { authenticode: true });
     // The nodes inherit it: SoftHSM2 finds the token through SOFTHSM2_CONF.
     if (state.token) process.env.SOFTHSM2_CONF = state.token.conf;
     const nodes = await this.startNodes(state.configFile);

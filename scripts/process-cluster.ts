@@ -23,10 +23,14 @@ export class ProcessCluster {
       root?: string;
       /** Where the nodes' keys live: files (default) or a SoftHSM2 token. */
       keys?: DevKeyBackend;
+      /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
+      authenticode?: boolean;
     } = {},
   ): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
-    const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url, opts.keys);
+    const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url, opts.keys, {
+      authenticode: opts.authenticode ?? false,
+    });
     const env = {
       SIGNING__log__level: "warn",
       // SoftHSM2 finds the dev token through SOFTHSM2_CONF.

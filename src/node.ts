@@ -21,6 +21,7 @@ import { SigningPool } from "./keys/pool.js";
 import { AuditLog } from "./log/audit.js";
 import { createLogger } from "./log/logger.js";
 import { NodeMetrics } from "./metrics/node-metrics.js";
+import type { AuthenticodeCredentials, AuthenticodeOptions } from "./signing/formats/authenticode.js";
 import { LocalResults } from "./signing/local-results.js";
 import { closeSigners, type EnabledKeys, loadSigners } from "./signing/registry.js";
 import { ResultStore } from "./signing/results.js";
@@ -82,8 +83,27 @@ function openPgpKey(f: GpgFormatConfig, pin: string | undefined, passphrase: str
   return { keyFile: f.keyFile as string, ...(passphrase !== undefined ? { passphrase } : {}) };
 }
 
+/** osslsigncode's credentials and settings, when the authenticode format is enabled. */
+function authenticodeOptions({
+  config,
+  authenticodePassphrase,
+}: LoadedConfig): AuthenticodeOptions | undefined {
+  const f = config.signing.formats.authenticode;
+  if (!f?.enabled) return undefined;
+  const passphrase = authenticodePassphrase !== undefined ? { passphrase: authenticodePassphrase } : {};
+  const credentials: AuthenticodeCredentials = f.pkcs12File
+    ? { kind: "pkcs12", pkcs12File: f.pkcs12File, ...passphrase }
+    : { kind: "pem", certFile: f.certFile as string, keyFile: f.keyFile as string, ...passphrase };
+  return {
+    credentials,
+    timeoutMs: f.timeoutMs,
+    ...(f.timestampUrl ? { timestampUrl: f.timestampUrl } : {}),
+  };
+}
+
 /** Each enabled format's key: a file, or a PKCS#11 key with the PIN the loader read. */
-function enabledKeys({ config, gpgPassphrase, clearsignPassphrase, pkcs11Pins }: LoadedConfig): EnabledKeys {
+function enabledKeys(loaded: LoadedConfig): EnabledKeys {
+  const { config, gpgPassphrase, clearsignPassphrase, pkcs11Pins } = loaded;
   const { gpg, sshsig, minisign } = config.signing.formats;
   const clearsign = config.signing.formats["gpg-clearsign"];
   const keys: EnabledKeys = {};
@@ -98,6 +118,8 @@ function enabledKeys({ config, gpgPassphrase, clearsignPassphrase, pkcs11Pins }:
   if (minisign?.enabled && minisign.pkcs11)
     keys.minisign = { pkcs11: pkcs11Options(minisign.pkcs11, pkcs11Pins.minisign) };
   else if (minisign?.enabled && minisign.keyFile) keys.minisign = { keyFile: minisign.keyFile };
+  const authenticode = authenticodeOptions(loaded);
+  if (authenticode) keys.authenticode = authenticode;
   return keys;
 }
 

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import * as openpgp from "openpgp";
+import { authenticodeCertificate, checkAuthenticodeFile } from "../signing/verify-authenticode.js";
 import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import { table } from "./output.js";
@@ -44,6 +45,8 @@ function requireNodes(t: Target): string[] {
 
 interface FormatEntry {
   name: string;
+  /** `embedded`: the output is the whole signed file, fetched by its input's digest. */
+  kind?: string;
   backend?: string;
   algorithm?: string;
   fingerprint?: string;
@@ -203,7 +206,10 @@ async function firstVerified(signatures: { verified: Promise<unknown> }[]): Prom
 }
 
 /** Checks a signature over `probe` with the public key the node serves for `format`. */
-async function checkSignature(format: string, keyText: string, probe: Buffer, signature: string) {
+async function checkSignature(format: string, keyText: string, probe: Buffer, output: string | Buffer) {
+  if (format === "authenticode")
+    return checkAuthenticodeFile(Buffer.from(output), authenticodeCertificate(keyText));
+  const signature = output.toString();
   switch (format) {
     case "gpg": {
       const { signatures } = await openpgp.verify({
@@ -243,14 +249,14 @@ interface Session {
   clientIp: string;
 }
 
-async function upload(s: Session, token: string, format: string, probe: Buffer) {
+async function upload(s: Session, token: string, format: string, probe: Buffer, filename: string) {
   const form = new FormData();
   // The token first: the node checks it before reading the file.
   form.append("token", token);
   form.append("nonce", s.nonce);
   form.append("sha1", createHash("sha1").update(probe).digest("hex"));
-  form.append("filename", "signing-admin-probe.txt");
-  form.append("filedata", new Blob([new Uint8Array(probe)]), "signing-admin-probe.txt");
+  form.append("filename", filename);
+  form.append("filedata", new Blob([new Uint8Array(probe)]), filename);
   const res = await fetch(`${s.node}/sign/${encodeURIComponent(format)}?wait=${SIGN_WAIT_SECONDS}`, {
     method: "POST",
     body: form,
@@ -276,13 +282,32 @@ async function whyUnsigned(node: string, format: string, sha256: string | undefi
   }
 }
 
+/**
+ * An embedded format's output: the whole signed file, GET by the probe's sha256 (the upload's
+ * ?wait returns once it is stored), checked against its X-SHA256-Digest; a string says why not.
+ */
+async function embeddedOutput(node: string, format: string, sha256: string | undefined) {
+  if (!sha256) return "the upload answered no sha256";
+  const res = await fetch(`${node}/sign/${encodeURIComponent(format)}/${sha256}`, {
+    signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+  });
+  if (res.status !== 200) return `GET /sign/${format}/${sha256}: ${await refusal(res)}`;
+  const file = Buffer.from(await res.arrayBuffer());
+  if (res.headers.get("x-sha256-digest") !== createHash("sha256").update(file).digest("hex"))
+    return "the signed file does not match its X-SHA256-Digest";
+  return file;
+}
+
 /** Signs a fresh probe through `format` on the session's node and checks the signature. */
 async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
   const base = { node: s.node, format: f.name, ...(f.backend ? { backend: f.backend } : {}) };
   const fail = (detail: string): ProbeResult => ({ ...base, ok: false, detail });
+  const embedded = f.kind === "embedded";
+  // An embedded format signs a PowerShell script (comment lines), the one type made of text.
+  const c = embedded ? "# " : "";
   const probe = Buffer.from(
-    `signing-admin keys test\nnode: ${s.node}\nformat: ${f.name}\nat: ${new Date().toISOString()}\n` +
-      `nonce: ${randomBytes(16).toString("hex")}\n`,
+    `${c}signing-admin keys test\n${c}node: ${s.node}\n${c}format: ${f.name}\n${c}at: ${new Date().toISOString()}\n` +
+      `${c}nonce: ${randomBytes(16).toString("hex")}\n`,
   );
   let body: { status?: string; sha256?: string; signature?: string };
   let started = Date.now();
@@ -290,7 +315,7 @@ async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
     s.token ??= await probeToken(s.node, s.issuer, s.clientIp);
     // Timed from the upload: the token's password check is not the key's.
     started = Date.now();
-    const res = await upload(s, s.token, f.name, probe);
+    const res = await upload(s, s.token, f.name, probe, `signing-admin-probe.${embedded ? "ps1" : "txt"}`);
     if (res.status !== 202) return fail(`POST /sign/${f.name}: ${await refusal(res)}`);
     body = (await res.json()) as typeof body;
   } catch (err) {
@@ -299,13 +324,15 @@ async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
   const ms = Date.now() - started;
   // A fresh probe is signed by the node it was uploaded to: anything else did not test its key.
   if (body.status !== "queued") return fail(`the node answered ${body.status ?? "?"}, not a job of its own`);
-  if (!body.signature) return fail(await whyUnsigned(s.node, f.name, body.sha256));
+  const output = embedded ? await embeddedOutput(s.node, f.name, body.sha256).catch(reason) : body.signature;
+  if (typeof output === "string" && embedded) return fail(output);
+  if (!output) return fail(await whyUnsigned(s.node, f.name, body.sha256));
   try {
     const key = await fetch(`${s.node}/keys/${encodeURIComponent(f.name)}`, {
       signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
     });
     if (key.status !== 200) return fail(`GET /keys/${f.name}: ${await refusal(key)}`);
-    const why = await checkSignature(f.name, await key.text(), probe, body.signature);
+    const why = await checkSignature(f.name, await key.text(), probe, output);
     if (why === null)
       return { ...base, ok: true, detail: "signed, not checked (no check for this format here)", ms };
     return why === undefined ? { ...base, ok: true, detail: "verified", ms } : fail(why);

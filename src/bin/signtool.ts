@@ -133,7 +133,7 @@ program
   .option("-H, --host <host:port>", "a signing node (repeat for each node)", collect, [])
   .option(
     "-f, --format <format>",
-    "signing format: gpg, gpg-clearsign, sshsig or minisign (repeatable)",
+    "signing format: gpg, gpg-clearsign, sshsig, minisign or authenticode (repeatable)",
     collect,
     [],
   )
@@ -151,7 +151,14 @@ program
   .addOption(
     new Option("-o, --output <file>", "signature file (one file, one format)").conflicts("outputDir"),
   )
-  .option("--output-dir <dir>", "write signatures here instead of next to the files")
+  .option(
+    "--output-dir <dir>",
+    "write signatures here instead of next to the files (authenticode: the signed file, same name; default beside it as NAME.signed.EXT)",
+  )
+  .option(
+    "--in-place",
+    "authenticode: replace each file with its signed copy (renamed into place, never half-written)",
+  )
   .option("-j, --jobs <n>", "files signed concurrently", positiveInt, 4)
   .option("--max-time <time>", "the whole run ends by then, signed or not", durationArg, 900)
   .option(

@@ -1,11 +1,17 @@
 import { constants, readFileSync } from "node:fs";
 import { access } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { CONFIG_ENV, readSigntoolConfig } from "./config-file.js";
 import { ClientError, exitCodeOf } from "./errors.js";
 import { nodeUrl } from "./nodes.js";
 import { describeResult, type Progress } from "./progress.js";
-import { FORMAT_NAME, type SigningClient, type SignResult, SUFFIXES } from "./signing-client.js";
+import {
+  EMBEDDED_FORMATS,
+  FORMAT_NAME,
+  type SigningClient,
+  type SignResult,
+  SUFFIXES,
+} from "./signing-client.js";
 
 /** One file in one format, and where its signature goes. */
 export interface SignTask {
@@ -72,7 +78,7 @@ export function signSettings(o: {
     );
   for (const f of formats)
     if (!FORMAT_NAME.test(f))
-      throw usage(`"${f}" is not a format name (e.g. gpg, gpg-clearsign, sshsig, minisign)`);
+      throw usage(`"${f}" is not a format name (e.g. gpg, gpg-clearsign, sshsig, minisign, authenticode)`);
   const cacert = o.cacert ?? config.cacert;
   const ca = cacert ? Buffer.from(readText(cacert, "CA file")) : undefined;
   const hosts = (o.host.length ? o.host : (config.hosts ?? [])).map((h) => h.trim()).filter(Boolean);
@@ -85,19 +91,36 @@ export function signSettings(o: {
   };
 }
 
-/** Every (file, format) and its output; two inputs that would write one file are refused. */
+/** Where an output goes without -o: an embedded format's is the signed file itself, named apart. */
+function defaultOutput(file: string, format: string, outputDir: string | undefined): string {
+  if (EMBEDDED_FORMATS.has(format)) {
+    // In a directory of its own it keeps its name; beside its input it becomes name.signed.ext
+    // (the extension stays last: Windows and osslsigncode tell a file's type by it).
+    if (outputDir) return join(outputDir, basename(file));
+    const ext = extname(file);
+    return `${file.slice(0, file.length - ext.length)}.signed${ext}`;
+  }
+  const suffix = SUFFIXES[format] ?? ".sig";
+  return outputDir ? join(outputDir, `${basename(file)}${suffix}`) : `${file}${suffix}`;
+}
+
+/**
+ * Every (file, format) and its output; two inputs that would write one file are refused.
+ * `inPlace`: an embedded format's signed file replaces its input (renamed into place, whole).
+ */
 export function planTasks(
   files: string[],
   formats: string[],
-  o: { output?: string; outputDir?: string },
+  o: { output?: string; outputDir?: string; inPlace?: boolean },
 ): SignTask[] {
   if (o.output && (files.length > 1 || formats.length > 1))
     throw usage("-o names one signature file: use it with one file and one format, or use --output-dir");
+  if (o.inPlace && (o.output || o.outputDir || formats.some((f) => !EMBEDDED_FORMATS.has(f))))
+    throw usage(
+      "--in-place replaces each file with its signed copy: only embedded formats (authenticode), without -o or --output-dir",
+    );
   const outputOf = (file: string, format: string): string =>
-    o.output ??
-    (o.outputDir
-      ? join(o.outputDir, `${basename(file)}${SUFFIXES[format] ?? ".sig"}`)
-      : `${file}${SUFFIXES[format] ?? ".sig"}`);
+    o.output ?? (o.inPlace ? file : defaultOutput(file, format, o.outputDir));
   const tasks = files.flatMap((file) =>
     formats.map((format) => ({ file, format, output: outputOf(file, format) })),
   );

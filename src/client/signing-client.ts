@@ -1,9 +1,9 @@
 import { createHash, type Hash } from "node:crypto";
-import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files/write-atomic.js";
 import { NONCE_SHAPE } from "../tokens/nonce.js";
@@ -26,6 +26,9 @@ export const SUFFIXES: Record<string, string> = {
   sshsig: ".sig",
   minisign: ".minisig",
 };
+
+/** Formats whose output is the whole signed file (checked by its X-SHA256-Digest and certificate). */
+export const EMBEDDED_FORMATS: ReadonlySet<string> = new Set(["authenticode"]);
 
 /** A format name as the nodes spell them; anything else could name a path (`-f ../../x`). */
 export const FORMAT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -320,7 +323,9 @@ export class SigningClient {
   private async finish(job: Job, signature: Buffer, source: ResultSource): Promise<SignResult> {
     const { file, format, output, input } = job;
     try {
-      await writeFileAtomic(output, signature);
+      // A signed file replacing its input (--in-place) keeps the input's mode: an executable stays one.
+      const mode = resolve(output) === resolve(file) ? statSync(file).mode & 0o777 : undefined;
+      await writeFileAtomic(output, signature, mode);
       if (source !== "local-cache" && input.sha256) await this.cachePut(format, input.sha256, signature);
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;

@@ -2,6 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../files/write-atomic.js";
+import { authenticodeCertificate, checkAuthenticodeFile } from "../signing/verify-authenticode.js";
 import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
@@ -40,6 +41,10 @@ async function checkerFor(format: string, keyText: string): Promise<SignatureChe
     case "minisign": {
       const key = minisignVerifyingKey(keyText);
       return (sig, input) => checkMinisignSignature(sig.toString("utf8"), key, input.rehash, input.whole);
+    }
+    case "authenticode": {
+      const der = authenticodeCertificate(keyText);
+      return async (signed) => checkAuthenticodeFile(signed, der);
     }
     default:
       throw new Error(`signtool cannot check ${format} signatures`);

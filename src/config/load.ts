@@ -21,6 +21,8 @@ export interface LoadedConfig {
   /** The user PIN of each format's PKCS#11 key, by format. */
   /** gpg-clearsign's key passphrase (the gpg one when both name the same secret). */
   clearsignPassphrase: string | undefined;
+  /** The authenticode key's or PKCS#12 file's passphrase, read from its file or env var. */
+  authenticodePassphrase: string | undefined;
   pkcs11Pins: Partial<Record<"gpg" | "gpg-clearsign" | "sshsig" | "minisign", string>>;
   redisPassword: string | undefined;
   /** What nodes present to each other to fetch whole-file results (`node.internalSecret`). */
@@ -98,6 +100,12 @@ function absolutePaths(config: Config, baseDir: string): void {
   }
   if (sshsig?.keyFile) sshsig.keyFile = abs(sshsig.keyFile);
   if (minisign?.keyFile) minisign.keyFile = abs(minisign.keyFile);
+  const authenticode = config.signing.formats.authenticode;
+  for (const k of ["certFile", "keyFile", "pkcs12File"] as const) {
+    const file = authenticode?.[k];
+    if (authenticode && file) authenticode[k] = abs(file);
+  }
+  if (authenticode?.passphrase?.file) authenticode.passphrase.file = abs(authenticode.passphrase.file);
   for (const f of [gpg, clearsign, sshsig, minisign]) {
     const k = f?.pkcs11;
     if (!k) continue;
@@ -146,6 +154,17 @@ function checkFiles(config: Config, problems: string[]): void {
   }
 }
 
+/** The authenticode key and PKCS#12 file (the certificate is public), when it is enabled. */
+function authenticodePrivateFiles(config: Config): [string, string | undefined][] {
+  const f = config.signing.formats.authenticode;
+  if (!f?.enabled) return [];
+  return [
+    ["signing.formats.authenticode.keyFile", f.keyFile],
+    ["signing.formats.authenticode.pkcs12File", f.pkcs12File],
+    ["signing.formats.authenticode.passphrase", f.passphrase?.file],
+  ];
+}
+
 /** Private keys and secrets others can read are refused: whoever reads them can sign. */
 function checkPrivate(config: Config, problems: string[]): void {
   const formats = config.signing.formats;
@@ -162,6 +181,7 @@ function checkPrivate(config: Config, problems: string[]): void {
   const privateFiles: [string, string | undefined][] = [
     ...config.token.secrets.map((s, i): [string, string | undefined] => [`token.secrets.${i}`, s.file]),
     ...keyFiles,
+    ...authenticodePrivateFiles(config),
     ["redis.password", config.redis.password?.file],
     ["node.internalSecret", config.node.internalSecret?.file],
     ["tls.key", config.tls?.key],
@@ -240,7 +260,7 @@ export function buildConfig(
   checkSpoolDirectory(config, problems);
   const internalSecret = internalSecretOf(config, env, problems);
   const tokenSecrets = tokenSecretsOf(config, env, problems);
-  const passphraseOf = (name: "gpg" | "gpg-clearsign") => {
+  const passphraseOf = (name: "gpg" | "gpg-clearsign" | "authenticode") => {
     const f = config.signing.formats[name];
     return f?.enabled && f.passphrase
       ? readSecret(f.passphrase, `signing.formats.${name}.passphrase`, env, problems)
@@ -248,6 +268,7 @@ export function buildConfig(
   };
   const gpgPassphrase = passphraseOf("gpg");
   const clearsignPassphrase = passphraseOf("gpg-clearsign");
+  const authenticodePassphrase = passphraseOf("authenticode");
   const redisPassword = config.redis.password
     ? readSecret(config.redis.password, "redis.password", env, problems)
     : undefined;
@@ -263,6 +284,7 @@ export function buildConfig(
     tokenSecrets,
     gpgPassphrase,
     clearsignPassphrase,
+    authenticodePassphrase,
     pkcs11Pins,
     redisPassword,
     internalSecret,

@@ -185,6 +185,53 @@ const gpgFormat = z
   .strict()
   .refine(oneBackend, oneBackendMessage);
 
+/** Authenticode: osslsigncode's credentials (PEM files or a PKCS#12 file) and how it runs. */
+const authenticodeFormat = z
+  .object({
+    ...formatBase,
+    maxSize: z
+      .number()
+      .int()
+      .positive()
+      .default(512 * 1024 * 1024)
+      .describe(
+        "largest file accepted, bytes (413 beyond): it is written to a private temp file while it arrives, and its signed copy kept in the spool",
+      ),
+    certFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("PEM code-signing certificate, followed by its intermediates (with `keyFile`)"),
+    keyFile: z.string().min(1).optional().describe("PEM private key of `certFile`"),
+    pkcs12File: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("a PKCS#12 file holding the key and its chain, instead of `certFile` and `keyFile`"),
+    passphrase: secretRef
+      .optional()
+      .describe(
+        "passphrase of `keyFile` or `pkcs12File`, `{file}` or `{env}` (given on osslsigncode's stdin)",
+      ),
+    timestampUrl: z
+      .url()
+      .optional()
+      .describe(
+        "an RFC 3161 timestamping server (osslsigncode -ts); none by default, as signing machines are often offline",
+      ),
+    timeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .max(600_000)
+      .default(120_000)
+      .describe("osslsigncode is killed after this long, ms (the job fails SIGNING_FAILED)"),
+  })
+  .strict()
+  .refine((f) => !f.enabled || (f.pkcs12File ? !f.certFile && !f.keyFile : !!(f.certFile && f.keyFile)), {
+    message: "give certFile and keyFile, or pkcs12File",
+  });
+
 export const configSchema = z
   .object({
     node: z
@@ -570,6 +617,11 @@ export const configSchema = z
               .optional()
               .describe(
                 "minisign signatures (pre-hashed Ed25519, `.minisig`); `GET /keys/minisign` serves the public key `minisign -V -p` reads",
+              ),
+            authenticode: authenticodeFormat
+              .optional()
+              .describe(
+                "Authenticode signatures embedded in Windows files (PE, MSI, CAB, CAT, PowerShell) by `osslsigncode sign`: the output is the whole signed file, served by `GET /sign/authenticode/<digest>` from the node that signed it",
               ),
           })
           .strict()

@@ -81,6 +81,7 @@ type Refusal = "read" | "unread" | "briefly";
 class UploadReader {
   private readonly fields: Record<string, string> = {};
   private file: Promise<ReceivedFile> | undefined;
+  private fileStream: Readable | undefined;
   private settled = false;
   private readonly pace: UploadPace;
 
@@ -111,6 +112,9 @@ class UploadReader {
     this.settled = true;
     this.pace.stop();
     this.req.unpipe(this.parser);
+    // A file part read while the upload was refused is not anyone's: its temp file goes.
+    this.fileStream?.destroy();
+    this.file?.then((f) => f.input.file?.remove()).catch(() => {});
     if (how === "briefly") drainBriefly(this.req);
     else if (how === "read") this.req.resume();
     this.reject(err);
@@ -140,6 +144,7 @@ class UploadReader {
     }
     const tooLarge = `file is larger than this format's limit of ${this.limits.maxSize} bytes`;
     stream.on("limit", () => this.fail(new ApiError("FILE_TOO_LARGE", tooLarge)));
+    this.fileStream = stream;
     this.file = readFilePart(stream, info.filename ?? "", this.limits);
     this.file.catch(() => {});
   }
@@ -158,30 +163,45 @@ class UploadReader {
   }
 }
 
-/** The file part, read once as it streams by, into the digests (and bytes) the format needs. */
+/** The file part, read once as it streams by, into the digests (and bytes or temp file) the format needs. */
 function readFilePart(stream: Readable, partFilename: string, limits: UploadLimits): Promise<ReceivedFile> {
   const reader = new InputReader(limits.needs);
   const sha1 = limits.sha1 ? createHash("sha1") : undefined;
   let size = 0;
   stream.on("data", (chunk: Buffer) => {
-    reader.update(chunk);
     sha1?.update(chunk);
     size += chunk.length;
+    // The temp file of an embedded format sets the pace: the upload waits for the disk.
+    if (!reader.update(chunk)) {
+      stream.pause();
+      void reader.drained().then(() => stream.resume());
+    }
   });
   return new Promise<ReceivedFile>((done, broken) => {
-    stream.on("error", broken);
+    let ended = false;
+    const abandon = (err: Error) => {
+      void reader.abandon();
+      broken(err);
+    };
+    stream.on("error", abandon);
+    stream.on("close", () => {
+      if (!ended) abandon(new Error("the file part was cut off"));
+    });
     stream.on("end", () => {
+      ended = true;
       // finish() copies the running SHA-256 before it is digested here: the signer continues it.
-      const input = reader.finish(partFilename);
-      const sha1hex = sha1 ? { sha1: sha1.digest("hex") } : {};
-      done({ size, sha256: reader.sha256.digest("hex"), ...sha1hex, input, partFilename });
+      reader.finish(partFilename).then((input) => {
+        const sha1hex = sha1 ? { sha1: sha1.digest("hex") } : {};
+        done({ size, sha256: reader.sha256.digest("hex"), ...sha1hex, input, partFilename });
+      }, broken);
     });
   });
 }
 
 /**
  * Reads a multipart upload, hashing the file part as it streams by: the file is held in memory
- * only when the format needs its bytes (bounded by its maxSize), and never written to disk. Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
+ * only when the format needs its bytes (bounded by its maxSize), and written to a private temp
+ * file only when it needs the file (embedded formats; the caller removes it, `input.file`). Rejects with FILE_TOO_LARGE as soon as the limit is crossed, and
  * with BAD_REQUEST for anything that is not a well-formed form with at most one `filedata` part.
  */
 export function receiveUpload(req: Request, limits: UploadLimits): Promise<ReceivedUpload> {

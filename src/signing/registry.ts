@@ -3,6 +3,7 @@ import { KeyLoadError, type SigningKey } from "../keys/key.js";
 import { type KeyWrapper, observed } from "../keys/observed.js";
 import { openPkcs11Key, type Pkcs11KeyOptions, pkcs11Location } from "../keys/pkcs11/key.js";
 import type { FormatName, KeyBackendContext, KeyConfigs, Signer } from "./signer.js";
+import { loadAuthenticodeSigner } from "./signers/authenticode.js";
 import { gpgSignerForKey, loadGpgSigner } from "./signers/gpg.js";
 import { loadMinisignSigner, minisignSignerForKey } from "./signers/minisign.js";
 import { loadSshsigSigner, sshsigSignerForKey } from "./signers/sshsig.js";
@@ -64,6 +65,8 @@ async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendCon
       const key = await pkcs11Key(format, cfg.pkcs11, ctx);
       return around(key, (k) => minisignSignerForKey(k));
     }
+    case "authenticode":
+      return loadAuthenticodeSigner(keys.authenticode as KeyConfigs["authenticode"], ctx.log);
     case "sshsig": {
       const cfg = keys.sshsig as KeyConfigs["sshsig"];
       if (!("pkcs11" in cfg)) return loadSshsigSigner(cfg, { wrap: observing(format, ctx), pool: ctx.pool });
@@ -74,7 +77,7 @@ async function loadOne(format: FormatName, keys: EnabledKeys, ctx: KeyBackendCon
 }
 
 /** Every format this build signs, in the order they are loaded and listed. */
-export const FORMATS: readonly FormatName[] = ["gpg", "gpg-clearsign", "sshsig", "minisign"];
+export const FORMATS: readonly FormatName[] = ["gpg", "gpg-clearsign", "sshsig", "minisign", "authenticode"];
 
 /**
  * Loads every enabled format's key once; throws KeyLoadError naming the key that failed, after

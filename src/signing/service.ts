@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { hasCode } from "../errors.js";
@@ -168,8 +171,23 @@ export class SigningService {
     }
   }
 
-  /** Accepts a received upload; the slot is this service's from here on. */
+  /**
+   * Accepts a received upload; the slot, and the upload's temp file if it has one, are this
+   * service's from here on (the file is removed once no job of this node needs it).
+   */
   async submit(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
+    const file = upload.input.file;
+    try {
+      const submitted = await this.claimAndStart(format, upload, slot);
+      if (!submitted.result || submitted.outcome !== "queued") await file?.remove();
+      return submitted;
+    } catch (err) {
+      await file?.remove();
+      throw err;
+    }
+  }
+
+  private async claimAndStart(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
     const { jobs, nodeId, leaseMs, breakers } = this.opts;
     const signer = this.signer(format);
     if (!signer.key.available()) {
@@ -178,7 +196,7 @@ export class SigningService {
       throw new KeyBackendUnavailableError(signer.key.location, "its breaker is open");
     }
     try {
-      signer.accept?.(upload.input);
+      await signer.accept?.({ ...upload.input, fileName: upload.filename });
     } catch (err) {
       slot.release();
       throw err;
@@ -255,12 +273,43 @@ export class SigningService {
     slot: Slot,
     shared: boolean,
   ): Promise<SignedResult | undefined> {
-    const job = this.run(format, upload, shared).finally(() => {
+    const job = this.run(format, upload, shared).finally(async () => {
+      await upload.input.file?.remove();
       this.inflight.delete(job);
       slot.release();
     });
     this.inflight.add(job);
     return job;
+  }
+
+  /**
+   * Signs and stores the output where clients find it: a signature in the job (or this node's
+   * memory without the store); a whole signed file in this node's spool, its record naming this
+   * node (undefined: the client GETs it).
+   */
+  private async signAndStore(
+    signer: Signer,
+    format: FormatName,
+    upload: Upload,
+  ): Promise<SignedResult | undefined> {
+    const { jobs, breakers } = this.opts;
+    const input = { ...upload.input, fileName: upload.filename };
+    if (signer.kind === "embedded") {
+      await withOutputFile(async (outputFile) => {
+        await signer.signFile?.(input, outputFile);
+        const digests = { sha256: upload.sha256, ...(upload.sha1 ? { sha1: upload.sha1 } : {}) };
+        await this.opts.files.putFile(format, digests, outputFile);
+      });
+      return undefined;
+    }
+    const result = { output: await signer.sign(input), fingerprint: signer.fingerprint };
+    try {
+      await breakers.run("jobs", "job_complete", () => jobs.complete(format, upload.sha256, result));
+    } catch {
+      // The store went away (or never was there): the uploading client collects it here.
+      this.opts.local.put(format, upload.sha256, upload.sha1, result);
+    }
+    return result;
   }
 
   private async run(format: FormatName, upload: Upload, shared: boolean): Promise<SignedResult | undefined> {
@@ -270,16 +319,9 @@ export class SigningService {
     const endTimer = metrics.duration.startTimer({ format });
     const started = process.hrtime.bigint();
     try {
-      const output = await signer.sign({ ...upload.input, fileName: upload.filename });
+      const result = await this.signAndStore(signer, format, upload);
       metrics.jobs.inc({ format, result: "signed" });
       metrics.bytes.inc({ format }, upload.size);
-      const result = { output, fingerprint };
-      try {
-        await breakers.run("jobs", "job_complete", () => jobs.complete(format, upload.sha256, result));
-      } catch {
-        // The store went away (or never was there): the uploading client collects it here.
-        this.opts.local.put(format, upload.sha256, upload.sha1, result);
-      }
       endTimer();
       this.opts.audit.write({
         event: "signed",
@@ -303,10 +345,8 @@ export class SigningService {
       return result;
     } catch (err) {
       metrics.jobs.inc({ format, result: "failed" });
+      const why = jobError(err);
       log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
-      const why = hasCode(err, "KEY_BACKEND_UNAVAILABLE")
-        ? KEY_BACKEND_JOB_ERROR
-        : "signing failed on this node";
       // If the store is down too, the lease simply expires and the client uploads again.
       if (shared) {
         await breakers
@@ -321,9 +361,24 @@ export class SigningService {
   }
 }
 
+/** What a failed job records: whoever asks for it learns whether to upload it again elsewhere. */
+function jobError(err: unknown): string {
+  return hasCode(err, "KEY_BACKEND_UNAVAILABLE") ? KEY_BACKEND_JOB_ERROR : "signing failed on this node";
+}
+
 /** The `format:digest` keys an upload may be asked for by: its sha256, and its sha1 if known. */
 function digestKeys(format: string, upload: Upload): string[] {
   return upload.sha1
     ? [`${format}:${upload.sha256}`, `${format}:${upload.sha1}`]
     : [`${format}:${upload.sha256}`];
+}
+
+/** A private temp dir for one signed file until the spool has copied it. */
+async function withOutputFile(use: (outputFile: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "signing-output-"));
+  try {
+    await use(join(dir, "signed"));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

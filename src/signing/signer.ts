@@ -6,17 +6,20 @@ import type { KeyBackendName, SigningKey } from "../keys/key.js";
 import type { KeyOperationResult, KeyWrapper } from "../keys/observed.js";
 import type { Pkcs11KeyOptions } from "../keys/pkcs11/key.js";
 import type { SigningPool } from "../keys/pool.js";
+import type { AuthenticodeOptions } from "./formats/authenticode.js";
+import { InputFile, type SpooledInput } from "./input-file.js";
 
 export { KeyLoadError } from "../keys/key.js";
+export type { SpooledInput };
 
 /** The formats this build knows how to sign. Adding one touches src/signing/signers/ and this union. */
-export type FormatName = "gpg" | "sshsig" | "minisign" | "gpg-clearsign";
+export type FormatName = "gpg" | "sshsig" | "minisign" | "gpg-clearsign" | "authenticode";
 
 /**
- * What a format's output is (DESIGN.md §6): a signature beside the file, or the file's text with
- * the signature around it.
+ * What a format's output is (DESIGN.md §6): a signature beside the file, the file's text with
+ * the signature around it, or the whole file with the signature inside it (Authenticode).
  */
-export type FormatKind = "detached" | "clearsigned";
+export type FormatKind = "detached" | "clearsigned" | "embedded";
 
 /** A gpg key in a file (the file backend), as the config loader resolved it. */
 export interface GpgKeyConfig {
@@ -67,6 +70,8 @@ export interface KeyConfigs {
   minisign: MinisignKeyConfig | MinisignPkcs11KeyConfig;
   /** The same key shapes as gpg (it may be the same key). */
   "gpg-clearsign": GpgKeyConfig | GpgPkcs11KeyConfig;
+  /** osslsigncode's credentials and how it runs. */
+  authenticode: AuthenticodeOptions;
 }
 
 /** How a file key is held: what its signatures are observed through, and the pool RSA keys sign in. */
@@ -97,6 +102,8 @@ export interface InputNeeds {
   blake2b512?: boolean;
   /** The whole input in memory (text formats: bounded by the format's maxSize). */
   bytes?: boolean;
+  /** The whole input in a private temp file (embedded formats: never the whole file in memory). */
+  file?: boolean;
 }
 
 /** An upload as a signer receives it: what every format gets, plus what its `needs` asked for. */
@@ -107,6 +114,8 @@ export interface SignInput {
   blake2b512?: Buffer;
   /** Present when the format's needs asked for it. */
   bytes?: Buffer;
+  /** Present when the format's needs asked for it. */
+  file?: SpooledInput;
   /** The file's plain name as the client gave it (minisign's trusted comment names it). */
   fileName: string;
 }
@@ -137,12 +146,17 @@ export interface Signer {
    * Refuses content this format cannot sign (throws UNSUPPORTED_INPUT) before a job is claimed
    * for it, so the upload itself is answered 400; absent: every input is signable.
    */
-  accept?(input: SignInput): void;
+  accept?(input: SignInput): void | Promise<void>;
   /**
    * The output for one input (a detached signature, or the clearsigned text). A format that
    * cannot sign this content throws UNSUPPORTED_INPUT.
    */
   sign(input: SignInput): Promise<Buffer>;
+  /**
+   * Embedded formats: writes the whole signed file to `outputFile` (from `input.file`); the
+   * node stores it as a whole-file result instead of `sign`'s output.
+   */
+  signFile?(input: SignInput, outputFile: string): Promise<void>;
   /** Lets go of the key's backend (a PKCS#11 session); idempotent. */
   close(): Promise<void>;
 }
@@ -155,26 +169,41 @@ export class InputReader {
   readonly sha256 = createHash("sha256");
   private readonly blake2b: Hash | undefined;
   private readonly chunks: Buffer[] | undefined;
+  private readonly file: InputFile | undefined;
 
   constructor(needs: InputNeeds) {
     this.blake2b = needs.blake2b512 ? createHash("blake2b512") : undefined;
     this.chunks = needs.bytes ? [] : undefined;
+    this.file = needs.file ? new InputFile() : undefined;
   }
 
-  update(chunk: Buffer): void {
+  /** False when the input's temp file asks the caller to wait for `drained()` before more. */
+  update(chunk: Buffer): boolean {
     this.sha256.update(chunk);
     this.blake2b?.update(chunk);
     this.chunks?.push(chunk);
+    return this.file ? this.file.write(chunk) : true;
+  }
+
+  drained(): Promise<void> {
+    return this.file ? this.file.drained() : Promise.resolve();
   }
 
   /** The signer's input; the running SHA-256 stays usable (it is copied, not digested). */
-  finish(fileName: string): SignInput {
+  async finish(fileName: string): Promise<SignInput> {
+    const file = this.file ? await this.file.end() : undefined;
     return {
       sha256: this.sha256.copy(),
       ...(this.blake2b ? { blake2b512: this.blake2b.digest() } : {}),
       ...(this.chunks ? { bytes: Buffer.concat(this.chunks) } : {}),
+      ...(file ? { file } : {}),
       fileName,
     };
+  }
+
+  /** An input not finished (its upload broke off): its temp file goes. */
+  async abandon(): Promise<void> {
+    await this.file?.discard();
   }
 }
 
@@ -185,7 +214,15 @@ export async function hashInput(
   fileName = "input",
 ): Promise<SignInput> {
   const reader = new InputReader(needs);
-  if (input instanceof Uint8Array) reader.update(Buffer.from(input));
-  else for await (const chunk of input) reader.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  try {
+    if (input instanceof Uint8Array) reader.update(Buffer.from(input));
+    else
+      for await (const chunk of input) {
+        if (!reader.update(typeof chunk === "string" ? Buffer.from(chunk) : chunk)) await reader.drained();
+      }
+  } catch (err) {
+    await reader.abandon();
+    throw err;
+  }
   return reader.finish(fileName);
 }

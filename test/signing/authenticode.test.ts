@@ -21,6 +21,7 @@ import {
 } from "../../src/signing/formats/authenticode.js";
 import { loadAuthenticodeCertificate } from "../../src/signing/formats/authenticode-cert.js";
 import { FormatKeyError } from "../../src/signing/formats/raw-key.js";
+import { authenticodeCertificate, checkAuthenticodeFile } from "../../src/signing/verify-authenticode.js";
 import {
   type CodeSigningPki,
   makeCodeSigningPki,
@@ -201,6 +202,33 @@ describe("authenticode", () => {
     await assert.rejects(
       loadAuthenticodeCertificate({ kind: "pem", certFile: join(dir, "none.pem"), keyFile: pki.keyFile }),
       FormatKeyError,
+    );
+  });
+});
+
+describe("signtool's and signing-admin's check of a signed file", () => {
+  test("a file signed with the certificate carries it; the input, or a file signed by another, does not", async () => {
+    const cert = authenticodeCertificate(readFileSync(pki.certFile, "utf8"));
+    for (const [data, name] of [
+      [minimalPe(), "tool.exe"],
+      [powershellScript(), "install.ps1"],
+    ] as const) {
+      assert.equal(checkAuthenticodeFile(readFileSync(await sign(data, name)), cert), undefined, name);
+      assert.match(checkAuthenticodeFile(data, cert) ?? "", /no Authenticode signature/);
+    }
+    const other = makeCodeSigningPki(mkdtempSync(join(dir, "other-")));
+    const byOther = await sign(minimalPe(), "tool.exe", {
+      credentials: { kind: "pem", certFile: other.certFile, keyFile: other.keyFile },
+      tmpDir: spool,
+    });
+    assert.notEqual(checkAuthenticodeFile(readFileSync(byOther), cert), undefined);
+    const ps1ByOther = await sign(powershellScript(), "x.ps1", {
+      credentials: { kind: "pem", certFile: other.certFile, keyFile: other.keyFile },
+      tmpDir: spool,
+    });
+    assert.match(
+      checkAuthenticodeFile(readFileSync(ps1ByOther), cert) ?? "",
+      /does not carry the trusted certificate/,
     );
   });
 });

@@ -150,6 +150,33 @@ describe("configuration", () => {
     ]);
   });
 
+  test("authenticode: a key and certificate, or a PKCS#12 file; its private key or PKCS#12 file readable by others is refused", () => {
+    const authenticode = (f: Record<string, unknown>) => () =>
+      buildConfig({ ...valid, signing: { formats: { authenticode: f } } }, dir, {});
+    const both = problems(authenticode({ certFile: "key.asc", keyFile: "key.asc", pkcs12File: "key.asc" }));
+    assert.match(both.join("\n"), /give certFile and keyFile, or pkcs12File/);
+    assert.match(
+      problems(authenticode({ certFile: "key.asc" })).join("\n"),
+      /give certFile and keyFile, or pkcs12File/,
+    );
+    assert.deepEqual(problems(authenticode({ certFile: "key.asc", keyFile: "open-key.asc" })), [
+      `signing.formats.authenticode.keyFile: ${join(dir, "open-key.asc")} is accessible to other users (mode 644): chmod 600 it`,
+    ]);
+    assert.deepEqual(problems(authenticode({ pkcs12File: "open-key.asc" })), [
+      `signing.formats.authenticode.pkcs12File: ${join(dir, "open-key.asc")} is accessible to other users (mode 644): chmod 600 it`,
+    ]);
+    const ok = buildConfig(
+      {
+        ...valid,
+        signing: { formats: { authenticode: { pkcs12File: "key.asc", passphrase: { file: "secret" } } } },
+      },
+      dir,
+      {},
+    );
+    assert.equal(ok.authenticodePassphrase, "s".repeat(40));
+    assert.equal(ok.config.signing.formats.authenticode?.pkcs12File, join(dir, "key.asc"));
+  });
+
   test("a pkcs11 key: one backend per format, a key label or id, the PIN read from its private file or env", () => {
     writeFileSync(join(dir, "pin"), "1234\n", { mode: 0o600 });
     writeFileSync(join(dir, "open-pin"), "1234\n", { mode: 0o640 });

@@ -9,7 +9,7 @@ import {
   type Slot,
   type Submitted,
 } from "../../signing/service.js";
-import type { FormatName } from "../../signing/signer.js";
+import type { FormatName, SpooledInput } from "../../signing/signer.js";
 import type { SignedResult } from "../../store/jobs.js";
 import { NONCE_SHAPE } from "../../tokens/nonce.js";
 import { type TokenService, tokenHash, type VerifiedToken } from "../../tokens/service.js";
@@ -189,8 +189,10 @@ class Uploads {
     const o = { wait: waitSeconds(req, this.deps.maxWaitSeconds), sha256Only: digestParam(req) === "sha256" };
     const slot = await this.admit(u);
     let handedOver = false;
+    let spooled: SpooledInput | undefined;
     try {
       const { received, early } = await this.receive(u, o);
+      spooled = received.file?.input.file;
       const form = readForm(res, received, u.limits, o);
       const check = await this.checkToken(u, form, early);
       handedOver = true;
@@ -205,7 +207,11 @@ class Uploads {
       });
       return submitted.outcome;
     } finally {
-      if (!handedOver) slot.release();
+      // Refused before the signing service took it: the upload's temp file (embedded formats) goes too.
+      if (!handedOver) {
+        slot.release();
+        await spooled?.remove();
+      }
     }
   }
 

@@ -19,6 +19,9 @@ export interface AuthenticodeCertificate {
   fingerprint256: string;
   subject: string;
   validTo: Date;
+  /** The certificate itself (its public key is what a readiness check shows), and in PEM. */
+  x509: X509Certificate;
+  pem: string;
 }
 
 /** The signing certificate in PEM: a PKCS#12 file is opened with openssl, the passphrase on stdin. */
@@ -39,7 +42,13 @@ export async function loadAuthenticodeCertificate(
   const file = credentials.kind === "pem" ? credentials.certFile : credentials.pkcs12File;
   try {
     const cert = new X509Certificate(await signingCertificatePem(credentials));
-    return { fingerprint256: cert.fingerprint256, subject: cert.subject, validTo: new Date(cert.validTo) };
+    return {
+      fingerprint256: cert.fingerprint256,
+      subject: cert.subject,
+      validTo: new Date(cert.validTo),
+      x509: cert,
+      pem: cert.toString(),
+    };
   } catch (err) {
     throw new FormatKeyError(FORMAT, `the certificate in ${file} cannot be read (${(err as Error).message})`);
   }

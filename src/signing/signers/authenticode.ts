@@ -1,0 +1,103 @@
+import type { X509Certificate } from "node:crypto";
+import { open, readFile } from "node:fs/promises";
+import { extname } from "node:path";
+import type { Logger } from "pino";
+import type { KeyAlgorithm, SigningKey } from "../../keys/key.js";
+import { type AuthenticodeOptions, signAuthenticode } from "../formats/authenticode.js";
+import { loadAuthenticodeCertificate } from "../formats/authenticode-cert.js";
+import { FormatSigningError, UnsupportedInputError } from "../formats/raw-key.js";
+import type { Signer, SignInput } from "../signer.js";
+
+const FORMAT = "authenticode";
+
+/** The script extensions osslsigncode signs as text (PowerShell and its kin). */
+const SCRIPT_EXTENSIONS = new Set([".ps1", ".psm1", ".psd1", ".ps1xml", ".psc1", ".cdxml", ".mof"]);
+
+/** The first bytes of the binary types osslsigncode signs: PE (MZ), CAB, MSI (OLE), CAT (DER). */
+function knownBinary(head: Buffer): boolean {
+  return (
+    head.subarray(0, 2).toString("latin1") === "MZ" ||
+    head.subarray(0, 4).toString("latin1") === "MSCF" ||
+    head.subarray(0, 4).equals(Buffer.from([0xd0, 0xcf, 0x11, 0xe0])) ||
+    head[0] === 0x30
+  );
+}
+
+async function firstBytes(path: string, n: number): Promise<Buffer> {
+  const handle = await open(path, "r");
+  try {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await handle.read(buf, 0, n, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The credentials as the readiness check and shutdown see a key: osslsigncode opens them per
+ * file, so there is no session to lose or close; the certificate's public key is what it shows.
+ */
+function credentialsKey(options: AuthenticodeOptions, cert: X509Certificate): SigningKey {
+  const c = options.credentials;
+  const location = c.kind === "pem" ? c.keyFile : c.pkcs12File;
+  const type = cert.publicKey.asymmetricKeyType;
+  const algorithm: KeyAlgorithm =
+    type === "ed25519" ? "ed25519" : type === "ec" ? "ecdsa-p256" : "rsa-pkcs1-sha256";
+  const readable = () =>
+    readFile(location).then(
+      () => ({ ok: true, detail: "credentials readable" }),
+      (err: NodeJS.ErrnoException) => ({
+        ok: false,
+        detail: `cannot read ${location} (${err.code ?? "error"})`,
+      }),
+    );
+  return {
+    backend: "file",
+    algorithm,
+    publicKey: cert.publicKey,
+    location,
+    sign: () =>
+      Promise.reject(new FormatSigningError(FORMAT, "osslsigncode signs whole files, not raw digests")),
+    available: () => true,
+    check: readable,
+    close: async () => {},
+  };
+}
+
+/**
+ * The `authenticode` signer: the signature embedded in the file itself by osslsigncode, so its
+ * output is the whole signed file (kind embedded), spooled to disk on the way in and out.
+ */
+export async function loadAuthenticodeSigner(options: AuthenticodeOptions, log: Logger): Promise<Signer> {
+  const certificate = await loadAuthenticodeCertificate(options.credentials);
+  const key = credentialsKey(options, certificate.x509);
+  const fingerprint = certificate.fingerprint256.replaceAll(":", "").toLowerCase();
+  return {
+    format: FORMAT,
+    kind: "embedded",
+    fingerprint,
+    suffix: "",
+    needs: { file: true },
+    contentType: "application/octet-stream",
+    expiresAt: certificate.validTo,
+    key,
+    publicKey: () => certificate.pem,
+    async accept(input: SignInput): Promise<void> {
+      if (!input.file) throw new FormatSigningError(FORMAT, "no spooled input: its needs were not met");
+      if (SCRIPT_EXTENSIONS.has(extname(input.fileName).toLowerCase())) return;
+      if (!knownBinary(await firstBytes(input.file.path, 4)))
+        throw new UnsupportedInputError(FORMAT, "not a PE, MSI, CAB, CAT or PowerShell file");
+    },
+    sign: () => Promise.reject(new FormatSigningError(FORMAT, "an embedded format signs files (signFile)")),
+    async signFile(input: SignInput, outputFile: string): Promise<void> {
+      if (!input.file) throw new FormatSigningError(FORMAT, "no spooled input: its needs were not met");
+      await signAuthenticode(
+        { inputFile: input.file.path, fileName: input.fileName, outputFile },
+        options,
+        log,
+      );
+    },
+    close: async () => {},
+  };
+}

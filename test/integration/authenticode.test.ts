@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import request from "supertest";
+import { TestCluster } from "../../scripts/in-process-cluster.js";
+import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
+import {
+  makeCodeSigningPki,
+  minimalPe,
+  osslsigncodeVerify,
+  powershellScript,
+} from "../helpers/authenticode.js";
+
+/**
+ * Issue 32, the authenticode format end to end: real nodes, real Redis, real osslsigncode. An
+ * upload on node 0 is signed there into its spool; node 1 serves the signed file, which
+ * `osslsigncode verify` accepts against the dev CA only.
+ */
+let cluster: TestCluster;
+let work: string;
+let otherCa: string;
+
+before(async () => {
+  // A small limit, so that an upload can cross it mid-file (past the multipart allowance, a
+  // Content-Length over it is refused unread).
+  const overrides = { signing: { formats: { authenticode: { maxSize: 64 * 1024 } } } };
+  cluster = await TestCluster.start({ nodes: 2, authenticode: true, overrides });
+  work = mkdtempSync(join(tmpdir(), "signing-authenticode-"));
+  otherCa = makeCodeSigningPki(work).otherCaFile;
+});
+after(async () => {
+  await cluster?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** Upload temp dirs of this process's nodes (the only ones that make them in this test). */
+const inputTempDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith("signing-input-"));
+const caFile = () => cluster.state.codeSigning?.caFile as string;
+
+async function uploadOn(node: number, data: Buffer, filename: string) {
+  const token = await getToken(cluster.node(node).url, cluster.basicAuth);
+  return upload(cluster.node(node).url, {
+    format: "authenticode",
+    token,
+    nonce: "",
+    data,
+    filename,
+    wait: 30,
+  });
+}
+
+/** Signs `data` through node 0, fetches the result from node 1, and verifies it with osslsigncode. */
+async function signedThroughTwoNodes(data: Buffer, filename: string): Promise<Buffer> {
+  const res = await uploadOn(0, data, filename);
+  assert.equal(res.status, 202, res.text);
+  const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(data), 30);
+  assert.equal(got.status, 200, String(got.body));
+  const signed = got.body as Buffer;
+  assert.equal(got.headers["content-type"], "application/octet-stream");
+  assert.equal(got.headers["x-sha256-digest"], sha256(signed));
+  assert.notEqual(sha256(signed), sha256(data), "the output is the file with its signature in it");
+  const file = join(work, `signed-${filename}`);
+  writeFileSync(file, signed);
+  const verified = osslsigncodeVerify(file, caFile());
+  assert.ok(verified.ok, verified.output);
+  assert.equal(osslsigncodeVerify(file, otherCa).ok, false, "another CA does not vouch for it");
+  return signed;
+}
+
+describe("authenticode", () => {
+  test("/formats lists it, embedded, with the certificate's fingerprint", async () => {
+    const res = await request(cluster.node(1).url).get("/formats");
+    assert.equal(res.status, 200);
+    const entry = res.body.formats.find((f: { name: string }) => f.name === "authenticode");
+    assert.ok(entry, JSON.stringify(res.body));
+    assert.equal(entry.kind, "embedded");
+    assert.match(entry.fingerprint, /^[0-9a-f]{64}$/);
+  });
+
+  test("a PE uploaded on one node is served signed by the other, and verifies", async () => {
+    await signedThroughTwoNodes(minimalPe(), "tool.exe");
+  });
+
+  test("a PowerShell script is signed and verifies", async () => {
+    const signed = await signedThroughTwoNodes(powershellScript(), "install.ps1");
+    assert.match(signed.toString("utf8"), /# SIG # Begin signature block/);
+  });
+
+  test("a file of no type it signs is 400 UNSUPPORTED_INPUT, and no temp file stays", async () => {
+    const res = await uploadOn(0, Buffer.from("not a windows file\n".repeat(10)), "notes.exe");
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
+    assert.deepEqual(inputTempDirs(), [], "every upload's temp file is removed");
+  });
+
+  test("an upload refused after its file was read (a digest that does not match) leaves no temp file", async () => {
+    const token = await getToken(cluster.node(0).url, cluster.basicAuth);
+    const res = await upload(cluster.node(0).url, {
+      format: "authenticode",
+      token,
+      nonce: "",
+      data: minimalPe(),
+      filename: "tool.exe",
+      digest: "0".repeat(40),
+    });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.error.code, "DIGEST_MISMATCH");
+    assert.deepEqual(inputTempDirs(), []);
+  });
+
+  test("an upload crossing maxSize mid-file is 413 FILE_TOO_LARGE, and its temp file is removed", async () => {
+    const pe = Buffer.concat([minimalPe(), Buffer.alloc(100 * 1024)]);
+    const res = await uploadOn(0, pe, "big.exe").catch((err: { response?: request.Response }) => {
+      // The node may close the connection after its answer: the answer is what counts.
+      if (err.response) return err.response;
+      throw err;
+    });
+    assert.equal(res.status, 413, res.text);
+    assert.equal(res.body.error.code, "FILE_TOO_LARGE");
+    for (let i = 0; i < 50 && inputTempDirs().length; i++) await sleep(100);
+    assert.deepEqual(inputTempDirs(), []);
+  });
+});
