@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
-import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, sha256, upload } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 import { sample } from "../helpers/metrics.js";
 
 /**
@@ -58,12 +58,7 @@ describe("uploads wait in line for a place", () => {
   let port: number;
 
   before(async () => {
-    const logTo = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split("\n")) if (line) logLines.push(JSON.parse(line));
-        done();
-      },
-    });
+    const logTo = jsonLogSink(logLines);
     cluster = await TestCluster.start({
       nodes: 1,
       logTo,

@@ -4,10 +4,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { sha1, sha256 } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 import { makePki, type TestPki } from "../helpers/tls.js";
 
 /**
@@ -84,12 +85,7 @@ describe("whole-file results over TLS", () => {
 
   test("an owner whose certificate peerCa does not trust is not fetched from: a plain 404", async () => {
     const lines: Record<string, unknown>[] = [];
-    const logTo = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line));
-        done();
-      },
-    });
+    const logTo = jsonLogSink(lines);
     const cluster = await start({ peerCa: pki.otherCert }, logTo);
     const { input } = await putOutput(cluster);
     const res = await get(`${cluster.node(1).url}/sign/gpg/${sha256(input)}`);

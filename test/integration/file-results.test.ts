@@ -3,13 +3,13 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 
 /**
  * Issue 32, whole-file results: an embedded format's output is stored once on the node that
@@ -25,12 +25,7 @@ let redis: Redis;
 let work: string;
 
 before(async () => {
-  const logTo = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line) logLines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const logTo = jsonLogSink(logLines);
   // Three outputs fill a spool: the fourth evicts the least recently used.
   const overrides = { signing: { spool: { maxEntries: 3 } } };
   cluster = await TestCluster.start({ nodes: 2, logTo, overrides });

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { send } from "../../src/client/http.js";
 import { encodeToken, type TokenSecret } from "../../src/tokens/codec.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 import { type RawResponse, rawRequest } from "../helpers/raw-http.js";
 
 /**
@@ -20,12 +21,7 @@ let url: string;
 let port: number;
 
 before(async () => {
-  const logTo = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line) logLines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const logTo = jsonLogSink(logLines);
   cluster = await TestCluster.start({
     nodes: 1,
     logTo,

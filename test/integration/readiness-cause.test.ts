@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { getToken, upload } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 
 /**
  * Issue 29 item 5: while Redis is down, readiness names the connection's own error and since
@@ -13,12 +13,7 @@ import { getToken, upload } from "../helpers/api.js";
  */
 test("Redis down: /readyz leads with the connection error and since when; breaker_open says why", async () => {
   const lines: Record<string, unknown>[] = [];
-  const logTo = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const logTo = jsonLogSink(lines);
   const cluster = await TestCluster.start({
     nodes: 1,
     logTo,

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { StoreKeys } from "../../src/store/keys.js";
 import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
+import { jsonLogSink } from "../helpers/log-sink.js";
 import { sample } from "../helpers/metrics.js";
 
 /**
@@ -21,12 +21,7 @@ let redis: Redis;
 let url: string;
 
 before(async () => {
-  const logTo = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line) logLines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const logTo = jsonLogSink(logLines);
   // downPolicy hmac (the default) is what a corrupt record used to fall through to.
   cluster = await TestCluster.start({ nodes: 1, logTo, overrides: { store: { downPolicy: "hmac" } } });
   url = cluster.node(0).url;
