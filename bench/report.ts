@@ -1,6 +1,7 @@
 /**
  * Writes docs/performance.md's results table from the benchmarks' results JSON
- * (bench/results/small-files.json, large-files.json, run-all.json): `npm run bench` runs it
+ * (bench/results/small-files.json, large-files.json, signing-pool.json, admission.json,
+ * run-all.json): `npm run bench` runs it
  * last, and test/rules/docs.test.ts checks that the page holds what it would write.
  *
  *   node dist/bench/report.js        rewrites the table from the JSON already there
@@ -8,7 +9,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fmt, RESULTS_DIR, ROOT } from "./lib.js";
+import { fmt, percentile, RESULTS_DIR, ROOT } from "./lib.js";
 
 export const PERFORMANCE_DOC = join(ROOT, "docs", "performance.md");
 const BEGIN = "<!-- results: written by `npm run bench` (bench/report.ts) from bench/results/*.json -->";
@@ -54,8 +55,24 @@ interface LargeFiles {
     ratioVsGpgProtected: number;
     nodeSha256MBps: number;
     nodeCpuMsPerGiB: number;
+    clientCpuMsPerGiB: number;
     nodePeakRssMiB: number;
   }[];
+}
+
+interface SigningPool {
+  at: string;
+  machine: Machine;
+  medians: { name: string; sigsPerSec: number; eventLoopP99Ms: number }[];
+  scenarios: { name: string; nodeCpuMsPerSig: number }[];
+  baselines: { rsa3072InProcess: { perSec: number } };
+}
+
+interface Admission {
+  at: string;
+  machine: Machine;
+  levels: { admissionWaitMs: string; clients: number; p99Ms: number; retries: number }[];
+  targets: Record<"retriesAt128" | "p99At128Ms" | "rate128Vs32", { value: number | null }>;
 }
 
 interface RunAll {
@@ -73,7 +90,13 @@ const load = (m: Machine) =>
   `${m.loadAverageAtStart ? `${fmt(m.loadAverageAtStart[0], 1)} at its start, ` : ""}${fmt(m.loadAverage[0], 1)} at its end`;
 
 /** Where and when the figures were taken: the machine, its load, the hypervisor's share. */
-function runLine(small: SmallFiles, large: LargeFiles | undefined, runAll: RunAll | undefined): string {
+function runLine(
+  small: SmallFiles,
+  large: LargeFiles | undefined,
+  runAll: RunAll | undefined,
+  /** Other benchmarks in the table, by name. */
+  others: Record<string, { at: string; machine: Machine } | undefined>,
+): string {
   const m = small.machine;
   const runEnd = runAll ? Date.parse(runAll.at) : 0;
   const runStart = runEnd - (runAll?.runs.reduce((a, r) => a + r.seconds, 0) ?? 0) * 1000;
@@ -93,7 +116,11 @@ function runLine(small: SmallFiles, large: LargeFiles | undefined, runAll: RunAl
   return (
     `Machine: ${m.cpus} × ${m.cpuModel ?? "unknown CPU"}, node ${m.node}, shared with other engineers' ` +
     `builds and tests. ${part("small-files", small.at, small.machine)}` +
-    `${large ? `; ${part("large-files", large.at, large.machine)}` : ""}.${total}`
+    `${large ? `; ${part("large-files", large.at, large.machine)}` : ""}` +
+    Object.entries(others)
+      .map(([name, r]) => (r ? `; ${part(name, r.at, r.machine)}` : ""))
+      .join("") +
+    `.${total}`
   );
 }
 
@@ -173,10 +200,82 @@ function largeFilesRows(large: LargeFiles): string[][] {
       `${fmt((100 * r.endToEndMBps) / r.nodeSha256MBps, 0)} %`,
     ],
     [
-      "… node CPU ms per GiB, node peak RSS MiB (target < 200)",
-      `${fmt(r.nodeCpuMsPerGiB, 0)} ms, ${fmt(r.nodePeakRssMiB, 0)} MiB`,
+      "… CPU ms per GiB: the node's, the client's (signtool's SigningClient); node peak RSS MiB (target < 200)",
+      `${fmt(r.nodeCpuMsPerGiB, 0)} ms, ${fmt(r.clientCpuMsPerGiB, 0)} ms; ${fmt(r.nodePeakRssMiB, 0)} MiB`,
       "",
       "",
+    ],
+  ];
+}
+
+/** Issue 31's figures: the signing pool's event-loop delay and rates, SoftHSM2 beside a file key. */
+function signingPoolRows(pool: SigningPool): string[][] {
+  const m = (prefix: string) => pool.medians.find((x) => x.name.startsWith(prefix));
+  const [ed, edPool, hsm, rsaInline, rsaPool] = [
+    m("Ed25519 file key, no pool"),
+    m("Ed25519 file key, pool"),
+    m("Ed25519 SoftHSM2"),
+    m("RSA-3072 file key, inline"),
+    m("RSA-3072 file key, pool"),
+  ];
+  if (!ed || !edPool || !hsm || !rsaInline || !rsaPool) return [];
+  const pct = (a: number, b: number) => `${fmt((100 * a) / b, 0)} %`;
+  const cpu = (name: string) =>
+    percentile(
+      pool.scenarios.filter((x) => x.name === name).map((x) => x.nodeCpuMsPerSig),
+      50,
+    );
+  return [
+    [
+      "**event-loop delay p99 ms at 32 clients (goal ≤ 10): RSA-3072 file key in the pool vs signed on the event loop**",
+      fmt(rsaPool.eventLoopP99Ms, 1),
+      fmt(rsaInline.eventLoopP99Ms, 1),
+      "",
+    ],
+    [
+      "… SoftHSM2 Ed25519 key (pool); Ed25519 file key (inline)",
+      fmt(hsm.eventLoopP99Ms, 1),
+      fmt(edPool.eventLoopP99Ms, 1),
+      "",
+    ],
+    [
+      "**SoftHSM2 Ed25519 key, 32 clients: signatures/s vs the Ed25519 file key** (goal ≥ 60 %)",
+      fmt(hsm.sigsPerSec, 0),
+      fmt(edPool.sigsPerSec, 0),
+      `**${pct(hsm.sigsPerSec, edPool.sigsPerSec)}**`,
+    ],
+    [
+      "… RSA-3072 file key in the pool vs RSA-3072 in-process, 1 thread",
+      fmt(rsaPool.sigsPerSec, 0),
+      fmt(pool.baselines.rsa3072InProcess.perSec, 0),
+      pct(rsaPool.sigsPerSec, pool.baselines.rsa3072InProcess.perSec),
+    ],
+    [
+      "… Ed25519 file key with the pool vs `signing.workers: 0` (goal: within 10 %): signatures/s; node CPU ms per signature",
+      `${fmt(edPool.sigsPerSec, 0)}; ${fmt(cpu(edPool.name), 2)}`,
+      `${fmt(ed.sigsPerSec, 0)}; ${fmt(cpu(ed.name), 2)}`,
+      `${pct(edPool.sigsPerSec, ed.sigsPerSec)}; ${pct(cpu(edPool.name), cpu(ed.name))}`,
+    ],
+  ];
+}
+
+/** Issue 31's burst figures: 128 clients on one node, waiting in line vs bounced (worst round). */
+function admissionRows(a: Admission): string[][] {
+  const bounced = a.levels.filter((l) => l.admissionWaitMs === "0" && l.clients === 128);
+  const t = a.targets;
+  if (bounced.length === 0 || t.p99At128Ms.value === null || t.rate128Vs32.value === null) return [];
+  return [
+    [
+      "**128 clients on one node, waiting in line vs bounced at `maxPending`: p99 ms (goal ≤ 150), retries (goal 0)** (worst round)",
+      `**${fmt(t.p99At128Ms.value, 0)}, ${t.retriesAt128.value}**`,
+      `${fmt(Math.max(...bounced.map((l) => l.p99Ms)), 0)}, ${bounced.reduce((n, l) => n + l.retries, 0)}`,
+      "",
+    ],
+    [
+      "… signatures/s at 128 clients / at 32 clients, waiting in line, within one round (goal ≥ 95 %; worst round)",
+      "",
+      "",
+      `${fmt(100 * t.rate128Vs32.value, 0)} %`,
     ],
   ];
 }
@@ -186,9 +285,16 @@ export function renderResults(): string {
   const small = read<SmallFiles>("small-files");
   if (!small) return "No results yet: run `npm run bench`.";
   const large = read<LargeFiles>("large-files");
-  const rows = [...smallFilesRows(small, 32), ...(large ? largeFilesRows(large) : [])];
+  const pool = read<SigningPool>("signing-pool");
+  const admission = read<Admission>("admission");
+  const rows = [
+    ...smallFilesRows(small, 32),
+    ...(large ? largeFilesRows(large) : []),
+    ...(pool ? signingPoolRows(pool) : []),
+    ...(admission ? admissionRows(admission) : []),
+  ];
   return [
-    runLine(small, large, read<RunAll>("run-all")),
+    runLine(small, large, read<RunAll>("run-all"), { "signing-pool": pool, admission }),
     "",
     "| figure | node | baseline | ratio |",
     "|---|--:|--:|--:|",

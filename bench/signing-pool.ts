@@ -3,7 +3,7 @@
  * 1 KiB files through the full HTTP path (gpg), and the node's event-loop delay p99 over the
  * timed window (`perf_hooks.monitorEventLoopDelay`, read through prom-client's
  * `nodejs_eventloop_lag_p99_seconds`, which resets at every scrape: one scrape before the
- * window, one after). Scenarios, in one run: Ed25519 file key without a pool (signing.workers
+ * window, one after; less the 10 ms sampling interval Node's histogram counts in). Scenarios, in one run: Ed25519 file key without a pool (signing.workers
  * 0: the code path before the pool) and with the default pool; Ed25519 in SoftHSM2; RSA-3072
  * file key inline (workers 0) and in the pool. Beside them, single-thread in-process rates.
  *
@@ -24,6 +24,7 @@ import { SigningClient } from "../src/client/signing-client.js";
 import { openPkcs11Key } from "../src/keys/pkcs11/key.js";
 import { SigningPool } from "../src/keys/pool.js";
 import { rsaPkcs1Sign } from "../src/keys/rsa.js";
+import { EVENT_LOOP_SAMPLING_MS } from "../src/metrics/node-metrics.js";
 import {
   basicAuth,
   benchNodeEnv,
@@ -36,6 +37,7 @@ import {
   premadeInputs,
   printTable,
   ratio,
+  sleep,
   summarize,
   warmUp,
   writeResult,
@@ -70,6 +72,8 @@ interface ScenarioResult {
   sigsPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** The same delay measured on the warm node, idle, for 2 s just before the load: the floor. */
+  idleEventLoopP99Ms: number;
   eventLoopP99Ms: number;
   eventLoopMaxMs: number;
   nodeCpuMsPerSig: number;
@@ -96,10 +100,14 @@ async function rsaGpgKey(dir: string): Promise<Record<string, string>> {
   };
 }
 
-/** The node's event-loop delay p99 and max since the last scrape, ms. */
+/**
+ * The node's event-loop delay p99 and max since the last scrape, ms: the exported percentiles
+ * less the sampling interval they include (EVENT_LOOP_SAMPLING_MS; an idle node reads ~10 ms).
+ */
 async function eventLoop(url: string): Promise<{ p99: number; max: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1]) * 1000;
+  const read = (name: string) =>
+    Math.max(0, Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1]) * 1000 - EVENT_LOOP_SAMPLING_MS);
   return { p99: read("nodejs_eventloop_lag_p99_seconds"), max: read("nodejs_eventloop_lag_max_seconds") };
 }
 
@@ -142,6 +150,8 @@ async function runScenario(
     const signAs = (c: number, n: number) => (clients[c] as SigningClient).sign(input(c, n), "gpg");
     await warmUp(CLIENTS, WARM, signAs);
     await eventLoop(url);
+    await sleep(2000);
+    const idle = await eventLoop(url);
     const cpuBefore = cpuMs(pid);
     const latencies: number[] = [];
     let failed = 0;
@@ -171,6 +181,7 @@ async function runScenario(
       sigsPerSec: latencies.length / elapsed,
       p50Ms: lat.p50,
       p99Ms: lat.p99,
+      idleEventLoopP99Ms: idle.p99,
       eventLoopP99Ms: loop.p99,
       eventLoopMaxMs: loop.max,
       nodeCpuMsPerSig: cpu / Math.max(1, latencies.length),
@@ -281,7 +292,8 @@ function printScenarios(results: ScenarioResult[]): void {
       "sigs/s",
       "p50 ms",
       "p99 ms",
-      "event loop p99 ms",
+      "loop delay p99 ms, idle",
+      "loop delay p99 ms",
       "max ms",
       "node CPU ms/sig",
       "failed",
@@ -294,6 +306,7 @@ function printScenarios(results: ScenarioResult[]): void {
       fmt(r.sigsPerSec),
       fmt(r.p50Ms),
       fmt(r.p99Ms),
+      fmt(r.idleEventLoopP99Ms),
       fmt(r.eventLoopP99Ms),
       fmt(r.eventLoopMaxMs),
       fmt(r.nodeCpuMsPerSig, 2),
@@ -346,7 +359,7 @@ main(async () => {
   };
   printTable(
     "Medians over the rounds",
-    ["scenario", "sigs/s", "event loop p99 ms"],
+    ["scenario", "sigs/s", "event-loop delay p99 ms (goal ≤ 10)"],
     SCENARIOS.map((s, i) => [s.name, fmt(at(rate, i)), fmt(at(loopP99, i))]),
   );
   printTable(
