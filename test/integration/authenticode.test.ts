@@ -23,7 +23,13 @@ let cluster: TestCluster;
 let work: string;
 let otherCa: string;
 
+let ownTmp: string;
+
 before(async () => {
+  // This process's nodes make their upload temp dirs in a tmpdir of their own, so the checks
+  // below see no other test's (os.tmpdir() reads TMPDIR at every call).
+  ownTmp = mkdtempSync(join(tmpdir(), "signing-authenticode-tmp-"));
+  process.env.TMPDIR = ownTmp;
   // A small limit, so that an upload can cross it mid-file (past the multipart allowance, a
   // Content-Length over it is refused unread).
   const overrides = { signing: { formats: { authenticode: { maxSize: 64 * 1024 } } } };
@@ -34,10 +40,11 @@ before(async () => {
 after(async () => {
   await cluster?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
+  if (ownTmp) rmSync(ownTmp, { recursive: true, force: true });
 });
 
-/** Upload temp dirs of this process's nodes (the only ones that make them in this test). */
-const inputTempDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith("signing-input-"));
+/** Upload temp dirs of this process's nodes. */
+const inputTempDirs = () => readdirSync(ownTmp).filter((n) => n.startsWith("signing-input-"));
 const caFile = () => cluster.state.codeSigning?.caFile as string;
 
 async function uploadOn(node: number, data: Buffer, filename: string) {
