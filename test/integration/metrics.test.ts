@@ -134,7 +134,10 @@ describe("the spool and whole-file results", () => {
     sample(text, "signing_file_result_fetches_total", { format: "authenticode", result });
   /** A PowerShell script of its own (a comment line makes it another input), signed on node 0. */
   async function signOnNode0(): Promise<Buffer> {
-    const script = Buffer.concat([powershellScript(), Buffer.from(`# ${randomBytes(8).toString("hex")}\r\n`)]);
+    const script = Buffer.concat([
+      powershellScript(),
+      Buffer.from(`# ${randomBytes(8).toString("hex")}\r\n`),
+    ]);
     const token = await getToken(two.node(0).url, two.basicAuth);
     const args = { token, nonce: "", data: script, filename: "install.ps1", wait: 30 };
     const res = await upload(two.node(0).url, { format: "authenticode", ...args });
@@ -156,7 +159,9 @@ describe("the spool and whole-file results", () => {
   test("local, peer, missing after an eviction, unreachable once the owner is gone", async () => {
     const first = await signOnNode0();
     const [before0, before1] = [await scrapeOf(0), await scrapeOf(1)];
-    const signedSize = Number((await fetchSignature(two.node(0).url, "authenticode", sha256(first))).header["content-length"]);
+    const signedSize = Number(
+      (await fetchSignature(two.node(0).url, "authenticode", sha256(first))).header["content-length"],
+    );
     assert.equal((await fetchSignature(two.node(1).url, "authenticode", sha256(first))).status, 200);
     const served0 = await scrapeOf(0);
     assert.equal(sample(served0, "signing_spool_entries"), 1);
