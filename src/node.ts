@@ -223,18 +223,21 @@ function replicatedWrites(loaded: LoadedConfig, log: Logger): ReplicatedWrites {
   }, config.store.replicaAckTimeoutMs);
 }
 
-/** Whole-file results: this node's spool, and their records beside the jobs. */
+/** Whole-file results: this node's spool (its use and evictions in the metrics), and their records beside the jobs. */
 function resultStore(
-  spool: Config["signing"]["spool"],
+  options: Config["signing"]["spool"],
   deps: { jobs: JobStore; breakers: StoreBreakers; log: Logger },
   signers: ReadonlyMap<FormatName, Signer>,
+  metrics: NodeMetrics,
 ): ResultStore {
   const fingerprintOf = (format: FormatName) => {
     const signer = signers.get(format);
     if (!signer) throw new Error(`format ${format} is not enabled`);
     return signer.fingerprint;
   };
-  return new ResultStore({ ...deps, spool: new Spool(spool), fingerprintOf });
+  const spool = new Spool(options, { evicted: (_file, limit) => metrics.spoolEvictions.inc({ limit }) });
+  metrics.observeSpool(spool, options.maxBytes);
+  return new ResultStore({ ...deps, spool, fingerprintOf });
 }
 
 /** Every series the node will report, initialised at zero, and the keys' expiry times. */
@@ -246,6 +249,8 @@ function initialiseMetrics(
   metrics.initialise(formats, TOKEN_CHECK_RESULTS, BREAKER_NAMES);
   const backends = [...signers].map(([format, s]): [string, string] => [format, s.key.backend]);
   metrics.initialiseKeys(backends, KEY_OPERATION_RESULTS);
+  const embedded = [...signers].filter(([, s]) => s.kind === "embedded").map(([format]) => format);
+  metrics.initialiseFileResults(embedded);
   // An expiry is known at start-up: alert on it weeks ahead (SigningKeyExpiresSoon).
   for (const [format, signer] of signers)
     if (signer.expiresAt) metrics.keyExpiry.set({ format }, signer.expiresAt.getTime() / 1000);
@@ -303,7 +308,7 @@ function services(
   );
   const s = config.signing;
   const jobs = new JobStore(redis, storeKeys, s.resultTtl);
-  const results = resultStore(s.spool, { jobs, breakers, log }, signers);
+  const results = resultStore(s.spool, { jobs, breakers, log }, signers, metrics);
   const signing = signingService(s, { audit, breakers, metrics, signers, nodeId, log, jobs, files: results });
   return {
     limits,

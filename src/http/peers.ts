@@ -12,6 +12,9 @@ export interface PeerOptions {
   log: Logger;
 }
 
+/** Why an owner sent no output: it said it has none (404), or it could not be asked. */
+export type OwnerMiss = "missing" | "unreachable";
+
 /** A peer that sends nothing for this long (no headers, or a stalled body) is given up on. */
 const PEER_IDLE_MS = 30_000;
 
@@ -53,12 +56,13 @@ export class Peers {
 
   /**
    * Asks `owner` for an output: its response when the owner answers 200 (the caller reads or
-   * destroys it), undefined when the owner is unreachable or does not have it.
+   * destroys it), "missing" when it answers that it does not have it (404), "unreachable" when
+   * it does not answer or answers anything else (a refused credential, an error).
    */
   fetchResult(owner: string, format: string, inputSha256: string, signal: AbortSignal) {
     const url = new URL(internalResultPath(format, inputSha256), owner);
     const https = url.protocol === "https:";
-    return new Promise<IncomingMessage | undefined>((resolve) => {
+    return new Promise<IncomingMessage | OwnerMiss>((resolve) => {
       const req = (https ? httpsRequest : httpRequest)(url, {
         agent: https ? this.https : this.http,
         headers: { authorization: bearer(this.opts.secret) },
@@ -68,13 +72,13 @@ export class Peers {
       req.on("error", (err) => {
         if (!signal.aborted)
           this.opts.log.warn({ event: "owner_unreachable", owner, format, err: err.message });
-        resolve(undefined);
+        resolve("unreachable");
       });
       req.on("response", (res) => {
         if (res.statusCode === 200) return resolve(res);
         this.opts.log.info({ event: "owner_has_no_result", owner, format, status: res.statusCode });
         res.resume();
-        resolve(undefined);
+        resolve(res.statusCode === 404 ? "missing" : "unreachable");
       });
       req.end();
     });

@@ -1,5 +1,19 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
+/** What the spool gauges read: a structural view, so this leaf needs nothing of the signing layer. */
+export interface SpoolLevels {
+  readonly usedBytes: number;
+  readonly size: number;
+}
+
+/** The limit that made the spool evict: `signing_spool_evictions_total{limit}`. */
+export type SpoolLimit = "bytes" | "entries";
+const SPOOL_LIMITS: readonly SpoolLimit[] = ["bytes", "entries"];
+
+/** Where a whole-file output a client asked for came from: `signing_file_result_fetches_total{result}`. */
+export type FileResultSource = "local" | "peer" | "missing" | "unreachable";
+const FILE_RESULT_SOURCES: readonly FileResultSource[] = ["local", "peer", "missing", "unreachable"];
+
 /**
  * The sampling interval of `nodejs_eventloop_lag_*` (prom-client's `monitorEventLoopDelay`).
  * Node's histogram records the time between two timer callbacks, so every percentile includes
@@ -132,8 +146,57 @@ export class NodeMetrics {
     registers: [this.registry],
   });
 
+  /** Read at each scrape: the spool's levels (set by observeSpool). */
+  private spool: SpoolLevels | undefined;
+  readonly spoolBytes = new Gauge({
+    name: "signing_spool_bytes",
+    help: "Bytes of whole-file outputs (embedded formats) in this node's spool.",
+    registers: [this.registry],
+    collect: () => {
+      if (this.spool) this.spoolBytes.set(this.spool.usedBytes);
+    },
+  });
+  readonly spoolEntries = new Gauge({
+    name: "signing_spool_entries",
+    help: "Whole-file outputs in this node's spool (at most signing.spool.maxEntries).",
+    registers: [this.registry],
+    collect: () => {
+      if (this.spool) this.spoolEntries.set(this.spool.size);
+    },
+  });
+  readonly spoolQuota = new Gauge({
+    name: "signing_spool_quota_bytes",
+    help: "The spool's quota, signing.spool.maxBytes: outputs beyond it evict the least recently used.",
+    registers: [this.registry],
+  });
+  readonly spoolEvictions = new Counter({
+    name: "signing_spool_evictions_total",
+    help: "Outputs deleted from the spool to make room, by the limit that was reached (bytes: signing.spool.maxBytes, entries: signing.spool.maxEntries); a client asking for one later gets 404 and uploads again.",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
+  readonly fileResultFetches = new Counter({
+    name: "signing_file_result_fetches_total",
+    help: "GET /sign of a whole-file output by where it came from: local (this node's spool), peer (streamed from the node that signed it), missing (that node no longer has it: evicted, restarted, damaged; 404), unreachable (that node did not answer, refused the internal credential, or no node.internalSecret; 404).",
+    labelNames: ["format", "result"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLING_MS });
+  }
+
+  /** Reports a spool's use at every scrape, against its quota; its eviction series at zero. */
+  observeSpool(spool: SpoolLevels, quotaBytes: number): void {
+    this.spool = spool;
+    this.spoolQuota.set(quotaBytes);
+    for (const limit of SPOOL_LIMITS) this.spoolEvictions.inc({ limit }, 0);
+  }
+
+  /** The whole-file result series of the embedded formats at zero, for the same reason as initialise. */
+  initialiseFileResults(formats: Iterable<string>): void {
+    for (const format of formats)
+      for (const result of FILE_RESULT_SOURCES) this.fileResultFetches.inc({ format, result }, 0);
   }
 
   /** One raw signature by a format's key, and how it ended. */

@@ -30,6 +30,12 @@ export interface SpoolOptions {
   maxEntries: number;
 }
 
+/** What the spool reports as it works (the node counts it: signing_spool_evictions_total). */
+export interface SpoolEvents {
+  /** An output deleted to make room for another, because the spool was at `limit`. */
+  evicted?(file: SpooledFile, limit: "bytes" | "entries"): void;
+}
+
 /** One output opened for reading, checked against its digests: read it, then close it. */
 export interface OpenedFile {
   file: SpooledFile;
@@ -110,7 +116,10 @@ export class Spool {
   private dir: string | undefined;
   private readonly temporary: boolean;
 
-  constructor(private readonly opts: SpoolOptions) {
+  constructor(
+    private readonly opts: SpoolOptions,
+    private readonly events: SpoolEvents = {},
+  ) {
     this.temporary = opts.directory === undefined;
     if (opts.directory === undefined) return;
     try {
@@ -236,10 +245,11 @@ export class Spool {
   }
 
   private evictFor(incoming: number): void {
-    for (const key of this.entries.keys()) {
-      const fits = this.bytes + this.writing + incoming <= this.opts.maxBytes;
-      if (fits && this.entries.size < this.opts.maxEntries) return;
+    for (const [key, file] of this.entries) {
+      const overBytes = this.bytes + this.writing + incoming > this.opts.maxBytes;
+      if (!overBytes && this.entries.size < this.opts.maxEntries) return;
       this.drop(key);
+      this.events.evicted?.(file, overBytes ? "bytes" : "entries");
     }
   }
 

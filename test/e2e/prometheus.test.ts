@@ -87,7 +87,8 @@ async function startPrometheus(
 }
 
 before(async () => {
-  cluster = await ProcessCluster.start({ nodes: 3 });
+  // authenticode too: the dashboards' whole-file result panels read its series.
+  cluster = await ProcessCluster.start({ nodes: 3, authenticode: true });
   monitor = await startTestMonitor({ redisUrl: cluster.redis.url, nodes: cluster.urls });
   const rules = readFileSync(join(root, "prometheus/alerts.yml"), "utf8");
   fast = await startPrometheus(

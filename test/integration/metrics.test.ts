@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { after, before, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
-import { fetchSignature, getToken, upload } from "../helpers/api.js";
+import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
+import { powershellScript } from "../helpers/authenticode.js";
 import { sample, types } from "../helpers/metrics.js";
 
 let cluster: TestCluster;
@@ -30,6 +31,10 @@ const EXPECTED: Record<string, string> = {
   signing_http_request_duration_seconds: "histogram",
   signing_key_operations_total: "counter",
   signing_key_operation_duration_seconds: "histogram",
+  signing_spool_bytes: "gauge",
+  signing_spool_entries: "gauge",
+  signing_spool_quota_bytes: "gauge",
+  signing_spool_evictions_total: "counter",
   process_cpu_seconds_total: "counter",
   process_resident_memory_bytes: "gauge",
   nodejs_eventloop_lag_seconds: "gauge",
@@ -110,4 +115,81 @@ test("counters move when their events happen, with bounded labels only", async (
   }
   // No raw paths, IPs or digests in any label.
   assert.doesNotMatch(after, /="[^"]*(127\.0\.0\.1|[0-9a-f]{40})[^"]*"/);
+});
+
+/**
+ * Whole-file results (authenticode): the spool's use and evictions, and where each GET's signed
+ * file came from, on two real nodes with real osslsigncode and a spool that keeps one output.
+ */
+describe("the spool and whole-file results", () => {
+  let two: TestCluster;
+  before(async () => {
+    const overrides = { signing: { spool: { maxEntries: 1, maxBytes: 1 << 20 } } };
+    two = await TestCluster.start({ nodes: 2, authenticode: true, overrides });
+  });
+  after(() => two?.stop());
+
+  const scrapeOf = async (i: number) => (await request(two.node(i).url).get("/metrics")).text;
+  const fetches = (text: string, result: string) =>
+    sample(text, "signing_file_result_fetches_total", { format: "authenticode", result });
+  /** A PowerShell script of its own (a comment line makes it another input), signed on node 0. */
+  async function signOnNode0(): Promise<Buffer> {
+    const script = Buffer.concat([
+      powershellScript(),
+      Buffer.from(`# ${randomBytes(8).toString("hex")}\r\n`),
+    ]);
+    const token = await getToken(two.node(0).url, two.basicAuth);
+    const args = { token, nonce: "", data: script, filename: "install.ps1", wait: 30 };
+    const res = await upload(two.node(0).url, { format: "authenticode", ...args });
+    assert.equal(res.status, 202, res.text);
+    return script;
+  }
+
+  test("every series is there from the start: the quota, levels at zero, evictions and GETs at zero", async () => {
+    const text = await scrapeOf(1);
+    assert.equal(sample(text, "signing_spool_quota_bytes"), 1 << 20);
+    assert.equal(sample(text, "signing_spool_bytes"), 0);
+    assert.equal(sample(text, "signing_spool_entries"), 0);
+    for (const limit of ["bytes", "entries"])
+      assert.equal(sample(text, "signing_spool_evictions_total", { limit }), 0, limit);
+    for (const result of ["local", "peer", "missing", "unreachable"])
+      assert.equal(fetches(text, result), 0, result);
+  });
+
+  test("local, peer, missing after an eviction, unreachable once the owner is gone", async () => {
+    const first = await signOnNode0();
+    const [before0, before1] = [await scrapeOf(0), await scrapeOf(1)];
+    const signedSize = Number(
+      (await fetchSignature(two.node(0).url, "authenticode", sha256(first))).header["content-length"],
+    );
+    assert.equal((await fetchSignature(two.node(1).url, "authenticode", sha256(first))).status, 200);
+    const served0 = await scrapeOf(0);
+    assert.equal(sample(served0, "signing_spool_entries"), 1);
+    assert.equal(sample(served0, "signing_spool_bytes"), signedSize, "the signed file's bytes");
+    const d = (after: string, before: string, result: string) =>
+      (fetches(after, result) ?? 0) - (fetches(before, result) ?? 0);
+    assert.equal(d(served0, before0, "local"), 1, "node 0 served its own spool");
+    const served1 = await scrapeOf(1);
+    assert.equal(d(served1, before1, "peer"), 1, "node 1 streamed it from node 0");
+
+    // maxEntries 1: the next signed file evicts the first; node 1 asks node 0, which has it no more.
+    const second = await signOnNode0();
+    const evicted = await scrapeOf(0);
+    assert.equal(
+      (sample(evicted, "signing_spool_evictions_total", { limit: "entries" }) ?? 0) -
+        (sample(served0, "signing_spool_evictions_total", { limit: "entries" }) ?? 0),
+      1,
+    );
+    assert.equal(sample(evicted, "signing_spool_entries"), 1);
+    assert.equal((await fetchSignature(two.node(1).url, "authenticode", sha256(first))).status, 404);
+    const missing = await scrapeOf(1);
+    assert.equal(d(missing, served1, "missing"), 1);
+
+    // The owner stopped: node 1 cannot reach it for the second file.
+    await two.node(0).close();
+    assert.equal((await fetchSignature(two.node(1).url, "authenticode", sha256(second))).status, 404);
+    const gone = await scrapeOf(1);
+    assert.equal(d(gone, missing, "unreachable"), 1);
+    assert.equal(d(gone, before1, "local") + d(gone, before1, "peer"), 1, "nothing else counted");
+  });
 });

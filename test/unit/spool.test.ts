@@ -62,7 +62,11 @@ describe("the spool", () => {
 
   test("evicts the least recently used to stay under its quota; opening one makes it recent", async () => {
     const dir = freshDir();
-    const spool = new Spool({ directory: dir, maxBytes: 3000, maxEntries: 10 });
+    const evicted: string[] = [];
+    const spool = new Spool(
+      { directory: dir, maxBytes: 3000, maxEntries: 10 },
+      { evicted: (file, limit) => evicted.push(`${file.inputSha256} ${limit}`) },
+    );
     const a = output(1000);
     const b = output(1000);
     const c = output(1000);
@@ -78,14 +82,23 @@ describe("the spool", () => {
     assert.equal(readdirSync(dir).length, 2);
     assert.equal(spool.usedBytes, 2500);
     assert.ok(spool.usedBytes <= 3000);
+    // Each reported once, by the limit that made room: what signing_spool_evictions_total counts.
+    assert.deepEqual(evicted, [`${b.meta.inputSha256} bytes`, `${c.meta.inputSha256} bytes`]);
   });
 
   test("keeps at most maxEntries outputs", async () => {
     const dir = freshDir();
-    const spool = new Spool({ directory: dir, maxBytes: 1 << 20, maxEntries: 2 });
+    const evicted: string[] = [];
+    const spool = new Spool(
+      { directory: dir, maxBytes: 1 << 20, maxEntries: 2 },
+      { evicted: (file, limit) => evicted.push(`${file.inputSha256} ${limit}`) },
+    );
     const oldest = output(10);
-    for (const o of [oldest, output(10), output(10)]) await spool.put(o.meta, o.source);
+    const again = output(10);
+    for (const o of [oldest, again, again, output(10)]) await spool.put(o.meta, o.source);
     assert.equal(spool.size, 2);
+    // The same output stored again replaces itself: not an eviction.
+    assert.deepEqual(evicted, [`${oldest.meta.inputSha256} entries`]);
     assert.equal(readdirSync(dir).length, 2);
     assert.equal(spool.get("authenticode", oldest.meta.inputSha256), undefined);
   });

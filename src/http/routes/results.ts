@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { type Request, type Response, Router } from "express";
 import type { Logger } from "pino";
+import type { FileResultSource, NodeMetrics } from "../../metrics/node-metrics.js";
 import type { ResultStore } from "../../signing/results.js";
 import type { FormatName } from "../../signing/signer.js";
 import { DigestingStream } from "../../signing/spool.js";
@@ -15,6 +16,8 @@ export interface ResultRouteDeps {
   results: ResultStore;
   /** Undefined without `node.internalSecret`: then only the outputs held here are served. */
   peers: Peers | undefined;
+  /** Counts where each output asked for came from (signing_file_result_fetches_total). */
+  metrics: NodeMetrics;
   log: Logger;
 }
 
@@ -87,17 +90,33 @@ export async function serveFileResult(
   file: FileResult,
 ): Promise<void> {
   const { results, peers, log } = deps;
+  const fetched = (result: FileResultSource) => deps.metrics.fileResultFetches.inc({ format, result });
   const opened = await results.open(format, inputSha256);
-  if (opened) return sendOutput(res, log, opened.handle.createReadStream({ start: 0 }), opened.file);
-  const upstream =
-    results.owns(file) || !peers
-      ? undefined
-      : await peers.fetchResult(file.owner, format, inputSha256, abortOnClose(res));
-  if (upstream && sameOutput(upstream, file)) return sendOutput(res, log, upstream, file);
-  if (upstream) {
+  if (opened) {
+    fetched("local");
+    return sendOutput(res, log, opened.handle.createReadStream({ start: 0 }), opened.file);
+  }
+  const aborted = abortOnClose(res);
+  // This node is the owner and no longer has it; without the internal credential no peer can be asked.
+  const upstream = results.owns(file)
+    ? "missing"
+    : peers
+      ? await peers.fetchResult(file.owner, format, inputSha256, aborted)
+      : "unreachable";
+  if (aborted.aborted) {
+    // The client hung up while the owner was asked: no answer to give, and no reason to drop the record.
+    if (typeof upstream === "object") upstream.destroy();
+    return;
+  }
+  if (typeof upstream === "object" && sameOutput(upstream, file)) {
+    fetched("peer");
+    return sendOutput(res, log, upstream, file);
+  }
+  if (typeof upstream === "object") {
     upstream.destroy();
     log.error({ event: "owner_sent_other_output", owner: file.owner, format, sha256: inputSha256 });
   }
+  fetched(typeof upstream === "object" ? "missing" : upstream);
   await results.forget(format, inputSha256, file);
   throw new ApiError("NOT_FOUND", GONE);
 }
