@@ -47,7 +47,7 @@ export class NodeMetrics {
   });
   readonly jobs = new Counter({
     name: "signing_jobs_total",
-    help: "Signing jobs run on this node by format and result (signed, failed).",
+    help: "Signing jobs run on this node by format and result: signed, failed (ours: a tool, a key or a bug), refused (the format found the content unsignable while signing it: 400 UNSUPPORTED_INPUT).",
     labelNames: ["format", "result"] as const,
     registers: [this.registry],
   });

@@ -344,9 +344,15 @@ export class SigningService {
       });
       return result;
     } catch (err) {
-      metrics.jobs.inc({ format, result: "failed" });
       const why = jobError(err);
-      log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
+      if (unsupportedInputReason(why) === undefined) {
+        metrics.jobs.inc({ format, result: "failed" });
+        log.error({ event: "signing_failed", format, sha256: upload.sha256, err: (err as Error).message });
+      } else {
+        // The format's tool found the content unsignable: the client's mistake, not a failure.
+        metrics.jobs.inc({ format, result: "refused" });
+        log.info({ event: "signing_refused", format, sha256: upload.sha256, reason: (err as Error).message });
+      }
       // If the store is down too, the lease simply expires and the client uploads again.
       if (shared) {
         await breakers
@@ -361,9 +367,24 @@ export class SigningService {
   }
 }
 
-/** What a failed job records: whoever asks for it learns whether to upload it again elsewhere. */
+/** A failed job's error when the format found the content unsignable, before its reason. */
+const UNSUPPORTED_INPUT_JOB_ERROR = "UNSUPPORTED_INPUT: ";
+
+/**
+ * What a failed job records: whoever asks for it learns whether to upload it again elsewhere,
+ * or that the format cannot sign this content (found only when signing, e.g. by osslsigncode).
+ */
 function jobError(err: unknown): string {
-  return hasCode(err, "KEY_BACKEND_UNAVAILABLE") ? KEY_BACKEND_JOB_ERROR : "signing failed on this node";
+  if (hasCode(err, "KEY_BACKEND_UNAVAILABLE")) return KEY_BACKEND_JOB_ERROR;
+  if (hasCode(err, "UNSUPPORTED_INPUT")) return `${UNSUPPORTED_INPUT_JOB_ERROR}${(err as Error).message}`;
+  return "signing failed on this node";
+}
+
+/** The format's reason, when a failed job's error says it cannot sign the content. */
+export function unsupportedInputReason(jobErrorText: string): string | undefined {
+  return jobErrorText.startsWith(UNSUPPORTED_INPUT_JOB_ERROR)
+    ? jobErrorText.slice(UNSUPPORTED_INPUT_JOB_ERROR.length)
+    : undefined;
 }
 
 /** The `format:digest` keys an upload may be asked for by: its sha256, and its sha1 if known. */

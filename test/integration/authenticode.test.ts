@@ -77,6 +77,16 @@ async function signedThroughTwoNodes(data: Buffer, filename: string): Promise<Bu
   return signed;
 }
 
+/** signing_jobs_total{format="authenticode",result} on one node. */
+async function jobsCounted(node: number, result: string): Promise<number> {
+  const text = (await request(cluster.node(node).url).get("/metrics")).text;
+  const line = new RegExp(
+    `^signing_jobs_total\\{format="authenticode",result="${result}"\\} (\\d+)`,
+    "m",
+  ).exec(text);
+  return Number(line?.[1] ?? 0);
+}
+
 describe("authenticode", () => {
   test("/formats lists it, embedded, with the certificate's fingerprint", async () => {
     const res = await request(cluster.node(1).url).get("/formats");
@@ -101,6 +111,25 @@ describe("authenticode", () => {
     assert.equal(res.status, 400, res.text);
     assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
     assert.deepEqual(inputTempDirs(), [], "every upload's temp file is removed");
+  });
+
+  test("a file that starts like a PE but that osslsigncode cannot sign is 400 UNSUPPORTED_INPUT on the upload and on any node's GET, not a failed job", async () => {
+    const fake = Buffer.concat([
+      Buffer.from("MZ"),
+      Buffer.alloc(62),
+      Buffer.from("no PE header here\n".repeat(20)),
+    ]);
+    const failedBefore = await jobsCounted(0, "failed");
+    const res = await uploadOn(0, fake, "fake.exe");
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
+    assert.match(res.body.error.message, /PE, MSI, CAB, CAT or PowerShell/);
+    const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(fake), 0);
+    assert.equal(got.status, 400, String(got.body));
+    assert.equal(JSON.parse(String(got.body)).error.code, "UNSUPPORTED_INPUT");
+    assert.equal(await jobsCounted(0, "failed"), failedBefore, "not counted as our failure");
+    assert.ok((await jobsCounted(0, "refused")) >= 1);
+    assert.deepEqual(inputTempDirs(), []);
   });
 
   test("an upload refused after its file was read (a digest that does not match) leaves no temp file", async () => {

@@ -8,6 +8,7 @@ import {
   type SigningService,
   type Slot,
   type Submitted,
+  unsupportedInputReason,
 } from "../../signing/service.js";
 import type { FormatName, SpooledInput } from "../../signing/signer.js";
 import type { SignedResult } from "../../store/jobs.js";
@@ -71,6 +72,14 @@ function outcomeOf(err: ApiError): string {
 function keyBackendUnavailable(): ApiError {
   const message = "the node signing this file lost its key backend: upload it again, to another node";
   return new ApiError("KEY_BACKEND_UNAVAILABLE", message, 1);
+}
+
+/** What a client asking for a failed job is told: upload again (elsewhere), or that the format cannot sign it. */
+function failedJobAnswer(jobError: string): ApiError {
+  if (jobError === KEY_BACKEND_JOB_ERROR) return keyBackendUnavailable();
+  const reason = unsupportedInputReason(jobError);
+  if (reason !== undefined) return new ApiError("UNSUPPORTED_INPUT", reason);
+  return new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
 }
 
 function waitSeconds(req: Request, max: number): number {
@@ -341,8 +350,10 @@ class Uploads {
     const signed = result ? await result : undefined;
     if (signed || outcome === "cached") return signed;
     const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
-    if (found.kind === "job" && found.job.state === "failed" && found.job.error === KEY_BACKEND_JOB_ERROR)
-      throw keyBackendUnavailable();
+    if (found.kind === "job" && found.job.state === "failed") {
+      const answer = failedJobAnswer(found.job.error);
+      if (answer.code !== "SIGNING_FAILED") throw answer;
+    }
     return found.kind === "signed" ? found.result : undefined;
   }
 
@@ -361,10 +372,7 @@ class Uploads {
     if (found.kind === "none")
       throw new ApiError("NOT_FOUND", "no signature for this digest: upload the file");
     if (found.kind === "job") {
-      if (found.job.state === "failed")
-        throw found.job.error === KEY_BACKEND_JOB_ERROR
-          ? keyBackendUnavailable()
-          : new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+      if (found.job.state === "failed") throw failedJobAnswer(found.job.error);
       res.set("X-Pending", "True").status(404).json({ status: "pending" });
       return;
     }
