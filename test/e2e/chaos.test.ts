@@ -17,6 +17,7 @@ import {
 import { getToken, sha256, upload } from "../helpers/api.js";
 import { minimalPe, osslsigncodeVerify, powershellScript } from "../helpers/authenticode.js";
 import { startScriptedNode } from "../helpers/hostile-node.js";
+import { sample } from "../helpers/metrics.js";
 import { waitForReplica } from "../helpers/redis.js";
 
 /**
@@ -359,6 +360,19 @@ async function filesByOwner(rig: ChaosRig): Promise<Map<string, string[]>> {
   }
 }
 
+/** GETs of signed files by where each came from (local, peer, missing, unreachable), summed over the nodes. */
+async function fileResultFetches(rig: ChaosRig): Promise<Record<string, number>> {
+  const sum: Record<string, number> = {};
+  for (const url of rig.urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const result of ["local", "peer", "missing", "unreachable"]) {
+      const labels = { format: "authenticode", result };
+      sum[result] = (sum[result] ?? 0) + (sample(text, "signing_file_result_fetches_total", labels) ?? 0);
+    }
+  }
+  return sum;
+}
+
 /** `osslsigncode verify` against the dev CA, of every file: the ones that fail, with its words. */
 function unverified(files: readonly string[], caFile: string): string[] {
   return files.flatMap((f) => {
@@ -447,6 +461,15 @@ describe("Authenticode: each signed file on the disk of the node that signed it"
     );
     assertNoFailures(r);
     assert.ok(reuploads - reuploadsBefore >= 5, "files whose owner died were uploaded again");
+    // The nodes' side of it: files streamed from the peer that held them, and 404s for the dead
+    // one's (or, once it was back with an empty spool, missing from it).
+    const fetches = await fileResultFetches(rig);
+    t.diagnostic(`GETs of signed files on the nodes: ${JSON.stringify(fetches)}`);
+    assert.ok((fetches.peer ?? 0) > 0, "nodes streamed files that another node held");
+    assert.ok(
+      (fetches.unreachable ?? 0) + (fetches.missing ?? 0) >= 5,
+      "nodes answered 404 for the dead node's files",
+    );
     assert.equal(r.outputs.length, r.signed);
     assert.deepEqual(unverified(r.outputs, caFile()), []);
     await everyNodeSigns("after-8");
