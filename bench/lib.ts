@@ -543,22 +543,6 @@ export function warmUpFigures(ends: readonly number[], start: number, failed = 0
   };
 }
 
-/**
- * A `random` for SigningClient whose first draw, the one its node rotation starts from (in its
- * constructor), picks node `i` of `n`; later draws (backoff jitter) are random. A benchmark with
- * a handful of clients spreads them as many build machines starting at random nodes spread: a
- * few clients starting at random can leave a node idle, and the rate before and after a fault
- * would then depend on where they landed.
- */
-export function startAtNode(i: number, n: number): () => number {
-  let first = true;
-  return () => {
-    if (!first) return Math.random();
-    first = false;
-    return ((i % n) + 0.5) / n;
-  };
-}
-
 /** Exits non-zero on an unhandled failure, after printing it: run-all reports the crash. */
 export function main(fn: () => Promise<void>): void {
   fn().then(

@@ -1,7 +1,6 @@
 import { join } from "node:path";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import { type LoadResult, SigningLoad } from "../scripts/signing-load.js";
-import { startAtNode } from "./lib.js";
+import { type LoadResult, SigningLoad, startAtNode } from "../scripts/signing-load.js";
 
 /**
  * SigningLoad on a worker thread: the build machines' clients get a V8 isolate of their own.

@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import type { SigningClientOptions } from "../src/client/signing-client.js";
 import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { fetchToken, freePort, RedisServer, waitForReplica } from "./redis-server.js";
-import { type LoadResult, p99, SigningLoad } from "./signing-load.js";
+import { type LoadResult, type LoadWork, p99, SigningLoad } from "./signing-load.js";
 
 export const MASTER_NAME = "signing";
 
@@ -17,6 +18,13 @@ export interface ChaosOptions {
   clients?: number;
   /** More SIGNING__… settings for every node. */
   nodeEnv?: Record<string, string>;
+  /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
+  authenticode?: boolean;
+}
+
+/** What a scenario's clients sign, and each client's own options (its events, where it starts). */
+export interface ScenarioWork extends LoadWork {
+  client?: (i: number) => Partial<SigningClientOptions>;
 }
 
 export interface ScenarioReport {
@@ -28,6 +36,8 @@ export interface ScenarioReport {
   p99DuringFaultMs: number;
   faultMs: number;
   errors: string[];
+  /** Every file the clients wrote (signatures, or whole signed files). */
+  outputs: string[];
 }
 
 /**
@@ -53,7 +63,10 @@ export class ChaosRig {
   static async start(opts: ChaosOptions = {}): Promise<ChaosRig> {
     const dir = mkdtempSync(join(tmpdir(), "signing-chaos-"));
     const primary = await RedisServer.start();
-    const rig = new ChaosRig(opts, dir, primary, await prepareDevState(join(dir, "state"), primary.url));
+    const state = await prepareDevState(join(dir, "state"), primary.url, "file", {
+      authenticode: opts.authenticode ?? false,
+    });
+    const rig = new ChaosRig(opts, dir, primary, state);
     try {
       if (opts.sentinel) {
         rig.replica = await RedisServer.start(["--replicaof", "127.0.0.1", String(primary.port)]);
@@ -168,26 +181,37 @@ export class ChaosRig {
    * Runs signing clients (tokens issued before the fault), injects the fault after a warm-up,
    * keeps signing `settleMs` after the injection returns, and reports what the clients saw.
    */
-  async scenario(name: string, inject: () => Promise<void>, settleMs = 4000): Promise<ScenarioReport> {
+  async scenario(
+    name: string,
+    inject: () => Promise<void>,
+    settleMs = 4000,
+    work: ScenarioWork = {},
+  ): Promise<ScenarioReport> {
     const auth = `Basic ${Buffer.from(`${this.state.issuer.user}:${this.state.issuer.password}`).toString("base64")}`;
     const tag = name.replace(/\W+/g, "-");
     const clients = await Promise.all(
       Array.from({ length: this.opts.clients ?? 4 }, async (_, i) => {
         const tokenFile = join(this.dir, `${tag}-token-${i}`);
         writeFileSync(tokenFile, await fetchToken(this.urls[i % this.urls.length] as string, auth));
-        return { tokenFile, nonceFile: join(this.dir, `${tag}-nonce-${i}`) };
+        return { ...work.client?.(i), tokenFile, nonceFile: join(this.dir, `${tag}-nonce-${i}`) };
       }),
     );
     // Let the monitor snapshot the new tokens before anything breaks.
     await sleep(1500);
-    const load = new SigningLoad(join(this.dir, tag), clients, {
-      nodes: this.urls,
-      maxTimeMs: 90_000,
-      requestTimeoutMs: 10_000,
-    });
+    const load = new SigningLoad(
+      join(this.dir, tag),
+      clients,
+      { nodes: this.urls, maxTimeMs: 90_000, requestTimeoutMs: 10_000 },
+      work,
+    );
     await sleep(1500);
     const faultStart = Date.now();
-    await inject();
+    try {
+      await inject();
+    } catch (err) {
+      await load.stop(); // or its clients go on signing against a rig being torn down
+      throw err;
+    }
     const faultEnd = Date.now() + settleMs;
     await sleep(settleMs);
     const r: LoadResult = await load.stop();
@@ -203,6 +227,7 @@ export class ChaosRig {
       p99DuringFaultMs: p99(during),
       faultMs: faultEnd - faultStart,
       errors: r.errors,
+      outputs: r.jobs.flatMap((j) => (j.output ? [j.output] : [])),
     };
   }
 

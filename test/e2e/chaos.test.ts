@@ -1,17 +1,29 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import request from "supertest";
 import { ChaosRig, formatReport, MASTER_NAME, type ScenarioReport } from "../../scripts/chaos-rig.js";
-import { getToken, upload } from "../helpers/api.js";
+import { startAtNode } from "../../scripts/signing-load.js";
+import {
+  type ClientEvent,
+  SigningClient,
+  type SigningClientOptions,
+} from "../../src/client/signing-client.js";
+import { getToken, sha256, upload } from "../helpers/api.js";
+import { minimalPe, osslsigncodeVerify, powershellScript } from "../helpers/authenticode.js";
+import { startScriptedNode } from "../helpers/hostile-node.js";
+import { sample } from "../helpers/metrics.js";
 import { waitForReplica } from "../helpers/redis.js";
 
 /**
  * The promise, under faults: a Redis failover, a Redis restart, a paused Redis, lost nodes,
- * a lost monitor, a full Redis. Each scenario runs signtool clients through it and reports.
+ * a lost monitor, a full Redis, the node holding signed files lost. Each scenario runs signtool
+ * clients through it and reports.
  */
 const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const reports: ScenarioReport[] = [];
@@ -289,5 +301,240 @@ describe("standalone Redis", () => {
       await redis.config("SET", "maxmemory", "0").catch(() => {});
       redis.disconnect();
     }
+  });
+});
+
+type EmbeddedInput = { ext: string; bytes: Buffer };
+
+/** A minimal PE, or a PowerShell script, of its own: `tag` makes its digest differ. */
+function taggedInput(kind: "exe" | "ps1", tag: string): EmbeddedInput {
+  if (kind === "ps1")
+    return { ext: ".ps1", bytes: Buffer.concat([powershellScript(), Buffer.from(`# ${tag}\r\n`)]) };
+  const pe = minimalPe();
+  pe.write(tag, 0x300, "latin1");
+  return { ext: ".exe", bytes: pe };
+}
+
+/**
+ * What the Authenticode clients sign: every other job a fresh PE or PowerShell script, the
+ * others a repeat of an input signed before, so nodes are asked for outputs another node holds
+ * (or held, until it was killed).
+ */
+class EmbeddedInputs {
+  private readonly run = randomBytes(4).toString("hex");
+  private readonly made = new Map<string, EmbeddedInput>();
+  private repeats: EmbeddedInput[] = [];
+  private fixed = false;
+  private turn = 0;
+
+  next(client: number, n: number): EmbeddedInput {
+    if (n % 2 === 1 && this.repeats.length > 0)
+      return this.repeats[this.turn++ % this.repeats.length] as EmbeddedInput;
+    const input = taggedInput(n % 4 === 0 ? "ps1" : "exe", `${this.run}-${client}-${n}`);
+    this.made.set(sha256(input.bytes), input);
+    if (!this.fixed) this.repeats.push(input);
+    return input;
+  }
+
+  /** From now on the repeats are of these inputs only (by sha256); returns how many it made. */
+  repeatOnly(sha256s: readonly string[]): number {
+    this.fixed = true;
+    this.repeats = sha256s.flatMap((s) => this.made.get(s) ?? []);
+    this.turn = 0;
+    return this.repeats.length;
+  }
+}
+
+/** The input sha256 of each signed file, by the node that holds it (as its result record names it). */
+async function filesByOwner(rig: ChaosRig): Promise<Map<string, string[]>> {
+  const redis = rig.redis();
+  try {
+    const byOwner = new Map<string, string[]>();
+    for (const key of await redis.keys("signing:result:authenticode:*")) {
+      const owner = (await redis.hget(key, "owner")) ?? "";
+      byOwner.set(owner, [...(byOwner.get(owner) ?? []), key.slice(key.lastIndexOf(":") + 1)]);
+    }
+    return byOwner;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** GETs of signed files by where each came from (local, peer, missing, unreachable), summed over the nodes. */
+async function fileResultFetches(rig: ChaosRig): Promise<Record<string, number>> {
+  const sum: Record<string, number> = {};
+  for (const url of rig.urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const result of ["local", "peer", "missing", "unreachable"]) {
+      const labels = { format: "authenticode", result };
+      sum[result] = (sum[result] ?? 0) + (sample(text, "signing_file_result_fetches_total", labels) ?? 0);
+    }
+  }
+  return sum;
+}
+
+/** `osslsigncode verify` against the dev CA, of every file: the ones that fail, with its words. */
+function unverified(files: readonly string[], caFile: string): string[] {
+  return files.flatMap((f) => {
+    const v = osslsigncodeVerify(f, caFile);
+    return v.ok ? [] : [`${f}: ${v.output}`];
+  });
+}
+
+describe("Authenticode: each signed file on the disk of the node that signed it", () => {
+  let rig: ChaosRig;
+  let work: string;
+  before(async () => {
+    rig = await ChaosRig.start({ authenticode: true });
+    work = join(rig.dir, "embedded");
+    mkdirSync(work);
+  });
+  after(() => rig?.stop());
+  const caFile = () => rig.state.codeSigning?.caFile as string;
+  const auth = () =>
+    `Basic ${Buffer.from(`${rig.state.issuer.user}:${rig.state.issuer.password}`).toString("base64")}`;
+
+  /** A client of its own (token and nonce files) on `nodes`. */
+  async function client(name: string, nodes: string[], opts: Partial<SigningClientOptions> = {}) {
+    const tokenFile = join(work, `${name}.token`);
+    writeFileSync(tokenFile, await getToken(nodes.at(-1) as string, auth()));
+    return new SigningClient({
+      nodes,
+      tokenFile,
+      nonceFile: join(work, `${name}.nonce`),
+      maxTimeMs: 60_000,
+      requestTimeoutMs: 10_000,
+      ...opts,
+    });
+  }
+
+  /** Each node, the restarted one too, signs a fresh PE on its own, and it verifies. */
+  async function everyNodeSigns(tag: string): Promise<void> {
+    for (const [i, url] of rig.urls.entries()) {
+      const file = join(work, `${tag}-${i}.exe`);
+      writeFileSync(file, taggedInput("exe", `${tag}-${i}-${randomBytes(4).toString("hex")}`).bytes);
+      const r = await (await client(`${tag}-${i}`, [url])).sign(file, "authenticode", `${file}.signed.exe`);
+      assert.equal(r.source, "signed", url);
+      assert.deepEqual(unverified([r.output], caFile()), []);
+    }
+  }
+
+  test("8. kill -9 a node holding signed files: clients asking for them get a 404, upload again and get valid files", async (t) => {
+    const inputs = new EmbeddedInputs();
+    let reuploads = 0;
+    const onEvent = (e: ClientEvent) => {
+      if (e.phase === "retrying" && /lost after the upload/.test(e.detail ?? "")) reuploads++;
+    };
+    let victim = -1;
+    let held: string[] = [];
+    let asked = 0;
+    let reuploadsBefore = 0;
+    const r = await rig.scenario(
+      "8. kill -9 the owner of signed files",
+      async () => {
+        await until("a node holding 8 signed files", async () => {
+          for (const [owner, files] of await filesByOwner(rig))
+            if (files.length > held.length) [victim, held] = [rig.urls.indexOf(owner), files];
+          return held.length >= 8;
+        });
+        assert.ok(victim >= 0, "the result records name the nodes by their URLs");
+        await rig.nodes[victim]?.stop("SIGKILL");
+        reuploadsBefore = reuploads;
+        // From now on the clients' repeats are the files the dead node held.
+        asked = inputs.repeatOnly(held);
+        await until(
+          "clients uploading again what the dead node held",
+          async () => reuploads - reuploadsBefore >= 5,
+          30_000,
+        );
+        await rig.restartNode(victim);
+      },
+      3000,
+      {
+        format: "authenticode",
+        input: (c, n) => inputs.next(c, n),
+        client: (i) => ({ random: startAtNode(i, rig.urls.length), onEvent }),
+      },
+    );
+    t.diagnostic(
+      `${formatReport(r)}; node ${victim} held ${held.length} signed files when killed (${asked} of them asked for again), ${reuploads - reuploadsBefore} uploads again after a 404 (${reuploadsBefore} before the kill)`,
+    );
+    assertNoFailures(r);
+    assert.ok(reuploads - reuploadsBefore >= 5, "files whose owner died were uploaded again");
+    // The nodes' side of it: files streamed from the peer that held them, and 404s for the dead
+    // one's (or, once it was back with an empty spool, missing from it).
+    const fetches = await fileResultFetches(rig);
+    t.diagnostic(`GETs of signed files on the nodes: ${JSON.stringify(fetches)}`);
+    assert.ok((fetches.peer ?? 0) > 0, "nodes streamed files that another node held");
+    assert.ok(
+      (fetches.unreachable ?? 0) + (fetches.missing ?? 0) >= 5,
+      "nodes answered 404 for the dead node's files",
+    );
+    assert.equal(r.outputs.length, r.signed);
+    assert.deepEqual(unverified(r.outputs, caFile()), []);
+    await everyNodeSigns("after-8");
+  });
+
+  test("9. the owner killed while a non-owner streams its file: the download is cut short, nothing partial is written, the client signs again", async (t) => {
+    const [owner, through, other] = rig.urls as [string, string, string];
+    const input = join(work, "large.exe");
+    // 15 MiB: more than the sockets between the nodes hold, within what signtool reads whole.
+    const pe = minimalPe(15 * 1024 * 1024);
+    randomBytes(pe.length - 0x400).copy(pe, 0x400);
+    writeFileSync(input, pe);
+    const signed = await (await client("owner", [owner])).sign(
+      input,
+      "authenticode",
+      join(work, "by-owner.exe"),
+    );
+    assert.equal(signed.source, "signed");
+    // In front of `through`: the owner is killed once the download's answer has begun, before
+    // more than the sockets between them hold has left it.
+    const front = await startScriptedNode(() => "proxy", through, {
+      onUpstreamAnswer: async (req, up) => {
+        if (req.method === "GET" && req.url?.startsWith("/sign/authenticode/") && up.statusCode === 200)
+          await rig.nodes[0]?.stop("SIGKILL");
+      },
+    });
+    const outDir = join(work, "mid-stream");
+    mkdirSync(outDir);
+    const output = join(outDir, "large.exe");
+    const events: string[] = [];
+    let writtenAtCut: string[] | undefined;
+    try {
+      const reader = await client("reader", [front.url, other], {
+        random: startAtNode(0, 2),
+        onEvent: (e) => {
+          if (e.phase !== "retrying") return;
+          events.push(`${e.node}: ${e.detail}`);
+          writtenAtCut ??= readdirSync(outDir);
+        },
+      });
+      const r = await reader.sign(input, "authenticode", output);
+      const cut = front.hits.find(
+        (h) => h.path.startsWith("/sign/authenticode/") && h.method === "GET",
+      )?.relayed;
+      t.diagnostic(`download cut at ${cut?.bytes} of ${cut?.contentLength} bytes; then ${events.join("; ")}`);
+      assert.ok(cut && !cut.complete && cut.bytes < (cut.contentLength ?? 0), "the download was cut short");
+      assert.deepEqual(writtenAtCut, [], "nothing was written when the download broke");
+      assert.match(events[0] ?? "", /closed the connection mid-answer/);
+      assert.ok(
+        events.some((e) => e.startsWith(other) && /lost after the upload/.test(e)),
+        "the next node answered 404 and the client uploaded again",
+      );
+      assert.equal(r.source, "signed");
+      assert.deepEqual(readdirSync(outDir), ["large.exe"]);
+      assert.deepEqual(unverified([output], caFile()), []);
+      const redis = rig.redis();
+      try {
+        assert.equal(await redis.hget(`signing:result:authenticode:${sha256(pe)}`, "owner"), other);
+      } finally {
+        redis.disconnect();
+      }
+    } finally {
+      await front.close();
+    }
+    await rig.restartNode(0);
+    await everyNodeSigns("after-9");
   });
 });

@@ -5,10 +5,13 @@ import { join } from "node:path";
 /**
  * The smallest PE32 executable osslsigncode signs and Windows would load: a DOS header pointing
  * at the PE header, the COFF header, a PE32 optional header with all 16 data directories (the
- * certificate table is the 5th), one .text section holding `xor eax, eax; ret`.
+ * certificate table is the 5th), one .text section holding `xor eax, eax; ret`. The section
+ * takes `sectionBytes` in the file (rounded up to the file alignment, 512): a caller makes large
+ * inputs, or inputs that differ, by writing past the code at 0x203.
  */
-export function minimalPe(): Buffer {
-  const pe = Buffer.alloc(0x400);
+export function minimalPe(sectionBytes = 0x200): Buffer {
+  const raw = Math.ceil(sectionBytes / 0x200) * 0x200;
+  const pe = Buffer.alloc(0x200 + raw);
   pe.write("MZ", 0, "latin1");
   pe.writeUInt32LE(0x40, 0x3c); // e_lfanew
   pe.write("PE\0\0", 0x40, "latin1");
@@ -20,7 +23,7 @@ export function minimalPe(): Buffer {
   const opt = 0x58;
   const fields: [number, number, 2 | 4][] = [
     [0, 0x10b, 2], // PE32
-    [4, 0x200, 4], // SizeOfCode
+    [4, raw, 4], // SizeOfCode
     [16, 0x1000, 4], // AddressOfEntryPoint
     [20, 0x1000, 4], // BaseOfCode
     [24, 0x2000, 4], // BaseOfData
@@ -46,7 +49,7 @@ export function minimalPe(): Buffer {
   pe.write(".text", section, "latin1");
   pe.writeUInt32LE(3, section + 8); // VirtualSize
   pe.writeUInt32LE(0x1000, section + 12); // VirtualAddress
-  pe.writeUInt32LE(0x200, section + 16); // SizeOfRawData
+  pe.writeUInt32LE(raw, section + 16); // SizeOfRawData
   pe.writeUInt32LE(0x200, section + 20); // PointerToRawData
   pe.writeUInt32LE(0x60000020, section + 36); // code, execute, read
   Buffer.from([0x31, 0xc0, 0xc3]).copy(pe, 0x200);

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { finished } from "node:stream";
 
 /** What a scripted node does with one request: answer itself, or pass it to a real node. */
 export type Script = (req: IncomingMessage, body: Buffer) => Answer | "proxy" | "hang";
@@ -10,30 +11,54 @@ export interface Answer {
   body?: string | Buffer;
 }
 
+/** A proxied request's answer as it was passed on: how much of its body, and whether all of it. */
+export interface Relayed {
+  status: number;
+  /** The upstream's Content-Length, when it sent one. */
+  contentLength?: number;
+  bytes: number;
+  complete: boolean;
+}
+
 export interface ScriptedNode {
   url: string;
   /** host:port, as signtool's -H takes it. */
   host: string;
-  hits: { path: string; method: string }[];
+  hits: { path: string; method: string; relayed?: Relayed }[];
   close(): Promise<void>;
+}
+
+/** What a scripted node does besides its script. */
+export interface ScriptedNodeOptions {
+  /**
+   * Called when a proxied request's answer has come from the real node, before any of its body
+   * is passed on: the body waits (as behind a slow link, the real node's writes back up) until
+   * this resolves. A fault injected here hits a stream in the middle.
+   */
+  onUpstreamAnswer?: (req: IncomingMessage, upstream: IncomingMessage) => void | Promise<void>;
 }
 
 /**
  * A node that follows a script, for signtool's hostile and broken cases: it may answer as it
  * likes, never answer ("hang"), or pass a request to a real node (`upstream`) so that only the
- * parts under test misbehave.
+ * parts under test misbehave. A proxied answer the real node cuts short is cut short here too.
  */
-export async function startScriptedNode(script: Script, upstream?: string): Promise<ScriptedNode> {
+export async function startScriptedNode(
+  script: Script,
+  upstream?: string,
+  opts: ScriptedNodeOptions = {},
+): Promise<ScriptedNode> {
   const hits: ScriptedNode["hits"] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
-      hits.push({ path: req.url ?? "", method: req.method ?? "" });
+      const hit: ScriptedNode["hits"][number] = { path: req.url ?? "", method: req.method ?? "" };
+      hits.push(hit);
       const body = Buffer.concat(chunks);
       const what = script(req, body);
       if (what === "hang") return;
-      if (what === "proxy") return proxy(req, body, res, upstream as string);
+      if (what === "proxy") return proxy(req, body, res, upstream as string, hit, opts);
       res.writeHead(what.status, what.headers ?? {}).end(what.body ?? "");
     });
   });
@@ -52,13 +77,35 @@ export async function startScriptedNode(script: Script, upstream?: string): Prom
   };
 }
 
-function proxy(req: IncomingMessage, body: Buffer, res: ServerResponse, upstream: string): void {
+function proxy(
+  req: IncomingMessage,
+  body: Buffer,
+  res: ServerResponse,
+  upstream: string,
+  hit: ScriptedNode["hits"][number],
+  opts: ScriptedNodeOptions,
+): void {
   const out = request(
     `${upstream}${req.url}`,
     { method: req.method, headers: { ...req.headers, host: new URL(upstream).host } },
     (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
+      const length = up.headers["content-length"];
+      const relayed: Relayed = { status: up.statusCode ?? 0, bytes: 0, complete: false };
+      if (length !== undefined) relayed.contentLength = Number(length);
+      hit.relayed = relayed;
+      const passOn = () => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.on("data", (chunk: Buffer) => {
+          relayed.bytes += chunk.length;
+        });
+        // An answer cut short reaches the client cut short, not ended as if it were whole.
+        finished(up, (err) => {
+          relayed.complete = up.complete;
+          if (err || !up.complete) res.destroy();
+        });
+        up.pipe(res);
+      };
+      Promise.resolve(opts.onUpstreamAnswer?.(req, up)).then(passOn, () => res.destroy());
     },
   );
   out.on("error", () => res.destroy());
