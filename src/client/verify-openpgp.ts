@@ -9,17 +9,22 @@ import {
 } from "node:crypto";
 import * as openpgp from "openpgp";
 import {
+  OID_P256,
+  PUBKEY_ECDSA,
   PUBKEY_ED25519,
   PUBKEY_EDDSA_LEGACY,
   PUBKEY_RSA_ENCRYPT_SIGN,
   PUBKEY_RSA_SIGN,
   SHA256_DIGEST_INFO,
 } from "../signing/openpgp-packet.js";
+import { verifyP256Digest } from "./ecdsa-p256.js";
 
 /**
  * Checks OpenPGP v4 detached signatures natively, against a pinned public key: the client
  * already holds the input's running SHA-256 (it hashed the file to upload it), so checking a
  * signature costs one public-key operation. openpgp.js only parses the public key, once.
+ * Every algorithm a node signs with is checked (EdDSA, Ed25519, ECDSA P-256, RSA); a signature
+ * of any other is named and refused, never taken on trust.
  */
 
 /** One key that may make the signatures: the primary key or a signing subkey. */
@@ -38,11 +43,45 @@ const DIGEST_INFO_PREFIX: Record<string, Buffer> = {
   sha224: Buffer.from("302d300d06096086480165030402040500041c", "hex"),
 };
 
+/** Names of public-key algorithms (RFC 9580 §9.1), for messages. */
+const ALGORITHM_NAMES: Record<number, string> = {
+  [PUBKEY_RSA_ENCRYPT_SIGN]: "RSA",
+  [PUBKEY_RSA_SIGN]: "RSA",
+  16: "Elgamal",
+  17: "DSA",
+  18: "ECDH",
+  [PUBKEY_ECDSA]: "ECDSA",
+  [PUBKEY_EDDSA_LEGACY]: "EdDSA",
+  [PUBKEY_ED25519]: "Ed25519",
+  28: "Ed448",
+};
+/** What this client checks: whatever a node can sign with. */
+const CHECKED = "Ed25519, EdDSA, ECDSA P-256 or RSA";
+const CHECKABLE = new Set([
+  PUBKEY_RSA_ENCRYPT_SIGN,
+  PUBKEY_RSA_SIGN,
+  PUBKEY_ECDSA,
+  PUBKEY_EDDSA_LEGACY,
+  PUBKEY_ED25519,
+]);
+const algorithmName = (n: number) => `${ALGORITHM_NAMES[n] ?? "unknown"} (public-key algorithm ${n})`;
+
+function describeKey(packet: KeyPacket): string {
+  const oid = (packet.publicParams as { oid?: { toHex?(): string } }).oid;
+  const name = algorithmName(packet.algorithm as number);
+  return oid?.toHex ? `${name} on curve OID ${oid.toHex()}` : name;
+}
+
+const b64 = (v: Uint8Array | undefined) => Buffer.from(v ?? []).toString("base64url");
 const jwkOkp = (x: Uint8Array) =>
-  createPublicKey({
-    key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(x).toString("base64url") },
-    format: "jwk",
-  });
+  createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64(x) }, format: "jwk" });
+
+/** An ECDSA key (RFC 6637 §9): the curve's OID, and Q as the uncompressed point 0x04‖X‖Y. */
+function p256Key(oid: Uint8Array | undefined, q: Uint8Array | undefined): KeyObject | undefined {
+  if (!oid || !Buffer.from(oid).equals(OID_P256) || q?.length !== 65 || q[0] !== 4) return undefined;
+  const jwk = { kty: "EC", crv: "P-256", x: b64(q.subarray(1, 33)), y: b64(q.subarray(33)) };
+  return createPublicKey({ key: jwk, format: "jwk" });
+}
 
 type KeyPacket = { publicParams: object; algorithm: unknown };
 
@@ -54,11 +93,12 @@ function keyObject(packet: KeyPacket): KeyObject | undefined {
       return pub.Q?.length === 33 && pub.Q[0] === 0x40 ? jwkOkp(pub.Q.subarray(1)) : undefined;
     case PUBKEY_ED25519:
       return pub.A ? jwkOkp(pub.A) : undefined;
+    case PUBKEY_ECDSA:
+      // openpgp.js reads the curve as an OID object holding its bytes.
+      return p256Key((packet.publicParams as { oid?: { oid?: Uint8Array } }).oid?.oid, pub.Q);
     case PUBKEY_RSA_ENCRYPT_SIGN:
-    case PUBKEY_RSA_SIGN: {
-      const b64 = (v: Uint8Array | undefined) => Buffer.from(v ?? []).toString("base64url");
+    case PUBKEY_RSA_SIGN:
       return createPublicKey({ key: { kty: "RSA", n: b64(pub.n), e: b64(pub.e) }, format: "jwk" });
-    }
     default:
       return undefined;
   }
@@ -73,7 +113,10 @@ export async function openpgpVerifyingKeys(armoredKey: string): Promise<Verifyin
     const k = keyObject(packet);
     if (k) out.push({ keyId: packet.getKeyID().toHex(), algorithm: packet.algorithm as number, key: k });
   }
-  if (!out.length) throw new Error("the key has no Ed25519 or RSA key that could check a signature");
+  if (!out.length)
+    throw new Error(
+      `the key has no ${CHECKED} key that could check a signature (it has: ${packets.map(describeKey).join(", ")})`,
+    );
   return out;
 }
 
@@ -187,11 +230,21 @@ function mpis(fields: Buffer, count: number): Buffer[] {
 
 const leftPad = (b: Buffer, size: number) => Buffer.concat([Buffer.alloc(Math.max(0, size - b.length)), b]);
 
+/** Two MPIs r and s (EdDSA, ECDSA) as the 64 bytes r‖s, or undefined when either is too long. */
+function rs64(fields: Buffer): Buffer | undefined {
+  const [r, s] = mpis(fields, 2) as [Buffer, Buffer];
+  return r.length <= 32 && s.length <= 32 ? Buffer.concat([leftPad(r, 32), leftPad(s, 32)]) : undefined;
+}
+
 function checkWith(k: VerifyingKey, sig: SignaturePacket, digest: Buffer): boolean {
   switch (sig.algorithm) {
     case PUBKEY_EDDSA_LEGACY: {
-      const [r, s] = mpis(sig.fields, 2) as [Buffer, Buffer];
-      return verify(null, digest, k.key, Buffer.concat([leftPad(r, 32), leftPad(s, 32)]));
+      const rs = rs64(sig.fields);
+      return rs !== undefined && verify(null, digest, k.key, rs);
+    }
+    case PUBKEY_ECDSA: {
+      const rs = rs64(sig.fields);
+      return rs !== undefined && verifyP256Digest(k.key, digest, rs);
     }
     case PUBKEY_ED25519:
       return sig.fields.length === 64 && verify(null, digest, k.key, sig.fields);
@@ -235,18 +288,27 @@ export async function checkOpenpgpSignature(
   const digest = hash.update(sig.hashed).update(trailer).digest();
   if (!digest.subarray(0, 2).equals(sig.left16)) return "it was not made over this file";
   const named = keys.filter((k) => sig.issuerKeyIds.includes(k.keyId));
-  for (const k of named.length ? named : keys) {
-    if (k.algorithm !== sig.algorithm && !(isRsa(k.algorithm) && isRsa(sig.algorithm))) continue;
+  const candidates = (named.length ? named : keys).filter((k) => sameAlgorithm(k.algorithm, sig.algorithm));
+  for (const k of candidates) {
     try {
       if (checkWith(k, sig, digest)) return undefined;
     } catch {
       // a malformed signature field: not a valid signature
     }
   }
-  return "it does not verify with the trusted key";
+  return candidates.length ? "it does not verify with the trusted key" : wrongAlgorithm(sig.algorithm, keys);
 }
 
 const isRsa = (a: number) => a === PUBKEY_RSA_ENCRYPT_SIGN || a === PUBKEY_RSA_SIGN;
+const sameAlgorithm = (a: number, b: number) => a === b || (isRsa(a) && isRsa(b));
+
+/** Why no trusted key can have made a signature of this algorithm, naming it. */
+function wrongAlgorithm(algorithm: number, keys: readonly VerifyingKey[]): string {
+  const made = `the signature's algorithm is ${algorithmName(algorithm)}`;
+  if (!CHECKABLE.has(algorithm)) return `${made}: this client checks only ${CHECKED} signatures`;
+  const trusted = [...new Set(keys.map((k) => algorithmName(k.algorithm)))].join(", ");
+  return `${made}, the trusted key's ${trusted}: it does not verify with the trusted key`;
+}
 
 /** A SHA-256 running hash of `bytes`, for callers holding the data itself. */
 export const sha256Of = (bytes: Buffer): Hash => createHash("sha256").update(bytes);

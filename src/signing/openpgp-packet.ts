@@ -34,7 +34,7 @@ const PACKET_TAG_USER_ID = 13;
 
 /** Curve OIDs (RFC 9580 §9.2) without their DER tag and length, as OpenPGP writes them. */
 const OID_ED25519 = Buffer.from("2b06010401da470f01", "hex");
-const OID_P256 = Buffer.from("2a8648ce3d030107", "hex");
+export const OID_P256 = Buffer.from("2a8648ce3d030107", "hex");
 
 export { SHA256_DIGEST_INFO } from "../keys/rsa.js";
 

@@ -1,12 +1,12 @@
 /**
  * Keys in a real PKCS#11 token: SoftHSM2, a token of its own per test in a temp dir
  * (SOFTHSM2_CONF), keys generated inside it by pkcs11-tool. Every signature goes through the
- * node's HTTP path and is verified by gpg or ssh-keygen.
+ * node's HTTP path (or signtool's) and is verified by gpg or ssh-keygen.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createPublicKey, randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, test } from "node:test";
@@ -17,6 +17,7 @@ import { type Overrides, TestCluster } from "../../scripts/in-process-cluster.js
 import { type SoftHsmKey, SoftHsmToken } from "../../scripts/softhsm.js";
 import { buildConfig } from "../../src/config/load.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
+import { fetchToken, hosts, signtool } from "../helpers/signtool.js";
 import { clearsignVerify, gpgVerify, minisignVerify, sshVerify } from "../helpers/verify.js";
 
 const NODE_BIN = new URL("../../src/bin/signing-node.js", import.meta.url).pathname;
@@ -159,6 +160,40 @@ test("minisign (its own Ed25519 key) and gpg-clearsign (gpg's key, shared) sign 
   const v2 = clearsignVerify((await request(url).get("/keys/gpg")).text, Buffer.from(clear.body.signature));
   assert.ok(v2.ok, v2.output);
   assert.equal(v2.text, text.toString());
+});
+
+test("signtool signs through ECDSA P-256 keys in a SoftHSM2 token (gpg, gpg-clearsign, sshsig): its own check accepts them, and so do gpg --verify, gpgv and ssh-keygen -Y verify", async () => {
+  const t = token([
+    { label: "gpg-key", id: "01", type: "EC:prime256v1" },
+    { label: "ssh-key", id: "02", type: "EC:prime256v1" },
+  ]);
+  const overrides = hsmFormats(t, "gpg-key", "ssh-key");
+  const formats = (overrides.signing as { formats: Record<string, object> }).formats;
+  formats["gpg-clearsign"] = { ...formats.gpg, enabled: true };
+  const c = await cluster(overrides);
+  const { url } = c.node(0);
+  const work = mkdtempSync(join(tmpdir(), "signtool-hsm-"));
+  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+  await fetchToken(work, [url], c.state.issuer, join(work, "token"));
+  const text = Buffer.from("Suite: stable\nComponents: main\n");
+  writeFileSync(join(work, "Release"), text);
+  const sign = (...args: string[]) =>
+    signtool(work, ["sign", "-t", "token", "-n", "nonce", "--max-time", "60", ...hosts([url]), ...args]);
+  const detached = await sign("-f", "gpg", "-f", "sshsig", "Release");
+  assert.equal(detached.code, 0, detached.stderr);
+  const clear = await sign("-f", "gpg-clearsign", "-o", "InRelease", "Release");
+  assert.equal(clear.code, 0, clear.stderr);
+
+  const keyOf = async (format: string) => (await request(url).get(`/keys/${format}`)).text;
+  const gpg = gpgVerify(await keyOf("gpg"), text, readFileSync(join(work, "Release.asc")));
+  assert.ok(gpg.ok, gpg.output);
+  assert.match(gpg.output, /using ECDSA key/);
+  const ssh = sshVerify(await keyOf("sshsig"), "file", text, readFileSync(join(work, "Release.sig")));
+  assert.ok(ssh.ok, ssh.output);
+  assert.match(await keyOf("sshsig"), /^ecdsa-sha2-nistp256 /);
+  const inRelease = clearsignVerify(await keyOf("gpg-clearsign"), readFileSync(join(work, "InRelease")));
+  assert.ok(inRelease.ok, inRelease.output);
+  assert.equal(inRelease.text, text.toString());
 });
 
 test("the gpg key's fingerprint is fixed by its public key and createdAt: a restart serves the same OpenPGP key", async () => {

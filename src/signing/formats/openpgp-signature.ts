@@ -7,12 +7,13 @@
 import type { Hash } from "node:crypto";
 import {
   hashedSuffix,
-  mpi,
+  PUBKEY_ECDSA,
   PUBKEY_ED25519,
   PUBKEY_EDDSA_LEGACY,
   PUBKEY_RSA_ENCRYPT_SIGN,
   PUBKEY_RSA_SIGN,
   type SignatureParams,
+  signatureFields,
   signaturePacket,
 } from "../openpgp-packet.js";
 import {
@@ -24,7 +25,7 @@ import {
 
 /** Which OpenPGP key the raw key is: what its public key packet says (from the configured certificate). */
 export interface OpenPgpKeyIdentity {
-  /** The public-key algorithm of the signing (sub)key: 1 or 3 RSA, 22 EdDSA (legacy), 27 Ed25519. */
+  /** The public-key algorithm of the signing (sub)key: 1 or 3 RSA, 19 ECDSA, 22 EdDSA (legacy), 27 Ed25519. */
   pubkeyAlgorithm: number;
   /** Its v4 fingerprint, 20 bytes. */
   fingerprint: Uint8Array;
@@ -34,6 +35,7 @@ export interface OpenPgpKeyIdentity {
 const RAW_ALGORITHM: ReadonlyMap<number, RawKeyAlgorithm> = new Map([
   [PUBKEY_EDDSA_LEGACY, "ed25519"],
   [PUBKEY_ED25519, "ed25519"],
+  [PUBKEY_ECDSA, "ecdsa-p256"],
   [PUBKEY_RSA_ENCRYPT_SIGN, "rsa-pkcs1-sha256"],
   [PUBKEY_RSA_SIGN, "rsa-pkcs1-sha256"],
 ]);
@@ -44,7 +46,7 @@ export function checkOpenPgpKey(format: string, key: RawSigningKey, identity: Op
   if (needed === undefined) {
     throw new FormatKeyError(
       format,
-      `OpenPGP public-key algorithm ${identity.pubkeyAlgorithm} (supported: RSA, EdDSA, Ed25519)`,
+      `OpenPGP public-key algorithm ${identity.pubkeyAlgorithm} (supported: RSA, ECDSA P-256, EdDSA, Ed25519)`,
     );
   }
   if (identity.fingerprint.length !== 20) {
@@ -54,15 +56,6 @@ export function checkOpenPgpKey(format: string, key: RawSigningKey, identity: Op
     );
   }
   if (key.algorithm !== needed) throw new WrongKeyAlgorithmError(format, key.algorithm, [needed]);
-}
-
-/** The signature's algorithm-specific fields: MPIs r, s (legacy EdDSA), the raw 64 bytes (Ed25519), an MPI (RSA). */
-async function signatureFields(key: RawSigningKey, pubkeyAlgorithm: number, digest: Buffer): Promise<Buffer> {
-  const raw = await key.sign(digest);
-  if (pubkeyAlgorithm === PUBKEY_EDDSA_LEGACY)
-    return Buffer.concat([mpi(raw.subarray(0, 32)), mpi(raw.subarray(32))]);
-  if (pubkeyAlgorithm === PUBKEY_ED25519) return raw;
-  return mpi(raw);
 }
 
 /**
@@ -86,6 +79,6 @@ export async function openPgpSignaturePacket(
   };
   const { hashedFields, trailer } = hashedSuffix(params);
   const digest = dataSha256.copy().update(hashedFields).update(trailer).digest();
-  const fields = await signatureFields(key, identity.pubkeyAlgorithm, digest);
+  const fields = signatureFields(identity.pubkeyAlgorithm, await key.sign(digest));
   return signaturePacket(params, hashedFields, digest, fields);
 }
