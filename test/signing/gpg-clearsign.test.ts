@@ -11,7 +11,6 @@ import {
   clearsign,
   cleartextLines,
 } from "../../src/signing/formats/gpg-clearsign.js";
-import { openPgpIdentityOf } from "../../src/signing/formats/openpgp-identity.js";
 import { FormatKeyError } from "../../src/signing/formats/raw-key.js";
 import { type OpenPgpTestKey, openPgpTestKey } from "../helpers/openpgp-keys.js";
 import { ed25519TestKey } from "../helpers/raw-keys.js";
@@ -192,19 +191,5 @@ describe("gpg-clearsign", () => {
       clearsign(Buffer.from("x"), ed.key, { pubkeyAlgorithm: 19, fingerprint: ed.identity.fingerprint }),
       FormatKeyError,
     );
-  });
-
-  test("the identity comes from the certificate, and a key that is not the certificate's is refused", async () => {
-    for (const k of [ed, rsa]) {
-      const identity = await openPgpIdentityOf("gpg-clearsign", k.publicArmored, k.key);
-      assert.deepEqual(identity, {
-        pubkeyAlgorithm: k.identity.pubkeyAlgorithm,
-        fingerprint: k.identity.fingerprint,
-      });
-      assert.ok(verify(await clearsign(Buffer.from(RELEASE), k.key, identity)).gpgv);
-    }
-    await assert.rejects(openPgpIdentityOf("gpg-clearsign", ed.publicArmored, other.key), FormatKeyError);
-    await assert.rejects(openPgpIdentityOf("gpg-clearsign", ed.publicArmored, rsa.key), FormatKeyError);
-    await assert.rejects(openPgpIdentityOf("gpg-clearsign", "not a key", ed.key), FormatKeyError);
   });
 });
