@@ -19,7 +19,7 @@ import type { Lifecycle } from "../lifecycle.js";
 import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODES } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
 import type { UploadPaceLimits } from "../upload-pace.js";
-import { type ResultRouteDeps, serveFileResult } from "./results.js";
+import { type ResultRouteDeps, serveFileResult, serveHeldResult } from "./results.js";
 
 /** One enabled format's limits (`signing.formats.<name>`). */
 export interface FormatLimits {
@@ -197,8 +197,13 @@ class Uploads {
       const check = await this.checkToken(u, form, early);
       handedOver = true;
       const submitted = await this.submit(u, form, check, slot);
+      const embedded = this.deps.signing.signer(u.format).kind === "embedded";
+      if (o.wait > 0 && embedded && (await this.signedFileWithin(u, form.file.sha256, o.wait, submitted)))
+        return submitted.outcome;
       const signed =
-        o.wait > 0 ? await this.signatureWithin(u, form.file.sha256, o.wait, submitted) : undefined;
+        o.wait > 0 && !embedded
+          ? await this.signatureWithin(u, form.file.sha256, o.wait, submitted)
+          : undefined;
       res.status(202).json({
         status: submitted.outcome,
         sha1: form.file.sha1,
@@ -344,6 +349,27 @@ class Uploads {
     if (found.kind === "job" && found.job.state === "failed" && found.job.error === KEY_BACKEND_JOB_ERROR)
       throw keyBackendUnavailable();
     return found.kind === "signed" ? found.result : undefined;
+  }
+
+  /**
+   * ?wait on an embedded upload: the signed file itself (200, streamed from this node's spool,
+   * with the headers `GET /sign/...` sends and `X-Upload-Status`) once it is signed within the
+   * wait. True when it was sent; false leaves the 202 to the caller: not signed in time, or
+   * held by another node (the client's GET streams it from there).
+   */
+  private async signedFileWithin(
+    { req, res, format }: UploadRequest,
+    sha256: string,
+    wait: number,
+    { outcome }: Submitted,
+  ): Promise<boolean> {
+    // Bounded by the wait, unlike a detached signature's: a large file takes its time to sign,
+    // and the client holds its token's nonce chain until this answer's headers.
+    const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
+    if (found.kind === "job" && found.job.state === "failed" && found.job.error === KEY_BACKEND_JOB_ERROR)
+      throw keyBackendUnavailable();
+    if (found.kind !== "file") return false;
+    return serveHeldResult(this.deps, res, format, sha256, { "X-Upload-Status": outcome });
   }
 
   /** `GET /sign/:format/:digest`: the signature, pending, or unknown. */
