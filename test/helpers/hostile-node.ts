@@ -1,8 +1,13 @@
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Transform } from "node:stream";
 
-/** What a scripted node does with one request: answer itself, or pass it to a real node. */
-export type Script = (req: IncomingMessage, body: Buffer) => Answer | "proxy" | "hang";
+/**
+ * What a scripted node does with one request: answer itself, pass it to a real node ("proxy"),
+ * or pass it and flip one byte in the middle of a 200 answer's body, headers as they were
+ * ("tamper": a node sending other bytes than its X-SHA256-Digest names).
+ */
+export type Script = (req: IncomingMessage, body: Buffer) => Answer | "proxy" | "tamper" | "hang";
 
 export interface Answer {
   status: number;
@@ -33,7 +38,8 @@ export async function startScriptedNode(script: Script, upstream?: string): Prom
       const body = Buffer.concat(chunks);
       const what = script(req, body);
       if (what === "hang") return;
-      if (what === "proxy") return proxy(req, body, res, upstream as string);
+      if (what === "proxy" || what === "tamper")
+        return proxy(req, body, res, upstream as string, what === "tamper");
       res.writeHead(what.status, what.headers ?? {}).end(what.body ?? "");
     });
   });
@@ -52,13 +58,36 @@ export async function startScriptedNode(script: Script, upstream?: string): Prom
   };
 }
 
-function proxy(req: IncomingMessage, body: Buffer, res: ServerResponse, upstream: string): void {
+/** Passes a body through as it streams, with the byte at `at` flipped. */
+function flipByte(at: number): Transform {
+  let offset = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (at >= offset && at < offset + chunk.length) {
+        chunk = Buffer.from(chunk);
+        chunk[at - offset] = (chunk[at - offset] as number) ^ 0xff;
+      }
+      offset += chunk.length;
+      done(null, chunk);
+    },
+  });
+}
+
+function proxy(
+  req: IncomingMessage,
+  body: Buffer,
+  res: ServerResponse,
+  upstream: string,
+  tamper = false,
+): void {
   const out = request(
     `${upstream}${req.url}`,
     { method: req.method, headers: { ...req.headers, host: new URL(upstream).host } },
     (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
+      const length = Number(up.headers["content-length"] ?? 0);
+      if (tamper && up.statusCode === 200 && length > 0) up.pipe(flipByte(length >> 1)).pipe(res);
+      else up.pipe(res);
     },
   );
   out.on("error", () => res.destroy());
