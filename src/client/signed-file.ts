@@ -18,6 +18,8 @@ export interface SignedFileTarget {
   sha256?: string;
   /** Who sends it, for messages: a node's URL, or the cache. */
   from: string;
+  /** More than this is a misbehaving sender, not a signed file: it must not fill the disk. */
+  maxBytes?: number;
 }
 
 /** A signed file checked and waiting beside its output, or why it was refused (and removed). */
@@ -35,17 +37,51 @@ export type ReceivedFile =
  * that fails is LOCAL_IO.
  */
 export async function receiveSignedFile(body: Readable, t: SignedFileTarget): Promise<ReceivedFile> {
+  // Until the pipeline reads it, a body that fails (a dropped connection) must not throw unheard.
+  const unheard = () => {};
+  body.on("error", unheard);
   let file: PendingFile;
   try {
     file = await PendingFile.create(t.output, t.mode);
   } catch (err) {
+    body.off("error", unheard);
     body.destroy();
     throw localIo(t.output, err);
   }
+  let got: string;
+  try {
+    got = await streamInto(body, file, t);
+  } catch (err) {
+    await file.discard();
+    throw err;
+  } finally {
+    body.off("error", unheard);
+  }
+  if (t.sha256 !== undefined && got !== t.sha256) {
+    await file.discard();
+    return { refused: "digest", why: `${t.from} sent a signed file that does not match its X-SHA256-Digest` };
+  }
+  const why = t.scan.result();
+  if (why === undefined) return { file };
+  await file.discard();
+  return { refused: "signature", why };
+}
+
+/**
+ * Pipes `body` into `file`, hashing and scanning each piece before it is written: the file's
+ * SHA-256, or LOCAL_IO when the disk fails, or a TransportError when the body does.
+ */
+async function streamInto(body: Readable, file: PendingFile, t: SignedFileTarget): Promise<string> {
   const sha256 = createHash("sha256");
   let writeFailed: unknown;
+  let received = 0;
   const checkAndWrite = new Writable({
     write(piece: Buffer, _enc, done) {
+      received += piece.length;
+      if (t.maxBytes !== undefined && received > t.maxBytes) {
+        done(new TransportError("ETOOBIG", `${t.from} sent more than ${t.maxBytes} bytes for a signed file`));
+        return;
+      }
       sha256.update(piece);
       t.scan.update(piece);
       file.write(piece).then(
@@ -60,20 +96,11 @@ export async function receiveSignedFile(body: Readable, t: SignedFileTarget): Pr
   try {
     await pipeline(body, checkAndWrite);
   } catch (err) {
-    await file.discard();
     if (writeFailed) throw localIo(t.output, writeFailed);
     if (err instanceof TransportError) throw err;
     throw new TransportError("ECONNRESET", `${t.from} broke off the signed file: ${(err as Error).message}`);
   }
-  const got = sha256.digest("hex");
-  if (t.sha256 !== undefined && got !== t.sha256) {
-    await file.discard();
-    return { refused: "digest", why: `${t.from} sent a signed file that does not match its X-SHA256-Digest` };
-  }
-  const why = t.scan.result();
-  if (why === undefined) return { file };
-  await file.discard();
-  return { refused: "signature", why };
+  return sha256.digest("hex");
 }
 
 function localIo(output: string, err: unknown): ClientError {

@@ -413,7 +413,9 @@ export class SigningClient {
     const named = answer.headers["x-sha256-digest"];
     const sha256 = typeof named === "string" && /^[0-9a-f]{64}$/.test(named) ? named : "(none)";
     const scan = (job.scan as () => OutputScan)();
-    const target = { output: job.output, mode: this.outputMode(job), scan, sha256, from: node };
+    // A signature adds kilobytes to a file; an MSI's may move its sectors about. Never gigabytes.
+    const maxBytes = 2 * job.input.size + 16 * 1024 * 1024;
+    const target = { output: job.output, mode: this.outputMode(job), scan, sha256, from: node, maxBytes };
     let got: ReceivedFile;
     try {
       got = await receiveSignedFile(answer.stream, target);

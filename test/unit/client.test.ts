@@ -391,6 +391,22 @@ describe("a signed file (embedded format) received to disk", () => {
     broken.write(signed.subarray(0, 50_000));
     setTimeout(() => broken.destroy(new Error("aborted")), 20);
     await assert.rejects(cut, (err: unknown) => err instanceof TransportError);
+    // Dropped before the temp file is even made: still the receiver's error, never an uncaught one.
+    const early = new PassThrough();
+    const dropped = receive(early, hex(signed));
+    early.destroy(new Error("aborted"));
+    await assert.rejects(dropped, (err: unknown) => err instanceof TransportError);
+
+    const endless = receiveSignedFile(new PassThrough().end(signed), {
+      output,
+      scan: scan(),
+      from: "node",
+      maxBytes: 100_000,
+    });
+    await assert.rejects(
+      endless,
+      (err: unknown) => err instanceof TransportError && err.reason === "ETOOBIG",
+    );
 
     assert.equal(readFileSync(output, "utf8"), "the old file");
     assert.deepEqual(temps(dir), []);
