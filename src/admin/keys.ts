@@ -282,9 +282,17 @@ async function whyUnsigned(node: string, format: string, sha256: string | undefi
   }
 }
 
+/** A 200 carrying a signed file (a probe: small), checked against its X-SHA256-Digest; a string says why not. */
+async function signedFile(res: Response): Promise<Buffer | string> {
+  const file = Buffer.from(await res.arrayBuffer());
+  if (res.headers.get("x-sha256-digest") !== createHash("sha256").update(file).digest("hex"))
+    return "the signed file does not match its X-SHA256-Digest";
+  return file;
+}
+
 /**
- * An embedded format's output: the whole signed file, GET by the probe's sha256 (the upload's
- * ?wait returns once it is stored), checked against its X-SHA256-Digest; a string says why not.
+ * An embedded format's output: the whole signed file, GET by the probe's sha256 (when the
+ * upload's ?wait ran out before it was signed); a string says why not.
  */
 async function embeddedOutput(node: string, format: string, sha256: string | undefined) {
   if (!sha256) return "the upload answered no sha256";
@@ -292,10 +300,31 @@ async function embeddedOutput(node: string, format: string, sha256: string | und
     signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
   });
   if (res.status !== 200) return `GET /sign/${format}/${sha256}: ${await refusal(res)}`;
-  const file = Buffer.from(await res.arrayBuffer());
-  if (res.headers.get("x-sha256-digest") !== createHash("sha256").update(file).digest("hex"))
-    return "the signed file does not match its X-SHA256-Digest";
-  return file;
+  return signedFile(res);
+}
+
+/** An upload's 202 JSON. */
+interface UploadBody {
+  status?: string;
+  sha256?: string;
+  signature?: string;
+}
+
+/**
+ * What an upload answered: its 202 JSON, or (an embedded format's ?wait) the signed file itself
+ * with the status from X-Upload-Status; a string says why neither.
+ */
+async function uploadAnswer(
+  res: Response,
+  format: string,
+  embedded: boolean,
+): Promise<{ body: UploadBody; file?: Buffer | string } | string> {
+  if (embedded && res.status === 200) {
+    const status = res.headers.get("x-upload-status") ?? undefined;
+    return { body: { ...(status ? { status } : {}) }, file: await signedFile(res) };
+  }
+  if (res.status !== 202) return `POST /sign/${format}: ${await refusal(res)}`;
+  return { body: (await res.json()) as UploadBody };
 }
 
 /** Signs a fresh probe through `format` on the session's node and checks the signature. */
@@ -309,22 +338,25 @@ async function probeFormat(s: Session, f: FormatEntry): Promise<ProbeResult> {
     `${c}signing-admin keys test\n${c}node: ${s.node}\n${c}format: ${f.name}\n${c}at: ${new Date().toISOString()}\n` +
       `${c}nonce: ${randomBytes(16).toString("hex")}\n`,
   );
-  let body: { status?: string; sha256?: string; signature?: string };
+  let answer: Awaited<ReturnType<typeof uploadAnswer>>;
   let started = Date.now();
   try {
     s.token ??= await probeToken(s.node, s.issuer, s.clientIp);
     // Timed from the upload: the token's password check is not the key's.
     started = Date.now();
     const res = await upload(s, s.token, f.name, probe, `signing-admin-probe.${embedded ? "ps1" : "txt"}`);
-    if (res.status !== 202) return fail(`POST /sign/${f.name}: ${await refusal(res)}`);
-    body = (await res.json()) as typeof body;
+    answer = await uploadAnswer(res, f.name, embedded);
   } catch (err) {
     return fail(reason(err));
   }
+  if (typeof answer === "string") return fail(answer);
+  const { body, file } = answer;
   const ms = Date.now() - started;
   // A fresh probe is signed by the node it was uploaded to: anything else did not test its key.
   if (body.status !== "queued") return fail(`the node answered ${body.status ?? "?"}, not a job of its own`);
-  const output = embedded ? await embeddedOutput(s.node, f.name, body.sha256).catch(reason) : body.signature;
+  const output = embedded
+    ? (file ?? (await embeddedOutput(s.node, f.name, body.sha256).catch(reason)))
+    : body.signature;
   if (typeof output === "string" && embedded) return fail(output);
   if (!output) return fail(await whyUnsigned(s.node, f.name, body.sha256));
   try {

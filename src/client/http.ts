@@ -6,15 +6,20 @@ import {
   type IncomingMessage,
 } from "node:http";
 import { request as httpsRequest } from "node:https";
-import type { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { ClientError } from "./errors.js";
 import { serverText } from "./server-text.js";
 
-/** A node's answer, its body read whole. */
+/** A node's answer, its body read whole (or, when the request chose so, handed over unread). */
 export interface HttpAnswer {
   status: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /**
+   * The body unread, for an answer `streamIf` picked (`body` is then empty): the caller reads
+   * it to its end. The exchange's deadline still runs: it cuts the stream with a TransportError.
+   */
+  stream?: Readable;
 }
 
 /** One HTTP exchange with a node: what to send, how long it may take, which TLS. */
@@ -34,6 +39,8 @@ export interface HttpRequest {
   maxBodyBytes?: number;
   /** A keep-alive agent to reuse connections; without one, a fresh connection per exchange. */
   agent?: Agent;
+  /** Answers by this status are handed over unread (`stream`): a signed file is never held whole. */
+  streamIf?: (status: number) => boolean;
 }
 
 /**
@@ -53,7 +60,10 @@ export class TransportError extends ClientError {
   }
 }
 
-/** One HTTP exchange with a hard deadline; the whole answer body is read (they are small). */
+/**
+ * One HTTP exchange with a hard deadline; the answer body is read whole (they are small), unless
+ * `streamIf` hands it over unread (a signed file).
+ */
 export function send(req: HttpRequest): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => new Exchange(req, resolve, reject).start());
 }
@@ -65,6 +75,8 @@ class Exchange {
   private readonly timer: NodeJS.Timeout;
   private done = false;
   private answering = false;
+  /** An answer handed over unread: a failure now ends its stream instead of the promise. */
+  private streaming: IncomingMessage | undefined;
   private bodySent: boolean;
 
   constructor(
@@ -104,8 +116,11 @@ class Exchange {
   /** Fails and drops the connection: a body writer sees the close and shuts its file. */
   private fail(code: string, message: string): void {
     if (!this.settle()) return;
+    const err = new TransportError(code, message);
+    // The stream first: its reader must see why, not the socket's bare "aborted".
+    this.streaming?.destroy(err);
     this.request.destroy();
-    this.reject(new TransportError(code, message));
+    if (!this.streaming) this.reject(err);
   }
 
   /** True the first time only: the exchange is over, its timer and connection released. */
@@ -125,6 +140,10 @@ class Exchange {
 
   private read(res: IncomingMessage): void {
     this.answering = true;
+    if (this.req.streamIf?.(res.statusCode ?? 0)) {
+      this.handOver(res);
+      return;
+    }
     const host = this.url.host;
     const maxBody = this.req.maxBodyBytes ?? 16 * 1024 * 1024;
     const chunks: Buffer[] = [];
@@ -146,6 +165,19 @@ class Exchange {
       if (!this.bodySent) this.request.destroy();
       this.resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
     });
+  }
+
+  /** Resolves with the body unread; the exchange ends when its reader has read it all (or stopped). */
+  private handOver(res: IncomingMessage): void {
+    const host = this.url.host;
+    this.streaming = res;
+    res.on("aborted", () => this.fail("ECONNRESET", `${host} closed the connection mid-answer`));
+    res.on("end", () => this.settle());
+    res.on("close", () => {
+      if (res.complete) this.settle();
+      else this.fail("ECONNRESET", `${host}: the answer ended before its last byte`);
+    });
+    this.resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.alloc(0), stream: res });
   }
 
   private bodyWritten(): void {

@@ -1,11 +1,12 @@
 import { createHash, type Hash } from "node:crypto";
 import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, open, readFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { basename, join, resolve } from "node:path";
+import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { writeFileAtomic } from "../files/write-atomic.js";
+import { copyFileAtomic, type PendingFile, writeFileAtomic } from "../files/write-atomic.js";
 import { NONCE_SHAPE } from "../tokens/nonce.js";
 import { Deadline } from "./deadline.js";
 import { hashFile, rehashFile } from "./digests.js";
@@ -16,8 +17,15 @@ import { NodeRotation } from "./nodes.js";
 import { NonceChain } from "./nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
 import { serverText } from "./server-text.js";
+import { type ReceivedFile, receiveSignedFile } from "./signed-file.js";
 import { requestToken, type TokenRequest } from "./token.js";
-import { type InputHash, keyDigest, type SignatureCheck, TrustedKeys } from "./trusted-keys.js";
+import {
+  type InputHash,
+  keyDigest,
+  type OutputScan,
+  type SignatureCheck,
+  TrustedKeys,
+} from "./trusted-keys.js";
 
 /** Signature file suffix per format, as the nodes' /formats reports them. */
 export const SUFFIXES: Record<string, string> = {
@@ -147,6 +155,8 @@ interface Job {
   output: string;
   input: Input;
   check: SignatureCheck;
+  /** Embedded formats: the check of a signed file, fed as it streams to disk. */
+  scan?: () => OutputScan;
   keyFrom: string;
   started: number;
   retries: number;
@@ -163,8 +173,15 @@ interface Job {
   emit(phase: Phase, node?: string, detail?: string): void;
 }
 
-/** What one step produced: a signature to check, or the next step (after a failure, with it). */
-type Outcome = { signature: Buffer; node: string; source: ResultSource } | { next: Step; verdict?: Verdict };
+/**
+ * What one step produced: a signature to check, a signed file already checked (embedded
+ * formats: streamed beside its output, not yet renamed), or the next step (after a failure,
+ * with it).
+ */
+type Outcome =
+  | { signature: Buffer; node: string; source: ResultSource }
+  | { signedFile: PendingFile; node: string; source: ResultSource }
+  | { next: Step; verdict?: Verdict };
 
 /**
  * Signs files through any node of a cluster: rotation on failures, backoff with jitter, one
@@ -217,9 +234,12 @@ export class SigningClient {
       this.opts.onEvent?.({ file, format, phase, ...(node ? { node } : {}), ...(detail ? { detail } : {}) });
     const deadline = this.opts.deadline ?? new Deadline(this.opts.maxTimeMs ?? 15 * 60_000);
     const input = await this.readInput(file, emit);
-    const { check, from } = await this.keys.checker(format, deadline);
+    const { check, scan, from } = await this.keys.checker(format, deadline);
+    if (EMBEDDED_FORMATS.has(format) && !scan)
+      throw new ClientError("CONFIG", `signtool cannot check ${format} signed files`);
     const job: Job = {
       ...{ file, format, output, input, check, keyFrom: from, started, emit },
+      ...(scan ? { scan } : {}),
       ...{ retries: 0, attempt: 0, reuploads: 0, refreshes: 0, uploaded: false, alreadySigned: false },
       ...{ tokenGeneration: this.tokenGeneration, deadline, lastFailure: "no attempt", unverified: false },
     };
@@ -241,6 +261,7 @@ export class SigningClient {
         if (err instanceof ClientError && !(err instanceof TransportError)) throw err;
         outcome = { next: step, verdict: classifyNetworkError(err) };
       }
+      if ("signedFile" in outcome) return this.acceptFile(job, outcome);
       if ("signature" in outcome) {
         const why = await job.check(outcome.signature, this.inputHash(job));
         if (why === undefined) return this.accept(job, outcome);
@@ -302,6 +323,7 @@ export class SigningClient {
 
   private async fromCache(job: Job): Promise<SignResult | undefined> {
     const { format, input } = job;
+    if (job.scan) return this.fromFileCache(job, job.scan);
     const cached = input.sha256 ? await this.cacheGet(format, input.sha256) : undefined;
     if (!cached) return undefined;
     // A cached signature is checked like a fresh one: the key may have changed since.
@@ -320,12 +342,100 @@ export class SigningClient {
     return result;
   }
 
+  /**
+   * A signed file (embedded format) kept in the cache from an earlier run: checked again as it
+   * is copied beside the output (the key may have changed since), then renamed into place.
+   */
+  private async fromFileCache(job: Job, scan: () => OutputScan): Promise<SignResult | undefined> {
+    const path = job.input.sha256 ? this.cachePath(job.format, job.input.sha256) : undefined;
+    const cached = path ? await open(path, "r").catch(() => undefined) : undefined;
+    if (!cached) return undefined;
+    const target = { output: job.output, mode: this.outputMode(job), scan: scan(), from: "the cache" };
+    const got = await receiveSignedFile(cached.createReadStream(), target).catch((err: unknown) => {
+      if (err instanceof ClientError && err.code === "LOCAL_IO") throw err;
+      return undefined; // unreadable: signed again
+    });
+    return got && "file" in got ? this.finishFile(job, got.file, "local-cache") : undefined;
+  }
+
+  /** An embedded format's signed file, checked on its way to disk: renamed into place, cached. */
+  private async acceptFile(
+    job: Job,
+    got: { signedFile: PendingFile; node: string; source: ResultSource },
+  ): Promise<SignResult> {
+    const result = await this.finishFile(job, got.signedFile, got.source);
+    if (job.tokenGeneration === this.tokenGeneration) await this.commitToken();
+    return result;
+  }
+
+  /** Cached first, then renamed over the output: a failure leaves the output as it was. */
+  private async finishFile(job: Job, signed: PendingFile, source: ResultSource): Promise<SignResult> {
+    const { file, format, output, input } = job;
+    try {
+      const cachePath = input.sha256 ? this.cachePath(format, input.sha256) : undefined;
+      if (source !== "local-cache" && cachePath) {
+        await mkdir(join(this.opts.cacheDir as string, format), { recursive: true });
+        await copyFileAtomic(signed.tempPath, cachePath);
+      }
+      await signed.commit();
+    } catch (err) {
+      await signed.discard();
+      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ClientError("LOCAL_IO", `cannot write ${output}: ${reason}`);
+    }
+    return { file, format, output, source, retries: job.retries, durationMs: Date.now() - job.started };
+  }
+
+  /** A signed file replacing its input (--in-place) keeps the input's mode: an executable stays one. */
+  private outputMode(job: Job): number | undefined {
+    if (resolve(job.output) !== resolve(job.file)) return undefined;
+    try {
+      return statSync(job.file).mode & 0o777;
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ClientError("LOCAL_IO", `cannot read ${job.file}: ${reason}`);
+    }
+  }
+
+  /**
+   * Streams a node's 200 of an embedded format to disk beside the output, checked by its
+   * X-SHA256-Digest and the format's scan; a file that fails either, or breaks off, is removed
+   * and asked for again (`next`: after an upload, the poll), elsewhere first.
+   */
+  private async receiveFile(
+    job: Job,
+    node: string,
+    answer: { headers: HttpAnswer["headers"]; stream: Readable },
+    next: Step,
+    source: ResultSource,
+  ): Promise<Outcome> {
+    job.emit("downloading", node);
+    const named = answer.headers["x-sha256-digest"];
+    const sha256 = typeof named === "string" && /^[0-9a-f]{64}$/.test(named) ? named : "(none)";
+    const scan = (job.scan as () => OutputScan)();
+    // A signature adds kilobytes to a file; an MSI's may move its sectors about. Never gigabytes.
+    const maxBytes = 2 * job.input.size + 16 * 1024 * 1024;
+    const target = { output: job.output, mode: this.outputMode(job), scan, sha256, from: node, maxBytes };
+    let got: ReceivedFile;
+    try {
+      got = await receiveSignedFile(answer.stream, target);
+    } catch (err) {
+      if (!(err instanceof TransportError)) throw err;
+      return { next, verdict: classifyNetworkError(err) };
+    }
+    if ("file" in got) return { signedFile: got.file, node, source };
+    if (got.refused === "signature") job.unverified = true;
+    const reason =
+      got.refused === "signature"
+        ? `sent a signed file that does not verify with the key from ${job.keyFrom}: ${got.why}`
+        : got.why;
+    return { next, verdict: { kind: "retry", reason, demote: true } };
+  }
+
   private async finish(job: Job, signature: Buffer, source: ResultSource): Promise<SignResult> {
     const { file, format, output, input } = job;
     try {
-      // A signed file replacing its input (--in-place) keeps the input's mode: an executable stays one.
-      const mode = resolve(output) === resolve(file) ? statSync(file).mode & 0o777 : undefined;
-      await writeFileAtomic(output, signature, mode);
+      await writeFileAtomic(output, signature, this.outputMode(job));
       if (source !== "local-cache" && input.sha256) await this.cachePut(format, input.sha256, signature);
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
@@ -344,8 +454,9 @@ export class SigningClient {
     job.alreadySigned = up.cached;
     job.uploaded = true;
     job.refreshes = 0;
-    if (up.signature)
-      return { signature: up.signature, node: up.node, source: up.cached ? "cluster-cache" : "signed" };
+    const source = up.cached ? "cluster-cache" : "signed";
+    if (up.file) return this.receiveFile(job, up.node, up.file, "poll", source);
+    if (up.signature) return { signature: up.signature, node: up.node, source };
     job.emit("signing", up.node);
     return { next: "poll" };
   }
@@ -355,6 +466,10 @@ export class SigningClient {
     job.emit(step === "poll" ? "signing" : "checking", node);
     const wait = step === "poll" ? (this.opts.pollWaitSeconds ?? 10) : 0;
     const res = await this.get(job, node, wait);
+    if (res.status === 200 && res.stream) {
+      const source = job.uploaded && !job.alreadySigned ? "signed" : "cluster-cache";
+      return this.receiveFile(job, node, { headers: res.headers, stream: res.stream }, step, source);
+    }
     if (res.status === 200) {
       if (res.headers["x-sha256-digest"] !== sha256hex(res.body)) {
         const reason = `${node} sent a signature that does not match its X-SHA256-Digest`;
@@ -452,9 +567,20 @@ export class SigningClient {
       agent: this.agentFor(node),
       method: "GET",
       url: `${node}${path}`,
-      timeoutMs: job.deadline.cap(this.timeout() + wait * 1000),
+      timeoutMs: job.deadline.cap(this.timeout() + wait * 1000 + this.signedFileMs(job)),
+      ...this.streamSignedFile(job),
       ...this.tls(),
     });
+  }
+
+  /** An embedded format's 200 is the whole signed file: streamed to disk, never read into memory. */
+  private streamSignedFile(job: Job): { streamIf?: (status: number) => boolean } {
+    return job.scan ? { streamIf: (status) => status === 200 } : {};
+  }
+
+  /** Time for a signed file's bytes (about its input's size) to arrive, as an upload is given. */
+  private signedFileMs(job: Job): number {
+    return job.scan ? Math.ceil(job.input.size / (1024 * 1024)) * 1000 : 0;
   }
 
   /**
@@ -470,6 +596,8 @@ export class SigningClient {
     hash?: Hash;
     cached: boolean;
     signature?: Buffer;
+    /** An embedded format's signed file, in the upload's answer: its stream, unread. */
+    file?: { headers: HttpAnswer["headers"]; stream: Readable };
   }> {
     const { file, format, input: d } = job;
     const token = await this.currentToken(job.deadline);
@@ -493,12 +621,18 @@ export class SigningClient {
             agent: this.agentFor(node),
             method: "POST",
             // A short ?wait: the node answers with the signature it makes within milliseconds,
-            // sparing a GET; short, because the answer holds this token's nonce chain.
+            // sparing a GET; short, because the answer holds this token's nonce chain. An
+            // embedded format's signed file, when signed within it, is the answer's body: the
+            // chain is let go at its headers, and the file streams to disk after.
             // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
             url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
             headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
             body: form.body,
-            timeoutMs: job.deadline.cap(this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000),
+            // With an embedded format's signed file in the answer, its bytes come back too.
+            timeoutMs: job.deadline.cap(
+              this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000 + this.signedFileMs(job),
+            ),
+            ...this.streamSignedFile(job),
             ...this.tls(),
           });
         } catch (err) {
@@ -508,7 +642,7 @@ export class SigningClient {
           await this.pauseWithinUpload(job, node, verdict.reason, attempt);
           continue;
         }
-        return this.uploadAnswered(node, res, form, attempt);
+        return this.uploadAnswered(node, res, form, attempt, Boolean(job.scan));
       }
     });
   }
@@ -535,6 +669,7 @@ export class SigningClient {
     res: HttpAnswer,
     form: ReturnType<typeof multipartUpload>,
     attempt: number,
+    embedded: boolean,
   ) {
     const error = apiError(res.body);
     const refused = (): Verdict =>
@@ -548,21 +683,26 @@ export class SigningClient {
             retryAfter: res.headers["retry-after"] as string,
             location: res.headers.location as string,
           });
-    const verdict: Verdict = res.status === 202 ? { kind: "ok" } : refused();
+    // ?wait on an embedded format: a 200 whose body is the signed file (X-Upload-Status says what the 202 would have).
+    const accepted = res.status === 202 || (res.status === 200 && res.stream !== undefined);
+    const verdict: Verdict = accepted ? { kind: "ok" } : refused();
     // Our nodes always say which nonce comes next, also when they refuse (then it is the
     // one presented); a proxy's or an impostor's answer says nothing we should keep.
     const next = res.headers["x-nonce"];
-    const ours = res.status === 202 || error.code !== undefined;
+    const ours = accepted || error.code !== undefined;
     const keep = ours && typeof next === "string" && NONCE_SHAPE.test(next);
     const answer = res.status === 202 ? uploadAnswer(res.body) : {};
+    const status = res.stream ? res.headers["x-upload-status"] : answer.status;
     const result = {
       verdict,
       node,
       // After a lost answer, "cached" is most likely this client's own earlier attempt.
-      cached: answer.status === "cached" && attempt === 0,
+      cached: status === "cached" && attempt === 0,
       ...(form.sentSha256 ? { sha256: form.sentSha256 } : {}),
       ...(form.sentHash ? { hash: form.sentHash } : {}),
-      ...(answer.signature ? { signature: answer.signature } : {}),
+      // A signed file only ever comes as the answer's body, streamed; never inside its JSON.
+      ...(answer.signature && !embedded ? { signature: answer.signature } : {}),
+      ...(res.stream ? { file: { headers: res.headers, stream: res.stream } } : {}),
     };
     return { result, ...(keep ? { next } : {}) };
   }

@@ -2,7 +2,11 @@ import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../files/write-atomic.js";
-import { authenticodeCertificate, checkAuthenticodeFile } from "../signing/verify-authenticode.js";
+import {
+  AuthenticodeScan,
+  authenticodeCertificate,
+  checkAuthenticodeFile,
+} from "../signing/verify-authenticode.js";
 import { checkMinisignSignature, minisignVerifyingKey } from "../signing/verify-minisign.js";
 import { checkSshSignature, sshVerifyingKey } from "../signing/verify-sshsig.js";
 import type { Deadline } from "./deadline.js";
@@ -51,9 +55,31 @@ async function checkerFor(format: string, keyText: string): Promise<SignatureChe
   }
 }
 
+/** The check of a signed file (embedded formats), fed its bytes as they stream to disk. */
+export interface OutputScan {
+  update(piece: Buffer): void;
+  /** Why the file does not verify, or undefined when it does. */
+  result(): string | undefined;
+}
+
+/** Embedded formats' outputs are whole files, checked as they stream and never held whole. */
+function scannerFor(format: string, keyText: string): { scan?: () => OutputScan } {
+  if (format !== "authenticode") return {};
+  const der = authenticodeCertificate(keyText);
+  return { scan: () => new AuthenticodeScan(der) };
+}
+
 /** A short name for a key in messages: the first hex digits of its text's sha256. */
 export const keyDigest = (text: string) =>
   createHash("sha256").update(text.trim()).digest("hex").slice(0, 16);
+
+/** How a format's outputs are checked, and where its key came from (for messages). */
+export interface FormatCheck {
+  check: SignatureCheck;
+  /** Embedded formats: a fresh scan per signed file. */
+  scan?: () => OutputScan;
+  from: string;
+}
 
 /** Where a run's trusted keys come from: pinned ones, the cache, the nodes. */
 export interface TrustedKeysOptions {
@@ -71,12 +97,12 @@ export interface TrustedKeysOptions {
  * (which must all serve the same key) and then kept. One lookup per format per run.
  */
 export class TrustedKeys {
-  private readonly checks = new Map<string, Promise<{ check: SignatureCheck; from: string }>>();
+  private readonly checks = new Map<string, Promise<FormatCheck>>();
 
   constructor(private readonly opts: TrustedKeysOptions) {}
 
   /** The check for `format`, and where its key came from (for messages). */
-  checker(format: string, deadline: Deadline): Promise<{ check: SignatureCheck; from: string }> {
+  checker(format: string, deadline: Deadline): Promise<FormatCheck> {
     let found = this.checks.get(format);
     if (!found) {
       found = this.load(format, deadline);
@@ -87,10 +113,10 @@ export class TrustedKeys {
     return found;
   }
 
-  private async load(format: string, deadline: Deadline): Promise<{ check: SignatureCheck; from: string }> {
+  private async load(format: string, deadline: Deadline): Promise<FormatCheck> {
     const { text, from } = await this.keyText(format, deadline);
     try {
-      return { check: await checkerFor(format, text), from };
+      return { check: await checkerFor(format, text), ...scannerFor(format, text), from };
     } catch (err) {
       throw new ClientError(
         "CONFIG",

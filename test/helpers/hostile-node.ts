@@ -1,9 +1,13 @@
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { finished } from "node:stream";
+import { finished, Transform } from "node:stream";
 
-/** What a scripted node does with one request: answer itself, or pass it to a real node. */
-export type Script = (req: IncomingMessage, body: Buffer) => Answer | "proxy" | "hang";
+/**
+ * What a scripted node does with one request: answer itself, pass it to a real node ("proxy"),
+ * or pass it and flip one byte in the middle of a 200 answer's body, headers as they were
+ * ("tamper": a node sending other bytes than its X-SHA256-Digest names).
+ */
+export type Script = (req: IncomingMessage, body: Buffer) => Answer | "proxy" | "tamper" | "hang";
 
 export interface Answer {
   status: number;
@@ -58,7 +62,8 @@ export async function startScriptedNode(
       const body = Buffer.concat(chunks);
       const what = script(req, body);
       if (what === "hang") return;
-      if (what === "proxy") return proxy(req, body, res, upstream as string, hit, opts);
+      if (what === "proxy" || what === "tamper")
+        return proxy(req, body, res, upstream as string, hit, opts, what === "tamper");
       res.writeHead(what.status, what.headers ?? {}).end(what.body ?? "");
     });
   });
@@ -77,6 +82,21 @@ export async function startScriptedNode(
   };
 }
 
+/** Passes a body through as it streams, with the byte at `at` flipped. */
+function flipByte(at: number): Transform {
+  let offset = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (at >= offset && at < offset + chunk.length) {
+        chunk = Buffer.from(chunk);
+        chunk[at - offset] = (chunk[at - offset] as number) ^ 0xff;
+      }
+      offset += chunk.length;
+      done(null, chunk);
+    },
+  });
+}
+
 function proxy(
   req: IncomingMessage,
   body: Buffer,
@@ -84,6 +104,7 @@ function proxy(
   upstream: string,
   hit: ScriptedNode["hits"][number],
   opts: ScriptedNodeOptions,
+  tamper = false,
 ): void {
   const out = request(
     `${upstream}${req.url}`,
@@ -103,7 +124,9 @@ function proxy(
           relayed.complete = up.complete;
           if (err || !up.complete) res.destroy();
         });
-        up.pipe(res);
+        const flipAt = Number(up.headers["content-length"] ?? 0) >> 1;
+        if (tamper && up.statusCode === 200 && flipAt > 0) up.pipe(flipByte(flipAt)).pipe(res);
+        else up.pipe(res);
       };
       Promise.resolve(opts.onUpstreamAnswer?.(req, up)).then(passOn, () => res.destroy());
     },

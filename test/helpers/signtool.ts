@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export const SIGNTOOL = new URL("../../src/bin/signtool.js", import.meta.url).pathname;
 
@@ -11,11 +14,25 @@ export interface Run {
   ms: number;
 }
 
+/** How the signtool process itself is started: node's own options, and environment added. */
+export interface SigntoolProcess {
+  nodeArgs?: string[];
+  env?: Record<string, string>;
+}
+
 /** Runs signtool in `cwd`; `onLine` sees each stderr line as it comes. */
-export function signtool(cwd: string, args: string[], onLine?: (line: string) => void): Promise<Run> {
+export function signtool(
+  cwd: string,
+  args: string[],
+  onLine?: (line: string) => void,
+  how: SigntoolProcess = {},
+): Promise<Run> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [SIGNTOOL, ...args], { cwd });
+    const child = spawn(process.execPath, [...(how.nodeArgs ?? []), SIGNTOOL, ...args], {
+      cwd,
+      env: { ...process.env, ...how.env },
+    });
     let stdout = "";
     let stderr = "";
     let partial = "";
@@ -60,4 +77,21 @@ export async function fetchToken(
     file,
   ]);
   assert.equal(r.code, 0, r.stderr);
+}
+
+const REPORT_PEAK_RSS = new URL("./report-peak-rss.js", import.meta.url).href;
+
+/** Runs signtool like `signtool`, and reads its process's peak resident set (bytes) over the whole run. */
+export async function signtoolPeakRss(cwd: string, args: string[]): Promise<Run & { peakRssBytes: number }> {
+  const dir = mkdtempSync(join(tmpdir(), "signtool-rss-"));
+  try {
+    const report = join(dir, "peak-rss");
+    const run = await signtool(cwd, args, undefined, {
+      nodeArgs: ["--import", REPORT_PEAK_RSS],
+      env: { PEAK_RSS_FILE: report },
+    });
+    return { ...run, peakRssBytes: Number(readFileSync(report, "utf8")) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

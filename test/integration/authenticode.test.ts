@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,13 +7,14 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
-import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
+import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import {
   makeCodeSigningPki,
   minimalPe,
   osslsigncodeVerify,
   powershellScript,
 } from "../helpers/authenticode.js";
+import { gpgVerify } from "../helpers/verify.js";
 
 /**
  * Issue 32, the authenticode format end to end: real nodes, real Redis, real osslsigncode. An
@@ -47,33 +49,47 @@ after(async () => {
 const inputTempDirs = () => readdirSync(ownTmp).filter((n) => n.startsWith("signing-input-"));
 const caFile = () => cluster.state.codeSigning?.caFile as string;
 
-async function uploadOn(node: number, data: Buffer, filename: string) {
+/** The answer's body as bytes whatever its type (a signed file, or the 202's JSON). */
+function asBytes(req: request.Test): request.Test {
+  return req.buffer(true).parse((res, cb) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => cb(null, Buffer.concat(chunks)));
+  });
+}
+
+/** An upload with a fresh token; `wait` 0: the classic upload, without waiting. */
+async function uploadOn(node: number, data: Buffer, filename: string, wait = 30, { bytes = false } = {}) {
   const token = await getToken(cluster.node(node).url, cluster.basicAuth);
-  return upload(cluster.node(node).url, {
+  const req = upload(cluster.node(node).url, {
     format: "authenticode",
     token,
     nonce: "",
     data,
     filename,
-    wait: 30,
+    wait,
   });
+  return bytes ? asBytes(req) : req;
 }
 
-/** Signs `data` through node 0, fetches the result from node 1, and verifies it with osslsigncode. */
-async function signedThroughTwoNodes(data: Buffer, filename: string): Promise<Buffer> {
-  const res = await uploadOn(0, data, filename);
-  assert.equal(res.status, 202, res.text);
-  const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(data), 30);
-  assert.equal(got.status, 200, String(got.body));
-  const signed = got.body as Buffer;
-  assert.equal(got.headers["content-type"], "application/octet-stream");
-  assert.equal(got.headers["x-sha256-digest"], sha256(signed));
-  assert.notEqual(sha256(signed), sha256(data), "the output is the file with its signature in it");
-  const file = join(work, `signed-${filename}`);
+/** The signed file is what osslsigncode accepts against the dev CA, and only that CA. */
+function assertVerifies(signed: Buffer, name: string): void {
+  const file = join(work, `signed-${name}`);
   writeFileSync(file, signed);
   const verified = osslsigncodeVerify(file, caFile());
   assert.ok(verified.ok, verified.output);
   assert.equal(osslsigncodeVerify(file, otherCa).ok, false, "another CA does not vouch for it");
+}
+
+/** A 200 carrying a signed file: its digest headers are the body's. */
+function assertSignedFile(res: request.Response, input: Buffer): Buffer {
+  assert.equal(res.status, 200, String(res.body));
+  const signed = res.body as Buffer;
+  assert.equal(res.headers["content-type"], "application/octet-stream");
+  assert.equal(res.headers["content-length"], String(signed.length));
+  assert.equal(res.headers["x-sha1-digest"], sha1(signed));
+  assert.equal(res.headers["x-sha256-digest"], sha256(signed));
+  assert.notEqual(sha256(signed), sha256(input), "the output is the file with its signature in it");
   return signed;
 }
 
@@ -85,6 +101,26 @@ async function jobsCounted(node: number, result: string): Promise<number> {
     "m",
   ).exec(text);
   return Number(line?.[1] ?? 0);
+}
+
+/**
+ * The classic protocol: upload on node 0 without waiting, fetch the result from node 1, and
+ * verify it with osslsigncode.
+ */
+async function signedThroughTwoNodes(data: Buffer, filename: string): Promise<Buffer> {
+  const res = await uploadOn(0, data, filename, 0);
+  assert.equal(res.status, 202, res.text);
+  const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(data), 30);
+  const signed = assertSignedFile(got, data);
+  assertVerifies(signed, filename);
+  return signed;
+}
+
+/** A distinct minimal PE per test: identical bytes would be answered from an earlier test's result. */
+function peMarked(mark: string, overlay = 0): Buffer {
+  const pe = Buffer.concat([minimalPe(), randomBytes(overlay)]);
+  pe.write(mark, 0x300, "latin1");
+  return pe;
 }
 
 describe("authenticode", () => {
@@ -104,6 +140,50 @@ describe("authenticode", () => {
   test("a PowerShell script is signed and verifies", async () => {
     const signed = await signedThroughTwoNodes(powershellScript(), "install.ps1");
     assert.match(signed.toString("utf8"), /# SIG # Begin signature block/);
+  });
+
+  test("?wait on the upload answers 200 with the signed file itself, headers as the GET's; it verifies", async () => {
+    const pe = peMarked("waited");
+    const res = await uploadOn(0, pe, "waited.exe", 30, { bytes: true });
+    const signed = assertSignedFile(res, pe);
+    assert.equal(res.headers["x-upload-status"], "queued");
+    assert.ok(res.headers["x-nonce"], "the next nonce comes with the file, as with every upload answer");
+    assertVerifies(signed, "waited.exe");
+    // Exactly what any node's GET answers for it.
+    const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(pe));
+    for (const header of ["content-type", "content-length", "x-sha1-digest", "x-sha256-digest"])
+      assert.equal(res.headers[header], got.headers[header], header);
+    assert.ok(signed.equals(got.body as Buffer));
+    // The same bytes again: the file again, from the spool, named cached.
+    const again = await uploadOn(0, pe, "waited.exe", 30, { bytes: true });
+    assert.ok(assertSignedFile(again, pe).equals(signed));
+    assert.equal(again.headers["x-upload-status"], "cached");
+  });
+
+  test("a wait that runs out before the file is signed answers 202 without it; the GET then serves it", async () => {
+    const pe = peMarked("too-short", 32 * 1024);
+    // One millisecond: the node looks once, well before osslsigncode has even started.
+    const res = await uploadOn(0, pe, "slow.exe", 0.001, { bytes: true });
+    assert.equal(res.status, 202, String(res.body));
+    const answer = JSON.parse(String(res.body));
+    assert.deepEqual(answer, { status: "queued", sha1: sha1(pe), sha256: sha256(pe) });
+    assert.equal(res.headers["x-upload-status"], undefined);
+    const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(pe), 30);
+    assertVerifies(assertSignedFile(got, pe), "slow.exe");
+  });
+
+  test("a detached format's ?wait answer is unchanged: 202 JSON with the armored signature", async () => {
+    const data = randomBytes(4096);
+    const token = await getToken(cluster.node(0).url, cluster.basicAuth);
+    const res = await upload(cluster.node(0).url, { format: "gpg", token, nonce: "", data, wait: 30 });
+    assert.equal(res.status, 202, res.text);
+    assert.match(res.headers["content-type"] ?? "", /^application\/json/);
+    assert.deepEqual(Object.keys(res.body).sort(), ["sha1", "sha256", "signature", "status"]);
+    assert.equal(res.body.status, "queued");
+    assert.equal(res.headers["x-upload-status"], undefined);
+    const publicKey = (await request(cluster.node(1).url).get("/keys/gpg")).text;
+    const verified = gpgVerify(publicKey, data, Buffer.from(res.body.signature));
+    assert.ok(verified.ok, verified.output);
   });
 
   test("a file of no type it signs is 400 UNSUPPORTED_INPUT, and no temp file stays", async () => {

@@ -21,7 +21,11 @@ import {
 } from "../../src/signing/formats/authenticode.js";
 import { loadAuthenticodeCertificate } from "../../src/signing/formats/authenticode-cert.js";
 import { FormatKeyError } from "../../src/signing/formats/raw-key.js";
-import { authenticodeCertificate, checkAuthenticodeFile } from "../../src/signing/verify-authenticode.js";
+import {
+  AuthenticodeScan,
+  authenticodeCertificate,
+  checkAuthenticodeFile,
+} from "../../src/signing/verify-authenticode.js";
 import {
   type CodeSigningPki,
   makeCodeSigningPki,
@@ -230,5 +234,39 @@ describe("signtool's and signing-admin's check of a signed file", () => {
       checkAuthenticodeFile(readFileSync(ps1ByOther), cert) ?? "",
       /does not carry the trusted certificate/,
     );
+  });
+
+  /** The scan's verdict on `data` fed in pieces cut at `cuts` (offsets into it). */
+  function scanInPieces(data: Buffer, cert: Buffer, cuts: number[]): string | undefined {
+    const scan = new AuthenticodeScan(cert);
+    let at = 0;
+    for (const cut of [...cuts, data.length]) {
+      scan.update(data.subarray(at, cut));
+      at = cut;
+    }
+    return scan.result();
+  }
+
+  test("fed in pieces as it streams: the certificate cut across two pieces, or a script's block after MiBs of text", async () => {
+    const cert = authenticodeCertificate(readFileSync(pki.certFile, "utf8"));
+    const pe = readFileSync(await sign(minimalPe(), "tool.exe"));
+    const at = pe.indexOf(cert);
+    assert.ok(at > 0);
+    for (const cut of [at + 1, at + (cert.length >> 1), at + cert.length - 1])
+      assert.equal(scanInPieces(pe, cert, [cut]), undefined, `cut at ${cut - at} bytes into the certificate`);
+    const everyFewBytes = Array.from({ length: Math.floor(pe.length / 7) }, (_, i) => (i + 1) * 7);
+    assert.equal(scanInPieces(pe, cert, everyFewBytes), undefined);
+    assert.match(scanInPieces(minimalPe(), cert, [100, 200]) ?? "", /no Authenticode signature/);
+
+    // A script whose block starts after more text than the scan keeps of a file's end.
+    const long = Buffer.concat([
+      Buffer.from("# padding line of a long script\r\n".repeat(80_000)),
+      powershellScript(),
+    ]);
+    const ps1 = readFileSync(await sign(long, "long.ps1"));
+    const pieces = Array.from({ length: Math.floor(ps1.length / 65_536) }, (_, i) => (i + 1) * 65_536);
+    assert.ok(ps1.length > 2 * 1024 * 1024);
+    assert.equal(scanInPieces(ps1, cert, pieces), undefined);
+    assert.match(scanInPieces(long, cert, pieces) ?? "", /no Authenticode signature/);
   });
 });

@@ -15,7 +15,7 @@ import { Agent } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
+import { PassThrough, type Readable, Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { parseDuration } from "../../src/client/duration.js";
 import { type BodyWriter, send, TransportError } from "../../src/client/http.js";
@@ -23,7 +23,9 @@ import { LocalFileError, multipartUpload } from "../../src/client/multipart.js";
 import { NodeRotation, nodeUrl } from "../../src/client/nodes.js";
 import { NonceChain } from "../../src/client/nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError } from "../../src/client/retry.js";
+import { receiveSignedFile } from "../../src/client/signed-file.js";
 import { writeFileAtomic } from "../../src/files/write-atomic.js";
+import { AuthenticodeScan } from "../../src/signing/verify-authenticode.js";
 
 const dir = mkdtempSync(join(tmpdir(), "signtool-unit-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -319,4 +321,131 @@ test("an answer that comes before the whole upload was read closes the upload's 
     agent.destroy();
     server.close();
   }
+});
+
+describe("a signed file (embedded format) received to disk", () => {
+  const dir = mkdtempSync(join(tmpdir(), "signed-file-test-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const hex = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+  // The real scan, looking for these bytes as it would for the certificate's DER.
+  const TRUSTED = Buffer.from("--the trusted certificate--");
+  const scan = () => new AuthenticodeScan(TRUSTED);
+  const temps = (d: string) => readdirSync(d).filter((f) => f.includes(".tmp"));
+
+  /** An output that already exists, as --in-place or a rerun finds it. */
+  function existing(name: string): string {
+    const output = join(dir, name);
+    writeFileSync(output, "the old file", { mode: 0o755 });
+    return output;
+  }
+
+  test("it is written 0600 beside its output while it arrives, then renamed whole with the output's mode", async () => {
+    const output = existing("app.exe");
+    const signed = Buffer.concat([randomBytes(300_000), TRUSTED, randomBytes(300_000)]);
+    const body = new PassThrough();
+    const receiving = receiveSignedFile(body, {
+      output,
+      mode: 0o755,
+      scan: scan(),
+      sha256: hex(signed),
+      from: "node",
+    });
+    body.write(signed.subarray(0, 100_000));
+    let temp: string | undefined;
+    for (let i = 0; i < 100 && !temp; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      temp = temps(dir).find((f) => f.startsWith(".app.exe.") && statSync(join(dir, f)).size > 0);
+    }
+    assert.ok(temp, "the bytes go to a temp file beside the output as they arrive");
+    assert.equal(statSync(join(dir, temp)).mode & 0o777, 0o600);
+    assert.equal(readFileSync(output, "utf8"), "the old file");
+    body.end(signed.subarray(100_000));
+    const got = await receiving;
+    assert.ok("file" in got, JSON.stringify(got));
+    await got.file.commit();
+    assert.ok(readFileSync(output).equals(signed));
+    assert.equal(statSync(output).mode & 0o777, 0o755);
+    assert.deepEqual(temps(dir), []);
+  });
+
+  test("a digest that does not match, a file without the certificate, a stream that breaks off: the temp file goes, the output stays", async () => {
+    const output = existing("tool.exe");
+    const signed = Buffer.concat([randomBytes(200_000), TRUSTED]);
+    const receive = (body: PassThrough, sha256: string) =>
+      receiveSignedFile(body, { output, scan: scan(), sha256, from: "node" });
+
+    const tampered = Buffer.from(signed);
+    tampered[10] = (tampered[10] as number) ^ 1;
+    const mismatch = await receive(new PassThrough().end(tampered), hex(signed));
+    assert.deepEqual(mismatch, {
+      refused: "digest",
+      why: "node sent a signed file that does not match its X-SHA256-Digest",
+    });
+
+    const unsigned = randomBytes(200_000);
+    const refused = await receive(new PassThrough().end(unsigned), hex(unsigned));
+    assert.ok("refused" in refused && refused.refused === "signature", JSON.stringify(refused));
+
+    const broken = new PassThrough();
+    const cut = receive(broken, hex(signed));
+    broken.write(signed.subarray(0, 50_000));
+    setTimeout(() => broken.destroy(new Error("aborted")), 20);
+    await assert.rejects(cut, (err: unknown) => err instanceof TransportError);
+    // Dropped before the temp file is even made: still the receiver's error, never an uncaught one.
+    const early = new PassThrough();
+    const dropped = receive(early, hex(signed));
+    early.destroy(new Error("aborted"));
+    await assert.rejects(dropped, (err: unknown) => err instanceof TransportError);
+
+    const endless = receiveSignedFile(new PassThrough().end(signed), {
+      output,
+      scan: scan(),
+      from: "node",
+      maxBytes: 100_000,
+    });
+    await assert.rejects(
+      endless,
+      (err: unknown) => err instanceof TransportError && err.reason === "ETOOBIG",
+    );
+
+    assert.equal(readFileSync(output, "utf8"), "the old file");
+    assert.deepEqual(temps(dir), []);
+    const nowhere = receiveSignedFile(new PassThrough().end(signed), {
+      output: join(dir, "no-such-dir", "x.exe"),
+      scan: scan(),
+      from: "node",
+    });
+    await assert.rejects(nowhere, (err: unknown) => (err as { code?: string }).code === "LOCAL_IO");
+  });
+
+  test("an answer handed over unread (streamIf) that breaks off mid-body is a TransportError, and leaves no file", async () => {
+    const server = createServer((socket) => {
+      socket.once("data", () => {
+        socket.write("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\nX-SHA256-Digest: 00\r\n\r\n");
+        socket.write(Buffer.alloc(100_000));
+        setTimeout(() => socket.destroy(), 20);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const answer = await send({
+        method: "GET",
+        url: `http://127.0.0.1:${port}/sign/authenticode/x`,
+        timeoutMs: 10_000,
+        streamIf: (status) => status === 200,
+      });
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body.length, 0, "the body is left to the stream");
+      const output = join(dir, "cut.exe");
+      const got = receiveSignedFile(answer.stream as Readable, { output, scan: scan(), from: "node" });
+      await assert.rejects(got, (err: unknown) => err instanceof TransportError);
+      assert.deepEqual(
+        readdirSync(dir).filter((f) => f.includes("cut.exe")),
+        [],
+      );
+    } finally {
+      server.close();
+    }
+  });
 });

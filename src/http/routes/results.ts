@@ -78,6 +78,25 @@ function abortOnClose(res: Response): AbortSignal {
 }
 
 /**
+ * Streams the output this node's spool holds for an input, with `headers` besides the
+ * output's own; false when it holds none (or its copy is damaged). What `GET /sign/...` and an
+ * embedded upload's `?wait=` answer send, byte for byte and header for header.
+ */
+export async function serveHeldResult(
+  deps: ResultRouteDeps,
+  res: Response,
+  format: string,
+  inputSha256: string,
+  headers: Record<string, string> = {},
+): Promise<boolean> {
+  const opened = await deps.results.open(format, inputSha256);
+  if (!opened) return false;
+  res.set(headers);
+  await sendOutput(res, deps.log, opened.handle.createReadStream({ start: 0 }), opened.file);
+  return true;
+}
+
+/**
  * `GET /sign/:format/:digest` for a whole-file result: from this node's spool when it holds
  * the output, else streamed through from its owner. An owner that is gone or no longer has it
  * is a plain 404 (the client uploads again), and the record is dropped so that upload signs.
@@ -91,10 +110,9 @@ export async function serveFileResult(
 ): Promise<void> {
   const { results, peers, log } = deps;
   const fetched = (result: FileResultSource) => deps.metrics.fileResultFetches.inc({ format, result });
-  const opened = await results.open(format, inputSha256);
-  if (opened) {
+  if (await serveHeldResult(deps, res, format, inputSha256)) {
     fetched("local");
-    return sendOutput(res, log, opened.handle.createReadStream({ start: 0 }), opened.file);
+    return;
   }
   const aborted = abortOnClose(res);
   // This node is the owner and no longer has it; without the internal credential no peer can be asked.
@@ -137,9 +155,8 @@ export function resultRoutes(deps: ResultRouteDeps): Router {
     const sha256 = String(req.params.sha256);
     if (!FORMAT.test(format) || !SHA256.test(sha256))
       throw new ApiError("BAD_REQUEST", "expected /internal/results/<format>/<input sha256>");
-    const opened = await deps.results.open(format, sha256);
-    if (!opened) throw new ApiError("NOT_FOUND", "no such output on this node");
-    await sendOutput(res, deps.log, opened.handle.createReadStream({ start: 0 }), opened.file);
+    if (!(await serveHeldResult(deps, res, format, sha256)))
+      throw new ApiError("NOT_FOUND", "no such output on this node");
   });
   return router;
 }

@@ -11,7 +11,7 @@ import {
   unsupportedInputReason,
 } from "../../signing/service.js";
 import type { FormatName, SpooledInput } from "../../signing/signer.js";
-import type { SignedResult } from "../../store/jobs.js";
+import type { Lookup, SignedResult } from "../../store/jobs.js";
 import { NONCE_SHAPE } from "../../tokens/nonce.js";
 import { type TokenService, tokenHash, type VerifiedToken } from "../../tokens/service.js";
 import { clientIp } from "../client-ip.js";
@@ -20,7 +20,7 @@ import type { Lifecycle } from "../lifecycle.js";
 import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODES } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
 import type { UploadPaceLimits } from "../upload-pace.js";
-import { type ResultRouteDeps, serveFileResult } from "./results.js";
+import { type ResultRouteDeps, serveFileResult, serveHeldResult } from "./results.js";
 
 /** One enabled format's limits (`signing.formats.<name>`). */
 export interface FormatLimits {
@@ -80,6 +80,16 @@ function failedJobAnswer(jobError: string): ApiError {
   const reason = unsupportedInputReason(jobError);
   if (reason !== undefined) return new ApiError("UNSUPPORTED_INPUT", reason);
   return new ApiError("SIGNING_FAILED", "signing this file failed: upload it again");
+}
+
+/**
+ * A ?wait that saw its job fail: a lost key backend (upload again elsewhere) or content the
+ * format cannot sign is answered now; any other failure leaves the 202, and the GET says it.
+ */
+function throwUnlessPlainFailure(found: Lookup): void {
+  if (found.kind !== "job" || found.job.state !== "failed") return;
+  const answer = failedJobAnswer(found.job.error);
+  if (answer.code !== "SIGNING_FAILED") throw answer;
 }
 
 function waitSeconds(req: Request, max: number): number {
@@ -206,8 +216,13 @@ class Uploads {
       const check = await this.checkToken(u, form, early);
       handedOver = true;
       const submitted = await this.submit(u, form, check, slot);
+      const embedded = this.deps.signing.signer(u.format).kind === "embedded";
+      if (o.wait > 0 && embedded && (await this.signedFileWithin(u, form.file.sha256, o.wait, submitted)))
+        return submitted.outcome;
       const signed =
-        o.wait > 0 ? await this.signatureWithin(u, form.file.sha256, o.wait, submitted) : undefined;
+        o.wait > 0 && !embedded
+          ? await this.signatureWithin(u, form.file.sha256, o.wait, submitted)
+          : undefined;
       res.status(202).json({
         status: submitted.outcome,
         sha1: form.file.sha1,
@@ -350,11 +365,28 @@ class Uploads {
     const signed = result ? await result : undefined;
     if (signed || outcome === "cached") return signed;
     const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
-    if (found.kind === "job" && found.job.state === "failed") {
-      const answer = failedJobAnswer(found.job.error);
-      if (answer.code !== "SIGNING_FAILED") throw answer;
-    }
+    throwUnlessPlainFailure(found);
     return found.kind === "signed" ? found.result : undefined;
+  }
+
+  /**
+   * ?wait on an embedded upload: the signed file itself (200, streamed from this node's spool,
+   * with the headers `GET /sign/...` sends and `X-Upload-Status`) once it is signed within the
+   * wait. True when it was sent; false leaves the 202 to the caller: not signed in time, or
+   * held by another node (the client's GET streams it from there).
+   */
+  private async signedFileWithin(
+    { req, res, format }: UploadRequest,
+    sha256: string,
+    wait: number,
+    { outcome }: Submitted,
+  ): Promise<boolean> {
+    // Bounded by the wait, unlike a detached signature's: a large file takes its time to sign,
+    // and the client holds its token's nonce chain until this answer's headers.
+    const { found } = await this.deps.signing.waitFor(format, sha256, wait * 1000, abortOnClose(req, res));
+    throwUnlessPlainFailure(found);
+    if (found.kind !== "file") return false;
+    return serveHeldResult(this.deps, res, format, sha256, { "X-Upload-Status": outcome });
   }
 
   /** `GET /sign/:format/:digest`: the signature, pending, or unknown. */
