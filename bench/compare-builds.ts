@@ -8,8 +8,11 @@
  * reconnect, data stays), twice. Fresh nodes every round. Not in `npm run bench`: it needs the
  * other trees. docs/performance.md ("Patched dependency internals") shows its use.
  *
+ * The nodes sign one format, BENCH_FORMAT (gpg or sshsig), and their config holds only that
+ * one, so a build from before a format was added accepts it too.
+ *
  *   BENCH_BUILDS=no-patch=/tmp/tree-without-it node dist/bench/compare-builds.js
- *   BENCH_ROUNDS=3  BENCH_CLIENTS=6 (per node)  BENCH_SECONDS=8
+ *   BENCH_ROUNDS=3  BENCH_CLIENTS=6 (per node)  BENCH_SECONDS=8  BENCH_FORMAT=gpg
  */
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -36,6 +39,7 @@ import { WorkerLoad } from "./load-worker.js";
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const CLIENTS_PER_NODE = Number(process.env.BENCH_CLIENTS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const FORMAT = process.env.BENCH_FORMAT ?? "gpg";
 /** Seconds from one dropped connection to the next: the first second after each is skipped. */
 const RECONNECT_SPACING_S = SECONDS + 3;
 /** The wait before the last window, after the second reconnect's. */
@@ -148,7 +152,12 @@ async function warm(nodes: NodeProcess[]): Promise<void> {
 
 async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
   const [self, ...others] = list as [Build, ...Build[]];
-  const cluster = await ProcessCluster.start({ nodes: 1, env: benchNodeEnv(), root: self.root });
+  const cluster = await ProcessCluster.start({
+    nodes: 1,
+    env: benchNodeEnv(),
+    root: self.root,
+    formats: [FORMAT],
+  });
   const extra: NodeProcess[] = [];
   const dir = clientDir("compare-builds");
   try {
@@ -161,7 +170,7 @@ async function runRound(list: Build[], round: number): Promise<RoundResult[]> {
       return { tokenFile: join(dir, `token-${i}`), nonceFile: join(dir, `nonce-${i}`) };
     });
     // Client i starts at node i mod N (load-worker.ts): the same share of clients on each.
-    const load = WorkerLoad.start({ dir, nodes: nodes.map((n) => n.url), clients });
+    const load = WorkerLoad.start({ dir, nodes: nodes.map((n) => n.url), clients, format: FORMAT });
     await warm(nodes);
     const steady = await measure(nodes, SECONDS);
     const first = await afterReconnect(nodes, cluster.redis.url);
@@ -225,7 +234,7 @@ main(async () => {
   const names = Object.keys(WINDOWS) as WindowName[];
   const cell = (v: number, r: number, digits: number) => `${v.toFixed(digits)} (${r.toFixed(2)}×)`;
   printTable(
-    `Builds compared: one node each, side by side, ${CLIENTS_PER_NODE} clients each, means of ${ROUNDS} rounds (× = against this tree)`,
+    `Builds compared: one node each signing ${FORMAT}, side by side, ${CLIENTS_PER_NODE} clients each, means of ${ROUNDS} rounds (× = against this tree)`,
     ["build", ...names.flatMap((w) => [`${WINDOWS[w]}: node CPU ms/sig`, "sigs/s"])],
     sums.map((s) => [
       s.build,
@@ -238,6 +247,7 @@ main(async () => {
   writeResult("compare-builds", {
     settings: {
       builds: list,
+      format: FORMAT,
       rounds: ROUNDS,
       clientsPerNode: CLIENTS_PER_NODE,
       seconds: SECONDS,

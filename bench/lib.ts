@@ -252,6 +252,13 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU time, ms, of a process's children that have ended and been waited for: a node's tools (osslsigncode). */
+export function endedChildrenCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /** CPU time, ms, of this process's children that have ended and been waited for (cutime + cstime). */
 export function childrenCpuMs(): number {
   const stat = readFileSync("/proc/self/stat", "utf8");
@@ -270,6 +277,27 @@ export async function timed(cmd: string, args: string[], env?: NodeJS.ProcessEnv
   const t0 = performance.now();
   await execFileP(cmd, args, { env: env ?? process.env, maxBuffer: 16 * 1024 * 1024 });
   return performance.now() - t0;
+}
+
+/** Runs `work` from `concurrency` loops for `ms`; latencies of the calls that ended in time. */
+export async function closedLoop(
+  concurrency: number,
+  ms: number,
+  work: (worker: number, n: number) => Promise<void>,
+): Promise<{ count: number; latencies: number[]; elapsedMs: number }> {
+  const latencies: number[] = [];
+  const start = performance.now();
+  const end = start + ms;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      for (let n = 0; performance.now() < end; n++) {
+        const t0 = performance.now();
+        await work(w, n);
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  return { count: latencies.length, latencies, elapsedMs: performance.now() - start };
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -326,7 +354,11 @@ export interface GpgHome {
   env: NodeJS.ProcessEnv;
   /** `gpg --detach-sign --armor` of `input` into `output`, one gpg process; its wall time, ms. */
   sign(input: string, output: string): Promise<number>;
+  /** `gpg --clearsign` of `input` into `output`, one gpg process; its wall time, ms. */
+  clearsign(input: string, output: string): Promise<number>;
   verify(signature: string, input: string): boolean;
+  /** The home's public keys, armored (what a verifier trusts). */
+  publicKey(): string;
   /** The pid of this home's gpg-agent (where a protected key's S2K runs); undefined before it runs. */
   agentPid(): number | undefined;
   close(): void;
@@ -346,8 +378,13 @@ function makeGpgHome(
     env,
     sign: (input, output) =>
       timed("gpg", ["--batch", "--yes", ...signArgs, "--detach-sign", "--armor", "-o", output, input], env),
+    clearsign: (input, output) =>
+      timed("gpg", ["--batch", "--yes", ...signArgs, "--clearsign", "-o", output, input], env),
     verify(signature, input) {
       return spawnSync("gpg", ["--batch", "--verify", signature, input], { env }).status === 0;
+    },
+    publicKey() {
+      return spawnSync("gpg", ["--batch", "--armor", "--export"], { env, encoding: "utf8" }).stdout;
     },
     agentPid() {
       const out = spawnSync("gpg-connect-agent", ["--no-autostart", "getinfo pid", "/bye"], {
@@ -467,6 +504,16 @@ export function checksumsFile(seed: string): Buffer {
   return Buffer.from(lines.join("").slice(0, 1024));
 }
 
+/** What premadeInputs makes: each file's content from its seed, its extension, the rate to provide for. */
+export interface InputKind {
+  /** Default: a 1 KiB checksums file (checksumsFile). */
+  content?: (seed: string) => Buffer;
+  /** The files' extension, with its dot (default ".txt"): Authenticode tells a script by it. */
+  ext?: string;
+  /** Signatures per second to make files for (default 2000). */
+  perSecond?: number;
+}
+
 /**
  * Input files for `clients` closed-loop clients, made before the clock starts (enough for
  * `seconds` at ~2000 signatures/s): a build's artifacts exist before it signs them, and making
@@ -477,10 +524,12 @@ export function premadeInputs(
   prefix: string,
   clients: number,
   seconds: number,
+  kind: InputKind = {},
 ): (client: number, n: number) => string {
-  const premade = Math.ceil((2000 * seconds) / clients);
-  const path = (i: number, n: number) => join(dir, `${prefix}-c${i}-${n}.txt`);
-  const make = (i: number, n: number) => writeFileSync(path(i, n), checksumsFile(`${prefix}-${i}-${n}`));
+  const { content = checksumsFile, ext = ".txt", perSecond = 2000 } = kind;
+  const premade = Math.ceil((perSecond * seconds) / clients);
+  const path = (i: number, n: number) => join(dir, `${prefix}-c${i}-${n}${ext}`);
+  const make = (i: number, n: number) => writeFileSync(path(i, n), content(`${prefix}-${i}-${n}`));
   for (let i = 0; i < clients; i++) for (let n = 0; n < premade; n++) make(i, n);
   return (i, n) => {
     if (n >= premade) make(i, n);

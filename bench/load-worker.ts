@@ -15,6 +15,8 @@ export interface WorkerLoadOptions {
   nodes: string[];
   /** One per client; client i starts its rotation at node i mod nodes (startAtNode). */
   clients: { tokenFile: string; nonceFile: string }[];
+  /** The format every client signs (default gpg). */
+  format?: string;
 }
 
 export class WorkerLoad {
@@ -61,6 +63,7 @@ if (!isMainThread && workerData?.shared instanceof SharedArrayBuffer) {
     join(opts.dir, "load"),
     opts.clients.map((c, i) => ({ ...c, random: startAtNode(i, opts.nodes.length) })),
     { nodes: opts.nodes, maxTimeMs: 30_000, requestTimeoutMs: 10_000 },
+    opts.format ? { format: opts.format } : {},
   );
   const publish = setInterval(() => Atomics.store(signedCount, 0, load.result.signed), 20);
   parentPort?.once("message", async () => {

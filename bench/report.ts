@@ -1,7 +1,7 @@
 /**
  * Writes docs/performance.md's results table from the benchmarks' results JSON
  * (bench/results/small-files.json, large-files.json, signing-pool.json, admission.json,
- * run-all.json): `npm run bench` runs it
+ * formats.json, run-all.json): `npm run bench` runs it
  * last, and test/rules/docs.test.ts checks that the page holds what it would write.
  *
  *   node dist/bench/report.js        rewrites the table from the JSON already there
@@ -75,6 +75,30 @@ interface Admission {
   targets: Record<"retriesAt128" | "p99At128Ms" | "rate128Vs32", { value: number | null }>;
 }
 
+interface Formats {
+  at: string;
+  machine: Machine;
+  settings: { levels: number[]; rounds: number; rssTargetMiB: number };
+  cases: {
+    format: string;
+    inputLabel: string;
+    tool: string;
+    levels: { clients: number; sigsPerSec: number; failed: number }[];
+    toolBestSigsPerSec: number;
+  }[];
+  large: {
+    sizeMiB: number;
+    rounds: unknown[];
+    nodeMBps: number;
+    toolMBps: number;
+    ratio: number;
+    ratioMin: number;
+    ratioMax: number;
+    nodePeakRssMiB: number;
+    nodeRssBeforeMiB: number;
+  }[];
+}
+
 interface RunAll {
   at: string;
   only: string[] | null;
@@ -107,7 +131,9 @@ function runLine(
       : undefined;
   const part = (name: string, at: string, machine: Machine) => {
     const s = stolen(name, at);
-    return `\`${name}\` ran at ${at.slice(0, 16).replace("T", " ")} UTC (1-minute load average ${load(machine)}${s === undefined ? "" : `, ${fmt(s, 1)} % of CPU time stolen by the hypervisor`})`;
+    // The VM is sometimes moved to other hardware between runs.
+    const where = machine.cpuModel === m.cpuModel ? "" : ` on ${machine.cpus} × ${machine.cpuModel}`;
+    return `\`${name}\` ran${where} at ${at.slice(0, 16).replace("T", " ")} UTC (1-minute load average ${load(machine)}${s === undefined ? "" : `, ${fmt(s, 1)} % of CPU time stolen by the hypervisor`})`;
   };
   const total =
     runAll && runAll.only === null
@@ -280,6 +306,49 @@ function admissionRows(a: Admission): string[][] {
   ];
 }
 
+/** The tool each format's row names, as the table says it. */
+function toolLabel(tool: string): string {
+  const [command, ...how] = tool.split(" per file");
+  return `\`${command}\` per file${how.join("")}`;
+}
+
+function formatsRows(f: Formats): string[][] {
+  const clients = Math.max(...f.settings.levels);
+  const rows = f.cases.flatMap((c, i) => {
+    const l = c.levels.find((x) => x.clients === clients);
+    if (!l) return [];
+    const label = `\`${c.format}\` (${c.inputLabel}), ${clients} clients: signatures/s vs ${toolLabel(c.tool)}${l.failed ? ` (${l.failed} failed)` : ""}`;
+    return [
+      [
+        i === 0 ? `**per format, small inputs: ${label}**` : `… ${label}`,
+        fmt(l.sigsPerSec, 0),
+        fmt(c.toolBestSigsPerSec, 0),
+        `${fmt(l.sigsPerSec / c.toolBestSigsPerSec)}×`,
+      ],
+    ];
+  });
+  const large = f.large[0];
+  if (large) {
+    rows.push([
+      `**Authenticode, ${large.sizeMiB} MiB PE: MB/s end to end through the node vs \`osslsigncode sign\` alone** (median of ${large.rounds.length} rounds)`,
+      fmt(large.nodeMBps, 0),
+      fmt(large.toolMBps, 0),
+      `**${fmt(large.ratio)}×** (${fmt(large.ratioMin)}–${fmt(large.ratioMax)})`,
+    ]);
+    const peaks = f.large.map(
+      (r) =>
+        `${fmt(r.nodePeakRssMiB, 0)} MiB at ${r.sizeMiB >= 1024 ? `${fmt(r.sizeMiB / 1024)} GiB` : `${r.sizeMiB} MiB`}`,
+    );
+    rows.push([
+      `… node peak RSS with one Authenticode file, on a fresh node (target < 200 MB = ${fmt(f.settings.rssTargetMiB, 0)} MiB at 1 GiB)`,
+      `${peaks.join(", ")} (${fmt(large.nodeRssBeforeMiB, 0)} MiB before)`,
+      "",
+      "",
+    ]);
+  }
+  return rows;
+}
+
 /** The results section: the run's line and one table, from the JSON in bench/results/. */
 export function renderResults(): string {
   const small = read<SmallFiles>("small-files");
@@ -287,14 +356,16 @@ export function renderResults(): string {
   const large = read<LargeFiles>("large-files");
   const pool = read<SigningPool>("signing-pool");
   const admission = read<Admission>("admission");
+  const formats = read<Formats>("formats");
   const rows = [
     ...smallFilesRows(small, 32),
     ...(large ? largeFilesRows(large) : []),
     ...(pool ? signingPoolRows(pool) : []),
     ...(admission ? admissionRows(admission) : []),
+    ...(formats ? formatsRows(formats) : []),
   ];
   return [
-    runLine(small, large, read<RunAll>("run-all"), { "signing-pool": pool, admission }),
+    runLine(small, large, read<RunAll>("run-all"), { "signing-pool": pool, admission, formats }),
     "",
     "| figure | node | baseline | ratio |",
     "|---|--:|--:|--:|",

@@ -16,6 +16,7 @@ const ALL = [
   "machine",
   "small-files",
   "large-files",
+  "formats",
   "token-checks",
   "snapshot",
   "outage",

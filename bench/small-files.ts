@@ -12,34 +12,38 @@ import { readFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { ProcessCluster } from "../scripts/process-cluster.js";
-import { SigningClient } from "../src/client/signing-client.js";
 import { hashInput } from "../src/signing/signer.js";
 import { loadGpgSigner } from "../src/signing/signers/gpg.js";
 import {
-  basicAuth,
   benchNodeEnv,
   CLIENT_PARENT_DIR,
   checksumsFile,
   childrenCpuMs,
   clientDir,
+  closedLoop,
   cpuMs,
   fmt,
   type GpgHome,
   gpgHome,
-  issueTokens,
   main,
-  minorFaults,
   premadeInputs,
   printTable,
   ratio,
-  sleep,
-  summarize,
   unprotectedGpgHome,
   WARM_SIGNATURES_PER_NODE,
   type WarmUp,
-  warmUp,
   writeResult,
 } from "./lib.js";
+import {
+  type BaselineResult,
+  baselineResult,
+  type LevelResult,
+  measureLevel,
+  oneNodeRig,
+  perFileBaselines,
+  type Sample,
+  warmNode,
+} from "./node-levels.js";
 import { openpgpJsSigner } from "./openpgp-baseline.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -47,78 +51,9 @@ const LEVELS = (process.env.BENCH_LEVELS ?? "1,8,32,128").split(",").map(Number)
 const WARM_MS = 1000;
 const CORES = cpus().length;
 
-interface LevelResult {
-  clients: number;
-  signed: number;
-  failed: number;
-  retries: number;
-  sigsPerSec: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-  nodeCpuMsPerSig: number;
-  benchCpuMsPerSig: number;
-  /** Redis' CPU per signature: what one primary's capacity is divided by (docs/operations.md). */
-  redisCpuMsPerSig: number;
-  /** Fresh pages (minor faults) per signature: what `machine`'s fresh-page cost multiplies. */
-  nodeFaultsPerSig: number;
-  benchFaultsPerSig: number;
-  errors: string[];
-}
-
-interface BaselineResult {
-  name: string;
-  concurrency: number;
-  signed: number;
-  sigsPerSec: number;
-  p50Ms: number;
-  p99Ms: number;
-  /** CPU per signature: this process's for the in-process signers; gpg's and gpg-agent's for gpg. */
-  cpuMsPerSig: number;
-}
-
-/** Runs `work` from `concurrency` loops for `ms`; latencies of the calls that ended in time. */
-async function closedLoop(
-  concurrency: number,
-  ms: number,
-  work: (worker: number, n: number) => Promise<void>,
-): Promise<{ count: number; latencies: number[]; elapsedMs: number }> {
-  const latencies: number[] = [];
-  const start = performance.now();
-  const end = start + ms;
-  await Promise.all(
-    Array.from({ length: concurrency }, async (_, w) => {
-      for (let n = 0; performance.now() < end; n++) {
-        const t0 = performance.now();
-        await work(w, n);
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  return { count: latencies.length, latencies, elapsedMs: performance.now() - start };
-}
-
 const GPG_UNPROTECTED = "gpg --detach-sign per file, unprotected key";
 const GPG_PROTECTED = "gpg --detach-sign per file, protected key (loopback passphrase)";
 const SIGNER_IN_PROCESS = "node's signer in-process (1 thread)";
-
-function baselineResult(
-  name: string,
-  concurrency: number,
-  r: { count: number; latencies: number[]; elapsedMs: number },
-  cpuMs: number,
-): BaselineResult {
-  const s = summarize(r.latencies);
-  return {
-    name,
-    concurrency,
-    signed: r.count,
-    sigsPerSec: r.count / (r.elapsedMs / 1000),
-    p50Ms: s.p50,
-    p99Ms: s.p99,
-    cpuMsPerSig: cpuMs / Math.max(1, r.count),
-  };
-}
 
 /** This process's CPU time so far, ms. */
 function ownCpuMs(): number {
@@ -250,96 +185,6 @@ function report(levels: LevelResult[], baselines: BaselineResult[], warm: WarmUp
   });
 }
 
-/** What every level measures against: the node's and Redis' processes and the clients' files. */
-interface Rig {
-  url: string;
-  nodePid: number;
-  redisPid: number;
-  dir: string;
-}
-
-function clientsFor(rig: Rig, c: number): SigningClient[] {
-  return Array.from(
-    { length: c },
-    (_, i) =>
-      new SigningClient({
-        nodes: [rig.url],
-        tokenFile: join(rig.dir, `token-${i}`),
-        nonceFile: join(rig.dir, `nonce-${i}`),
-        maxTimeMs: 60_000,
-        requestTimeoutMs: 30_000,
-      }),
-  );
-}
-
-/** The CPU and fresh pages of the node, Redis and this process so far. */
-function counters(rig: Rig) {
-  return {
-    at: performance.now(),
-    node: cpuMs(rig.nodePid),
-    redis: cpuMs(rig.redisPid),
-    nodeFaults: minorFaults(rig.nodePid),
-    bench: process.cpuUsage(),
-    benchFaults: process.resourceUsage().minorPageFault,
-  };
-}
-
-/** `c` clients in closed loops; the figures of the SECONDS after WARM_MS; one signature to verify. */
-async function measureLevel(rig: Rig, c: number): Promise<{ level: LevelResult; sample?: [string, string] }> {
-  const clients = clientsFor(rig, c);
-  const jobs: { end: number; ms: number }[] = [];
-  const errors: string[] = [];
-  let failed = 0;
-  let retries = 0;
-  let running = true;
-  let sample: [string, string] | undefined;
-  const inputFile = premadeInputs(rig.dir, `l${c}`, c, SECONDS + WARM_MS / 1000);
-  const loops = clients.map(async (client, i) => {
-    for (let n = 0; running; n++) {
-      const file = inputFile(i, n);
-      const t0 = performance.now();
-      try {
-        const r = await client.sign(file, "gpg");
-        const t1 = performance.now();
-        jobs.push({ end: t1, ms: t1 - t0 });
-        retries += r.retries;
-        sample = [r.output, file];
-      } catch (err) {
-        failed++;
-        if (errors.length < 5) errors.push((err as Error).message);
-      }
-    }
-  });
-  await sleep(WARM_MS);
-  const a = counters(rig);
-  await sleep(SECONDS * 1000);
-  const b = counters(rig);
-  running = false;
-  await Promise.all(loops);
-  const inWindow = jobs.filter((j) => j.end >= a.at && j.end < b.at);
-  const s = summarize(inWindow.map((j) => j.ms));
-  const n = Math.max(1, inWindow.length);
-  const bench = process.cpuUsage(a.bench);
-  const level: LevelResult = {
-    clients: c,
-    signed: inWindow.length,
-    failed,
-    retries,
-    sigsPerSec: inWindow.length / ((b.at - a.at) / 1000),
-    p50Ms: s.p50,
-    p99Ms: s.p99,
-    maxMs: s.max,
-    nodeCpuMsPerSig: (b.node - a.node) / n,
-    benchCpuMsPerSig: (bench.user + bench.system) / 1000 / n,
-    redisCpuMsPerSig: (b.redis - a.redis) / n,
-    nodeFaultsPerSig: (b.nodeFaults - a.nodeFaults) / n,
-    benchFaultsPerSig: (b.benchFaults - a.benchFaults) / n,
-    errors,
-  };
-  console.log(`  ${c} clients: ${fmt(level.sigsPerSec)} sigs/s, p99 ${fmt(s.p99)} ms`);
-  return sample ? { level, sample } : { level };
-}
-
 /** gpg --detach-sign, one process per file, 1 and CORES at a time, with each home's key. */
 async function gpgBaselines(
   dir: string,
@@ -356,14 +201,11 @@ async function gpgBaselines(
     await home.sign(gpgFile(9, 9), join(dir, "warm.asc")); // starts gpg-agent, untimed
     const agent = home.agentPid();
     const gpgCpu = () => childrenCpuMs() + (agent ? cpuMs(agent) : 0);
-    for (const conc of [1, CORES]) {
-      const cpu0 = gpgCpu();
-      const r = await closedLoop(conc, SECONDS * 1000, async (w, n) => {
-        const f = gpgFile(w, n);
-        await home.sign(f, `${f}.asc`);
-      });
-      baselines.push(baselineResult(name, conc, r, gpgCpu() - cpu0));
-    }
+    const sign = (w: number, n: number) => {
+      const f = gpgFile(w, n);
+      return home.sign(f, `${f}.asc`);
+    };
+    baselines.push(...(await perFileBaselines(name, SECONDS, [1, CORES], sign, gpgCpu)));
     // One more, untimed, checked with gpg --verify (outside the CPU window: a verify is a child too).
     const f = gpgFile(8, 8);
     await home.sign(f, `${f}.asc`);
@@ -402,44 +244,31 @@ async function inProcessBaselines(
   return { baselines, verified: { openpgp: verified[0] ?? false, signer: verified[1] ?? false } };
 }
 
-/** The fresh node's first signatures, untimed (lib.ts, WARM_SIGNATURES_PER_NODE). */
-async function warmNode(rig: Rig, maxClients: number): Promise<WarmUp> {
-  const warmers = clientsFor(rig, Math.min(32, maxClients));
-  const warmInput = premadeInputs(rig.dir, "warm", warmers.length, WARM_SIGNATURES_PER_NODE / 2000);
-  const warm = await warmUp(warmers.length, WARM_SIGNATURES_PER_NODE, (w, n) =>
-    (warmers[w] as SigningClient).sign(warmInput(w, n), "gpg"),
-  );
-  console.log(
-    `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last${warm.failed ? `, ${warm.failed} failed` : ""}`,
-  );
-  return warm;
-}
-
 main(async () => {
   const dir = clientDir("small");
   const cluster = await ProcessCluster.start({ nodes: 1, env: benchNodeEnv() });
   const gpg = gpgHome(cluster.state.keys.gpg);
   const gpgUnprotected = unprotectedGpgHome();
   try {
-    const node = cluster.nodes[0];
-    const redisPid = cluster.redis.proc?.pid;
-    if (!node?.child.pid || !redisPid) throw new Error("no node or no redis-server");
-    const rig: Rig = { url: node.url, nodePid: node.child.pid, redisPid, dir };
     const maxClients = Math.max(...LEVELS);
-    const auth = basicAuth(cluster.state.issuer.user, cluster.state.issuer.password);
-    (await issueTokens(rig.url, auth, maxClients)).forEach((t, i) => {
-      writeFileSync(join(dir, `token-${i}`), t);
-    });
+    const rig = await oneNodeRig(cluster, dir, maxClients);
     console.log(
       `one node at ${rig.url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
     );
     const warm = await warmNode(rig, maxClients);
     const levels: LevelResult[] = [];
-    let sample: [string, string] | undefined;
+    let sample: Sample | undefined;
     for (const c of LEVELS) {
-      const r = await measureLevel(rig, c);
+      const input = premadeInputs(rig.dir, `l${c}`, c, SECONDS + WARM_MS / 1000);
+      const r = await measureLevel(rig, {
+        clients: c,
+        format: "gpg",
+        seconds: SECONDS,
+        warmMs: WARM_MS,
+        input,
+      });
       levels.push(r.level);
-      sample = r.sample ?? sample;
+      sample = r.samples[0] ?? sample;
     }
     const gpgs = await gpgBaselines(dir, [
       [GPG_UNPROTECTED, gpgUnprotected],
@@ -447,7 +276,7 @@ main(async () => {
     ]);
     const inProcess = await inProcessBaselines(cluster.state.keys.gpg, dir, gpg);
     report(levels, [...gpgs.baselines, ...inProcess.baselines], warm, {
-      node: sample ? gpg.verify(...sample) : false,
+      node: sample ? gpg.verify(sample.output, sample.file) : false,
       gpgUnprotected: gpgs.verified[0] ?? false,
       gpgProtected: gpgs.verified[1] ?? false,
       ...inProcess.verified,

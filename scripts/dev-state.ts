@@ -73,6 +73,16 @@ export interface DevStateOptions {
    * sign it): off by default, as it costs two RSA key generations and needs osslsigncode.
    */
   authenticode?: boolean;
+  /**
+   * Sign only these formats (default: every one above): a benchmark comparing this tree with an
+   * older build runs a config the older build accepts.
+   */
+  formats?: readonly string[];
+}
+
+/** `formats` without the ones `keep` leaves out. */
+function onlyFormats(formats: Record<string, unknown>, keep?: readonly string[]): Record<string, unknown> {
+  return keep ? Object.fromEntries(Object.entries(formats).filter(([name]) => keep.includes(name))) : formats;
 }
 
 /**
@@ -108,16 +118,19 @@ export async function prepareDevState(
       credentials: [{ user: DEV_ISSUER, passwordHash: await hashPassword(password) }],
     },
     signing: {
-      formats: hsm?.formats ?? {
-        gpg: { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
-        // The same OpenPGP key signs detached and clearsigned.
-        "gpg-clearsign": { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
-        sshsig: { keyFile: keys.sshsig.keyFile, namespace: "file" },
-        minisign: { keyFile: keys.minisign.keyFile },
-        ...(codeSigning
-          ? { authenticode: { certFile: codeSigning.certFile, keyFile: codeSigning.keyFile } }
-          : {}),
-      },
+      formats: onlyFormats(
+        hsm?.formats ?? {
+          gpg: { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
+          // The same OpenPGP key signs detached and clearsigned.
+          "gpg-clearsign": { keyFile: keys.gpg.keyFile, passphrase: { file: keys.gpg.passphraseFile } },
+          sshsig: { keyFile: keys.sshsig.keyFile, namespace: "file" },
+          minisign: { keyFile: keys.minisign.keyFile },
+          ...(codeSigning
+            ? { authenticode: { certFile: codeSigning.certFile, keyFile: codeSigning.keyFile } }
+            : {}),
+        },
+        opts.formats,
+      ),
     },
     log: { level: "info" },
   };

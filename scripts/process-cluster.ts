@@ -25,11 +25,14 @@ export class ProcessCluster {
       keys?: DevKeyBackend;
       /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
       authenticode?: boolean;
+      /** Sign only these formats (DevStateOptions.formats). */
+      formats?: readonly string[];
     } = {},
   ): Promise<ProcessCluster> {
     const redis = await RedisServer.start();
     const state = await prepareDevState(mkdtempSync(join(tmpdir(), "signing-e2e-")), redis.url, opts.keys, {
       authenticode: opts.authenticode ?? false,
+      ...(opts.formats ? { formats: opts.formats } : {}),
     });
     const env = {
       SIGNING__log__level: "warn",
