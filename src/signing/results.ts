@@ -45,8 +45,8 @@ export class ResultStore {
   }
 
   /**
-   * Stores the signed output at `filePath` (copied: the caller still owns and removes its
-   * file) and records it in Redis as this node's, ending the input's job. Without Redis the
+   * Stores the signed output at `filePath` (moved into the spool, so it may be gone after: the
+   * caller removes its own directory either way) and records it in Redis as this node's, ending the input's job. Without Redis the
    * output is still served by this node, which finds it in its spool.
    */
   async putFile(format: FormatName, input: SignedInput, filePath: string): Promise<FileResult> {

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { type FileHandle, open, rename, stat, unlink } from "node:fs/promises";
+import { chmod, type FileHandle, open, rename, stat, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform } from "node:stream";
@@ -96,6 +96,34 @@ async function digestsOf(handle: FileHandle) {
   return digesting.digests();
 }
 
+/** Renames `from` to `to` (made 0600, as a copy would be); false across file systems. */
+async function renamed(from: string, to: string): Promise<boolean> {
+  try {
+    await rename(from, to);
+    await chmod(to, 0o600);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EXDEV") return false;
+    throw err;
+  }
+}
+
+async function digestsOfPath(path: string) {
+  const handle = await open(path, "r");
+  try {
+    return await digestsOf(handle);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Copies `from` to a new file `to` (0600), taking its digests on the way. */
+async function copied(from: string, to: string) {
+  const digesting = new DigestingStream();
+  await pipeline(createReadStream(from), digesting, createWriteStream(to, { flags: "wx", mode: 0o600 }));
+  return digesting.digests();
+}
+
 /**
  * Whole-file outputs (embedded formats) this node signed, on its disk until some node serves
  * them: each stored once, atomically (a temp file, then rename), files 0600 in a 0700
@@ -154,7 +182,8 @@ export class Spool {
   }
 
   /**
-   * Copies the output at `source` into the spool, computing its digests on the way; evicts
+   * Moves the output at `source` into the spool (the caller's copy is gone after), computing
+   * its digests on the way; evicts
    * the least recently used first so the spool stays under its quota while it is written.
    */
   async put(meta: Omit<SpooledFile, "sha1" | "sha256" | "size">, source: string): Promise<SpooledFile> {
@@ -182,23 +211,21 @@ export class Spool {
     return file;
   }
 
-  /** Copies `source` to `name` through a temp file and a rename, so readers never see a part. */
+  /**
+   * Moves `source` to `name` through a temp name and a rename, so readers never see a part: a
+   * rename on the spool's file system, else a copy. Either way its digests are read once.
+   */
   private async copyIn(source: string, name: string) {
     const dir = this.directory();
     const tmp = join(dir, `.${name}.${randomBytes(6).toString("hex")}.tmp`);
-    const digesting = new DigestingStream();
     try {
-      await pipeline(
-        createReadStream(source),
-        digesting,
-        createWriteStream(tmp, { flags: "wx", mode: 0o600 }),
-      );
+      const digests = (await renamed(source, tmp)) ? await digestsOfPath(tmp) : await copied(source, tmp);
       await rename(tmp, join(dir, name));
+      return digests;
     } catch (err) {
       await unlink(tmp).catch(() => {});
       throw err;
     }
-    return digesting.digests();
   }
 
   /** The entry for an input's sha256 or sha1, without touching the disk. */

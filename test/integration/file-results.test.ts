@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
@@ -50,7 +50,7 @@ async function signedFile(owner: number, size = 2 * 1024 * 1024) {
   const file = await cluster
     .node(owner)
     .results.putFile("gpg", { sha256: sha256(input), sha1: sha1(input) }, path);
-  rmSync(path); // putFile copied it: the format layer's temp file is its own to remove
+  assert.equal(existsSync(path), false, "putFile moved the format layer's temp file into the spool");
   return { input, output, file };
 }
 

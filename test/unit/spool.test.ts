@@ -95,7 +95,10 @@ describe("the spool", () => {
     );
     const oldest = output(10);
     const again = output(10);
-    for (const o of [oldest, again, again, output(10)]) await spool.put(o.meta, o.source);
+    // put moves its source into the spool: the second put of the same output brings a copy.
+    const againCopy = { ...again, source: `${again.source}-copy` };
+    writeFileSync(againCopy.source, again.data);
+    for (const o of [oldest, again, againCopy, output(10)]) await spool.put(o.meta, o.source);
     assert.equal(spool.size, 2);
     // The same output stored again replaces itself: not an eviction.
     assert.deepEqual(evicted, [`${oldest.meta.inputSha256} entries`]);
