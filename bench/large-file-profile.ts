@@ -16,7 +16,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { join } from "node:path";
 import { ProcessCluster } from "../scripts/process-cluster.js";
-import { SigningClient } from "../src/client/signing-client.js";
+import type { SigningClient } from "../src/client/signing-client.js";
 import {
   basicAuth,
   benchNodeEnv,
@@ -25,6 +25,7 @@ import {
   type GpgHome,
   gpgHome,
   issueTokens,
+  largeFileClient,
   machine,
   main,
   printTable,
@@ -199,14 +200,7 @@ main(async () => {
       block.writeUInt32LE(i, 0);
       writeFileSync(file, block, { flag: "a" });
     }
-    const client = new SigningClient({
-      nodes: [node.url],
-      tokenFile: join(dir, "token"),
-      nonceFile: join(dir, "nonce"),
-      maxTimeMs: 30 * 60_000,
-      requestTimeoutMs: 10 * 60_000,
-      pollWaitSeconds: 60,
-    });
+    const client = largeFileClient(node.url, dir);
     const rig: Rig = { pid: node.child.pid, file, dir, client, session, gpg, verifier, profilePrefix };
     await uploadRound(rig, 0); // warm: V8 compiles the upload path, gpg-agent starts
     const rounds: Round[] = [];

@@ -24,7 +24,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { ProcessCluster } from "../scripts/process-cluster.js";
-import { SigningClient } from "../src/client/signing-client.js";
+import type { SigningClient } from "../src/client/signing-client.js";
 import {
   basicAuth,
   benchNodeEnv,
@@ -33,6 +33,7 @@ import {
   type GpgHome,
   gpgHome,
   issueTokens,
+  largeFileClient,
   main,
   minorFaults,
   peakRss,
@@ -371,14 +372,7 @@ main(async () => {
       1,
     );
     writeFileSync(join(dir, "token"), token ?? "");
-    const client = new SigningClient({
-      nodes: [node.url],
-      tokenFile: join(dir, "token"),
-      nonceFile: join(dir, "nonce"),
-      maxTimeMs: 30 * 60_000,
-      requestTimeoutMs: 10 * 60_000,
-      pollWaitSeconds: 60,
-    });
+    const client = largeFileClient(node.url, dir);
     const passphrase = (await readFile(cluster.state.keys.gpg.passphraseFile, "utf8")).trim();
     const openpgpSign = await openpgpJsSigner(cluster.state.keys.gpg.keyFile, passphrase);
     // gpg-agent start-up is not part of any measurement.

@@ -9,6 +9,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { SigningClient } from "../src/client/signing-client.js";
 import { writeFileAtomic } from "../src/files/write-atomic.js";
 
 const execFileP = promisify(execFile);
@@ -467,6 +468,22 @@ export function benchNodeEnv(extra: Record<string, string> = {}): Record<string,
     SIGNING__signing__maxPendingPerIp: "1000000",
     ...extra,
   };
+}
+
+/**
+ * signtool's client for one large upload to `url`, its token and nonce files in `dir` (the
+ * token file written by the caller): generous timeouts, since a GiB on a busy machine takes
+ * minutes.
+ */
+export function largeFileClient(url: string, dir: string): SigningClient {
+  return new SigningClient({
+    nodes: [url],
+    tokenFile: join(dir, "token"),
+    nonceFile: join(dir, "nonce"),
+    maxTimeMs: 30 * 60_000,
+    requestTimeoutMs: 10 * 60_000,
+    pollWaitSeconds: 60,
+  });
 }
 
 /** Issues `n` tokens for 127.0.0.1 from `url` (a few at a time: each is an scrypt check). */
