@@ -218,6 +218,7 @@ interface AuthenticodeCredentialFields {
   keyFile?: string | undefined;
   pkcs12File?: string | undefined;
   pkcs11?: unknown;
+  passphrase?: unknown;
 }
 
 /** Exactly one kind of Authenticode credentials: PEM files, a PKCS#12 file, or a PKCS#11 key with its certificate. */
@@ -226,6 +227,11 @@ function oneAuthenticodeCredential(f: AuthenticodeCredentialFields, ctx: z.Refin
   if (f.pkcs11 !== undefined && !f.certFile) {
     const message = "with pkcs11, give certFile: the PEM certificate chain of the token's key";
     ctx.addIssue({ code: "custom", path: ["certFile"], message });
+    return;
+  }
+  if (f.pkcs11 !== undefined && f.passphrase !== undefined) {
+    const message = "is for keyFile or pkcs12File: the token's PIN goes in pkcs11.pin";
+    ctx.addIssue({ code: "custom", path: ["passphrase"], message });
     return;
   }
   const one =
@@ -269,7 +275,7 @@ const authenticodeFormat = z
     pkcs11: authenticodePkcs11
       .optional()
       .describe(
-        "the key in a PKCS#11 token instead of `keyFile` or `pkcs12File`, signed with through osslsigncode's PKCS#11 engine; `certFile` holds its certificate chain",
+        "the key in a PKCS#11 token instead of `keyFile` or `pkcs12File`, used through osslsigncode's PKCS#11 engine; `certFile` holds its certificate chain",
       ),
     passphrase: secretRef
       .optional()

@@ -199,6 +199,14 @@ describe("configuration", () => {
     assert.deepEqual(problems(authenticode({ certFile: "key.asc", pkcs11: noModule })), [
       "signing.formats.authenticode.pkcs11.module: /nowhere/libp11.so does not exist",
     ]);
+    const withPassphrase = {
+      certFile: "key.asc",
+      passphrase: { file: "pin" },
+      pkcs11: { ...pkcs11, engine: "engine.so" },
+    };
+    assert.deepEqual(problems(authenticode(withPassphrase)), [
+      "signing.formats.authenticode.passphrase: is for keyFile or pkcs12File: the token's PIN goes in pkcs11.pin",
+    ]);
     const withKey = { certFile: "key.asc", keyFile: "key.asc", pkcs11: { ...pkcs11, engine: "engine.so" } };
     assert.match(
       problems(authenticode(withKey)).join("\n"),

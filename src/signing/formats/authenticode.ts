@@ -107,24 +107,30 @@ function stdinSecret(c: AuthenticodeCredentials): string | undefined {
   return c.kind === "pkcs11" ? c.pin : c.passphrase;
 }
 
+/** Where osslsigncode finds the certificate chain and the key (for PKCS#11: through the engine). */
+function keyArgs(c: AuthenticodeCredentials): string[] {
+  switch (c.kind) {
+    case "pem":
+      return ["-certs", c.certFile, "-key", c.keyFile];
+    case "pkcs12":
+      return ["-pkcs12", c.pkcs12File];
+    case "pkcs11":
+      return [
+        "-pkcs11engine",
+        c.engine,
+        "-pkcs11module",
+        c.module,
+        "-certs",
+        c.certFile,
+        "-key",
+        pkcs11KeyUri(c),
+      ];
+  }
+}
+
 function credentialArgs(c: AuthenticodeCredentials): string[] {
-  const base =
-    c.kind === "pem"
-      ? ["-certs", c.certFile, "-key", c.keyFile]
-      : c.kind === "pkcs12"
-        ? ["-pkcs12", c.pkcs12File]
-        : [
-            "-pkcs11engine",
-            c.engine,
-            "-pkcs11module",
-            c.module,
-            "-certs",
-            c.certFile,
-            "-key",
-            pkcs11KeyUri(c),
-          ];
   // "-readpass -": the passphrase or PIN comes on stdin, never on a command line that `ps` shows.
-  return stdinSecret(c) === undefined ? base : [...base, "-readpass", "-"];
+  return stdinSecret(c) === undefined ? keyArgs(c) : [...keyArgs(c), "-readpass", "-"];
 }
 
 /** The PKCS#11 module's own configuration variables, for a PKCS#11 key; nothing otherwise. */
