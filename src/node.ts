@@ -83,17 +83,41 @@ function openPgpKey(f: GpgFormatConfig, pin: string | undefined, passphrase: str
   return { keyFile: f.keyFile as string, ...(passphrase !== undefined ? { passphrase } : {}) };
 }
 
+type AuthenticodeConfig = NonNullable<Config["signing"]["formats"]["authenticode"]>;
+
+/** osslsigncode's credentials: PEM files, a PKCS#12 file, or a PKCS#11 key and its certificate. */
+function authenticodeCredentials(
+  f: AuthenticodeConfig,
+  passphrase: string | undefined,
+  pin: string | undefined,
+): AuthenticodeCredentials {
+  const withPassphrase = passphrase !== undefined ? { passphrase } : {};
+  if (f.pkcs11) {
+    const { engine, module, tokenLabel, keyLabel, keyId } = f.pkcs11;
+    return {
+      kind: "pkcs11",
+      certFile: f.certFile as string,
+      engine,
+      module,
+      tokenLabel,
+      ...(keyLabel !== undefined ? { keyLabel } : {}),
+      ...(keyId !== undefined ? { keyId } : {}),
+      pin: pin ?? "",
+    };
+  }
+  if (f.pkcs12File) return { kind: "pkcs12", pkcs12File: f.pkcs12File, ...withPassphrase };
+  return { kind: "pem", certFile: f.certFile as string, keyFile: f.keyFile as string, ...withPassphrase };
+}
+
 /** osslsigncode's credentials and settings, when the authenticode format is enabled. */
 function authenticodeOptions({
   config,
   authenticodePassphrase,
+  pkcs11Pins,
 }: LoadedConfig): AuthenticodeOptions | undefined {
   const f = config.signing.formats.authenticode;
   if (!f?.enabled) return undefined;
-  const passphrase = authenticodePassphrase !== undefined ? { passphrase: authenticodePassphrase } : {};
-  const credentials: AuthenticodeCredentials = f.pkcs12File
-    ? { kind: "pkcs12", pkcs12File: f.pkcs12File, ...passphrase }
-    : { kind: "pem", certFile: f.certFile as string, keyFile: f.keyFile as string, ...passphrase };
+  const credentials = authenticodeCredentials(f, authenticodePassphrase, pkcs11Pins.authenticode);
   return {
     credentials,
     timeoutMs: f.timeoutMs,

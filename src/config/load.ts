@@ -18,18 +18,22 @@ export interface LoadedConfig {
   /** Token HMAC secrets by kid; the first entry signs new tokens. */
   tokenSecrets: { kid: string; secret: Buffer }[];
   gpgPassphrase: string | undefined;
-  /** The user PIN of each format's PKCS#11 key, by format. */
   /** gpg-clearsign's key passphrase (the gpg one when both name the same secret). */
   clearsignPassphrase: string | undefined;
   /** The authenticode key's or PKCS#12 file's passphrase, read from its file or env var. */
   authenticodePassphrase: string | undefined;
-  pkcs11Pins: Partial<Record<"gpg" | "gpg-clearsign" | "sshsig" | "minisign", string>>;
+  /** The user PIN of each format's PKCS#11 key, by format. */
+  pkcs11Pins: Partial<Record<Pkcs11FormatName, string>>;
   redisPassword: string | undefined;
   /** What nodes present to each other to fetch whole-file results (`node.internalSecret`). */
   internalSecret: Buffer | undefined;
 }
 
 const ENV_PREFIX = "SIGNING__";
+
+/** The formats whose key may be in a PKCS#11 token. */
+const PKCS11_FORMATS = ["gpg", "gpg-clearsign", "sshsig", "minisign", "authenticode"] as const;
+type Pkcs11FormatName = (typeof PKCS11_FORMATS)[number];
 
 /**
  * `SIGNING__redis__url=redis://…` sets `redis.url`. Values that parse as JSON (numbers,
@@ -106,13 +110,14 @@ function absolutePaths(config: Config, baseDir: string): void {
     if (authenticode && file) authenticode[k] = abs(file);
   }
   if (authenticode?.passphrase?.file) authenticode.passphrase.file = abs(authenticode.passphrase.file);
-  for (const f of [gpg, clearsign, sshsig, minisign]) {
+  for (const f of [gpg, clearsign, sshsig, minisign, authenticode]) {
     const k = f?.pkcs11;
     if (!k) continue;
     // A bare module name (libsofthsm2.so) is left to the dynamic loader's search path.
     if (k.module.includes("/")) k.module = abs(k.module);
     if (k.pin.file) k.pin.file = abs(k.pin.file);
-    if (k.publicKeyFile) k.publicKeyFile = abs(k.publicKeyFile);
+    if ("publicKeyFile" in k && k.publicKeyFile) k.publicKeyFile = abs(k.publicKeyFile);
+    if ("engine" in k) k.engine = abs(k.engine);
   }
   if (config.redis.password?.file) config.redis.password.file = abs(config.redis.password.file);
   if (config.tls) {
@@ -154,6 +159,24 @@ function checkFiles(config: Config, problems: string[]): void {
   }
 }
 
+/**
+ * osslsigncode loads the PKCS#11 engine and module itself, per file: a missing one is refused
+ * at start-up, not found by the first upload. (The certificate is read when the signer loads.)
+ */
+function checkAuthenticodePkcs11(config: Config, problems: string[]): void {
+  const f = config.signing.formats.authenticode;
+  if (!f?.enabled || !f.pkcs11) return;
+  const files = [
+    ["engine", f.pkcs11.engine, " (install libengine-pkcs11-openssl, or set its path)"],
+    ["module", f.pkcs11.module, ""],
+  ] as const;
+  for (const [what, file, hint] of files) {
+    if (what === "module" && !file.includes("/")) continue; // found by the dynamic loader
+    if (!statSync(file, { throwIfNoEntry: false })?.isFile())
+      problems.push(`signing.formats.authenticode.pkcs11.${what}: ${file} does not exist${hint}`);
+  }
+}
+
 /** The authenticode key and PKCS#12 file (the certificate is public), when it is enabled. */
 function authenticodePrivateFiles(config: Config): [string, string | undefined][] {
   const f = config.signing.formats.authenticode;
@@ -162,6 +185,7 @@ function authenticodePrivateFiles(config: Config): [string, string | undefined][
     ["signing.formats.authenticode.keyFile", f.keyFile],
     ["signing.formats.authenticode.pkcs12File", f.pkcs12File],
     ["signing.formats.authenticode.passphrase", f.passphrase?.file],
+    ["signing.formats.authenticode.pkcs11.pin", f.pkcs11?.pin.file],
   ];
 }
 
@@ -258,6 +282,7 @@ export function buildConfig(
   checkFiles(config, problems);
   checkPrivate(config, problems);
   checkSpoolDirectory(config, problems);
+  checkAuthenticodePkcs11(config, problems);
   const internalSecret = internalSecretOf(config, env, problems);
   const tokenSecrets = tokenSecretsOf(config, env, problems);
   const passphraseOf = (name: "gpg" | "gpg-clearsign" | "authenticode") => {
@@ -273,7 +298,7 @@ export function buildConfig(
     ? readSecret(config.redis.password, "redis.password", env, problems)
     : undefined;
   const pkcs11Pins: LoadedConfig["pkcs11Pins"] = {};
-  for (const name of ["gpg", "gpg-clearsign", "sshsig", "minisign"] as const) {
+  for (const name of PKCS11_FORMATS) {
     const f = config.signing.formats[name];
     if (f?.enabled && f.pkcs11)
       pkcs11Pins[name] = readSecret(f.pkcs11.pin, `signing.formats.${name}.pkcs11.pin`, env, problems);

@@ -89,7 +89,7 @@ export const DEFAULT_FILENAME_PATTERN = "^[\\p{L}\\p{N}_][\\p{L}\\p{M}\\p{N}\\p{
  * A key in a PKCS#11 token (DESIGN.md §6): the node logs in with the PIN and asks the token to
  * sign; the private key never leaves it.
  */
-const pkcs11Key = z
+const pkcs11KeyFields = z
   .object({
     module: z
       .string()
@@ -120,10 +120,16 @@ const pkcs11Key = z
       .default(10_000)
       .describe("longest one PKCS#11 call may take before it counts as a backend failure, ms"),
   })
-  .strict()
-  .refine((k) => k.keyLabel !== undefined || k.keyId !== undefined, {
-    message: "give keyLabel or keyId",
-  });
+  .strict();
+
+/** A PKCS#11 key is found by its label, its id, or both. */
+const keyLabelOrId = [
+  (k: { keyLabel?: string | undefined; keyId?: string | undefined }) =>
+    k.keyLabel !== undefined || k.keyId !== undefined,
+  { message: "give keyLabel or keyId" },
+] as const;
+
+const pkcs11Key = pkcs11KeyFields.refine(...keyLabelOrId);
 
 /** Exactly one backend per enabled format: a key file, or a PKCS#11 key (a disabled one needs none). */
 const oneBackend = (f: { enabled: boolean; keyFile?: string | undefined; pkcs11?: unknown }) =>
@@ -185,7 +191,63 @@ const gpgFormat = z
   .strict()
   .refine(oneBackend, oneBackendMessage);
 
-/** Authenticode: osslsigncode's credentials (PEM files or a PKCS#12 file) and how it runs. */
+/** Where Debian's libengine-pkcs11-openssl installs the OpenSSL engine osslsigncode loads for PKCS#11. */
+export const DEFAULT_PKCS11_ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so";
+
+/**
+ * An Authenticode key in a PKCS#11 token: osslsigncode reaches it through the OpenSSL PKCS#11
+ * engine (libp11), with the PIN on its stdin; the node itself never opens the key.
+ */
+const authenticodePkcs11 = pkcs11KeyFields
+  .omit({ publicKeyFile: true, timeoutMs: true })
+  .extend({
+    engine: z
+      .string()
+      .min(1)
+      .default(DEFAULT_PKCS11_ENGINE)
+      .describe(
+        "the OpenSSL PKCS#11 engine osslsigncode loads (Debian: `libengine-pkcs11-openssl`); a missing file stops the node at start-up",
+      ),
+  })
+  .strict()
+  .refine(...keyLabelOrId);
+
+interface AuthenticodeCredentialFields {
+  enabled: boolean;
+  certFile?: string | undefined;
+  keyFile?: string | undefined;
+  pkcs12File?: string | undefined;
+  pkcs11?: unknown;
+  passphrase?: unknown;
+}
+
+/** Exactly one kind of Authenticode credentials: PEM files, a PKCS#12 file, or a PKCS#11 key with its certificate. */
+function oneAuthenticodeCredential(f: AuthenticodeCredentialFields, ctx: z.RefinementCtx): void {
+  if (!f.enabled) return;
+  if (f.pkcs11 !== undefined && !f.certFile) {
+    const message = "with pkcs11, give certFile: the PEM certificate chain of the token's key";
+    ctx.addIssue({ code: "custom", path: ["certFile"], message });
+    return;
+  }
+  if (f.pkcs11 !== undefined && f.passphrase !== undefined) {
+    const message = "is for keyFile or pkcs12File: the token's PIN goes in pkcs11.pin";
+    ctx.addIssue({ code: "custom", path: ["passphrase"], message });
+    return;
+  }
+  const one =
+    f.pkcs11 !== undefined
+      ? !f.keyFile && !f.pkcs12File
+      : f.pkcs12File
+        ? !f.certFile && !f.keyFile
+        : !!(f.certFile && f.keyFile);
+  if (!one)
+    ctx.addIssue({
+      code: "custom",
+      message: "give certFile and keyFile, or pkcs12File, or pkcs11 with certFile (its certificate chain)",
+    });
+}
+
+/** Authenticode: osslsigncode's credentials (PEM files, a PKCS#12 file or a PKCS#11 key) and how it runs. */
 const authenticodeFormat = z
   .object({
     ...formatBase,
@@ -201,13 +263,20 @@ const authenticodeFormat = z
       .string()
       .min(1)
       .optional()
-      .describe("PEM code-signing certificate, followed by its intermediates (with `keyFile`)"),
+      .describe(
+        "PEM code-signing certificate, followed by its intermediates (with `keyFile`, or with `pkcs11`: the certificate of the token's key)",
+      ),
     keyFile: z.string().min(1).optional().describe("PEM private key of `certFile`"),
     pkcs12File: z
       .string()
       .min(1)
       .optional()
       .describe("a PKCS#12 file holding the key and its chain, instead of `certFile` and `keyFile`"),
+    pkcs11: authenticodePkcs11
+      .optional()
+      .describe(
+        "the key in a PKCS#11 token instead of `keyFile` or `pkcs12File`, used through osslsigncode's PKCS#11 engine; `certFile` holds its certificate chain",
+      ),
     passphrase: secretRef
       .optional()
       .describe(
@@ -228,9 +297,7 @@ const authenticodeFormat = z
       .describe("osslsigncode is killed after this long, ms (the job fails SIGNING_FAILED)"),
   })
   .strict()
-  .refine((f) => !f.enabled || (f.pkcs12File ? !f.certFile && !f.keyFile : !!(f.certFile && f.keyFile)), {
-    message: "give certFile and keyFile, or pkcs12File",
-  });
+  .superRefine(oneAuthenticodeCredential);
 
 export const configSchema = z
   .object({

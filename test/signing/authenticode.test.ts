@@ -17,6 +17,7 @@ import { ERROR_STATUS } from "../../src/http/errors.js";
 import {
   type AuthenticodeOptions,
   osslsigncodeArgs,
+  pkcs11KeyUri,
   signAuthenticode,
 } from "../../src/signing/formats/authenticode.js";
 import { loadAuthenticodeCertificate } from "../../src/signing/formats/authenticode-cert.js";
@@ -176,6 +177,29 @@ describe("authenticode", () => {
     assert.ok(osslsigncodeVerify(signed, pki.caFile).ok);
     // Without a plain extension the tool decides by content: a script is then not a file it knows.
     assert.ok(hasCode(await signingError(powershellScript(), "deploy.p s1"), "UNSUPPORTED_INPUT"));
+  });
+
+  test("a PKCS#11 key: engine, module, certificate and an RFC 7512 URI without the PIN, which goes on stdin", () => {
+    const key = {
+      kind: "pkcs11" as const,
+      certFile: "chain.pem",
+      engine: "/e/pkcs11.so",
+      module: "/m/libsofthsm2.so",
+      tokenLabel: "code signing;ci",
+      keyLabel: "release/1 %",
+      keyId: "0a1B",
+      pin: "secret-pin-4711",
+    };
+    const args = osslsigncodeArgs({ credentials: key }, "in", "out");
+    assert.deepEqual(args.slice(1, 11), [
+      ...["-pkcs11engine", "/e/pkcs11.so", "-pkcs11module", "/m/libsofthsm2.so", "-certs", "chain.pem"],
+      ...["-key", "pkcs11:token=code%20signing%3Bci;object=release%2F1%20%25;id=%0A%1B;type=private"],
+      ...["-readpass", "-"],
+    ]);
+    assert.ok(!args.some((a) => a.includes(key.pin)), "the PIN is never an argument");
+    const byId = { ...key, keyLabel: undefined };
+    delete byId.keyLabel;
+    assert.equal(pkcs11KeyUri(byId), "pkcs11:token=code%20signing%3Bci;id=%0A%1B;type=private");
   });
 
   test("no timestamp unless configured", () => {

@@ -177,6 +177,52 @@ describe("configuration", () => {
     assert.equal(ok.config.signing.formats.authenticode?.pkcs12File, join(dir, "key.asc"));
   });
 
+  test("authenticode with pkcs11: the certificate chain required, engine and module must exist, the PIN read from its private file; one line naming the key for each refusal", () => {
+    writeFileSync(join(dir, "pin"), "1234\n", { mode: 0o600 });
+    writeFileSync(join(dir, "engine.so"), "stands in for the engine: only its presence is checked here");
+    const pkcs11 = { module: "engine.so", tokenLabel: "t", keyLabel: "k", pin: { file: "pin" } };
+    const authenticode = (f: Record<string, unknown>) => () =>
+      buildConfig({ ...valid, signing: { formats: { authenticode: f } } }, dir, {});
+    const ok = authenticode({ certFile: "key.asc", pkcs11: { ...pkcs11, engine: "engine.so" } })();
+    assert.equal(ok.pkcs11Pins.authenticode, "1234");
+    assert.equal(ok.config.signing.formats.authenticode?.pkcs11?.engine, join(dir, "engine.so"));
+    assert.deepEqual(problems(authenticode({ pkcs11: { ...pkcs11, engine: "engine.so" } })), [
+      "signing.formats.authenticode.certFile: with pkcs11, give certFile: the PEM certificate chain of the token's key",
+    ]);
+    assert.deepEqual(
+      problems(authenticode({ certFile: "key.asc", pkcs11: { ...pkcs11, engine: "none.so" } })),
+      [
+        `signing.formats.authenticode.pkcs11.engine: ${join(dir, "none.so")} does not exist (install libengine-pkcs11-openssl, or set its path)`,
+      ],
+    );
+    const noModule = { ...pkcs11, module: "/nowhere/libp11.so", engine: "engine.so" };
+    assert.deepEqual(problems(authenticode({ certFile: "key.asc", pkcs11: noModule })), [
+      "signing.formats.authenticode.pkcs11.module: /nowhere/libp11.so does not exist",
+    ]);
+    const withPassphrase = {
+      certFile: "key.asc",
+      passphrase: { file: "pin" },
+      pkcs11: { ...pkcs11, engine: "engine.so" },
+    };
+    assert.deepEqual(problems(authenticode(withPassphrase)), [
+      "signing.formats.authenticode.passphrase: is for keyFile or pkcs12File: the token's PIN goes in pkcs11.pin",
+    ]);
+    const withKey = { certFile: "key.asc", keyFile: "key.asc", pkcs11: { ...pkcs11, engine: "engine.so" } };
+    assert.match(
+      problems(authenticode(withKey)).join("\n"),
+      /give certFile and keyFile, or pkcs12File, or pkcs11/,
+    );
+    // The default engine is where Debian's libengine-pkcs11-openssl puts it.
+    const defaulted = configSchema.parse({
+      ...valid,
+      signing: { formats: { authenticode: { certFile: "c.pem", pkcs11 } } },
+    });
+    assert.equal(
+      defaulted.signing.formats.authenticode?.pkcs11?.engine,
+      "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+    );
+  });
+
   test("a pkcs11 key: one backend per format, a key label or id, the PIN read from its private file or env", () => {
     writeFileSync(join(dir, "pin"), "1234\n", { mode: 0o600 });
     writeFileSync(join(dir, "open-pin"), "1234\n", { mode: 0o640 });

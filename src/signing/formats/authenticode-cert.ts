@@ -26,7 +26,7 @@ export interface AuthenticodeCertificate {
 
 /** The signing certificate in PEM: a PKCS#12 file is opened with openssl, the passphrase on stdin. */
 async function signingCertificatePem(c: AuthenticodeCredentials): Promise<string> {
-  if (c.kind === "pem") return readFile(c.certFile, "utf8");
+  if (c.kind !== "pkcs12") return readFile(c.certFile, "utf8");
   const args = ["pkcs12", "-in", c.pkcs12File, "-nokeys", "-clcerts", "-passin", "stdin"];
   const result = await withPrivateDir("authenticode-cert-", undefined, (cwd) =>
     runTool("openssl", args, { cwd, timeoutMs: OPENSSL_TIMEOUT_MS, stdin: `${c.passphrase ?? ""}\n` }),
@@ -39,7 +39,7 @@ async function signingCertificatePem(c: AuthenticodeCredentials): Promise<string
 export async function loadAuthenticodeCertificate(
   credentials: AuthenticodeCredentials,
 ): Promise<AuthenticodeCertificate> {
-  const file = credentials.kind === "pem" ? credentials.certFile : credentials.pkcs12File;
+  const file = credentials.kind === "pkcs12" ? credentials.pkcs12File : credentials.certFile;
   try {
     const cert = new X509Certificate(await signingCertificatePem(credentials));
     return {

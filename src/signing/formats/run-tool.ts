@@ -26,6 +26,8 @@ export interface RunToolOptions {
   timeoutMs: number;
   /** Written to its stdin, then closed (a passphrase: never on the command line, where `ps` shows it). */
   stdin?: string;
+  /** Variables added to the fixed environment (a PKCS#11 module's configuration file, say). */
+  env?: Record<string, string>;
 }
 
 /** Output kept of each stream: enough for a diagnosis in the log, bounded whatever the tool prints. */
@@ -47,7 +49,7 @@ export function runTool(
 ): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     // LC_ALL=C: the messages the callers look for are the untranslated ones.
-    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" };
+    const env = { ...options.env, PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" };
     const child = spawn(command, args, {
       cwd: options.cwd,
       env,

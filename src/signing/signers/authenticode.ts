@@ -1,9 +1,10 @@
 import type { X509Certificate } from "node:crypto";
-import { open, readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, open } from "node:fs/promises";
 import { extname } from "node:path";
 import type { Logger } from "pino";
 import type { KeyAlgorithm, SigningKey } from "../../keys/key.js";
-import { type AuthenticodeOptions, signAuthenticode } from "../formats/authenticode.js";
+import { type AuthenticodeOptions, pkcs11KeyUri, signAuthenticode } from "../formats/authenticode.js";
 import { loadAuthenticodeCertificate } from "../formats/authenticode-cert.js";
 import { FormatSigningError, UnsupportedInputError } from "../formats/raw-key.js";
 import type { Signer, SignInput } from "../signer.js";
@@ -34,33 +35,52 @@ async function firstBytes(path: string, n: number): Promise<Buffer> {
   }
 }
 
+/** Whether every file in `files` can be read: the files osslsigncode opens for each signature. */
+async function readable(files: string[], what: string): Promise<{ ok: boolean; detail: string }> {
+  for (const file of files) {
+    const failure = await access(file, constants.R_OK).then(
+      () => undefined,
+      (err: NodeJS.ErrnoException) => err.code ?? "error",
+    );
+    if (failure) return { ok: false, detail: `cannot read ${file} (${failure})` };
+  }
+  return { ok: true, detail: what };
+}
+
+/** Where the key is (no secret: a PKCS#11 URI carries no PIN) and the files its readiness needs. */
+function keyPlace(c: AuthenticodeOptions["credentials"]): { location: string; files: string[] } {
+  if (c.kind === "pem") return { location: c.keyFile, files: [c.keyFile] };
+  if (c.kind === "pkcs12") return { location: c.pkcs12File, files: [c.pkcs12File] };
+  // A bare module name is the dynamic loader's to find.
+  const files = [c.engine, ...(c.module.includes("/") ? [c.module] : []), c.certFile];
+  return { location: pkcs11KeyUri(c), files };
+}
+
 /**
  * The credentials as the readiness check and shutdown see a key: osslsigncode opens them per
  * file, so there is no session to lose or close; the certificate's public key is what it shows.
+ * A PKCS#11 key is checked no further than its engine, module and certificate being there:
+ * only osslsigncode logs in to the token, once per file.
  */
 function credentialsKey(options: AuthenticodeOptions, cert: X509Certificate): SigningKey {
   const c = options.credentials;
-  const location = c.kind === "pem" ? c.keyFile : c.pkcs12File;
+  const { location, files } = keyPlace(c);
   const type = cert.publicKey.asymmetricKeyType;
   const algorithm: KeyAlgorithm =
     type === "ed25519" ? "ed25519" : type === "ec" ? "ecdsa-p256" : "rsa-pkcs1-sha256";
-  const readable = () =>
-    readFile(location).then(
-      () => ({ ok: true, detail: "credentials readable" }),
-      (err: NodeJS.ErrnoException) => ({
-        ok: false,
-        detail: `cannot read ${location} (${err.code ?? "error"})`,
-      }),
-    );
   return {
-    backend: "file",
+    backend: c.kind === "pkcs11" ? "pkcs11" : "file",
     algorithm,
     publicKey: cert.publicKey,
     location,
     sign: () =>
       Promise.reject(new FormatSigningError(FORMAT, "osslsigncode signs whole files, not raw digests")),
     available: () => true,
-    check: readable,
+    check: () =>
+      readable(
+        files,
+        c.kind === "pkcs11" ? "engine, module and certificate readable" : "credentials readable",
+      ),
     close: async () => {},
   };
 }
