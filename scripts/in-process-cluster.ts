@@ -22,6 +22,16 @@ function merge(base: Record<string, unknown>, over: Overrides): Record<string, u
   return out;
 }
 
+/** What TestCluster.start makes: how many nodes, config overrides, a Redis of the caller's. */
+export interface TestClusterOptions {
+  nodes?: number;
+  overrides?: Overrides;
+  redis?: TestRedis;
+  logTo?: DestinationStream;
+  /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
+  authenticode?: boolean;
+}
+
 /** One real Redis and N in-process signing nodes sharing it, with dev keys in a temp dir. */
 export class TestCluster {
   private constructor(
@@ -31,18 +41,25 @@ export class TestCluster {
     readonly nodes: RunningNode[],
   ) {}
 
-  static async start(
-    opts: {
-      nodes?: number;
-      overrides?: Overrides;
-      redis?: TestRedis;
-      logTo?: DestinationStream;
-      /** Sign Authenticode too (a dev CA made with openssl; osslsigncode must be installed). */
-      authenticode?: boolean;
-    } = {},
-  ): Promise<TestCluster> {
+  static async start(opts: TestClusterOptions = {}): Promise<TestCluster> {
     const redis = opts.redis ?? (await TestRedis.start());
     const dir = mkdtempSync(join(tmpdir(), "signing-test-"));
+    try {
+      return await TestCluster.startNodes(opts, redis, dir);
+    } catch (err) {
+      // A configuration or start-up error leaves no redis-server or temp dir behind (a Redis
+      // the caller passed in is stopped too, as stop() does).
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private static async startNodes(
+    opts: TestClusterOptions,
+    redis: TestRedis,
+    dir: string,
+  ): Promise<TestCluster> {
     const state = await prepareDevState(dir, redis.url, "file", { authenticode: opts.authenticode ?? false });
     // Tests make many requests from one address: limits are tested where they are the subject.
     const generous = { ratePerSecond: 10_000, burst: 10_000 };
@@ -74,7 +91,7 @@ export class TestCluster {
         );
       }
     } catch (err) {
-      await cluster.stop();
+      await Promise.allSettled(nodes.map((n) => n.close())); // start() stops Redis and removes the dir
       throw err;
     }
     return cluster;

@@ -260,6 +260,7 @@ async function upload(s: Session, token: string, format: string, probe: Buffer, 
   const res = await fetch(`${s.node}/sign/${encodeURIComponent(format)}?wait=${SIGN_WAIT_SECONDS}`, {
     method: "POST",
     body: form,
+    headers: { Accept: "application/octet-stream, application/json" }, // an embedded format's file in the answer
     signal: AbortSignal.timeout((SIGN_WAIT_SECONDS + 5) * 1000),
   });
   const next = res.headers.get("x-nonce");

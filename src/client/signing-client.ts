@@ -348,9 +348,11 @@ export class SigningClient {
    */
   private async fromFileCache(job: Job, scan: () => OutputScan): Promise<SignResult | undefined> {
     const path = job.input.sha256 ? this.cachePath(job.format, job.input.sha256) : undefined;
-    const cached = path ? await open(path, "r").catch(() => undefined) : undefined;
+    if (!path) return undefined;
+    const mode = this.outputMode(job); // before the handle is opened: it may throw LOCAL_IO
+    const cached = await open(path, "r").catch(() => undefined);
     if (!cached) return undefined;
-    const target = { output: job.output, mode: this.outputMode(job), scan: scan(), from: "the cache" };
+    const target = { output: job.output, mode, scan: scan(), from: "the cache" };
     const got = await receiveSignedFile(cached.createReadStream(), target).catch((err: unknown) => {
       if (err instanceof ClientError && err.code === "LOCAL_IO") throw err;
       return undefined; // unreadable: signed again
@@ -415,7 +417,14 @@ export class SigningClient {
     const scan = (job.scan as () => OutputScan)();
     // A signature adds kilobytes to a file; an MSI's may move its sectors about. Never gigabytes.
     const maxBytes = 2 * job.input.size + 16 * 1024 * 1024;
-    const target = { output: job.output, mode: this.outputMode(job), scan, sha256, from: node, maxBytes };
+    let mode: number | undefined;
+    try {
+      mode = this.outputMode(job);
+    } catch (err) {
+      answer.stream.destroy(); // unread, it would hold the connection to the deadline
+      throw err;
+    }
+    const target = { output: job.output, mode, scan, sha256, from: node, maxBytes };
     let got: ReceivedFile;
     try {
       got = await receiveSignedFile(answer.stream, target);
@@ -626,7 +635,12 @@ export class SigningClient {
             // chain is let go at its headers, and the file streams to disk after.
             // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
             url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
-            headers: { "Content-Type": form.contentType, "Content-Length": form.contentLength },
+            headers: {
+              "Content-Type": form.contentType,
+              "Content-Length": form.contentLength,
+              // An embedded format's signed file may come as the answer itself (the node asks).
+              Accept: "application/octet-stream, application/json",
+            },
             body: form.body,
             // With an embedded format's signed file in the answer, its bytes come back too.
             timeoutMs: job.deadline.cap(

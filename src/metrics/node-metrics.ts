@@ -232,7 +232,7 @@ export class NodeMetrics {
       ]) {
         this.requests.inc({ format, outcome }, 0);
       }
-      for (const result of ["signed", "failed"]) this.jobs.inc({ format, result }, 0);
+      for (const result of ["signed", "failed", "refused"]) this.jobs.inc({ format, result }, 0);
       this.bytes.inc({ format }, 0);
       this.cacheHits.inc({ format }, 0);
     }

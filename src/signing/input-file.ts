@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /** Bytes an input's temp file takes before the upload waits for the disk. */
-const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+const WRITE_BUFFER_BYTES = 1024 * 1024;
 
 /** An upload spooled to a private temp file while it was read; whoever ends its use removes it. */
 export interface SpooledInput {
@@ -26,8 +26,8 @@ export class InputFile {
   constructor(parent = tmpdir()) {
     // One mkdir per upload: cheap enough to do synchronously where the first chunk arrives.
     this.dir = mkdtempSync(join(parent, "signing-input-"));
-    // A large buffer: at the 16 KiB default every 64 KiB socket read paused the upload until the
-    // disk write came back, which held a large file's upload to a third of the detached path's rate.
+    // A larger buffer: at the 16 KiB default every 64 KiB socket read paused the upload until the
+    // disk write came back. 1 MiB per upload in flight (maxPending of them) bounds the memory.
     this.out = createWriteStream(join(this.dir, "input"), { mode: 0o600, highWaterMark: WRITE_BUFFER_BYTES });
     this.out.on("error", (err) => {
       this.failed = err;
@@ -43,8 +43,14 @@ export class InputFile {
     return new Promise((resolve) => {
       if (!this.out.writableNeedDrain || this.failed) resolve();
       else {
-        this.out.once("drain", resolve);
-        this.out.once("error", () => resolve());
+        // Whichever comes first removes the other, so long uploads pile up no listeners.
+        const done = () => {
+          this.out.off("drain", done);
+          this.out.off("error", done);
+          resolve();
+        };
+        this.out.once("drain", done);
+        this.out.once("error", done);
       }
     });
   }

@@ -96,11 +96,11 @@ async function digestsOf(handle: FileHandle) {
   return digesting.digests();
 }
 
-/** Renames `from` to `to` (made 0600, as a copy would be); false across file systems. */
+/** Renames `from` (made 0600 first, as a copy would be) to `to`; false across file systems. */
 async function renamed(from: string, to: string): Promise<boolean> {
   try {
+    await chmod(from, 0o600); // before it is in the spool: never readable by others there
     await rename(from, to);
-    await chmod(to, 0o600);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EXDEV") return false;
@@ -247,7 +247,7 @@ export class Spool {
     try {
       handle = await open(join(this.dir, `${format}.${inputSha256}`), "r");
     } catch {
-      this.delete(key);
+      if (this.current(key, file)) this.delete(key);
       return "missing";
     }
     let found: ReturnType<OutputDigests["digests"]>;
@@ -259,11 +259,18 @@ export class Spool {
     }
     if (found.sha256 !== file.sha256 || found.sha1 !== file.sha1 || found.size !== file.size) {
       await handle.close();
-      this.drop(key);
+      if (this.current(key, file)) this.drop(key);
       return "corrupt";
     }
-    this.touch(key, file);
+    // Evicted or stored again while it was read: the open handle still holds these checked
+    // bytes, but the spool's entry and byte count are no longer this file's to touch.
+    if (this.current(key, file)) this.touch(key, file);
     return { file, handle };
+  }
+
+  /** Whether `file` is still the spool's entry for `key` (reads and stores await the disk). */
+  private current(key: string, file: SpooledFile): boolean {
+    return this.entries.get(key) === file;
   }
 
   private touch(key: string, file: SpooledFile): void {

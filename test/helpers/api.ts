@@ -22,12 +22,15 @@ export interface UploadArgs {
   filename?: string;
   wait?: number;
   digest?: string;
+  /** Accept: application/octet-stream: an embedded format's ?wait may answer with the file. */
+  acceptFile?: boolean;
 }
 
 export function upload(url: string, a: UploadArgs): request.Test {
   const path = `/sign/${a.format ?? "gpg"}${a.wait ? `?wait=${a.wait}` : ""}`;
   return request(url)
     .post(path)
+    .set(a.acceptFile ? { Accept: "application/octet-stream, application/json" } : {})
     .field("sha1", a.digest ?? sha1(a.data))
     .field("filename", a.filename ?? "artifact.bin")
     .field("token", a.token)

@@ -121,7 +121,7 @@ after(async () => {
 async function uploadFile(data: Buffer, filename: string) {
   const { url } = cluster.node(0);
   const token = await getToken(url, cluster.basicAuth);
-  return upload(url, { format: "authenticode", token, nonce: "", data, filename, wait: 30 })
+  return upload(url, { format: "authenticode", token, nonce: "", data, filename, wait: 30, acceptFile: true })
     .buffer(true)
     .parse((res, cb) => {
       const chunks: Buffer[] = [];

@@ -59,7 +59,13 @@ function asBytes(req: request.Test): request.Test {
 }
 
 /** An upload with a fresh token; `wait` 0: the classic upload, without waiting. */
-async function uploadOn(node: number, data: Buffer, filename: string, wait = 30, { bytes = false } = {}) {
+async function uploadOn(
+  node: number,
+  data: Buffer,
+  filename: string,
+  wait = 30,
+  { bytes = false, acceptFile }: { bytes?: boolean; acceptFile?: boolean } = {},
+) {
   const token = await getToken(cluster.node(node).url, cluster.basicAuth);
   const req = upload(cluster.node(node).url, {
     format: "authenticode",
@@ -68,6 +74,7 @@ async function uploadOn(node: number, data: Buffer, filename: string, wait = 30,
     data,
     filename,
     wait,
+    acceptFile: acceptFile ?? bytes, // asks for the signed file in the ?wait answer, as signtool does
   });
   return bytes ? asBytes(req) : req;
 }
@@ -160,6 +167,15 @@ describe("authenticode", () => {
     assert.equal(again.headers["x-upload-status"], "cached");
   });
 
+  test("a client that does not ask for the file (no Accept: application/octet-stream: classic clients, older signtools) gets the 202 on ?wait", async () => {
+    const pe = peMarked("classic");
+    const res = await uploadOn(0, pe, "classic.exe", 30);
+    assert.equal(res.status, 202, res.text);
+    assert.deepEqual(res.body, { status: "queued", sha1: sha1(pe), sha256: sha256(pe) });
+    const got = await fetchSignature(cluster.node(1).url, "authenticode", sha256(pe), 30);
+    assertVerifies(assertSignedFile(got, pe), "classic.exe");
+  });
+
   test("a wait that runs out before the file is signed answers 202 without it; the GET then serves it", async () => {
     const pe = peMarked("too-short", 32 * 1024);
     // One millisecond: the node looks once, well before osslsigncode has even started.
@@ -200,7 +216,7 @@ describe("authenticode", () => {
       Buffer.from("no PE header here\n".repeat(20)),
     ]);
     const failedBefore = await jobsCounted(0, "failed");
-    const res = await uploadOn(0, fake, "fake.exe");
+    const res = await uploadOn(0, fake, "fake.exe", 30, { acceptFile: true });
     assert.equal(res.status, 400, res.text);
     assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
     assert.match(res.body.error.message, /PE, MSI, CAB, CAT or PowerShell/);

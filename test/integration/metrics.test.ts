@@ -139,7 +139,7 @@ describe("the spool and whole-file results", () => {
       Buffer.from(`# ${randomBytes(8).toString("hex")}\r\n`),
     ]);
     const token = await getToken(two.node(0).url, two.basicAuth);
-    const args = { token, nonce: "", data: script, filename: "install.ps1", wait: 30 };
+    const args = { token, nonce: "", data: script, filename: "install.ps1", wait: 30, acceptFile: true };
     const res = await upload(two.node(0).url, { format: "authenticode", ...args });
     // ?wait answers with the signed file itself: not a GET, so not in the fetch counts below.
     assert.equal(res.status, 200, res.text);

@@ -86,6 +86,23 @@ describe("the spool", () => {
     assert.deepEqual(evicted, [`${b.meta.inputSha256} bytes`, `${c.meta.inputSha256} bytes`]);
   });
 
+  test("an output evicted while it is being opened is still served from its handle, and the count stays true", async () => {
+    const dir = freshDir();
+    const MiB = 1024 * 1024;
+    const spool = new Spool({ directory: dir, maxBytes: 3 * MiB, maxEntries: 10 });
+    const a = output(2 * MiB);
+    await spool.put(a.meta, a.source);
+    const opening = spool.open("authenticode", a.meta.inputSha256); // reads 2 MiB: awaits the disk
+    const b = output(2 * MiB);
+    await spool.put(b.meta, b.source); // evicts a meanwhile
+    const opened = await opening;
+    assert.ok(typeof opened === "object");
+    assert.ok((await readAll(opened)).equals(a.data), "the checked bytes, from the open handle");
+    assert.equal(spool.size, 1, "a is not brought back");
+    assert.equal(spool.usedBytes, 2 * MiB);
+    assert.deepEqual(readdirSync(dir), [`authenticode.${b.meta.inputSha256}`]);
+  });
+
   test("keeps at most maxEntries outputs", async () => {
     const dir = freshDir();
     const evicted: string[] = [];

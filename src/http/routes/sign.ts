@@ -92,6 +92,17 @@ function throwUnlessPlainFailure(found: Lookup): void {
   if (answer.code !== "SIGNING_FAILED") throw answer;
 }
 
+/**
+ * An embedded upload's ?wait answers with the signed file only to a client that lists
+ * `application/octet-stream` in Accept (today's signtool, signing-admin); classic clients and
+ * older signtools expect the 202 and GET the file.
+ */
+function acceptsFile(req: Request): boolean {
+  return (req.get("accept") ?? "")
+    .split(",")
+    .some((type) => type.split(";")[0]?.trim().toLowerCase() === "application/octet-stream");
+}
+
 function waitSeconds(req: Request, max: number): number {
   const raw = req.query.wait;
   if (raw === undefined) return 0;
@@ -217,7 +228,8 @@ class Uploads {
       handedOver = true;
       const submitted = await this.submit(u, form, check, slot);
       const embedded = this.deps.signing.signer(u.format).kind === "embedded";
-      if (o.wait > 0 && embedded && (await this.signedFileWithin(u, form.file.sha256, o.wait, submitted)))
+      const fileInAnswer = o.wait > 0 && embedded && acceptsFile(u.req);
+      if (fileInAnswer && (await this.signedFileWithin(u, form.file.sha256, o.wait, submitted)))
         return submitted.outcome;
       const signed =
         o.wait > 0 && !embedded
