@@ -14,7 +14,7 @@ export interface SignedFileTarget {
   mode?: number;
   /** The format's check, fed every byte. */
   scan: OutputScan;
-  /** The SHA-256 its sender named (`X-SHA256-Digest`); none for a copy from the local cache. */
+  /** The SHA-256 its sender named (`X-SHA256-Digest`), or the local cache's record of it. */
   sha256?: string;
   /** Who sends it, for messages: a node's URL, or the cache. */
   from: string;
@@ -24,7 +24,7 @@ export interface SignedFileTarget {
 
 /** A signed file checked and waiting beside its output, or why it was refused (and removed). */
 export type ReceivedFile =
-  | { file: PendingFile }
+  | { file: PendingFile; sha256: string }
   | { refused: "digest"; why: string }
   | { refused: "signature"; why: string };
 
@@ -62,7 +62,7 @@ export async function receiveSignedFile(body: Readable, t: SignedFileTarget): Pr
     return { refused: "digest", why: `${t.from} sent a signed file that does not match its X-SHA256-Digest` };
   }
   const why = t.scan.result();
-  if (why === undefined) return { file };
+  if (why === undefined) return { file, sha256: got };
   await file.discard();
   return { refused: "signature", why };
 }

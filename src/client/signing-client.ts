@@ -27,6 +27,9 @@ import {
   TrustedKeys,
 } from "./trusted-keys.js";
 
+/** Beside a cached signed file: its SHA-256, checked when the file is used again. */
+const CACHED_DIGEST = ".sha256";
+
 /** Signature file suffix per format, as the nodes' /formats reports them. */
 export const SUFFIXES: Record<string, string> = {
   gpg: ".asc",
@@ -180,7 +183,7 @@ interface Job {
  */
 type Outcome =
   | { signature: Buffer; node: string; source: ResultSource }
-  | { signedFile: PendingFile; node: string; source: ResultSource }
+  | { signedFile: PendingFile; sha256: string; node: string; source: ResultSource }
   | { next: Step; verdict?: Verdict };
 
 /**
@@ -350,34 +353,43 @@ export class SigningClient {
     const path = job.input.sha256 ? this.cachePath(job.format, job.input.sha256) : undefined;
     if (!path) return undefined;
     const mode = this.outputMode(job); // before the handle is opened: it may throw LOCAL_IO
+    // The digest recorded beside it: a file cut short by a crash (or without one) is not used.
+    const sha256 = (await readFile(`${path}${CACHED_DIGEST}`, "utf8").catch(() => "")).trim();
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return undefined;
     const cached = await open(path, "r").catch(() => undefined);
     if (!cached) return undefined;
-    const target = { output: job.output, mode, scan: scan(), from: "the cache" };
+    const target = { output: job.output, mode, scan: scan(), sha256, from: "the cache" };
     const got = await receiveSignedFile(cached.createReadStream(), target).catch((err: unknown) => {
       if (err instanceof ClientError && err.code === "LOCAL_IO") throw err;
       return undefined; // unreadable: signed again
     });
-    return got && "file" in got ? this.finishFile(job, got.file, "local-cache") : undefined;
+    return got && "file" in got ? this.finishFile(job, got.file, "local-cache", sha256) : undefined;
   }
 
   /** An embedded format's signed file, checked on its way to disk: renamed into place, cached. */
   private async acceptFile(
     job: Job,
-    got: { signedFile: PendingFile; node: string; source: ResultSource },
+    got: { signedFile: PendingFile; sha256: string; node: string; source: ResultSource },
   ): Promise<SignResult> {
-    const result = await this.finishFile(job, got.signedFile, got.source);
+    const result = await this.finishFile(job, got.signedFile, got.source, got.sha256);
     if (job.tokenGeneration === this.tokenGeneration) await this.commitToken();
     return result;
   }
 
   /** Cached first, then renamed over the output: a failure leaves the output as it was. */
-  private async finishFile(job: Job, signed: PendingFile, source: ResultSource): Promise<SignResult> {
+  private async finishFile(
+    job: Job,
+    signed: PendingFile,
+    source: ResultSource,
+    sha256: string,
+  ): Promise<SignResult> {
     const { file, format, output, input } = job;
     try {
       const cachePath = input.sha256 ? this.cachePath(format, input.sha256) : undefined;
       if (source !== "local-cache" && cachePath) {
         await mkdir(join(this.opts.cacheDir as string, format), { recursive: true });
         await copyFileAtomic(signed.tempPath, cachePath);
+        await writeFileAtomic(`${cachePath}${CACHED_DIGEST}`, `${sha256}\n`);
       }
       await signed.commit();
     } catch (err) {
@@ -432,7 +444,7 @@ export class SigningClient {
       if (!(err instanceof TransportError)) throw err;
       return { next, verdict: classifyNetworkError(err) };
     }
-    if ("file" in got) return { signedFile: got.file, node, source };
+    if ("file" in got) return { signedFile: got.file, sha256: got.sha256, node, source };
     if (got.refused === "signature") job.unverified = true;
     const reason =
       got.refused === "signature"

@@ -127,6 +127,25 @@ describe("signtool -f authenticode", () => {
     assertVerifies(join(out, "other.exe"));
   });
 
+  test("a signed file in --cachedir whose bytes changed (its certificate still in it) is not used: signed again", async () => {
+    const exe = join(work, "cached.exe");
+    writeFileSync(exe, uniquePe("cached"));
+    const cache = join(work, "cache-damaged");
+    const [first, second] = ["first", "second"].map((d) => join(work, `cache-out-${d}`)) as [string, string];
+    for (const d of [first, second]) mkdirSync(d);
+    const one = await sign(["--cachedir", cache, "--output-dir", first, exe]);
+    assert.equal(one.code, 0, one.stderr);
+    const cached = join(cache, "authenticode", sha256(readFileSync(exe)));
+    const bytes = readFileSync(cached);
+    bytes[0x310] = (bytes[0x310] as number) ^ 0xff; // in the code, far from the signature block
+    writeFileSync(cached, bytes);
+    const two = await sign(["--cachedir", cache, "--output-dir", second, exe]);
+    assert.equal(two.code, 0, two.stderr);
+    assert.match(two.stderr, /\(0 newly, 0 from local cache, 1 from cluster cache\)/);
+    assertVerifies(join(second, "cached.exe"));
+    assert.ok(readFileSync(join(second, "cached.exe")).equals(readFileSync(join(first, "cached.exe"))));
+  });
+
   test("--in-place replaces the file with its signed copy, and leaves no temp file", async () => {
     const dir = join(work, "in-place");
     mkdirSync(dir);
