@@ -9,12 +9,81 @@ export interface DevCodeSigning {
   keyFile: string;
 }
 
-function openssl(dir: string, args: string[]): void {
+/** Runs openssl in `dir`; its stderr becomes the error when it fails. */
+export function openssl(dir: string, args: string[]): void {
   execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
 }
 
 const LEAF_EXTENSIONS =
   "[leaf]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n";
+
+/** A self-signed CA in `dir`: `<name>.key` and `<name>.pem`. */
+export function selfSignedCa(dir: string, name: string, cn: string, days: number): void {
+  openssl(dir, [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    String(days),
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.pem`,
+    "-subj",
+    `/CN=${cn}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+}
+
+/** What issueCodeSigningCert writes in its dir: file names, the subject, the lifetime. */
+export interface CodeSigningLeaf {
+  keyFile: string;
+  certFile: string;
+  cn: string;
+  days: number;
+}
+
+/** A new key and a certificate for it with the codeSigning EKU, issued by `ca.pem`/`ca.key` in `dir`. */
+export function issueCodeSigningCert(dir: string, leaf: CodeSigningLeaf): void {
+  writeFileSync(join(dir, "leaf.cnf"), LEAF_EXTENSIONS);
+  const csr = `${leaf.certFile.replace(/\.pem$/, "")}.csr`; // cert.pem → cert.csr
+  openssl(dir, [
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    leaf.keyFile,
+    "-out",
+    csr,
+    "-subj",
+    `/CN=${leaf.cn}`,
+  ]);
+  openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    csr,
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    String(leaf.days),
+    "-out",
+    leaf.certFile,
+    "-extfile",
+    "leaf.cnf",
+    "-extensions",
+    "leaf",
+  ]);
+}
 
 /**
  * Makes (once: files present are reused) a dev CA and a code-signing certificate with openssl
@@ -28,55 +97,13 @@ export function devCodeSigning(dir: string): DevCodeSigning {
   };
   if (Object.values(files).every((f) => existsSync(f))) return files;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const ca = ["-subj", "/CN=signing-cluster dev CA", "-addext", "basicConstraints=critical,CA:TRUE"];
-  openssl(dir, [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "3650",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    ...ca,
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  writeFileSync(join(dir, "leaf.cnf"), LEAF_EXTENSIONS);
-  openssl(dir, [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "key.pem",
-    "-out",
-    "cert.csr",
-    "-subj",
-    "/CN=signing-cluster dev code signing",
-  ]);
-  openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "cert.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "825",
-    "-out",
-    "cert.pem",
-    "-extfile",
-    "leaf.cnf",
-    "-extensions",
-    "leaf",
-  ]);
+  selfSignedCa(dir, "ca", "signing-cluster dev CA", 3650);
+  issueCodeSigningCert(dir, {
+    keyFile: "key.pem",
+    certFile: "cert.pem",
+    cn: "signing-cluster dev code signing",
+    days: 825,
+  });
   for (const secret of ["ca.key", "key.pem"]) chmodSync(join(dir, secret), 0o600);
   return files;
 }

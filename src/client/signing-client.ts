@@ -11,8 +11,8 @@ import { NONCE_SHAPE } from "../tokens/nonce.js";
 import { Deadline } from "./deadline.js";
 import { hashFile, rehashFile } from "./digests.js";
 import { ClientError } from "./errors.js";
-import { apiError, type HttpAnswer, send, TransportError } from "./http.js";
-import { LocalFileError, multipartUpload } from "./multipart.js";
+import { apiError, type HttpAnswer, type HttpRequest, send, TransportError } from "./http.js";
+import { LocalFileError, type MultipartUpload, multipartUpload } from "./multipart.js";
 import { NodeRotation } from "./nodes.js";
 import { NonceChain } from "./nonce-file.js";
 import { backoffMs, classifyAnswer, classifyNetworkError, type Verdict } from "./retry.js";
@@ -620,7 +620,7 @@ export class SigningClient {
     /** An embedded format's signed file, in the upload's answer: its stream, unread. */
     file?: { headers: HttpAnswer["headers"]; stream: Readable };
   }> {
-    const { file, format, input: d } = job;
+    const { file, input: d } = job;
     const token = await this.currentToken(job.deadline);
     job.tokenGeneration = this.tokenGeneration;
     return this.nonces.use(async (nonce) => {
@@ -638,29 +638,7 @@ export class SigningClient {
         const node = this.nodes.current;
         let res: HttpAnswer;
         try {
-          res = await send({
-            agent: this.agentFor(node),
-            method: "POST",
-            // A short ?wait: the node answers with the signature it makes within milliseconds,
-            // sparing a GET; short, because the answer holds this token's nonce chain. An
-            // embedded format's signed file, when signed within it, is the answer's body: the
-            // chain is let go at its headers, and the file streams to disk after.
-            // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
-            url: `${node}/sign/${encodeURIComponent(format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
-            headers: {
-              "Content-Type": form.contentType,
-              "Content-Length": form.contentLength,
-              // An embedded format's signed file may come as the answer itself (the node asks).
-              Accept: "application/octet-stream, application/json",
-            },
-            body: form.body,
-            // With an embedded format's signed file in the answer, its bytes come back too.
-            timeoutMs: job.deadline.cap(
-              this.timeout() + Math.ceil(d.size / (1024 * 1024)) * 1000 + this.signedFileMs(job),
-            ),
-            ...this.streamSignedFile(job),
-            ...this.tls(),
-          });
+          res = await send(this.uploadRequest(job, node, form));
         } catch (err) {
           if (err instanceof LocalFileError) throw new ClientError("LOCAL_IO", err.message);
           const verdict = classifyNetworkError(err);
@@ -671,6 +649,34 @@ export class SigningClient {
         return this.uploadAnswered(node, res, form, attempt, Boolean(job.scan));
       }
     });
+  }
+
+  /** The upload's POST to `node`: the form, the wait, and a time limit that grows with the file. */
+  private uploadRequest(job: Job, node: string, form: MultipartUpload): HttpRequest {
+    const size = job.input.size;
+    return {
+      agent: this.agentFor(node),
+      method: "POST",
+      // A short ?wait: the node answers with the signature it makes within milliseconds,
+      // sparing a GET; short, because the answer holds this token's nonce chain. An
+      // embedded format's signed file, when signed within it, is the answer's body: the
+      // chain is let go at its headers, and the file streams to disk after.
+      // digest=sha256: files are named by sha256 only, so the node hashes nothing else.
+      url: `${node}/sign/${encodeURIComponent(job.format)}?wait=${UPLOAD_WAIT_SECONDS}&digest=sha256`,
+      headers: {
+        "Content-Type": form.contentType,
+        "Content-Length": form.contentLength,
+        // An embedded format's signed file may come as the answer itself (the node asks).
+        Accept: "application/octet-stream, application/json",
+      },
+      body: form.body,
+      // With an embedded format's signed file in the answer, its bytes come back too.
+      timeoutMs: job.deadline.cap(
+        this.timeout() + Math.ceil(size / (1024 * 1024)) * 1000 + this.signedFileMs(job),
+      ),
+      ...this.streamSignedFile(job),
+      ...this.tls(),
+    };
   }
 
   /** A transport failure during an upload: the next node, with the same nonce, after a pause. */

@@ -6,7 +6,6 @@
  * tested against gpg's and ssh-keygen's signatures in test/signing/client-verify.test.ts).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,43 +14,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
 import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { SoftHsmToken } from "../../scripts/softhsm.js";
+import { type Run, runAdmin } from "../helpers/admin-cli.js";
+import { hsmFormats } from "../helpers/hsm-formats.js";
 import { sample } from "../helpers/metrics.js";
 
-const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signing-admin-keys-"));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** The real CLI as a subprocess, with this cluster file and env. */
 function admin(clusterFile: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    const base = { ...process.env };
-    delete base.SIGNING_ADMIN_CLUSTER;
-    delete base.SIGNING_ADMIN_ISSUER_PASSWORD;
-    const child = spawn(process.execPath, [ADMIN, "--cluster", clusterFile, ...args], {
-      cwd: work,
-      env: { ...base, ...env },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end();
-  });
+  return runAdmin(["--cluster", clusterFile, ...args], { cwd: work, env });
 }
 
 interface ListJson {
@@ -172,35 +144,8 @@ describe("keys in a SoftHSM2 token, pulled mid-run", () => {
     });
     // The module reads SOFTHSM2_CONF when it is initialized, in this process (the node's).
     process.env.SOFTHSM2_CONF = token.conf;
-    const pkcs11 = (keyLabel: string) => ({
-      module: token.module,
-      tokenLabel: token.label,
-      keyLabel,
-      pin: { file: token.pinFile },
-    });
-    cluster = await TestCluster.start({
-      nodes: 1,
-      overrides: {
-        signing: {
-          keyBreaker: { resetTimeoutMs: 300, volumeThreshold: 2 },
-          formats: {
-            gpg: {
-              keyFile: undefined,
-              passphrase: undefined,
-              pkcs11: {
-                ...pkcs11("gpg-key"),
-                userId: "HSM <hsm@signing.invalid>",
-                createdAt: "2026-01-01T00:00:00Z",
-              },
-            },
-            sshsig: { keyFile: undefined, pkcs11: { ...pkcs11("ssh-key"), comment: "hsm@signing.invalid" } },
-            // This token holds the gpg and sshsig keys only.
-            "gpg-clearsign": { enabled: false },
-            minisign: { enabled: false },
-          },
-        },
-      },
-    });
+    // This token holds the gpg and sshsig keys only: the other formats are off.
+    cluster = await TestCluster.start({ nodes: 1, overrides: hsmFormats(token, "gpg-key", "ssh-key") });
     writeFileSync(
       clusterFile,
       JSON.stringify({

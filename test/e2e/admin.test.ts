@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,43 +9,19 @@ import type { RunningMonitor } from "../../monitor/monitor.js";
 import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { verifyPassword } from "../../src/tokens/credentials.js";
 import { tokenHash } from "../../src/tokens/service.js";
+import { type Run, runAdmin } from "../helpers/admin-cli.js";
 import { getToken, upload } from "../helpers/api.js";
 import { startTestMonitor } from "../helpers/monitor.js";
 
-const ADMIN = new URL("../../src/bin/signing-admin.js", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signing-admin-e2e-"));
 const stateDir = join(work, "monitor-state");
 const clusterFile = join(work, "cluster.json");
 let cluster: ProcessCluster;
 let monitor: RunningMonitor | undefined;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** The real CLI as a subprocess; killed if it does not exit on its own (it must). */
 function admin(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const env = { ...process.env };
-    delete env.SIGNING_ADMIN_CLUSTER;
-    const child = spawn(process.execPath, [ADMIN, ...args], { cwd: work, env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input ?? "");
-  });
+  return runAdmin(args, { cwd: work, timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
 }
 
 /** With the cluster file, and the monitor's state dir for the snapshot. */

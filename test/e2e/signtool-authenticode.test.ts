@@ -22,7 +22,7 @@ import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { sha256 } from "../helpers/api.js";
 import { minimalPe, osslsigncodeVerify, powershellScript } from "../helpers/authenticode.js";
 import { type ScriptedNode, startScriptedNode } from "../helpers/hostile-node.js";
-import { fetchToken, hosts, signtool, signtoolPeakRss } from "../helpers/signtool.js";
+import { fetchToken, signCommand, signtool, signtoolPeakRss } from "../helpers/signtool.js";
 
 /**
  * signtool -f authenticode against two real node processes: the signed file is written whole
@@ -45,17 +45,8 @@ after(async () => {
 });
 
 const caFile = () => cluster.state.codeSigning?.caFile as string;
-const signArgs = (nodes: string[], args: string[]) => [
-  "sign",
-  "-t",
-  "token",
-  "-n",
-  "nonce",
-  ...hosts(nodes),
-  "-f",
-  "authenticode",
-  ...args,
-];
+const signArgs = (nodes: string[], args: string[], format = "authenticode") =>
+  signCommand(nodes, ["-f", format, ...args]);
 const sign = (args: string[]) => signtool(work, signArgs(cluster.urls, args));
 
 /** A node in front of node 0 that passes every request on, or tampers with signed files. */
@@ -163,18 +154,7 @@ describe("signtool -f authenticode", () => {
 
   test("--in-place with a detached format is a usage error, before any upload", async () => {
     const exe = join(work, "tool.exe");
-    const run = await signtool(work, [
-      "sign",
-      "-t",
-      "token",
-      "-n",
-      "nonce",
-      ...hosts(cluster.urls),
-      "-f",
-      "gpg",
-      "--in-place",
-      exe,
-    ]);
+    const run = await signtool(work, signArgs(cluster.urls, ["--in-place", exe], "gpg"));
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /--in-place/);
     assert.equal(existsSync(`${exe}.asc`), false);

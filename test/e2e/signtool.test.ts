@@ -17,7 +17,12 @@ import { ProcessCluster } from "../../scripts/process-cluster.js";
 import { freePort } from "../../scripts/redis-server.js";
 import { NONCE_SHAPE } from "../../src/tokens/nonce.js";
 import { startFakeNode } from "../helpers/fake-node.js";
-import { fetchToken as fetchTokenAs, hosts, signtool as runSigntool } from "../helpers/signtool.js";
+import {
+  fetchToken as fetchTokenAs,
+  hosts,
+  signtool as runSigntool,
+  signCommand,
+} from "../helpers/signtool.js";
 import { clearsignVerify, gpgVerify, minisignVerify, sshVerify } from "../helpers/verify.js";
 
 const work = mkdtempSync(join(tmpdir(), "signtool-e2e-"));
@@ -420,18 +425,7 @@ describe("signtool when things go wrong", () => {
 describe("signtool with minisign and gpg-clearsign", () => {
   const dir = () => join(work, "release");
   const RELEASE = "Origin: Signing Cluster\nSuite: stable\n- a dash line\nSHA256:\n 00 0 main/Packages\n";
-  const sign = (args: string[]) =>
-    signtool([
-      "sign",
-      "-t",
-      "token",
-      "-n",
-      "nonce",
-      ...hosts(cluster.urls),
-      "--cachedir",
-      "cache-new",
-      ...args,
-    ]);
+  const sign = (args: string[]) => signtool(signCommand(cluster.urls, ["--cachedir", "cache-new", ...args]));
 
   test("-f minisign writes <file>.minisig beside each file, verified by minisign -V; a second run is served from the cache", async () => {
     mkdirSync(dir(), { recursive: true });

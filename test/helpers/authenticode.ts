@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { issueCodeSigningCert, openssl, selfSignedCa } from "../../scripts/dev-code-signing.js";
 
 // The inputs and the verifier live in scripts/, which the benchmarks share (they never import test/).
 export {
@@ -20,70 +19,15 @@ export interface CodeSigningPki {
   pkcs12Passphrase: string;
 }
 
-function openssl(dir: string, args: string[]): void {
-  execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-}
-
-function selfSignedCa(dir: string, name: string, cn: string): void {
-  openssl(dir, [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.pem`,
-    "-subj",
-    `/CN=${cn}`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-}
-
 export function makeCodeSigningPki(dir: string): CodeSigningPki {
-  selfSignedCa(dir, "ca", "signing-cluster test CA");
-  selfSignedCa(dir, "other-ca", "unrelated test CA");
-  writeFileSync(
-    join(dir, "leaf.cnf"),
-    "[leaf]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n",
-  );
-  openssl(dir, [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "leaf.key",
-    "-out",
-    "leaf.csr",
-    "-subj",
-    "/CN=signing-cluster test code signing",
-  ]);
-  openssl(dir, [
-    "x509",
-    "-req",
-    "-in",
-    "leaf.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "1",
-    "-out",
-    "leaf.pem",
-    "-extfile",
-    "leaf.cnf",
-    "-extensions",
-    "leaf",
-  ]);
+  selfSignedCa(dir, "ca", "signing-cluster test CA", 2);
+  selfSignedCa(dir, "other-ca", "unrelated test CA", 2);
+  issueCodeSigningCert(dir, {
+    keyFile: "leaf.key",
+    certFile: "leaf.pem",
+    cn: "signing-cluster test code signing",
+    days: 1,
+  });
   const pkcs12Passphrase = "test pkcs12 passphrase";
   openssl(dir, [
     "pkcs12",

@@ -53,6 +53,17 @@ export function signtool(
 /** `-H host:port` for each node URL. */
 export const hosts = (urls: string[]) => urls.flatMap((u) => ["-H", u.replace(/^https?:\/\//, "")]);
 
+/** `signtool sign` with the token and nonce files named `token` and `nonce` (in the run's cwd), every node, then `args`. */
+export const signCommand = (urls: string[], args: string[]) => [
+  "sign",
+  "-t",
+  "token",
+  "-n",
+  "nonce",
+  ...hosts(urls),
+  ...args,
+];
+
 /** `signtool token` for 127.0.0.1, into `file`. */
 export async function fetchToken(
   cwd: string,

@@ -17,11 +17,11 @@ import { type Overrides, TestCluster } from "../../scripts/in-process-cluster.js
 import { type SoftHsmKey, SoftHsmToken } from "../../scripts/softhsm.js";
 import { buildConfig } from "../../src/config/load.js";
 import { getToken, sha1, upload } from "../helpers/api.js";
+import { HSM_KEY_CREATED_AT, hsmFormats } from "../helpers/hsm-formats.js";
 import { fetchToken, hosts, signtool } from "../helpers/signtool.js";
 import { clearsignVerify, gpgVerify, minisignVerify, sshVerify } from "../helpers/verify.js";
 
 const NODE_BIN = new URL("../../src/bin/signing-node.js", import.meta.url).pathname;
-const CREATED_AT = "2026-01-01T00:00:00Z";
 
 /** Whatever a test made is gone after it, passed or failed. */
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -35,32 +35,6 @@ function token(keys: SoftHsmKey[], opts: { pin?: string } = {}): SoftHsmToken {
   // The module reads SOFTHSM2_CONF when it is initialized, in this process.
   process.env.SOFTHSM2_CONF = t.conf;
   return t;
-}
-
-/** gpg and sshsig both in the token, the file keys out of the config (the other formats off). */
-function hsmFormats(t: SoftHsmToken, gpgLabel: string, sshLabel: string, extra: Overrides = {}): Overrides {
-  const pkcs11 = (label: string) => ({
-    module: t.module,
-    tokenLabel: t.label,
-    keyLabel: label,
-    pin: { file: t.pinFile },
-  });
-  return {
-    signing: {
-      keyBreaker: { resetTimeoutMs: 300, volumeThreshold: 2 },
-      formats: {
-        gpg: {
-          keyFile: undefined,
-          passphrase: undefined,
-          pkcs11: { ...pkcs11(gpgLabel), userId: "HSM Release <hsm@signing.invalid>", createdAt: CREATED_AT },
-        },
-        sshsig: { keyFile: undefined, pkcs11: { ...pkcs11(sshLabel), comment: "hsm@signing.invalid" } },
-        "gpg-clearsign": { enabled: false },
-        minisign: { enabled: false },
-      },
-      ...extra,
-    },
-  };
 }
 
 async function cluster(overrides: Overrides): Promise<TestCluster> {
@@ -126,7 +100,11 @@ test("minisign (its own Ed25519 key) and gpg-clearsign (gpg's key, shared) sign 
     enabled: true,
     keyFile: undefined,
     passphrase: undefined,
-    pkcs11: { ...pkcs11("gpg-key"), userId: "HSM Release <hsm@signing.invalid>", createdAt: CREATED_AT },
+    pkcs11: {
+      ...pkcs11("gpg-key"),
+      userId: "HSM Release <hsm@signing.invalid>",
+      createdAt: HSM_KEY_CREATED_AT,
+    },
   };
   formats.minisign = { enabled: true, keyFile: undefined, pkcs11: pkcs11("minisign-key") };
   const c = await cluster(overrides);

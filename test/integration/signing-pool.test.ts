@@ -20,6 +20,7 @@ import { fileKey } from "../../src/keys/file.js";
 import { SigningPool } from "../../src/keys/pool.js";
 import type { RunningNode } from "../../src/node.js";
 import { getToken, upload } from "../helpers/api.js";
+import { hsmFormats } from "../helpers/hsm-formats.js";
 import { gpgVerify, sshVerify } from "../helpers/verify.js";
 
 let dir: string;
@@ -228,29 +229,7 @@ test("with a SoftHSM2 key, every pool thread opens its own logged-in session, an
     ],
   });
   process.env.SOFTHSM2_CONF = t.conf;
-  const pkcs11 = (label: string) => ({
-    module: t.module,
-    tokenLabel: t.label,
-    keyLabel: label,
-    pin: { file: t.pinFile },
-  });
-  const overrides = {
-    signing: {
-      workers: 3,
-      formats: {
-        gpg: {
-          keyFile: undefined,
-          passphrase: undefined,
-          pkcs11: {
-            ...pkcs11("gpg-key"),
-            userId: "HSM <hsm@signing.invalid>",
-            createdAt: "2026-01-01T00:00:00Z",
-          },
-        },
-        sshsig: { keyFile: undefined, pkcs11: { ...pkcs11("ssh-key"), comment: "hsm@signing.invalid" } },
-      },
-    },
-  };
+  const overrides = hsmFormats(t, "gpg-key", "ssh-key", { workers: 3 });
   try {
     await withCluster(overrides, async (c) => {
       const pool = poolOf(c.node(0));
