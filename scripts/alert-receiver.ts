@@ -46,10 +46,11 @@ export class AlertReceiver {
         }
         const receiver = payload.receiver ?? "?";
         for (const a of payload.alerts ?? []) {
-          print(alertLine(receiver, a));
+          // Kept before printed: whoever sees the line can read the record behind it.
           appendFileSync(logFile, `${JSON.stringify({ at: new Date().toISOString(), receiver, ...a })}\n`, {
             mode: 0o600,
           });
+          print(alertLine(receiver, a));
         }
         res.writeHead(200).end();
       });
