@@ -54,6 +54,10 @@ interface LargeFiles {
     ratioMax: number;
     ratioVsGpgProtected: number;
     nodeSha256MBps: number;
+    sha256sumMBps: number;
+    bareMBps: number;
+    bareVsGpg: number;
+    nodeVsBare: number;
     nodeCpuMsPerGiB: number;
     clientCpuMsPerGiB: number;
     nodePeakRssMiB: number;
@@ -213,6 +217,14 @@ function largeFilesRows(large: LargeFiles): string[][] {
       fmt(r.gpgUnprotectedMBps, 0),
       `**${fmt(r.ratioVsGpg)}×** (${fmt(r.ratioMin)}–${fmt(r.ratioMax)})`,
     ],
+    ...large.results
+      .slice(0, -1)
+      .map((o) => [
+        `… at ${o.sizeMiB} MiB`,
+        fmt(o.endToEndMBps, 0),
+        fmt(o.gpgUnprotectedMBps, 0),
+        `**${fmt(o.ratioVsGpg)}×** (${fmt(o.ratioMin)}–${fmt(o.ratioMax)}); bare ${fmt(o.bareVsGpg)}× gpg`,
+      ]),
     [
       "… vs `gpg --detach-sign`, passphrase-protected dev key",
       fmt(r.endToEndMBps, 0),
@@ -224,6 +236,18 @@ function largeFilesRows(large: LargeFiles): string[][] {
       fmt(r.endToEndMBps, 0),
       fmt(r.nodeSha256MBps, 0),
       `${fmt((100 * r.endToEndMBps) / r.nodeSha256MBps, 0)} %`,
+    ],
+    [
+      "… a bare Node upload that only hashes, both sides (the floor of any Node design; bench/bare-upload.ts) vs gpg, and the node vs it",
+      fmt(r.bareMBps, 0),
+      fmt(r.gpgUnprotectedMBps, 0),
+      `${fmt(r.bareVsGpg)}× gpg; node ${fmt(r.nodeVsBare)}× bare`,
+    ],
+    [
+      "… this host's single-core speed: `sha256sum` MB/s (the ratios move with it between hosts)",
+      fmt(r.sha256sumMBps, 0),
+      "",
+      "",
     ],
     [
       "… CPU ms per GiB: the node's, the client's (signtool's SigningClient); node peak RSS MiB (target < 200)",
