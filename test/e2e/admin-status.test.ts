@@ -65,7 +65,12 @@ const auth = () =>
 test("a data loss a moment ago is told, with what the monitor did, though all is ok again", async () => {
   const [a] = cluster.urls as [string];
   await getToken(a, auth());
-  await sleep(1500); // a snapshot with the token
+  // Taken, not waited for: a timed wait once fell short on a loaded machine.
+  await until(
+    "a snapshot with the token",
+    () => monitor.snapshotNow(),
+    (s) => (s?.tokens.length ?? 0) > 0,
+  );
   await cluster.redis.restart();
   const redis = new Redis(cluster.redis.url);
   try {
