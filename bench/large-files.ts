@@ -328,8 +328,8 @@ function printTargets(results: SizeResult[]) {
   return met;
 }
 
-/** Prints the tables and writes bench/results/large-files.json. */
-function report(results: SizeResult[]): void {
+/** The throughput table: the node and every baseline, per size. */
+function printThroughput(results: SizeResult[]): void {
   printTable(
     "Large files: MB/s (1 MB = 10^6 bytes) through one node vs local tools, same file",
     [
@@ -369,6 +369,10 @@ function report(results: SizeResult[]): void {
       r.verified ? "yes" : "NO",
     ]),
   );
+}
+
+/** The CPU table: each side of the node's upload and of the bare upload, per GiB. */
+function printCpu(results: SizeResult[]): void {
   printTable(
     "Large files: CPU and fresh pages (minor faults) per GiB through the node, each side; CPU of the bare upload",
     [
@@ -390,6 +394,12 @@ function report(results: SizeResult[]): void {
       r.bareClientCpuMsPerGiB,
     ]),
   );
+}
+
+/** Prints the tables and writes bench/results/large-files.json. */
+function report(results: SizeResult[]): void {
+  printThroughput(results);
+  printCpu(results);
   const met = printTargets(results);
   writeResult("large-files", {
     settings: {
