@@ -114,6 +114,60 @@ async function eventLoop(url: string): Promise<{ p99: number; max: number }> {
 type Inputs = (client: number, n: number) => string;
 let runId = 0;
 
+/** A SigningClient for each of CLIENTS fresh tokens, with token and nonce files of this run's own. */
+async function scenarioClients(
+  cluster: ProcessCluster,
+  url: string,
+  s: Scenario,
+  dir: string,
+): Promise<SigningClient[]> {
+  const tokens = await issueTokens(
+    url,
+    basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
+    CLIENTS,
+  );
+  // Each run's own token and nonce files: a nonce of an earlier run's Redis is a replay here.
+  const work = join(dir, `${s.name.replace(/\W+/g, "-")}-${runId++}`);
+  return tokens.map((t, i) => {
+    writeFileSync(`${work}-token-${i}`, t);
+    return new SigningClient({
+      nodes: [url],
+      tokenFile: `${work}-token-${i}`,
+      nonceFile: `${work}-nonce-${i}`,
+      maxTimeMs: 60_000,
+      requestTimeoutMs: 30_000,
+    });
+  });
+}
+
+/** The timed window: every client signs back to back for SECONDS, numbering its files from WARM on. */
+async function signForSeconds(
+  clients: number,
+  signAs: (c: number, n: number) => Promise<unknown>,
+): Promise<{ latencies: number[]; failed: number; elapsedSeconds: number }> {
+  const latencies: number[] = [];
+  let failed = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let n = WARM; performance.now() - start < SECONDS * 1000; n++) {
+        const t0 = performance.now();
+        try {
+          await signAs(c, n);
+          latencies.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  return { latencies, failed, elapsedSeconds: (performance.now() - start) / 1000 };
+}
+
+/**
+ * One scenario on a node of its own: warmed up, then 2 s idle for the event-loop delay's floor,
+ * then the timed window with the node's CPU and event-loop delay over it.
+ */
 async function runScenario(
   s: Scenario,
   dir: string,
@@ -130,46 +184,14 @@ async function runScenario(
     const pid = node?.child.pid;
     if (!node || !pid) throw new Error("no node");
     const url = node.url;
-    const tokens = await issueTokens(
-      url,
-      basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
-      CLIENTS,
-    );
-    // Each run's own token and nonce files: a nonce of an earlier run's Redis is a replay here.
-    const work = join(dir, `${s.name.replace(/\W+/g, "-")}-${runId++}`);
-    const clients = tokens.map((t, i) => {
-      writeFileSync(`${work}-token-${i}`, t);
-      return new SigningClient({
-        nodes: [url],
-        tokenFile: `${work}-token-${i}`,
-        nonceFile: `${work}-nonce-${i}`,
-        maxTimeMs: 60_000,
-        requestTimeoutMs: 30_000,
-      });
-    });
+    const clients = await scenarioClients(cluster, url, s, dir);
     const signAs = (c: number, n: number) => (clients[c] as SigningClient).sign(input(c, n), "gpg");
     await warmUp(CLIENTS, WARM, signAs);
     await eventLoop(url);
     await sleep(2000);
     const idle = await eventLoop(url);
     const cpuBefore = cpuMs(pid);
-    const latencies: number[] = [];
-    let failed = 0;
-    const start = performance.now();
-    await Promise.all(
-      clients.map(async (_, c) => {
-        for (let n = WARM; performance.now() - start < SECONDS * 1000; n++) {
-          const t0 = performance.now();
-          try {
-            await signAs(c, n);
-            latencies.push(performance.now() - t0);
-          } catch {
-            failed++;
-          }
-        }
-      }),
-    );
-    const elapsed = (performance.now() - start) / 1000;
+    const { latencies, failed, elapsedSeconds } = await signForSeconds(clients.length, signAs);
     const loop = await eventLoop(url);
     const cpu = cpuMs(pid) - cpuBefore;
     const lat = summarize(latencies);
@@ -178,7 +200,7 @@ async function runScenario(
       workers: s.workers === undefined ? "default" : String(s.workers),
       signed: latencies.length,
       failed,
-      sigsPerSec: latencies.length / elapsed,
+      sigsPerSec: latencies.length / elapsedSeconds,
       p50Ms: lat.p50,
       p99Ms: lat.p99,
       idleEventLoopP99Ms: idle.p99,
