@@ -343,23 +343,40 @@ function medians(results: ScenarioResult[], figure: (r: ScenarioResult) => numbe
   return SCENARIOS.map((s) => summarize(results.filter((r) => r.name === s.name).map(figure)).p50);
 }
 
-main(async () => {
-  const dir = clientDir("pool");
-  const rsaEnv = await rsaGpgKey(dir);
-  // Every scenario has a fresh Redis, so the same files are signed afresh in each.
-  const input = premadeInputs(dir, "in", CLIENTS, WARM / 2000 + SECONDS);
+/** A scenario's figure out of a list in SCENARIOS' order. */
+const at = (xs: number[], i: number) => xs[i] as number;
+
+interface Rate {
+  perSec: number;
+  cpuMsPerSig: number;
+}
+
+interface Baselines {
+  rsa3072InProcess: Rate;
+  ed25519InProcess: Rate;
+  ed25519ViaThreads: Rate;
+  softHsmEd25519PoolInProcess: Rate;
+}
+
+/** The rates without HTTP the scenarios are set against: one thread, worker threads, SoftHSM2. */
+async function inProcessBaselines(dir: string): Promise<Baselines> {
   const rsa = generateKeyPairSync("rsa", { modulusLength: 3072 }).privateKey;
   const ed = generateKeyPairSync("ed25519").privateKey;
   const digest = randomBytes(32);
-  const baselines = {
+  return {
     rsa3072InProcess: inProcessRate(() => rsaPkcs1Sign(rsa, digest)),
     ed25519InProcess: inProcessRate(() => sign(null, digest, ed)),
     ed25519ViaThreads: await ed25519ViaThreads(),
     softHsmEd25519PoolInProcess: await softHsmPoolRate(dir),
   };
-  console.log(
-    `${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures, ${ROUNDS} rounds`,
-  );
+}
+
+/** Every scenario once a round, ROUNDS rounds, each on a fresh node; one line per scenario as it ends. */
+async function runRounds(
+  dir: string,
+  rsaEnv: Record<string, string>,
+  input: Inputs,
+): Promise<ScenarioResult[]> {
   const results: ScenarioResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // Alternating order: the shared machine's drift does not favour the scenarios run first.
@@ -369,40 +386,44 @@ main(async () => {
       console.log(`  ${round} ${r.name}: ${fmt(r.sigsPerSec)}/s, event loop p99 ${fmt(r.eventLoopP99Ms)} ms`);
     }
   }
-  printScenarios(results);
-  const rate = medians(results, (r) => r.sigsPerSec);
-  const loopP99 = medians(results, (r) => r.eventLoopP99Ms);
-  const at = (xs: number[], i: number) => xs[i] as number;
-  const ratios = {
+  return results;
+}
+
+/** The issue's questions, as ratios of the scenarios' median rates (and of one baseline). */
+function poolRatios(rate: number[], baselines: Baselines) {
+  return {
     ed25519PoolVsNoPool: ratio(at(rate, 1), at(rate, 0)),
     softhsmVsFileEd25519: ratio(at(rate, 2), at(rate, 1)),
     rsaPoolVsInProcessSingleThread: ratio(at(rate, 4), baselines.rsa3072InProcess.perSec),
     rsaPoolVsInline: ratio(at(rate, 4), at(rate, 3)),
   };
+}
+
+function printMedians(rate: number[], loopP99: number[]): void {
   printTable(
     "Medians over the rounds",
     ["scenario", "sigs/s", "event-loop delay p99 ms (goal ≤ 10)"],
     SCENARIOS.map((s, i) => [s.name, fmt(at(rate, i)), fmt(at(loopP99, i))]),
   );
+}
+
+/** A baseline's cell: its rate, then its CPU per signature. */
+const rateCell = (r: Rate) => `${fmt(r.perSec)}; ${fmt(r.cpuMsPerSig, 3)}`;
+
+function printBaselinesAndRatios(baselines: Baselines, ratios: ReturnType<typeof poolRatios>): void {
   printTable(
     "Baselines and ratios (of the medians)",
     ["figure", "value"],
     [
-      [
-        "RSA-3072 in-process, 1 thread, sigs/s; CPU ms/sig",
-        `${fmt(baselines.rsa3072InProcess.perSec)}; ${fmt(baselines.rsa3072InProcess.cpuMsPerSig, 3)}`,
-      ],
-      [
-        "Ed25519 in-process, 1 thread, sigs/s; CPU ms/sig",
-        `${fmt(baselines.ed25519InProcess.perSec)}; ${fmt(baselines.ed25519InProcess.cpuMsPerSig, 3)}`,
-      ],
+      ["RSA-3072 in-process, 1 thread, sigs/s; CPU ms/sig", rateCell(baselines.rsa3072InProcess)],
+      ["Ed25519 in-process, 1 thread, sigs/s; CPU ms/sig", rateCell(baselines.ed25519InProcess)],
       [
         "Ed25519 handed to worker threads in-process (32 in flight), sigs/s; CPU ms/sig",
-        `${fmt(baselines.ed25519ViaThreads.perSec)}; ${fmt(baselines.ed25519ViaThreads.cpuMsPerSig, 3)}`,
+        rateCell(baselines.ed25519ViaThreads),
       ],
       [
         "SoftHSM2 Ed25519 via the pool in-process (32 in flight), sigs/s; CPU ms/sig",
-        `${fmt(baselines.softHsmEd25519PoolInProcess.perSec)}; ${fmt(baselines.softHsmEd25519PoolInProcess.cpuMsPerSig, 3)}`,
+        rateCell(baselines.softHsmEd25519PoolInProcess),
       ],
       ["Ed25519 file key: pool / no pool (goal ≥ 0.90)", fmt(ratios.ed25519PoolVsNoPool, 2)],
       ["SoftHSM2 Ed25519 / file Ed25519 (goal ≥ 0.60)", fmt(ratios.softhsmVsFileEd25519, 2)],
@@ -410,6 +431,24 @@ main(async () => {
       ["RSA-3072 pool / inline", fmt(ratios.rsaPoolVsInline, 2)],
     ],
   );
+}
+
+main(async () => {
+  const dir = clientDir("pool");
+  const rsaEnv = await rsaGpgKey(dir);
+  // Every scenario has a fresh Redis, so the same files are signed afresh in each.
+  const input = premadeInputs(dir, "in", CLIENTS, WARM / 2000 + SECONDS);
+  const baselines = await inProcessBaselines(dir);
+  console.log(
+    `${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures, ${ROUNDS} rounds`,
+  );
+  const results = await runRounds(dir, rsaEnv, input);
+  printScenarios(results);
+  const rate = medians(results, (r) => r.sigsPerSec);
+  const loopP99 = medians(results, (r) => r.eventLoopP99Ms);
+  const ratios = poolRatios(rate, baselines);
+  printMedians(rate, loopP99);
+  printBaselinesAndRatios(baselines, ratios);
   writeResult("signing-pool", {
     settings: {
       seconds: SECONDS,
