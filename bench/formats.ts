@@ -205,18 +205,13 @@ function osslsigncodeTool(codeSigning: { certFile: string; keyFile: string; caFi
   };
 }
 
-/** Every format of the dev state, its 1 KiB-ish inputs, and its tool. */
-function formatCases(cluster: ProcessCluster, gpg: GpgHome, dir: string): FormatCase[] {
-  const { keys, codeSigning } = cluster.state;
-  if (!codeSigning) throw new Error("the cluster signs no authenticode");
+/** The cases that sign 1 KiB text: gpg detached and clearsigned, sshsig, minisign. */
+function textCases(keys: ProcessCluster["state"]["keys"], gpg: GpgHome, dir: string): FormatCase[] {
   const gpgPublic = readFileSync(keys.gpg.publicKeyFile, "utf8");
   const sshPublic = readFileSync(keys.sshsig.publicKeyFile, "utf8");
   const minisignPublic = readFileSync(keys.minisign.publicKeyFile, "utf8");
   const tools = gpgTools(gpg);
   const checksums: FormatCase["input"] = { content: checksumsFile, ext: ".txt", bytes: 1024 };
-  const osslsigncode = osslsigncodeTool(codeSigning);
-  const signedFile = (s: Sample) => osslsigncodeVerify(s.output, codeSigning.caFile);
-  const slow = { perSecond: 300 };
   return [
     {
       name: "gpg",
@@ -255,6 +250,15 @@ function formatCases(cluster: ProcessCluster, gpg: GpgHome, dir: string): Format
       tool: minisignTool(dir),
       verifyNode: (s) => minisignVerify(minisignPublic, readBoth(s).data, readBoth(s).out),
     },
+  ];
+}
+
+/** The Authenticode cases, a 1 KiB PE and a PowerShell script, both checked against the dev CA. */
+function authenticodeCases(codeSigning: { certFile: string; keyFile: string; caFile: string }): FormatCase[] {
+  const osslsigncode = osslsigncodeTool(codeSigning);
+  const signedFile = (s: Sample) => osslsigncodeVerify(s.output, codeSigning.caFile);
+  const slow = { perSecond: 300 };
+  return [
     {
       name: "authenticode (1 KiB PE)",
       format: "authenticode",
@@ -279,6 +283,13 @@ function formatCases(cluster: ProcessCluster, gpg: GpgHome, dir: string): Format
       verifyNode: signedFile,
     },
   ];
+}
+
+/** Every format of the dev state, its 1 KiB-ish inputs, and its tool. */
+function formatCases(cluster: ProcessCluster, gpg: GpgHome, dir: string): FormatCase[] {
+  const { keys, codeSigning } = cluster.state;
+  if (!codeSigning) throw new Error("the cluster signs no authenticode");
+  return [...textCases(keys, gpg, dir), ...authenticodeCases(codeSigning)];
 }
 
 /** The tool on the case's inputs, 1 and CORES processes at a time; one more output, checked. */

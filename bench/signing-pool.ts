@@ -114,6 +114,60 @@ async function eventLoop(url: string): Promise<{ p99: number; max: number }> {
 type Inputs = (client: number, n: number) => string;
 let runId = 0;
 
+/** A SigningClient for each of CLIENTS fresh tokens, with token and nonce files of this run's own. */
+async function scenarioClients(
+  cluster: ProcessCluster,
+  url: string,
+  s: Scenario,
+  dir: string,
+): Promise<SigningClient[]> {
+  const tokens = await issueTokens(
+    url,
+    basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
+    CLIENTS,
+  );
+  // Each run's own token and nonce files: a nonce of an earlier run's Redis is a replay here.
+  const work = join(dir, `${s.name.replace(/\W+/g, "-")}-${runId++}`);
+  return tokens.map((t, i) => {
+    writeFileSync(`${work}-token-${i}`, t);
+    return new SigningClient({
+      nodes: [url],
+      tokenFile: `${work}-token-${i}`,
+      nonceFile: `${work}-nonce-${i}`,
+      maxTimeMs: 60_000,
+      requestTimeoutMs: 30_000,
+    });
+  });
+}
+
+/** The timed window: every client signs back to back for SECONDS, numbering its files from WARM on. */
+async function signForSeconds(
+  clients: number,
+  signAs: (c: number, n: number) => Promise<unknown>,
+): Promise<{ latencies: number[]; failed: number; elapsedSeconds: number }> {
+  const latencies: number[] = [];
+  let failed = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let n = WARM; performance.now() - start < SECONDS * 1000; n++) {
+        const t0 = performance.now();
+        try {
+          await signAs(c, n);
+          latencies.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  return { latencies, failed, elapsedSeconds: (performance.now() - start) / 1000 };
+}
+
+/**
+ * One scenario on a node of its own: warmed up, then 2 s idle for the event-loop delay's floor,
+ * then the timed window with the node's CPU and event-loop delay over it.
+ */
 async function runScenario(
   s: Scenario,
   dir: string,
@@ -130,46 +184,14 @@ async function runScenario(
     const pid = node?.child.pid;
     if (!node || !pid) throw new Error("no node");
     const url = node.url;
-    const tokens = await issueTokens(
-      url,
-      basicAuth(cluster.state.issuer.user, cluster.state.issuer.password),
-      CLIENTS,
-    );
-    // Each run's own token and nonce files: a nonce of an earlier run's Redis is a replay here.
-    const work = join(dir, `${s.name.replace(/\W+/g, "-")}-${runId++}`);
-    const clients = tokens.map((t, i) => {
-      writeFileSync(`${work}-token-${i}`, t);
-      return new SigningClient({
-        nodes: [url],
-        tokenFile: `${work}-token-${i}`,
-        nonceFile: `${work}-nonce-${i}`,
-        maxTimeMs: 60_000,
-        requestTimeoutMs: 30_000,
-      });
-    });
+    const clients = await scenarioClients(cluster, url, s, dir);
     const signAs = (c: number, n: number) => (clients[c] as SigningClient).sign(input(c, n), "gpg");
     await warmUp(CLIENTS, WARM, signAs);
     await eventLoop(url);
     await sleep(2000);
     const idle = await eventLoop(url);
     const cpuBefore = cpuMs(pid);
-    const latencies: number[] = [];
-    let failed = 0;
-    const start = performance.now();
-    await Promise.all(
-      clients.map(async (_, c) => {
-        for (let n = WARM; performance.now() - start < SECONDS * 1000; n++) {
-          const t0 = performance.now();
-          try {
-            await signAs(c, n);
-            latencies.push(performance.now() - t0);
-          } catch {
-            failed++;
-          }
-        }
-      }),
-    );
-    const elapsed = (performance.now() - start) / 1000;
+    const { latencies, failed, elapsedSeconds } = await signForSeconds(clients.length, signAs);
     const loop = await eventLoop(url);
     const cpu = cpuMs(pid) - cpuBefore;
     const lat = summarize(latencies);
@@ -178,7 +200,7 @@ async function runScenario(
       workers: s.workers === undefined ? "default" : String(s.workers),
       signed: latencies.length,
       failed,
-      sigsPerSec: latencies.length / elapsed,
+      sigsPerSec: latencies.length / elapsedSeconds,
       p50Ms: lat.p50,
       p99Ms: lat.p99,
       idleEventLoopP99Ms: idle.p99,
@@ -321,23 +343,40 @@ function medians(results: ScenarioResult[], figure: (r: ScenarioResult) => numbe
   return SCENARIOS.map((s) => summarize(results.filter((r) => r.name === s.name).map(figure)).p50);
 }
 
-main(async () => {
-  const dir = clientDir("pool");
-  const rsaEnv = await rsaGpgKey(dir);
-  // Every scenario has a fresh Redis, so the same files are signed afresh in each.
-  const input = premadeInputs(dir, "in", CLIENTS, WARM / 2000 + SECONDS);
+/** A scenario's figure out of a list in SCENARIOS' order. */
+const at = (xs: number[], i: number) => xs[i] as number;
+
+interface Rate {
+  perSec: number;
+  cpuMsPerSig: number;
+}
+
+interface Baselines {
+  rsa3072InProcess: Rate;
+  ed25519InProcess: Rate;
+  ed25519ViaThreads: Rate;
+  softHsmEd25519PoolInProcess: Rate;
+}
+
+/** The rates without HTTP the scenarios are set against: one thread, worker threads, SoftHSM2. */
+async function inProcessBaselines(dir: string): Promise<Baselines> {
   const rsa = generateKeyPairSync("rsa", { modulusLength: 3072 }).privateKey;
   const ed = generateKeyPairSync("ed25519").privateKey;
   const digest = randomBytes(32);
-  const baselines = {
+  return {
     rsa3072InProcess: inProcessRate(() => rsaPkcs1Sign(rsa, digest)),
     ed25519InProcess: inProcessRate(() => sign(null, digest, ed)),
     ed25519ViaThreads: await ed25519ViaThreads(),
     softHsmEd25519PoolInProcess: await softHsmPoolRate(dir),
   };
-  console.log(
-    `${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures, ${ROUNDS} rounds`,
-  );
+}
+
+/** Every scenario once a round, ROUNDS rounds, each on a fresh node; one line per scenario as it ends. */
+async function runRounds(
+  dir: string,
+  rsaEnv: Record<string, string>,
+  input: Inputs,
+): Promise<ScenarioResult[]> {
   const results: ScenarioResult[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     // Alternating order: the shared machine's drift does not favour the scenarios run first.
@@ -347,40 +386,44 @@ main(async () => {
       console.log(`  ${round} ${r.name}: ${fmt(r.sigsPerSec)}/s, event loop p99 ${fmt(r.eventLoopP99Ms)} ms`);
     }
   }
-  printScenarios(results);
-  const rate = medians(results, (r) => r.sigsPerSec);
-  const loopP99 = medians(results, (r) => r.eventLoopP99Ms);
-  const at = (xs: number[], i: number) => xs[i] as number;
-  const ratios = {
+  return results;
+}
+
+/** The issue's questions, as ratios of the scenarios' median rates (and of one baseline). */
+function poolRatios(rate: number[], baselines: Baselines) {
+  return {
     ed25519PoolVsNoPool: ratio(at(rate, 1), at(rate, 0)),
     softhsmVsFileEd25519: ratio(at(rate, 2), at(rate, 1)),
     rsaPoolVsInProcessSingleThread: ratio(at(rate, 4), baselines.rsa3072InProcess.perSec),
     rsaPoolVsInline: ratio(at(rate, 4), at(rate, 3)),
   };
+}
+
+function printMedians(rate: number[], loopP99: number[]): void {
   printTable(
     "Medians over the rounds",
     ["scenario", "sigs/s", "event-loop delay p99 ms (goal ≤ 10)"],
     SCENARIOS.map((s, i) => [s.name, fmt(at(rate, i)), fmt(at(loopP99, i))]),
   );
+}
+
+/** A baseline's cell: its rate, then its CPU per signature. */
+const rateCell = (r: Rate) => `${fmt(r.perSec)}; ${fmt(r.cpuMsPerSig, 3)}`;
+
+function printBaselinesAndRatios(baselines: Baselines, ratios: ReturnType<typeof poolRatios>): void {
   printTable(
     "Baselines and ratios (of the medians)",
     ["figure", "value"],
     [
-      [
-        "RSA-3072 in-process, 1 thread, sigs/s; CPU ms/sig",
-        `${fmt(baselines.rsa3072InProcess.perSec)}; ${fmt(baselines.rsa3072InProcess.cpuMsPerSig, 3)}`,
-      ],
-      [
-        "Ed25519 in-process, 1 thread, sigs/s; CPU ms/sig",
-        `${fmt(baselines.ed25519InProcess.perSec)}; ${fmt(baselines.ed25519InProcess.cpuMsPerSig, 3)}`,
-      ],
+      ["RSA-3072 in-process, 1 thread, sigs/s; CPU ms/sig", rateCell(baselines.rsa3072InProcess)],
+      ["Ed25519 in-process, 1 thread, sigs/s; CPU ms/sig", rateCell(baselines.ed25519InProcess)],
       [
         "Ed25519 handed to worker threads in-process (32 in flight), sigs/s; CPU ms/sig",
-        `${fmt(baselines.ed25519ViaThreads.perSec)}; ${fmt(baselines.ed25519ViaThreads.cpuMsPerSig, 3)}`,
+        rateCell(baselines.ed25519ViaThreads),
       ],
       [
         "SoftHSM2 Ed25519 via the pool in-process (32 in flight), sigs/s; CPU ms/sig",
-        `${fmt(baselines.softHsmEd25519PoolInProcess.perSec)}; ${fmt(baselines.softHsmEd25519PoolInProcess.cpuMsPerSig, 3)}`,
+        rateCell(baselines.softHsmEd25519PoolInProcess),
       ],
       ["Ed25519 file key: pool / no pool (goal ≥ 0.90)", fmt(ratios.ed25519PoolVsNoPool, 2)],
       ["SoftHSM2 Ed25519 / file Ed25519 (goal ≥ 0.60)", fmt(ratios.softhsmVsFileEd25519, 2)],
@@ -388,6 +431,24 @@ main(async () => {
       ["RSA-3072 pool / inline", fmt(ratios.rsaPoolVsInline, 2)],
     ],
   );
+}
+
+main(async () => {
+  const dir = clientDir("pool");
+  const rsaEnv = await rsaGpgKey(dir);
+  // Every scenario has a fresh Redis, so the same files are signed afresh in each.
+  const input = premadeInputs(dir, "in", CLIENTS, WARM / 2000 + SECONDS);
+  const baselines = await inProcessBaselines(dir);
+  console.log(
+    `${CLIENTS} clients, ${SECONDS} s per scenario after ${WARM} warm-up signatures, ${ROUNDS} rounds`,
+  );
+  const results = await runRounds(dir, rsaEnv, input);
+  printScenarios(results);
+  const rate = medians(results, (r) => r.sigsPerSec);
+  const loopP99 = medians(results, (r) => r.eventLoopP99Ms);
+  const ratios = poolRatios(rate, baselines);
+  printMedians(rate, loopP99);
+  printBaselinesAndRatios(baselines, ratios);
   writeResult("signing-pool", {
     settings: {
       seconds: SECONDS,

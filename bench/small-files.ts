@@ -116,11 +116,13 @@ function printTargets(levels: LevelResult[], gpgUnprotected: number, verified: V
   return { targets, met };
 }
 
-/** Prints the tables and writes bench/results/small-files.json. */
-function report(levels: LevelResult[], baselines: BaselineResult[], warm: WarmUp, verified: Verified): void {
-  const gpgUnprotected = best(baselines, GPG_UNPROTECTED);
-  const gpgProtected = best(baselines, GPG_PROTECTED);
-  const signer = best(baselines, SIGNER_IN_PROCESS);
+/** The levels' table, each level's rate also set against gpg's best rates and the in-process signer's. */
+function printLevels(
+  levels: LevelResult[],
+  gpgUnprotected: number,
+  gpgProtected: number,
+  signer: number,
+): void {
   printTable(
     "Small files (1 KiB): one node, full HTTP path (token check, nonce, upload, sign, fetch)",
     [
@@ -158,11 +160,23 @@ function report(levels: LevelResult[], baselines: BaselineResult[], warm: WarmUp
       `${fmt(100 * ratio(l.sigsPerSec, signer), 0)} %`,
     ]),
   );
+}
+
+function printBaselines(baselines: BaselineResult[]): void {
   printTable(
     "Small files (1 KiB): baselines, same files, same run",
     ["signer", "concurrency", "signed", "sigs/s", "CPU ms/sig", "p50 ms", "p99 ms"],
     baselines.map((b) => [b.name, b.concurrency, b.signed, b.sigsPerSec, b.cpuMsPerSig, b.p50Ms, b.p99Ms]),
   );
+}
+
+/** Prints the tables and writes bench/results/small-files.json. */
+function report(levels: LevelResult[], baselines: BaselineResult[], warm: WarmUp, verified: Verified): void {
+  const gpgUnprotected = best(baselines, GPG_UNPROTECTED);
+  const gpgProtected = best(baselines, GPG_PROTECTED);
+  const signer = best(baselines, SIGNER_IN_PROCESS);
+  printLevels(levels, gpgUnprotected, gpgProtected, signer);
+  printBaselines(baselines);
   const { targets, met } = printTargets(levels, gpgUnprotected, verified);
   writeResult("small-files", {
     settings: {
