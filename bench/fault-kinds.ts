@@ -103,7 +103,23 @@ async function run(kind: Kind): Promise<KindRun> {
   }
 }
 
-main(async () => {
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const at = (r: KindRun, ts: number[]) => r.seconds.filter((s) => ts.includes(s.t));
+
+/** The summary of one kind: the 3 s before the first disturbance, and the DIP seconds after each. */
+interface SummaryRow {
+  kind: Kind;
+  what: string;
+  preRate: number;
+  preCpu: number;
+  first: { ratePct: number; cpuX: number };
+  second: { ratePct: number; cpuX: number };
+  retries: number;
+  failed: number;
+}
+
+/** One fresh rig per kind in BENCH_KINDS, in order; an unknown kind stops the run before its rig. */
+async function runKinds(): Promise<KindRun[]> {
   const runs: KindRun[] = [];
   for (const kind of ORDER) {
     if (!(kind in KINDS))
@@ -111,38 +127,44 @@ main(async () => {
     console.log(`  ${kind}…`);
     runs.push(await run(kind));
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-  const at = (r: KindRun, ts: number[]) => r.seconds.filter((s) => ts.includes(s.t));
+  return runs;
+}
+
+function printPerSecond(runs: KindRun[]): void {
   printTable(
     `Fault kinds: signed per second (t = seconds since the first disturbance; the second at t = ${SECOND_AT_S})`,
     ["kind", ...(runs[0]?.seconds.map((s) => `${s.t}`) ?? [])],
     runs.map((r) => [r.kind, ...r.seconds.map((s) => s.signed)]),
   );
-  const rows = runs.map((r) => {
-    const pre = at(r, [-3, -2, -1]);
-    const preRate = mean(pre.map((s) => s.signed));
-    const preCpu = mean(pre.map((s) => s.nodeCpuMsPerSig));
-    const dip = (offset: number) => {
-      const sec = at(
-        r,
-        DIP.map((d) => d + offset),
-      );
-      return {
-        ratePct: (100 * mean(sec.map((s) => s.signed))) / preRate,
-        cpuX: mean(sec.map((s) => s.nodeCpuMsPerSig)) / preCpu,
-      };
-    };
+}
+
+function summaryRow(r: KindRun): SummaryRow {
+  const pre = at(r, [-3, -2, -1]);
+  const preRate = mean(pre.map((s) => s.signed));
+  const preCpu = mean(pre.map((s) => s.nodeCpuMsPerSig));
+  const dip = (offset: number) => {
+    const sec = at(
+      r,
+      DIP.map((d) => d + offset),
+    );
     return {
-      kind: r.kind,
-      what: KINDS[r.kind],
-      preRate,
-      preCpu,
-      first: dip(0),
-      second: dip(SECOND_AT_S),
-      retries: r.retries,
-      failed: r.failed,
+      ratePct: (100 * mean(sec.map((s) => s.signed))) / preRate,
+      cpuX: mean(sec.map((s) => s.nodeCpuMsPerSig)) / preCpu,
     };
-  });
+  };
+  return {
+    kind: r.kind,
+    what: KINDS[r.kind],
+    preRate,
+    preCpu,
+    first: dip(0),
+    second: dip(SECOND_AT_S),
+    retries: r.retries,
+    failed: r.failed,
+  };
+}
+
+function printSummary(rows: SummaryRow[]): void {
   printTable(
     `Fault kinds: seconds ${DIP[0]}–${DIP[DIP.length - 1]} after each disturbance, against the 3 s before the first`,
     [
@@ -170,6 +192,13 @@ main(async () => {
       x.failed,
     ]),
   );
+}
+
+main(async () => {
+  const runs = await runKinds();
+  printPerSecond(runs);
+  const rows = runs.map(summaryRow);
+  printSummary(rows);
   writeResult("fault-kinds", {
     settings: {
       clients: CLIENTS,

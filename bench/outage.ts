@@ -89,9 +89,11 @@ function recovery(
   return { dipped, recoveryMs: dipped ? null : 0 };
 }
 
-async function run(fault: Fault, mode: Mode): Promise<RunResult> {
-  const classic = mode === "classic";
-  const rig = await ChaosRig.start({
+type Jobs = LoadResult["jobs"];
+
+/** A fresh rig for one run; the classic one keeps no orphaned token and gives no grace. */
+function startRig(fault: Fault, classic: boolean): Promise<ChaosRig> {
+  return ChaosRig.start({
     sentinel: fault === "failover",
     nodes: NODES,
     clients: CLIENTS,
@@ -100,6 +102,137 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
       ...(classic ? { SIGNING__store__orphanPolicy: "reject", SIGNING__store__recoveryGraceMs: "1" } : {}),
     },
   });
+}
+
+/** Waits the steady WARM_MS; each node's share of the nodes' CPU meanwhile shows the clients spread evenly. */
+async function steadyCpuShare(rig: ChaosRig): Promise<number[]> {
+  const pids = rig.nodes.map((n) => n.child.pid ?? 0);
+  const cpu0 = pids.map(cpuMs);
+  await sleep(WARM_MS);
+  const nodeCpu = pids.map((p, i) => cpuMs(p) - (cpu0[i] ?? 0));
+  return nodeCpu.map(
+    (c) =>
+      c /
+      Math.max(
+        1,
+        nodeCpu.reduce((a, b) => a + b, 0),
+      ),
+  );
+}
+
+/** When the monitor saw Redis down, and when it counted the restart (ms since the epoch). */
+interface Sightings {
+  downSeenAt?: number;
+  detectedAt?: number;
+}
+
+/**
+ * Polls the monitor every 100 ms, until `stop` or until it counts the restart (`restarts` above
+ * `before`); `stopped` settles after the last poll. A classic run has no monitor and polls nothing.
+ */
+function watchMonitor(
+  rig: ChaosRig,
+  restarts: () => Promise<number>,
+  before: number,
+  classic: boolean,
+): { seen: Sightings; stop: () => void; stopped: Promise<void> } {
+  const seen: Sightings = {};
+  let polling = !classic;
+  const poller = (async () => {
+    while (polling && seen.detectedAt === undefined) {
+      try {
+        if (seen.downSeenAt === undefined && (await rig.monitorMetric("signing_monitor_redis_up")) === 0)
+          seen.downSeenAt = Date.now();
+        if ((await restarts()) > before) seen.detectedAt = Date.now();
+      } catch {
+        // the monitor is busy: try again
+      }
+      await sleep(100);
+    }
+  })();
+  return {
+    seen,
+    stop: () => {
+      polling = false;
+    },
+    stopped: poller,
+  };
+}
+
+/** A data loss: Redis killed and restarted empty 300 ms later; a failover: the primary killed. */
+async function injectFault(rig: ChaosRig, fault: Fault): Promise<void> {
+  if (fault === "data-loss") {
+    await rig.primary.kill();
+    await sleep(300);
+    await rig.primary.restart();
+  } else {
+    await rig.primary.kill();
+  }
+}
+
+/** Signed and failed jobs in each second from the steady seconds before the fault to AFTER_MS after. */
+function perSecondCounts(jobs: Jobs, faultAt: number): RunResult["perSecond"] {
+  const perSecond: RunResult["perSecond"] = [];
+  for (let s = -Math.floor(WARM_MS / 1000) + 1; s < AFTER_MS / 1000; s++) {
+    const lo = faultAt + s * 1000;
+    const inSec = jobs.filter((j) => j.end >= lo && j.end < lo + 1000);
+    perSecond.push({
+      t: s,
+      signed: inSec.filter((j) => j.ok).length,
+      failed: inSec.filter((j) => !j.ok).length,
+    });
+  }
+  return perSecond;
+}
+
+/** What one run's rig measured, as the result the tables and the JSON show. */
+interface Observed {
+  fault: Fault;
+  mode: Mode;
+  load: LoadResult;
+  loadStart: number;
+  warmAt: number;
+  faultAt: number;
+  seen: Sightings;
+  cpuShare: number[];
+}
+
+function runResult(o: Observed): RunResult {
+  const { load: r, faultAt } = o;
+  // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
+  // signs ~3/4 of its share.
+  const warmJobs = r.jobs.filter((j) => j.end <= o.warmAt);
+  const warm = warmUpFigures(
+    warmJobs.filter((j) => j.ok).map((j) => j.end),
+    o.loadStart,
+    warmJobs.filter((j) => !j.ok).length,
+  );
+  const ok = r.jobs.filter((j) => j.ok).map((j) => j.end);
+  const baseline = ok.filter((e) => e >= faultAt - 3000 && e < faultAt).length / 3;
+  const rec = recovery(ok, faultAt, AFTER_MS, baseline);
+  // SigningLoad's loops keep signing after a failure; a build would stop at its first one.
+  return {
+    fault: o.fault,
+    mode: o.mode,
+    signed: r.signed,
+    failed: r.failed,
+    firstFailureMs: r.failed ? Math.min(...r.jobs.filter((j) => !j.ok).map((j) => j.end)) - faultAt : null,
+    retries: r.retries,
+    baselinePerSec: baseline,
+    downSeenMs: o.seen.downSeenAt === undefined ? null : o.seen.downSeenAt - faultAt,
+    detectMs: o.seen.detectedAt === undefined ? null : o.seen.detectedAt - faultAt,
+    recoveryMs: rec.recoveryMs,
+    dipped: rec.dipped,
+    perSecond: perSecondCounts(r.jobs, faultAt),
+    warmUp: warm,
+    cpuShare: o.cpuShare,
+    errors: [...new Set(r.errors)].slice(0, 5),
+  };
+}
+
+async function run(fault: Fault, mode: Mode): Promise<RunResult> {
+  const classic = mode === "classic";
+  const rig = await startRig(fault, classic);
   const filesDir = clientDir(`outage-${fault}-${mode}`);
   try {
     if (classic) await rig.monitor?.stop("SIGKILL");
@@ -107,129 +240,53 @@ async function run(fault: Fault, mode: Mode): Promise<RunResult> {
     const metric = () => rig.monitorMetric("signing_monitor_redis_restarts_total", `kind="${kind}"`);
     const { load, loadStart, warmAt } = await warmRigLoad(rig, filesDir, CLIENTS);
     const before = classic ? Number.NaN : await metric();
-    // Each node's share of the nodes' CPU before the fault: shows the clients spread evenly.
-    const pids = rig.nodes.map((n) => n.child.pid ?? 0);
-    const cpu0 = pids.map(cpuMs);
-    await sleep(WARM_MS);
-    const nodeCpu = pids.map((p, i) => cpuMs(p) - (cpu0[i] ?? 0));
-    const cpuShare = nodeCpu.map(
-      (c) =>
-        c /
-        Math.max(
-          1,
-          nodeCpu.reduce((a, b) => a + b, 0),
-        ),
-    );
+    const cpuShare = await steadyCpuShare(rig);
     const faultAt = Date.now();
-    let detectedAt: number | undefined;
-    let downSeenAt: number | undefined;
-    let polling = !classic;
-    const poller = (async () => {
-      while (polling && detectedAt === undefined) {
-        try {
-          if (downSeenAt === undefined && (await rig.monitorMetric("signing_monitor_redis_up")) === 0)
-            downSeenAt = Date.now();
-          if ((await metric()) > before) detectedAt = Date.now();
-        } catch {
-          // the monitor is busy: try again
-        }
-        await sleep(100);
-      }
-    })();
-    if (fault === "data-loss") {
-      await rig.primary.kill();
-      await sleep(300);
-      await rig.primary.restart();
-    } else {
-      await rig.primary.kill();
-    }
+    const watch = watchMonitor(rig, metric, before, classic);
+    await injectFault(rig, fault);
     await sleep(Math.max(0, faultAt + AFTER_MS - Date.now()));
-    polling = false;
-    const r: LoadResult = await load.stop();
-    await poller;
-    // WARM_SIGNATURES_PER_NODE × NODES in all: 8 clients over 3 nodes split 3/3/2, so one node
-    // signs ~3/4 of its share.
-    const warmJobs = r.jobs.filter((j) => j.end <= warmAt);
-    const warm = warmUpFigures(
-      warmJobs.filter((j) => j.ok).map((j) => j.end),
-      loadStart,
-      warmJobs.filter((j) => !j.ok).length,
-    );
-
-    const ok = r.jobs.filter((j) => j.ok).map((j) => j.end);
-    const baseline = ok.filter((e) => e >= faultAt - 3000 && e < faultAt).length / 3;
-    const rec = recovery(ok, faultAt, AFTER_MS, baseline);
-    const perSecond: RunResult["perSecond"] = [];
-    for (let s = -Math.floor(WARM_MS / 1000) + 1; s < AFTER_MS / 1000; s++) {
-      const lo = faultAt + s * 1000;
-      const inSec = r.jobs.filter((j) => j.end >= lo && j.end < lo + 1000);
-      perSecond.push({
-        t: s,
-        signed: inSec.filter((j) => j.ok).length,
-        failed: inSec.filter((j) => !j.ok).length,
-      });
-    }
-    // SigningLoad's loops keep signing after a failure; a build would stop at its first one.
-    return {
-      fault,
-      mode,
-      signed: r.signed,
-      failed: r.failed,
-      firstFailureMs: r.failed ? Math.min(...r.jobs.filter((j) => !j.ok).map((j) => j.end)) - faultAt : null,
-      retries: r.retries,
-      baselinePerSec: baseline,
-      downSeenMs: downSeenAt === undefined ? null : downSeenAt - faultAt,
-      detectMs: detectedAt === undefined ? null : detectedAt - faultAt,
-      recoveryMs: rec.recoveryMs,
-      dipped: rec.dipped,
-      perSecond,
-      warmUp: warm,
-      cpuShare,
-      errors: [...new Set(r.errors)].slice(0, 5),
-    };
+    watch.stop();
+    const r = await load.stop();
+    await watch.stopped;
+    return runResult({ fault, mode, load: r, loadStart, warmAt, faultAt, seen: watch.seen, cpuShare });
   } finally {
     await rig.stop();
     rmSync(filesDir, { recursive: true, force: true });
   }
 }
 
-main(async () => {
-  const runs: RunResult[] = [];
-  for (const fault of FAULTS) {
-    for (const mode of ["product", "classic"] as Mode[]) {
-      console.log(`  ${fault}, ${mode}…`);
-      runs.push(await run(fault, mode));
-    }
-    const pair = runs.filter((r) => r.fault === fault);
-    const series: Series[] = pair.flatMap((r, i) => [
-      {
-        name: `${r.mode}: signed/s`,
-        points: r.perSecond.map((p) => [p.t + 0.5, p.signed] as [number, number]),
-        color: i === 0 ? "#1f77b4" : "#d62728",
-      },
-      {
-        name: `${r.mode}: failed/s`,
-        points: r.perSecond.map((p) => [p.t + 0.5, p.failed] as [number, number]),
-        color: i === 0 ? "#1f77b4" : "#d62728",
-        dashed: true,
-      },
-    ]);
-    const product = pair.find((r) => r.mode === "product");
-    writeSvg(
-      `outage-${fault}`,
-      svgLineChart({
-        title: `Signing through a Redis ${fault === "data-loss" ? "restart with data loss" : "Sentinel failover"} (${CLIENTS} clients, ${NODES} nodes)`,
-        xLabel: "seconds since the fault",
-        yLabel: "jobs per second",
-        series,
-        markers: [
-          { x: 0, label: fault === "data-loss" ? "Redis killed, restarted empty" : "primary killed" },
-          ...(product?.detectMs != null ? [{ x: product.detectMs / 1000, label: "monitor detects" }] : []),
-        ],
-      }),
-    );
-  }
+/** The SVG chart of one fault: both modes' signed and failed per second, and when the monitor detected. */
+function writeChart(fault: Fault, pair: RunResult[]): void {
+  const series: Series[] = pair.flatMap((r, i) => [
+    {
+      name: `${r.mode}: signed/s`,
+      points: r.perSecond.map((p) => [p.t + 0.5, p.signed] as [number, number]),
+      color: i === 0 ? "#1f77b4" : "#d62728",
+    },
+    {
+      name: `${r.mode}: failed/s`,
+      points: r.perSecond.map((p) => [p.t + 0.5, p.failed] as [number, number]),
+      color: i === 0 ? "#1f77b4" : "#d62728",
+      dashed: true,
+    },
+  ]);
+  const product = pair.find((r) => r.mode === "product");
+  writeSvg(
+    `outage-${fault}`,
+    svgLineChart({
+      title: `Signing through a Redis ${fault === "data-loss" ? "restart with data loss" : "Sentinel failover"} (${CLIENTS} clients, ${NODES} nodes)`,
+      xLabel: "seconds since the fault",
+      yLabel: "jobs per second",
+      series,
+      markers: [
+        { x: 0, label: fault === "data-loss" ? "Redis killed, restarted empty" : "primary killed" },
+        ...(product?.detectMs != null ? [{ x: product.detectMs / 1000, label: "monitor detects" }] : []),
+      ],
+    }),
+  );
+}
 
+function printPerSecond(runs: RunResult[]): void {
   printTable(
     "Outage: per second, signed (failed) — t = seconds since the fault",
     ["run", ...(runs[0]?.perSecond.map((p) => `${p.t}`) ?? [])],
@@ -238,6 +295,9 @@ main(async () => {
       ...r.perSecond.map((p) => (p.failed ? `${p.signed}(${p.failed})` : `${p.signed}`)),
     ]),
   );
+}
+
+function printSummary(runs: RunResult[]): void {
   printTable(
     "Outage: summary",
     [
@@ -269,8 +329,14 @@ main(async () => {
       r.cpuShare.map((c) => `${Math.round(c * 100)}%`).join(" / "),
     ]),
   );
-  for (const r of runs.filter((x) => x.errors.length))
-    console.log(`${r.fault} ${r.mode} errors: ${r.errors.join(" | ")}`);
+}
+
+/** The targets table, of the product runs only: no failed job, detected within 2 s, recovered within 5 s. */
+function printTargets(runs: RunResult[]): {
+  zeroFailed: boolean;
+  detectWithin2s: boolean;
+  recoverWithin5s: boolean;
+} {
   const products = runs.filter((r) => r.mode === "product");
   const met = {
     zeroFailed: products.every((r) => r.failed === 0),
@@ -301,6 +367,26 @@ main(async () => {
       ],
     ],
   );
+  return met;
+}
+
+main(async () => {
+  const runs: RunResult[] = [];
+  for (const fault of FAULTS) {
+    for (const mode of ["product", "classic"] as Mode[]) {
+      console.log(`  ${fault}, ${mode}…`);
+      runs.push(await run(fault, mode));
+    }
+    writeChart(
+      fault,
+      runs.filter((r) => r.fault === fault),
+    );
+  }
+  printPerSecond(runs);
+  printSummary(runs);
+  for (const r of runs.filter((x) => x.errors.length))
+    console.log(`${r.fault} ${r.mode} errors: ${r.errors.join(" | ")}`);
+  const met = printTargets(runs);
   writeResult("outage", {
     settings: {
       clients: CLIENTS,

@@ -49,6 +49,96 @@ interface ScaleResult {
   errors: string[];
 }
 
+/** The timed loops' signed jobs (when each ended, how long it took) and what went wrong. */
+interface Signing {
+  jobs: { end: number; ms: number }[];
+  errors: string[];
+  failed: number;
+  retries: number;
+}
+
+/** One signtool client per token, each given every node, with its token and nonce files in `dir`. */
+function makeClients(urls: string[], tokens: string[], dir: string): SigningClient[] {
+  return tokens.map((t, i) => {
+    writeFileSync(join(dir, `token-${i}`), t);
+    return new SigningClient({
+      nodes: urls,
+      tokenFile: join(dir, `token-${i}`),
+      nonceFile: join(dir, `nonce-${i}`),
+      maxTimeMs: 60_000,
+      requestTimeoutMs: 30_000,
+    });
+  });
+}
+
+/**
+ * Every client signing in a loop until `stop` is called; `stop` resolves once each loop has
+ * finished its last job.
+ */
+function startSigning(
+  clients: SigningClient[],
+  inputFile: (client: number, n: number) => string,
+): { signing: Signing; stop: () => Promise<void> } {
+  const signing: Signing = { jobs: [], errors: [], failed: 0, retries: 0 };
+  let running = true;
+  const loops = clients.map(async (client, i) => {
+    for (let n = 0; running; n++) {
+      const file = inputFile(i, n);
+      const t0 = performance.now();
+      try {
+        const r = await client.sign(file, "gpg");
+        signing.jobs.push({ end: performance.now(), ms: performance.now() - t0 });
+        signing.retries += r.retries;
+      } catch (err) {
+        signing.failed++;
+        if (signing.errors.length < 5) signing.errors.push((err as Error).message);
+      }
+    }
+  });
+  return {
+    signing,
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** The clients against a warm cluster: WARM_MS untimed, then SECONDS timed, with each node's CPU. */
+async function timedRun(
+  nodes: number,
+  clients: SigningClient[],
+  pids: number[],
+  dir: string,
+  warm: WarmUp,
+): Promise<ScaleResult> {
+  const inputFile = premadeInputs(dir, `n${nodes}`, CLIENTS, SECONDS + WARM_MS / 1000);
+  const { signing, stop } = startSigning(clients, inputFile);
+  await sleep(WARM_MS);
+  const from = performance.now();
+  const cpu0 = pids.map(cpuMs);
+  await sleep(SECONDS * 1000);
+  const to = performance.now();
+  const cpu = pids.map((p, i) => cpuMs(p) - (cpu0[i] ?? 0));
+  await stop();
+  const inWindow = signing.jobs.filter((j) => j.end >= from && j.end < to);
+  const s = summarize(inWindow.map((j) => j.ms));
+  const total = cpu.reduce((a, b) => a + b, 0);
+  return {
+    nodes,
+    signed: inWindow.length,
+    failed: signing.failed,
+    retries: signing.retries,
+    sigsPerSec: inWindow.length / ((to - from) / 1000),
+    p50Ms: s.p50,
+    p99Ms: s.p99,
+    nodeCpuMsPerSig: total / Math.max(1, inWindow.length),
+    cpuShare: cpu.map((c) => c / Math.max(1, total)),
+    warmUp: warm,
+    errors: signing.errors,
+  };
+}
+
 async function run(nodes: number): Promise<ScaleResult> {
   const dir = clientDir(`scale-${nodes}`);
   const cluster = await ProcessCluster.start({
@@ -58,66 +148,14 @@ async function run(nodes: number): Promise<ScaleResult> {
   try {
     const auth = basicAuth(cluster.state.issuer.user, cluster.state.issuer.password);
     const tokens = await issueTokens(cluster.urls[0] as string, auth, CLIENTS);
-    const clients = tokens.map((t, i) => {
-      writeFileSync(join(dir, `token-${i}`), t);
-      return new SigningClient({
-        nodes: cluster.urls,
-        tokenFile: join(dir, `token-${i}`),
-        nonceFile: join(dir, `nonce-${i}`),
-        maxTimeMs: 60_000,
-        requestTimeoutMs: 30_000,
-      });
-    });
+    const clients = makeClients(cluster.urls, tokens, dir);
     // Fresh nodes, untimed, until each has signed its share (lib.ts, WARM_SIGNATURES_PER_NODE).
     const warmInput = premadeInputs(dir, `w${nodes}`, CLIENTS, (WARM_SIGNATURES_PER_NODE * nodes) / 2000);
     const warm = await warmUp(CLIENTS, WARM_SIGNATURES_PER_NODE * nodes, (w, n) =>
       (clients[w] as SigningClient).sign(warmInput(w, n), "gpg"),
     );
     const pids = cluster.nodes.map((n) => n.child.pid ?? 0);
-    const jobs: { end: number; ms: number }[] = [];
-    const errors: string[] = [];
-    let failed = 0;
-    let retries = 0;
-    let running = true;
-    const inputFile = premadeInputs(dir, `n${nodes}`, CLIENTS, SECONDS + WARM_MS / 1000);
-    const loops = clients.map(async (client, i) => {
-      for (let n = 0; running; n++) {
-        const file = inputFile(i, n);
-        const t0 = performance.now();
-        try {
-          const r = await client.sign(file, "gpg");
-          jobs.push({ end: performance.now(), ms: performance.now() - t0 });
-          retries += r.retries;
-        } catch (err) {
-          failed++;
-          if (errors.length < 5) errors.push((err as Error).message);
-        }
-      }
-    });
-    await sleep(WARM_MS);
-    const from = performance.now();
-    const cpu0 = pids.map(cpuMs);
-    await sleep(SECONDS * 1000);
-    const to = performance.now();
-    const cpu = pids.map((p, i) => cpuMs(p) - (cpu0[i] ?? 0));
-    running = false;
-    await Promise.all(loops);
-    const inWindow = jobs.filter((j) => j.end >= from && j.end < to);
-    const s = summarize(inWindow.map((j) => j.ms));
-    const total = cpu.reduce((a, b) => a + b, 0);
-    return {
-      nodes,
-      signed: inWindow.length,
-      failed,
-      retries,
-      sigsPerSec: inWindow.length / ((to - from) / 1000),
-      p50Ms: s.p50,
-      p99Ms: s.p99,
-      nodeCpuMsPerSig: total / Math.max(1, inWindow.length),
-      cpuShare: cpu.map((c) => c / Math.max(1, total)),
-      warmUp: warm,
-      errors,
-    };
+    return await timedRun(nodes, clients, pids, dir, warm);
   } finally {
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -36,60 +36,66 @@ async function commandstats(redis: Redis): Promise<{ calls: number; usec: number
   return { calls: Number(scan?.[1] ?? 0), usec };
 }
 
-main(async () => {
-  const server = await RedisServer.start();
-  const redis = new Redis(server.url);
-  const keys = new StoreKeys("signing:");
-  const rows: Row[] = [];
-  try {
-    const exp = Date.now() + 3_600_000;
-    const fill = redis.pipeline();
-    for (let i = 0; i < TOKENS; i++) {
-      fill.set(keys.token(`t${i}`), '{"iss":"bench"}', "PXAT", exp);
-      fill.hset(keys.nonce(`t${i}`), { n: "1", d: "x", r: "0" });
-      fill.pexpireat(keys.nonce(`t${i}`), exp);
-      if (i % 10 === 0) fill.set(keys.revoked(`t${i}`), "revoked", "PXAT", exp);
-    }
-    await fill.exec();
-    let others = 0;
-    for (const k of KEYS_K) {
-      // Results and jobs in pairs, as signing leaves them.
-      while (others < k * 1000) {
-        const pipe = redis.pipeline();
-        for (let i = 0; i < 5000 && others < k * 1000; i += 2, others += 2) {
-          pipe.set(keys.result("gpg", `f${others}`), "-----BEGIN PGP SIGNATURE-----", "PX", 3_600_000);
-          pipe.hset(keys.job("gpg", `f${others}`), { state: "done", node: "n1" });
-        }
-        await pipe.exec();
-      }
-      const redisMs: number[] = [];
-      const wall: number[] = [];
-      let scanCalls = 0;
-      for (let r = 0; r < ROUNDS; r++) {
-        await redis.config("RESETSTAT");
-        const t0 = performance.now();
-        const snap = await takeSnapshot(redis, keys, "bench");
-        wall.push(performance.now() - t0);
-        const s = await commandstats(redis);
-        scanCalls = s.calls;
-        redisMs.push(s.usec / 1000);
-        if (snap.tokens.length !== TOKENS) throw new Error(`snapshot found ${snap.tokens.length} tokens`);
-      }
-      const ms = percentile(redisMs, 50);
-      rows.push({
-        otherKeys: others,
-        tokens: TOKENS,
-        scanCalls,
-        redisMsPerSnapshot: ms,
-        redisUsPerThousandKeys: (ms * 1000) / ((others + TOKENS * 2.1) / 1000),
-        wallMs: percentile(wall, 50),
-        redisShareEvery5s: ms / 5000,
-      });
-    }
-  } finally {
-    redis.disconnect();
-    await server.stop();
+/** The tokens the monitor looks for: each with its nonce, every tenth revoked. */
+async function fillTokens(redis: Redis, keys: StoreKeys): Promise<void> {
+  const exp = Date.now() + 3_600_000;
+  const fill = redis.pipeline();
+  for (let i = 0; i < TOKENS; i++) {
+    fill.set(keys.token(`t${i}`), '{"iss":"bench"}', "PXAT", exp);
+    fill.hset(keys.nonce(`t${i}`), { n: "1", d: "x", r: "0" });
+    fill.pexpireat(keys.nonce(`t${i}`), exp);
+    if (i % 10 === 0) fill.set(keys.revoked(`t${i}`), "revoked", "PXAT", exp);
   }
+  await fill.exec();
+}
+
+/** Adds results and jobs, in pairs as signing leaves them, from `from` up to `target`; returns the new count. */
+async function addResultsAndJobs(
+  redis: Redis,
+  keys: StoreKeys,
+  from: number,
+  target: number,
+): Promise<number> {
+  let others = from;
+  while (others < target) {
+    const pipe = redis.pipeline();
+    for (let i = 0; i < 5000 && others < target; i += 2, others += 2) {
+      pipe.set(keys.result("gpg", `f${others}`), "-----BEGIN PGP SIGNATURE-----", "PX", 3_600_000);
+      pipe.hset(keys.job("gpg", `f${others}`), { state: "done", node: "n1" });
+    }
+    await pipe.exec();
+  }
+  return others;
+}
+
+/** ROUNDS snapshots of the keyspace as it stands, as the table's row for `others` other keys. */
+async function measureSnapshots(redis: Redis, keys: StoreKeys, others: number): Promise<Row> {
+  const redisMs: number[] = [];
+  const wall: number[] = [];
+  let scanCalls = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    await redis.config("RESETSTAT");
+    const t0 = performance.now();
+    const snap = await takeSnapshot(redis, keys, "bench");
+    wall.push(performance.now() - t0);
+    const s = await commandstats(redis);
+    scanCalls = s.calls;
+    redisMs.push(s.usec / 1000);
+    if (snap.tokens.length !== TOKENS) throw new Error(`snapshot found ${snap.tokens.length} tokens`);
+  }
+  const ms = percentile(redisMs, 50);
+  return {
+    otherKeys: others,
+    tokens: TOKENS,
+    scanCalls,
+    redisMsPerSnapshot: ms,
+    redisUsPerThousandKeys: (ms * 1000) / ((others + TOKENS * 2.1) / 1000),
+    wallMs: percentile(wall, 50),
+    redisShareEvery5s: ms / 5000,
+  };
+}
+
+function printRows(rows: Row[]): void {
   printTable(
     `Monitor snapshot: ${TOKENS} tokens among results and jobs (medians of ${ROUNDS})`,
     [
@@ -109,5 +115,24 @@ main(async () => {
       `${fmt(r.redisShareEvery5s * 100, 1)} %`,
     ]),
   );
+}
+
+main(async () => {
+  const server = await RedisServer.start();
+  const redis = new Redis(server.url);
+  const keys = new StoreKeys("signing:");
+  const rows: Row[] = [];
+  try {
+    await fillTokens(redis, keys);
+    let others = 0;
+    for (const k of KEYS_K) {
+      others = await addResultsAndJobs(redis, keys, others, k * 1000);
+      rows.push(await measureSnapshots(redis, keys, others));
+    }
+  } finally {
+    redis.disconnect();
+    await server.stop();
+  }
+  printRows(rows);
   writeResult("snapshot", { settings: { tokens: TOKENS, keysK: KEYS_K, rounds: ROUNDS }, rows });
 });
