@@ -42,7 +42,7 @@ import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
-import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
+import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { freePort, killedWithParent, RedisServer } from "./redis-server.js";
 
@@ -615,27 +615,9 @@ async function startCluster(dir: string): Promise<Cluster> {
   // loss); "restarted empty" removes it first.
   const redis = await RedisServer.start(["--appendonly", "yes"]);
   const state = await prepareDevState(join(dir, "state"), redis.url);
-  const nodes: NodeProcess[] = [];
-  for (let i = 0; i < 3; i++)
-    nodes.push(
-      new NodeProcess({
-        configFile: state.configFile,
-        port: await freePort(),
-        id: `local-${i}`,
-        logFile: join(dir, `node-${i}.log`),
-      }),
-    );
-  await Promise.all(nodes.map((n) => n.ready()));
+  const nodes = await startNodes(state.configFile, dir);
   const pagerLog = join(dir, "pager.log");
-  const receiver = await AlertReceiver.start(pagerLog, (line) => log(`PAGER ${line}`));
-  const program = findAlertmanager();
-  if (!program) throw new Error("no alertmanager (apt install prometheus-alertmanager)");
-  const alertmanager = await LocalAlertmanager.start(
-    program,
-    join(dir, "alertmanager"),
-    receiver.url,
-    "shipped",
-  );
+  const { receiver, alertmanager } = await startPager(dir, pagerLog);
   const urls = nodes.map((n) => n.url);
   const monitorConfig = writeMonitorConfig(join(dir, "state"), redis.url, urls, await freePort(), {
     alertmanagerUrl: alertmanager.url,
@@ -647,21 +629,7 @@ async function startCluster(dir: string): Promise<Cluster> {
     drillPrometheusConfig(urls, monitor.url, alertmanager.url),
   );
   const clusterFile = join(dir, "cluster.json");
-  writeFileSync(
-    clusterFile,
-    JSON.stringify(
-      {
-        redisUrl: redis.url,
-        nodes: urls,
-        monitor: monitor.url,
-        monitorStateDir: join(dir, "state", "monitor"),
-        issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
-        keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
-      },
-      null,
-      2,
-    ),
-  );
+  writeClusterFile(clusterFile, { redisUrl: redis.url, nodes: urls, monitor: monitor.url, dir, state });
   return {
     dir,
     redis,
@@ -675,6 +643,67 @@ async function startCluster(dir: string): Promise<Cluster> {
     issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
     gpgPublicKey: state.keys.gpg.publicKeyFile,
   };
+}
+
+/** The three signing nodes, local-0 to local-2, each on a port of its own; ready when it returns. */
+async function startNodes(configFile: string, dir: string): Promise<NodeProcess[]> {
+  const nodes: NodeProcess[] = [];
+  for (let i = 0; i < 3; i++)
+    nodes.push(
+      new NodeProcess({
+        configFile,
+        port: await freePort(),
+        id: `local-${i}`,
+        logFile: join(dir, `node-${i}.log`),
+      }),
+    );
+  await Promise.all(nodes.map((n) => n.ready()));
+  return nodes;
+}
+
+/**
+ * The pager: a local receiver recording each notification in `pagerLog`, behind an Alertmanager
+ * running the shipped configuration (its timings too) with only the receivers' URLs replaced.
+ */
+async function startPager(
+  dir: string,
+  pagerLog: string,
+): Promise<{ receiver: AlertReceiver; alertmanager: LocalAlertmanager }> {
+  const receiver = await AlertReceiver.start(pagerLog, (line) => log(`PAGER ${line}`));
+  const program = findAlertmanager();
+  if (!program) throw new Error("no alertmanager (apt install prometheus-alertmanager)");
+  const alertmanager = await LocalAlertmanager.start(
+    program,
+    join(dir, "alertmanager"),
+    receiver.url,
+    "shipped",
+  );
+  return { receiver, alertmanager };
+}
+
+/**
+ * cluster.json: where `signing-admin --cluster` (the status samples) finds Redis, the nodes, the
+ * monitor and the keys.
+ */
+function writeClusterFile(
+  file: string,
+  c: { redisUrl: string; nodes: string[]; monitor: string; dir: string; state: DevState },
+): void {
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        redisUrl: c.redisUrl,
+        nodes: c.nodes,
+        monitor: c.monitor,
+        monitorStateDir: join(c.dir, "state", "monitor"),
+        issuer: { user: c.state.issuer.user, passwordFile: c.state.issuer.passwordFile },
+        keys: { gpg: c.state.keys.gpg.publicKeyFile, sshsig: c.state.keys.sshsig.publicKeyFile },
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 function startMonitor(configFile: string, config: Record<string, unknown>, dir: string): NodeProcess {
