@@ -1058,13 +1058,25 @@ function describeLabels(data: DrillData, labels: Record<string, string>): string
 
 /** What the record says an on-call engineer would not learn, or learn late. */
 function missed(r: IncidentResult, data: DrillData): string[] {
+  return [
+    ...latePages(r),
+    ...opaqueRedisLoss(r),
+    ...undeliveredPrometheusAlerts(r, data),
+    ...undeliveredMonitorAlerts(r, data),
+    ...earlierDegradedChecks(r, data),
+    ...pendingNeverFired(r),
+    ...statusBuildsAndResolves(r),
+  ];
+}
+
+/** No page at all, pages that came only once it was over, and all-clears that came long after. */
+function latePages(r: IncidentResult): string[] {
   const out: string[] = [];
   const pages = r.pager.filter((n) => n.severity === "page" && n.firingAt !== undefined);
   const first = Math.min(...pages.map((n) => n.firingAt as number));
   if (!pages.length) out.push("no page at all");
   else if (r.durationMs > 0 && first > r.end) out.push(`first page ${dur(first - r.end)} after it was over`);
   if (r.durationMs > 0) {
-    // Pages that came only once it was over, and all-clears that came long after.
     const byName = new Map<string, Notified[]>();
     for (const n of pages)
       byName.set(`${n.alertname} (${n.source})`, [...(byName.get(`${n.alertname} (${n.source})`) ?? []), n]);
@@ -1082,7 +1094,11 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         out.push(`all clear for ${name} only ${dur(Math.max(...resolved) - r.end)} after it was over`);
     }
   }
-  // The monitor's account of losing Redis (status' RECENT) without the connection's own error.
+  return out;
+}
+
+/** The monitor's account of losing Redis (status' RECENT) without the connection's own error. */
+function opaqueRedisLoss(r: IncidentResult): string[] {
   const opaque = r.status
     .flatMap((x) => x.summary)
     .find(
@@ -1092,10 +1108,14 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         // An event of this incident's, not one of an earlier incident still listed.
         Date.parse(/\d{4}-\d\d-\d\dT[\d:.]+Z/.exec(l)?.[0] ?? "") >= r.start - 1000,
     );
-  if (opaque)
-    out.push(
-      `\`status\` (from the monitor's events) says "${opaque.replace(/^.*?: (the monitor cannot reach)/, "$1").trim()}": not the connection's own error`,
-    );
+  if (!opaque) return [];
+  return [
+    `\`status\` (from the monitor's events) says "${opaque.replace(/^.*?: (the monitor cannot reach)/, "$1").trim()}": not the connection's own error`,
+  ];
+}
+
+/** Alerts Prometheus fired that never reached the pager as firing, per alert name: where, and why not. */
+function undeliveredPrometheusAlerts(r: IncidentResult, data: DrillData): string[] {
   const undelivered = new Map<string, { nodes: Set<string>; why: Set<string> }>();
   for (const p of r.prometheus.filter((x) => x.firingSeen !== undefined)) {
     const delivered = r.pager.some(
@@ -1121,15 +1141,25 @@ function missed(r: IncidentResult, data: DrillData): string[] {
     );
     undelivered.set(p.alertname, u);
   }
-  for (const [name, u] of undelivered)
-    out.push(
+  return [...undelivered].map(
+    ([name, u]) =>
       `Prometheus fired ${name}${u.nodes.size ? ` (${[...u.nodes].sort().join(", ")})` : ""} +${dur(Math.min(...r.prometheus.filter((p) => p.alertname === name && p.firingSeen).map((p) => p.firingSeen as number)) - r.start)}: ${[...u.why].join("; ")}`,
+  );
+}
+
+/** Alerts the monitor fired (its log) that never reached the pager, and why not. */
+function undeliveredMonitorAlerts(r: IncidentResult, data: DrillData): string[] {
+  return r.monitorAlerts
+    .filter((x) => !x.delivered)
+    .map(
+      (a) =>
+        `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt, a.severity)}`,
     );
-  for (const a of r.monitorAlerts.filter((x) => !x.delivered))
-    out.push(
-      `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt, a.severity)}`,
-    );
-  // A node's degraded checks that all came before the incident: the alert is not about it.
+}
+
+/** A node's degraded checks that all came before the incident: the alert is not about it. */
+function earlierDegradedChecks(r: IncidentResult, data: DrillData): string[] {
+  const out: string[] = [];
   const degradedAlerts = r.prometheus.filter((p) => p.alertname === "DegradedTokenChecks" && p.firingSeen);
   for (const p of degradedAlerts) {
     const node = nodeIdOf(data, p.labels.instance);
@@ -1139,13 +1169,26 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         `DegradedTokenChecks (${node}) is not this incident's: ${ev.count} degraded check${ev.count > 1 ? "s" : ""} at ${dur(ev.lastAt - r.start)}, before it began${ev.warningsAround ? "" : ", with no warning or error in the node's log within 5 s: nothing says why"}`,
       );
   }
-  // Slow burns (for: 30m) are meant to stay quiet through an incident.
+  return out;
+}
+
+/**
+ * Rules that went pending and never fired; slow burns (for: 30m) are left out, being meant to stay
+ * quiet through an incident.
+ */
+function pendingNeverFired(r: IncidentResult): string[] {
   const flapped = r.prometheus.filter(
     (x) =>
       x.firingSeen === undefined && x.pendingSeen !== undefined && (RULE_FOR_S.get(x.alertname) ?? 0) < 600,
   );
-  for (const name of new Set(flapped.map((x) => x.alertname)))
-    out.push(`${name} (for: ${RULE_FOR.get(name)}) went pending, never fired`);
+  return [...new Set(flapped.map((x) => x.alertname))].map(
+    (name) => `${name} (for: ${RULE_FOR.get(name)}) went pending, never fired`,
+  );
+}
+
+/** `status` that said all was well during it, failed builds, and pages never resolved. */
+function statusBuildsAndResolves(r: IncidentResult): string[] {
+  const out: string[] = [];
   const during = r.status.filter((s) => s.when === "during");
   const told = (s: StatusSample) => s.summary.some((l) => l.trim() === "to know:");
   const okDuring = during.filter((s) => s.exit === 0);
