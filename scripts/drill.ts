@@ -1203,9 +1203,22 @@ function statusBuildsAndResolves(r: IncidentResult): string[] {
   return out;
 }
 
+/** The doc's section: what the drill is, the run, a table of the incidents, then each in detail. */
 function markdown(data: DrillData): string {
+  return [
+    ...sectionIntro(data),
+    ...incidentTable(data),
+    "",
+    "### Each incident in detail",
+    "",
+    ...data.incidents.flatMap((r) => incidentDetail(r, data)),
+  ].join("\n");
+}
+
+/** The heading, how the drill is set up, the run's machine and versions, how to read times, the baseline. */
+function sectionIntro(data: DrillData): string[] {
   const lines: string[] = [];
-  const { meta: m, settings: set, incidents: results, baseline, totalMs: total, t0 } = data;
+  const { meta: m, settings: set, baseline, totalMs: total } = data;
   lines.push("## The on-call drill");
   lines.push("");
   lines.push(
@@ -1228,75 +1241,88 @@ function markdown(data: DrillData): string {
     `Before the first incident: ${baseline.runs} builds, ${baseline.failed} failed, median ${secs(baseline.medianMs)}, slowest ${secs(baseline.slowestMs)}.`,
   );
   lines.push("");
+  return lines;
+}
+
+/**
+ * The summary table, a row per incident: its builds, pages, tickets, `signing-admin status` at +5 s
+ * and what on-call would still miss.
+ */
+function incidentTable(data: DrillData): string[] {
+  const lines: string[] = [];
   lines.push(
     "| incident | builds in its window: runs, failed (median, slowest) | pages | tickets | `signing-admin status` at +5 s | what on-call would still miss |",
   );
   lines.push("|---|---|---|---|---|---|");
-  for (const r of results) {
+  for (const r of data.incidents) {
     const b = r.builds;
     const buildCell = `${b.runs} runs, **${b.failed} failed** (${secs(b.medianMs)}, ${secs(b.slowestMs)})${b.errors.length ? `: ${b.errors.map((e) => `\`${e.replace(/\|/g, "\\|").slice(0, 120)}\``).join("; ")}` : ""}`;
     lines.push(
       `| ${r.title} | ${buildCell} | ${pagerCell(r, "page")} | ${pagerCell(r, "ticket")} | ${statusCell(r.status.find((s) => s.atS <= 10))} | ${missed(r, data).join("<br>") || "-"} |`,
     );
   }
+  return lines;
+}
+
+/** One incident in detail: Prometheus, the nodes' logs, the monitor, builds, inhibitions, status samples. */
+function incidentDetail(r: IncidentResult, data: DrillData): string[] {
+  const lines: string[] = [];
+  const { settings: set, t0 } = data;
+  lines.push(
+    `**${r.title}** (at ${dur(r.start - t0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
+  );
   lines.push("");
-  lines.push("### Each incident in detail");
+  const prom = r.prometheus
+    .map(
+      (p) =>
+        `${p.alertname}${describeLabels(data, p.labels)}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
+          p.firingSeen !== undefined ? `firing seen +${dur(p.firingSeen - r.start)}` : "never fired"
+        }${p.goneSeen !== undefined ? `, gone +${dur(p.goneSeen - r.start)}` : ""}`,
+    )
+    .join("; ");
+  lines.push(
+    `- Prometheus (polled every ${(set.pollMs ?? POLL_MS) / 1000} s): ${prom || "no alert pending or firing"}.`,
+  );
+  const ev = (r.degradedChecks ?? [])
+    .map((d) => `${d.node} ${d.count} (${dur(d.firstAt - r.start)} to ${dur(d.lastAt - r.start)})`)
+    .join(", ");
+  if (r.degradedChecks)
+    lines.push(
+      `- Token checks accepted without Redis (\`tokenCheck: degraded\` in the node logs, from ${EVIDENCE_BEFORE_MS / 1000} s before it began to the next incident; times from its start): ${ev || "none"}.`,
+    );
+  const mon = r.monitorAlerts
+    .map(
+      (a) =>
+        `${a.alertname} fired +${dur(a.firedAt - r.start)}${a.resolvedAt !== undefined ? `, resolved +${dur(a.resolvedAt - r.start)}` : ""}${a.delivered ? "" : " (never reached the pager)"}`,
+    )
+    .join("; ");
+  lines.push(`- The monitor (its log): ${mon || "raised no alert"}.`);
+  const b = r.builds;
+  lines.push(
+    `- Builds from its start to the next incident's: ${b.runs}, ${b.failed} failed, median ${secs(b.medianMs)}, slowest ${secs(b.slowestMs)}; the machine's 1-minute load average ${r.load1.min.toFixed(1)}–${r.load1.max.toFixed(1)}.`,
+  );
+  const inhibited = r.alertmanager.filter((a) => a.inhibitedBy.length);
+  if (inhibited.length)
+    lines.push(
+      `- Alertmanager inhibited: ${[...new Set(inhibited.map((a) => `${a.alertname} (${a.source})`))].join(", ")}.`,
+    );
+  for (const s of r.status) lines.push(statusDetail(s, r));
+  if (r.extra)
+    lines.push(
+      `- ${Object.entries(r.extra)
+        .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+        .join("; ")}`,
+    );
   lines.push("");
-  for (const r of results) {
-    lines.push(
-      `**${r.title}** (at ${dur(r.start - t0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
-    );
-    lines.push("");
-    const prom = r.prometheus
-      .map(
-        (p) =>
-          `${p.alertname}${describeLabels(data, p.labels)}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
-            p.firingSeen !== undefined ? `firing seen +${dur(p.firingSeen - r.start)}` : "never fired"
-          }${p.goneSeen !== undefined ? `, gone +${dur(p.goneSeen - r.start)}` : ""}`,
-      )
-      .join("; ");
-    lines.push(
-      `- Prometheus (polled every ${(set.pollMs ?? POLL_MS) / 1000} s): ${prom || "no alert pending or firing"}.`,
-    );
-    const ev = (r.degradedChecks ?? [])
-      .map((d) => `${d.node} ${d.count} (${dur(d.firstAt - r.start)} to ${dur(d.lastAt - r.start)})`)
-      .join(", ");
-    if (r.degradedChecks)
-      lines.push(
-        `- Token checks accepted without Redis (\`tokenCheck: degraded\` in the node logs, from ${EVIDENCE_BEFORE_MS / 1000} s before it began to the next incident; times from its start): ${ev || "none"}.`,
-      );
-    const mon = r.monitorAlerts
-      .map(
-        (a) =>
-          `${a.alertname} fired +${dur(a.firedAt - r.start)}${a.resolvedAt !== undefined ? `, resolved +${dur(a.resolvedAt - r.start)}` : ""}${a.delivered ? "" : " (never reached the pager)"}`,
-      )
-      .join("; ");
-    lines.push(`- The monitor (its log): ${mon || "raised no alert"}.`);
-    const b = r.builds;
-    lines.push(
-      `- Builds from its start to the next incident's: ${b.runs}, ${b.failed} failed, median ${secs(b.medianMs)}, slowest ${secs(b.slowestMs)}; the machine's 1-minute load average ${r.load1.min.toFixed(1)}–${r.load1.max.toFixed(1)}.`,
-    );
-    const inhibited = r.alertmanager.filter((a) => a.inhibitedBy.length);
-    if (inhibited.length)
-      lines.push(
-        `- Alertmanager inhibited: ${[...new Set(inhibited.map((a) => `${a.alertname} (${a.source})`))].join(", ")}.`,
-      );
-    for (const s of r.status)
-      lines.push(
-        `- \`signing-admin status\` at +${s.atS} s (${s.when}${s.when === "after" ? `, ${dur(s.atS * 1000 - (r.end - r.start))} after the end` : ""}): exit ${s.exit}; ${s.summary
-          .slice(0, 6)
-          .map((l) => `\`${l.trim().slice(0, 200)}\``)
-          .join(" ")}${s.summary.length > 6 ? ` (+${s.summary.length - 6} lines)` : ""}`,
-      );
-    if (r.extra)
-      lines.push(
-        `- ${Object.entries(r.extra)
-          .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
-          .join("; ")}`,
-      );
-    lines.push("");
-  }
-  return lines.join("\n");
+  return lines;
+}
+
+/** One `signing-admin status` sample: when, its exit code and the first lines of its verdict. */
+function statusDetail(s: StatusSample, r: IncidentResult): string {
+  return `- \`signing-admin status\` at +${s.atS} s (${s.when}${s.when === "after" ? `, ${dur(s.atS * 1000 - (r.end - r.start))} after the end` : ""}): exit ${s.exit}; ${s.summary
+    .slice(0, 6)
+    .map((l) => `\`${l.trim().slice(0, 200)}\``)
+    .join(" ")}${s.summary.length > 6 ? ` (+${s.summary.length - 6} lines)` : ""}`;
 }
 
 /** Replaces (or appends) the drill's section of docs/operations.md. */
