@@ -1518,14 +1518,9 @@ async function stopCluster(c: Cluster, dir: string): Promise<void> {
 
 async function main(): Promise<void> {
   const incidents = selectIncidents();
-  const estimate =
-    BASELINE_S +
-    incidents.reduce((s, i) => s + i.durationMs / 1000, 0) +
-    GAP_S * (incidents.length - 1) +
-    TAIL_MAX_S;
   const dir = mkdtempSync(join(tmpdir(), "signing-drill-"));
   log(
-    `drill: ${incidents.map((i) => i.id).join(", ")}; at most ~${dur(estimate * 1000)} after start-up; state in ${dir}`,
+    `drill: ${incidents.map((i) => i.id).join(", ")}; at most ~${dur(estimatedSeconds(incidents) * 1000)} after start-up; state in ${dir}`,
   );
   const c = await startCluster(dir);
   log(
@@ -1542,32 +1537,61 @@ async function main(): Promise<void> {
   const loadStarted = Date.now();
   await sleep(BASELINE_S * 1000);
 
+  const timeline = await runIncidents(c, incidents, watcher);
+  const drillEnd = Date.now();
+  await load.stop();
+  await watcher.stop();
+
+  const results = await collectResults(timeline, load, watcher, c, dir, drillEnd);
+  const data = drillData(c, watcher, load, results, {
+    loadStarted,
+    firstStart: timeline[0]?.start ?? drillEnd,
+    drillEnd,
+    dir,
+  });
+  addNodeEvidence(data, dir);
+  const writeDocs = process.env.DRILL_DOC
+    ? process.env.DRILL_DOC === "1"
+    : incidents.length === INCIDENTS.length;
+  report(data, writeDocs);
+  await stopCluster(c, dir);
+  log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
+}
+
+/** The longest the drill can take once the cluster is up: baseline, incidents, gaps and the tail's cap. */
+function estimatedSeconds(incidents: Incident[]): number {
+  return (
+    BASELINE_S +
+    incidents.reduce((s, i) => s + i.durationMs / 1000, 0) +
+    GAP_S * (incidents.length - 1) +
+    TAIL_MAX_S
+  );
+}
+
+/** The incidents one after another, GAP_S apart; after the last, until all is quiet (or the tail's cap). */
+async function runIncidents(c: Cluster, incidents: Incident[], watcher: Watcher): Promise<TimelineEntry[]> {
   const timeline: TimelineEntry[] = [];
   for (const [k, incident] of incidents.entries()) {
     timeline.push(await runIncident(c, incident));
     if (k < incidents.length - 1) await sleep(GAP_S * 1000);
     else await waitForQuiet(c, watcher);
   }
-  const drillEnd = Date.now();
-  await load.stop();
-  await watcher.stop();
+  return timeline;
+}
 
-  const results = await collectResults(timeline, load, watcher, c, dir, drillEnd);
+/** The run's record: when and where, the settings, the baseline, each incident and the whole pager. */
+function drillData(
+  c: Cluster,
+  watcher: Watcher,
+  load: BuildLoad,
+  results: IncidentResult[],
+  times: { loadStarted: number; firstStart: number; drillEnd: number; dir: string },
+): DrillData {
   const pager = readPager(c.pagerLog);
-  const firstStart = timeline[0]?.start ?? drillEnd;
-  const data: DrillData = {
+  const { loadStarted, firstStart, drillEnd, dir } = times;
+  return {
     meta: drillMeta(watcher),
-    settings: {
-      clients: CLIENTS,
-      filesPerBuild: FILES_PER_BUILD,
-      pauseMs: PAUSE_MS,
-      baselineS: BASELINE_S,
-      gapS: GAP_S,
-      tailMaxS: TAIL_MAX_S,
-      forgers: FORGERS,
-      statusAtS: STATUS_AT_S,
-      pollMs: POLL_MS,
-    },
+    settings: drillSettings(),
     t0: T0,
     totalMs: drillEnd - T0,
     baseline: buildsIn(load.builds, loadStarted, firstStart),
@@ -1578,13 +1602,21 @@ async function main(): Promise<void> {
     nodes: c.nodes.map((n) => ({ id: n.opts.id, url: n.url })),
     ...(KEEP ? { stateDir: dir } : {}),
   };
-  addNodeEvidence(data, dir);
-  const writeDocs = process.env.DRILL_DOC
-    ? process.env.DRILL_DOC === "1"
-    : incidents.length === INCIDENTS.length;
-  report(data, writeDocs);
-  await stopCluster(c, dir);
-  log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
+}
+
+/** The knobs this run used (DRILL_* or their defaults). */
+function drillSettings(): DrillData["settings"] {
+  return {
+    clients: CLIENTS,
+    filesPerBuild: FILES_PER_BUILD,
+    pauseMs: PAUSE_MS,
+    baselineS: BASELINE_S,
+    gapS: GAP_S,
+    tailMaxS: TAIL_MAX_S,
+    forgers: FORGERS,
+    statusAtS: STATUS_AT_S,
+    pollMs: POLL_MS,
+  };
 }
 
 const RESULTS_FILE = join(root, "bench/results/drill.json");
