@@ -42,7 +42,7 @@ import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { AlertReceiver } from "./alert-receiver.js";
 import { findAlertmanager, LocalAlertmanager } from "./alertmanager.js";
-import { prepareDevState, writeMonitorConfig } from "./dev-state.js";
+import { type DevState, prepareDevState, writeMonitorConfig } from "./dev-state.js";
 import { NodeProcess } from "./node-process.js";
 import { freePort, killedWithParent, RedisServer } from "./redis-server.js";
 
@@ -615,27 +615,9 @@ async function startCluster(dir: string): Promise<Cluster> {
   // loss); "restarted empty" removes it first.
   const redis = await RedisServer.start(["--appendonly", "yes"]);
   const state = await prepareDevState(join(dir, "state"), redis.url);
-  const nodes: NodeProcess[] = [];
-  for (let i = 0; i < 3; i++)
-    nodes.push(
-      new NodeProcess({
-        configFile: state.configFile,
-        port: await freePort(),
-        id: `local-${i}`,
-        logFile: join(dir, `node-${i}.log`),
-      }),
-    );
-  await Promise.all(nodes.map((n) => n.ready()));
+  const nodes = await startNodes(state.configFile, dir);
   const pagerLog = join(dir, "pager.log");
-  const receiver = await AlertReceiver.start(pagerLog, (line) => log(`PAGER ${line}`));
-  const program = findAlertmanager();
-  if (!program) throw new Error("no alertmanager (apt install prometheus-alertmanager)");
-  const alertmanager = await LocalAlertmanager.start(
-    program,
-    join(dir, "alertmanager"),
-    receiver.url,
-    "shipped",
-  );
+  const { receiver, alertmanager } = await startPager(dir, pagerLog);
   const urls = nodes.map((n) => n.url);
   const monitorConfig = writeMonitorConfig(join(dir, "state"), redis.url, urls, await freePort(), {
     alertmanagerUrl: alertmanager.url,
@@ -647,21 +629,7 @@ async function startCluster(dir: string): Promise<Cluster> {
     drillPrometheusConfig(urls, monitor.url, alertmanager.url),
   );
   const clusterFile = join(dir, "cluster.json");
-  writeFileSync(
-    clusterFile,
-    JSON.stringify(
-      {
-        redisUrl: redis.url,
-        nodes: urls,
-        monitor: monitor.url,
-        monitorStateDir: join(dir, "state", "monitor"),
-        issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
-        keys: { gpg: state.keys.gpg.publicKeyFile, sshsig: state.keys.sshsig.publicKeyFile },
-      },
-      null,
-      2,
-    ),
-  );
+  writeClusterFile(clusterFile, { redisUrl: redis.url, nodes: urls, monitor: monitor.url, dir, state });
   return {
     dir,
     redis,
@@ -675,6 +643,67 @@ async function startCluster(dir: string): Promise<Cluster> {
     issuer: { user: state.issuer.user, passwordFile: state.issuer.passwordFile },
     gpgPublicKey: state.keys.gpg.publicKeyFile,
   };
+}
+
+/** The three signing nodes, local-0 to local-2, each on a port of its own; ready when it returns. */
+async function startNodes(configFile: string, dir: string): Promise<NodeProcess[]> {
+  const nodes: NodeProcess[] = [];
+  for (let i = 0; i < 3; i++)
+    nodes.push(
+      new NodeProcess({
+        configFile,
+        port: await freePort(),
+        id: `local-${i}`,
+        logFile: join(dir, `node-${i}.log`),
+      }),
+    );
+  await Promise.all(nodes.map((n) => n.ready()));
+  return nodes;
+}
+
+/**
+ * The pager: a local receiver recording each notification in `pagerLog`, behind an Alertmanager
+ * running the shipped configuration (its timings too) with only the receivers' URLs replaced.
+ */
+async function startPager(
+  dir: string,
+  pagerLog: string,
+): Promise<{ receiver: AlertReceiver; alertmanager: LocalAlertmanager }> {
+  const receiver = await AlertReceiver.start(pagerLog, (line) => log(`PAGER ${line}`));
+  const program = findAlertmanager();
+  if (!program) throw new Error("no alertmanager (apt install prometheus-alertmanager)");
+  const alertmanager = await LocalAlertmanager.start(
+    program,
+    join(dir, "alertmanager"),
+    receiver.url,
+    "shipped",
+  );
+  return { receiver, alertmanager };
+}
+
+/**
+ * cluster.json: where `signing-admin --cluster` (the status samples) finds Redis, the nodes, the
+ * monitor and the keys.
+ */
+function writeClusterFile(
+  file: string,
+  c: { redisUrl: string; nodes: string[]; monitor: string; dir: string; state: DevState },
+): void {
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        redisUrl: c.redisUrl,
+        nodes: c.nodes,
+        monitor: c.monitor,
+        monitorStateDir: join(c.dir, "state", "monitor"),
+        issuer: { user: c.state.issuer.user, passwordFile: c.state.issuer.passwordFile },
+        keys: { gpg: c.state.keys.gpg.publicKeyFile, sshsig: c.state.keys.sshsig.publicKeyFile },
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 function startMonitor(configFile: string, config: Record<string, unknown>, dir: string): NodeProcess {
@@ -1029,13 +1058,25 @@ function describeLabels(data: DrillData, labels: Record<string, string>): string
 
 /** What the record says an on-call engineer would not learn, or learn late. */
 function missed(r: IncidentResult, data: DrillData): string[] {
+  return [
+    ...latePages(r),
+    ...opaqueRedisLoss(r),
+    ...undeliveredPrometheusAlerts(r, data),
+    ...undeliveredMonitorAlerts(r, data),
+    ...earlierDegradedChecks(r, data),
+    ...pendingNeverFired(r),
+    ...statusBuildsAndResolves(r),
+  ];
+}
+
+/** No page at all, pages that came only once it was over, and all-clears that came long after. */
+function latePages(r: IncidentResult): string[] {
   const out: string[] = [];
   const pages = r.pager.filter((n) => n.severity === "page" && n.firingAt !== undefined);
   const first = Math.min(...pages.map((n) => n.firingAt as number));
   if (!pages.length) out.push("no page at all");
   else if (r.durationMs > 0 && first > r.end) out.push(`first page ${dur(first - r.end)} after it was over`);
   if (r.durationMs > 0) {
-    // Pages that came only once it was over, and all-clears that came long after.
     const byName = new Map<string, Notified[]>();
     for (const n of pages)
       byName.set(`${n.alertname} (${n.source})`, [...(byName.get(`${n.alertname} (${n.source})`) ?? []), n]);
@@ -1053,7 +1094,11 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         out.push(`all clear for ${name} only ${dur(Math.max(...resolved) - r.end)} after it was over`);
     }
   }
-  // The monitor's account of losing Redis (status' RECENT) without the connection's own error.
+  return out;
+}
+
+/** The monitor's account of losing Redis (status' RECENT) without the connection's own error. */
+function opaqueRedisLoss(r: IncidentResult): string[] {
   const opaque = r.status
     .flatMap((x) => x.summary)
     .find(
@@ -1063,10 +1108,14 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         // An event of this incident's, not one of an earlier incident still listed.
         Date.parse(/\d{4}-\d\d-\d\dT[\d:.]+Z/.exec(l)?.[0] ?? "") >= r.start - 1000,
     );
-  if (opaque)
-    out.push(
-      `\`status\` (from the monitor's events) says "${opaque.replace(/^.*?: (the monitor cannot reach)/, "$1").trim()}": not the connection's own error`,
-    );
+  if (!opaque) return [];
+  return [
+    `\`status\` (from the monitor's events) says "${opaque.replace(/^.*?: (the monitor cannot reach)/, "$1").trim()}": not the connection's own error`,
+  ];
+}
+
+/** Alerts Prometheus fired that never reached the pager as firing, per alert name: where, and why not. */
+function undeliveredPrometheusAlerts(r: IncidentResult, data: DrillData): string[] {
   const undelivered = new Map<string, { nodes: Set<string>; why: Set<string> }>();
   for (const p of r.prometheus.filter((x) => x.firingSeen !== undefined)) {
     const delivered = r.pager.some(
@@ -1092,15 +1141,25 @@ function missed(r: IncidentResult, data: DrillData): string[] {
     );
     undelivered.set(p.alertname, u);
   }
-  for (const [name, u] of undelivered)
-    out.push(
+  return [...undelivered].map(
+    ([name, u]) =>
       `Prometheus fired ${name}${u.nodes.size ? ` (${[...u.nodes].sort().join(", ")})` : ""} +${dur(Math.min(...r.prometheus.filter((p) => p.alertname === name && p.firingSeen).map((p) => p.firingSeen as number)) - r.start)}: ${[...u.why].join("; ")}`,
+  );
+}
+
+/** Alerts the monitor fired (its log) that never reached the pager, and why not. */
+function undeliveredMonitorAlerts(r: IncidentResult, data: DrillData): string[] {
+  return r.monitorAlerts
+    .filter((x) => !x.delivered)
+    .map(
+      (a) =>
+        `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt, a.severity)}`,
     );
-  for (const a of r.monitorAlerts.filter((x) => !x.delivered))
-    out.push(
-      `the monitor fired ${a.alertname} +${dur(a.firedAt - r.start)}: ${whyUndelivered(data, a.alertname, "monitor", a.firedAt, a.resolvedAt, a.severity)}`,
-    );
-  // A node's degraded checks that all came before the incident: the alert is not about it.
+}
+
+/** A node's degraded checks that all came before the incident: the alert is not about it. */
+function earlierDegradedChecks(r: IncidentResult, data: DrillData): string[] {
+  const out: string[] = [];
   const degradedAlerts = r.prometheus.filter((p) => p.alertname === "DegradedTokenChecks" && p.firingSeen);
   for (const p of degradedAlerts) {
     const node = nodeIdOf(data, p.labels.instance);
@@ -1110,13 +1169,26 @@ function missed(r: IncidentResult, data: DrillData): string[] {
         `DegradedTokenChecks (${node}) is not this incident's: ${ev.count} degraded check${ev.count > 1 ? "s" : ""} at ${dur(ev.lastAt - r.start)}, before it began${ev.warningsAround ? "" : ", with no warning or error in the node's log within 5 s: nothing says why"}`,
       );
   }
-  // Slow burns (for: 30m) are meant to stay quiet through an incident.
+  return out;
+}
+
+/**
+ * Rules that went pending and never fired; slow burns (for: 30m) are left out, being meant to stay
+ * quiet through an incident.
+ */
+function pendingNeverFired(r: IncidentResult): string[] {
   const flapped = r.prometheus.filter(
     (x) =>
       x.firingSeen === undefined && x.pendingSeen !== undefined && (RULE_FOR_S.get(x.alertname) ?? 0) < 600,
   );
-  for (const name of new Set(flapped.map((x) => x.alertname)))
-    out.push(`${name} (for: ${RULE_FOR.get(name)}) went pending, never fired`);
+  return [...new Set(flapped.map((x) => x.alertname))].map(
+    (name) => `${name} (for: ${RULE_FOR.get(name)}) went pending, never fired`,
+  );
+}
+
+/** `status` that said all was well during it, failed builds, and pages never resolved. */
+function statusBuildsAndResolves(r: IncidentResult): string[] {
+  const out: string[] = [];
   const during = r.status.filter((s) => s.when === "during");
   const told = (s: StatusSample) => s.summary.some((l) => l.trim() === "to know:");
   const okDuring = during.filter((s) => s.exit === 0);
@@ -1131,9 +1203,22 @@ function missed(r: IncidentResult, data: DrillData): string[] {
   return out;
 }
 
+/** The doc's section: what the drill is, the run, a table of the incidents, then each in detail. */
 function markdown(data: DrillData): string {
+  return [
+    ...sectionIntro(data),
+    ...incidentTable(data),
+    "",
+    "### Each incident in detail",
+    "",
+    ...data.incidents.flatMap((r) => incidentDetail(r, data)),
+  ].join("\n");
+}
+
+/** The heading, how the drill is set up, the run's machine and versions, how to read times, the baseline. */
+function sectionIntro(data: DrillData): string[] {
   const lines: string[] = [];
-  const { meta: m, settings: set, incidents: results, baseline, totalMs: total, t0 } = data;
+  const { meta: m, settings: set, baseline, totalMs: total } = data;
   lines.push("## The on-call drill");
   lines.push("");
   lines.push(
@@ -1156,75 +1241,88 @@ function markdown(data: DrillData): string {
     `Before the first incident: ${baseline.runs} builds, ${baseline.failed} failed, median ${secs(baseline.medianMs)}, slowest ${secs(baseline.slowestMs)}.`,
   );
   lines.push("");
+  return lines;
+}
+
+/**
+ * The summary table, a row per incident: its builds, pages, tickets, `signing-admin status` at +5 s
+ * and what on-call would still miss.
+ */
+function incidentTable(data: DrillData): string[] {
+  const lines: string[] = [];
   lines.push(
     "| incident | builds in its window: runs, failed (median, slowest) | pages | tickets | `signing-admin status` at +5 s | what on-call would still miss |",
   );
   lines.push("|---|---|---|---|---|---|");
-  for (const r of results) {
+  for (const r of data.incidents) {
     const b = r.builds;
     const buildCell = `${b.runs} runs, **${b.failed} failed** (${secs(b.medianMs)}, ${secs(b.slowestMs)})${b.errors.length ? `: ${b.errors.map((e) => `\`${e.replace(/\|/g, "\\|").slice(0, 120)}\``).join("; ")}` : ""}`;
     lines.push(
       `| ${r.title} | ${buildCell} | ${pagerCell(r, "page")} | ${pagerCell(r, "ticket")} | ${statusCell(r.status.find((s) => s.atS <= 10))} | ${missed(r, data).join("<br>") || "-"} |`,
     );
   }
+  return lines;
+}
+
+/** One incident in detail: Prometheus, the nodes' logs, the monitor, builds, inhibitions, status samples. */
+function incidentDetail(r: IncidentResult, data: DrillData): string[] {
+  const lines: string[] = [];
+  const { settings: set, t0 } = data;
+  lines.push(
+    `**${r.title}** (at ${dur(r.start - t0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
+  );
   lines.push("");
-  lines.push("### Each incident in detail");
+  const prom = r.prometheus
+    .map(
+      (p) =>
+        `${p.alertname}${describeLabels(data, p.labels)}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
+          p.firingSeen !== undefined ? `firing seen +${dur(p.firingSeen - r.start)}` : "never fired"
+        }${p.goneSeen !== undefined ? `, gone +${dur(p.goneSeen - r.start)}` : ""}`,
+    )
+    .join("; ");
+  lines.push(
+    `- Prometheus (polled every ${(set.pollMs ?? POLL_MS) / 1000} s): ${prom || "no alert pending or firing"}.`,
+  );
+  const ev = (r.degradedChecks ?? [])
+    .map((d) => `${d.node} ${d.count} (${dur(d.firstAt - r.start)} to ${dur(d.lastAt - r.start)})`)
+    .join(", ");
+  if (r.degradedChecks)
+    lines.push(
+      `- Token checks accepted without Redis (\`tokenCheck: degraded\` in the node logs, from ${EVIDENCE_BEFORE_MS / 1000} s before it began to the next incident; times from its start): ${ev || "none"}.`,
+    );
+  const mon = r.monitorAlerts
+    .map(
+      (a) =>
+        `${a.alertname} fired +${dur(a.firedAt - r.start)}${a.resolvedAt !== undefined ? `, resolved +${dur(a.resolvedAt - r.start)}` : ""}${a.delivered ? "" : " (never reached the pager)"}`,
+    )
+    .join("; ");
+  lines.push(`- The monitor (its log): ${mon || "raised no alert"}.`);
+  const b = r.builds;
+  lines.push(
+    `- Builds from its start to the next incident's: ${b.runs}, ${b.failed} failed, median ${secs(b.medianMs)}, slowest ${secs(b.slowestMs)}; the machine's 1-minute load average ${r.load1.min.toFixed(1)}–${r.load1.max.toFixed(1)}.`,
+  );
+  const inhibited = r.alertmanager.filter((a) => a.inhibitedBy.length);
+  if (inhibited.length)
+    lines.push(
+      `- Alertmanager inhibited: ${[...new Set(inhibited.map((a) => `${a.alertname} (${a.source})`))].join(", ")}.`,
+    );
+  for (const s of r.status) lines.push(statusDetail(s, r));
+  if (r.extra)
+    lines.push(
+      `- ${Object.entries(r.extra)
+        .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+        .join("; ")}`,
+    );
   lines.push("");
-  for (const r of results) {
-    lines.push(
-      `**${r.title}** (at ${dur(r.start - t0)} into the run${r.durationMs ? `, for ${dur(r.end - r.start)}` : ""})`,
-    );
-    lines.push("");
-    const prom = r.prometheus
-      .map(
-        (p) =>
-          `${p.alertname}${describeLabels(data, p.labels)}: pending +${dur(Date.parse(p.activeAt) - r.start)}, ${
-            p.firingSeen !== undefined ? `firing seen +${dur(p.firingSeen - r.start)}` : "never fired"
-          }${p.goneSeen !== undefined ? `, gone +${dur(p.goneSeen - r.start)}` : ""}`,
-      )
-      .join("; ");
-    lines.push(
-      `- Prometheus (polled every ${(set.pollMs ?? POLL_MS) / 1000} s): ${prom || "no alert pending or firing"}.`,
-    );
-    const ev = (r.degradedChecks ?? [])
-      .map((d) => `${d.node} ${d.count} (${dur(d.firstAt - r.start)} to ${dur(d.lastAt - r.start)})`)
-      .join(", ");
-    if (r.degradedChecks)
-      lines.push(
-        `- Token checks accepted without Redis (\`tokenCheck: degraded\` in the node logs, from ${EVIDENCE_BEFORE_MS / 1000} s before it began to the next incident; times from its start): ${ev || "none"}.`,
-      );
-    const mon = r.monitorAlerts
-      .map(
-        (a) =>
-          `${a.alertname} fired +${dur(a.firedAt - r.start)}${a.resolvedAt !== undefined ? `, resolved +${dur(a.resolvedAt - r.start)}` : ""}${a.delivered ? "" : " (never reached the pager)"}`,
-      )
-      .join("; ");
-    lines.push(`- The monitor (its log): ${mon || "raised no alert"}.`);
-    const b = r.builds;
-    lines.push(
-      `- Builds from its start to the next incident's: ${b.runs}, ${b.failed} failed, median ${secs(b.medianMs)}, slowest ${secs(b.slowestMs)}; the machine's 1-minute load average ${r.load1.min.toFixed(1)}–${r.load1.max.toFixed(1)}.`,
-    );
-    const inhibited = r.alertmanager.filter((a) => a.inhibitedBy.length);
-    if (inhibited.length)
-      lines.push(
-        `- Alertmanager inhibited: ${[...new Set(inhibited.map((a) => `${a.alertname} (${a.source})`))].join(", ")}.`,
-      );
-    for (const s of r.status)
-      lines.push(
-        `- \`signing-admin status\` at +${s.atS} s (${s.when}${s.when === "after" ? `, ${dur(s.atS * 1000 - (r.end - r.start))} after the end` : ""}): exit ${s.exit}; ${s.summary
-          .slice(0, 6)
-          .map((l) => `\`${l.trim().slice(0, 200)}\``)
-          .join(" ")}${s.summary.length > 6 ? ` (+${s.summary.length - 6} lines)` : ""}`,
-      );
-    if (r.extra)
-      lines.push(
-        `- ${Object.entries(r.extra)
-          .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
-          .join("; ")}`,
-      );
-    lines.push("");
-  }
-  return lines.join("\n");
+  return lines;
+}
+
+/** One `signing-admin status` sample: when, its exit code and the first lines of its verdict. */
+function statusDetail(s: StatusSample, r: IncidentResult): string {
+  return `- \`signing-admin status\` at +${s.atS} s (${s.when}${s.when === "after" ? `, ${dur(s.atS * 1000 - (r.end - r.start))} after the end` : ""}): exit ${s.exit}; ${s.summary
+    .slice(0, 6)
+    .map((l) => `\`${l.trim().slice(0, 200)}\``)
+    .join(" ")}${s.summary.length > 6 ? ` (+${s.summary.length - 6} lines)` : ""}`;
 }
 
 /** Replaces (or appends) the drill's section of docs/operations.md. */
@@ -1420,14 +1518,9 @@ async function stopCluster(c: Cluster, dir: string): Promise<void> {
 
 async function main(): Promise<void> {
   const incidents = selectIncidents();
-  const estimate =
-    BASELINE_S +
-    incidents.reduce((s, i) => s + i.durationMs / 1000, 0) +
-    GAP_S * (incidents.length - 1) +
-    TAIL_MAX_S;
   const dir = mkdtempSync(join(tmpdir(), "signing-drill-"));
   log(
-    `drill: ${incidents.map((i) => i.id).join(", ")}; at most ~${dur(estimate * 1000)} after start-up; state in ${dir}`,
+    `drill: ${incidents.map((i) => i.id).join(", ")}; at most ~${dur(estimatedSeconds(incidents) * 1000)} after start-up; state in ${dir}`,
   );
   const c = await startCluster(dir);
   log(
@@ -1444,32 +1537,61 @@ async function main(): Promise<void> {
   const loadStarted = Date.now();
   await sleep(BASELINE_S * 1000);
 
+  const timeline = await runIncidents(c, incidents, watcher);
+  const drillEnd = Date.now();
+  await load.stop();
+  await watcher.stop();
+
+  const results = await collectResults(timeline, load, watcher, c, dir, drillEnd);
+  const data = drillData(c, watcher, load, results, {
+    loadStarted,
+    firstStart: timeline[0]?.start ?? drillEnd,
+    drillEnd,
+    dir,
+  });
+  addNodeEvidence(data, dir);
+  const writeDocs = process.env.DRILL_DOC
+    ? process.env.DRILL_DOC === "1"
+    : incidents.length === INCIDENTS.length;
+  report(data, writeDocs);
+  await stopCluster(c, dir);
+  log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
+}
+
+/** The longest the drill can take once the cluster is up: baseline, incidents, gaps and the tail's cap. */
+function estimatedSeconds(incidents: Incident[]): number {
+  return (
+    BASELINE_S +
+    incidents.reduce((s, i) => s + i.durationMs / 1000, 0) +
+    GAP_S * (incidents.length - 1) +
+    TAIL_MAX_S
+  );
+}
+
+/** The incidents one after another, GAP_S apart; after the last, until all is quiet (or the tail's cap). */
+async function runIncidents(c: Cluster, incidents: Incident[], watcher: Watcher): Promise<TimelineEntry[]> {
   const timeline: TimelineEntry[] = [];
   for (const [k, incident] of incidents.entries()) {
     timeline.push(await runIncident(c, incident));
     if (k < incidents.length - 1) await sleep(GAP_S * 1000);
     else await waitForQuiet(c, watcher);
   }
-  const drillEnd = Date.now();
-  await load.stop();
-  await watcher.stop();
+  return timeline;
+}
 
-  const results = await collectResults(timeline, load, watcher, c, dir, drillEnd);
+/** The run's record: when and where, the settings, the baseline, each incident and the whole pager. */
+function drillData(
+  c: Cluster,
+  watcher: Watcher,
+  load: BuildLoad,
+  results: IncidentResult[],
+  times: { loadStarted: number; firstStart: number; drillEnd: number; dir: string },
+): DrillData {
   const pager = readPager(c.pagerLog);
-  const firstStart = timeline[0]?.start ?? drillEnd;
-  const data: DrillData = {
+  const { loadStarted, firstStart, drillEnd, dir } = times;
+  return {
     meta: drillMeta(watcher),
-    settings: {
-      clients: CLIENTS,
-      filesPerBuild: FILES_PER_BUILD,
-      pauseMs: PAUSE_MS,
-      baselineS: BASELINE_S,
-      gapS: GAP_S,
-      tailMaxS: TAIL_MAX_S,
-      forgers: FORGERS,
-      statusAtS: STATUS_AT_S,
-      pollMs: POLL_MS,
-    },
+    settings: drillSettings(),
     t0: T0,
     totalMs: drillEnd - T0,
     baseline: buildsIn(load.builds, loadStarted, firstStart),
@@ -1480,13 +1602,21 @@ async function main(): Promise<void> {
     nodes: c.nodes.map((n) => ({ id: n.opts.id, url: n.url })),
     ...(KEEP ? { stateDir: dir } : {}),
   };
-  addNodeEvidence(data, dir);
-  const writeDocs = process.env.DRILL_DOC
-    ? process.env.DRILL_DOC === "1"
-    : incidents.length === INCIDENTS.length;
-  report(data, writeDocs);
-  await stopCluster(c, dir);
-  log(`done in ${dur(Date.now() - T0)}; bench/results/drill.json`);
+}
+
+/** The knobs this run used (DRILL_* or their defaults). */
+function drillSettings(): DrillData["settings"] {
+  return {
+    clients: CLIENTS,
+    filesPerBuild: FILES_PER_BUILD,
+    pauseMs: PAUSE_MS,
+    baselineS: BASELINE_S,
+    gapS: GAP_S,
+    tailMaxS: TAIL_MAX_S,
+    forgers: FORGERS,
+    statusAtS: STATUS_AT_S,
+    pollMs: POLL_MS,
+  };
 }
 
 const RESULTS_FILE = join(root, "bench/results/drill.json");
