@@ -1,11 +1,21 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, type TestContext, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { minimalPe, osslsigncodeVerify, powershellScript } from "../../scripts/authenticode-files.js";
+import { fetchSignature, getToken, sha1, upload } from "../helpers/api.js";
 import { spawnLocalCluster, threeFreePorts } from "../helpers/local-cluster.js";
+import { fetchToken, signCommand, signtool } from "../helpers/signtool.js";
+import {
+  clearsignVerify,
+  gpgVerify,
+  minisignVerify,
+  sshVerify,
+  type VerifyResult,
+} from "../helpers/verify.js";
 
 const root = new URL("../../../", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "signing-walkthrough-"));
@@ -90,4 +100,91 @@ test("SIGNING_KEYS=softhsm npm start: the walkthrough signs with keys in a SoftH
 
   const run = runWalkthrough(dir, base);
   assert.match(run.stderr, /Good signature from "signing-cluster dev key \(SoftHSM2\)/);
+});
+
+/** One format's inputs (one per path, so neither is the other's cache hit), signtool's output name, and its tool's check. */
+interface FormatCase {
+  format: string;
+  /** The file signtool signs, and what it is named. */
+  signtool: { name: string; data: Buffer; output: string };
+  /** What the classic client uploads, and the name it gives. */
+  classic: { name: string; data: Buffer };
+  /** `name`: the input's, whose extension osslsigncode goes by. */
+  verify: (data: Buffer, signed: Buffer, name: string) => VerifyResult;
+}
+
+/** Every format npm start's nodes sign, each checked by its own tool against what the nodes serve. */
+async function formatCases(nodes: string[], stateDir: string, work: string): Promise<FormatCase[]> {
+  const served = async (format: string) => (await fetch(`${nodes[1]}/keys/${format}`)).text();
+  const [gpgKey, sshKey, minisignKey] = (await Promise.all(["gpg", "sshsig", "minisign"].map(served))) as [
+    string,
+    string,
+    string,
+  ];
+  const caFile = join(stateDir, "code-signing", "ca.pem");
+  const text = (what: string) => Buffer.from(`Origin: signing-cluster\nSuite: ${what}\n`);
+  const authenticode = (_data: Buffer, signed: Buffer, name: string) => {
+    const file = join(work, `verify-${name}`);
+    writeFileSync(file, signed);
+    return osslsigncodeVerify(file, caFile);
+  };
+  return [
+    {
+      format: "gpg",
+      signtool: { name: "SHA512SUMS", data: text("gpg"), output: "SHA512SUMS.asc" },
+      classic: { name: "SHA256SUMS", data: text("gpg, classic") },
+      verify: (data, signed) => gpgVerify(gpgKey, data, signed),
+    },
+    {
+      format: "gpg-clearsign",
+      signtool: { name: "Release", data: text("clearsign"), output: "Release.asc" },
+      classic: { name: "InRelease-source", data: text("clearsign, classic") },
+      verify: (_data, signed) => clearsignVerify(gpgKey, signed),
+    },
+    {
+      format: "sshsig",
+      signtool: { name: "app.tar.xz", data: text("sshsig"), output: "app.tar.xz.sig" },
+      classic: { name: "lib.tar.xz", data: text("sshsig, classic") },
+      verify: (data, signed) => sshVerify(sshKey, "file", data, signed),
+    },
+    {
+      format: "minisign",
+      signtool: { name: "app.zip", data: text("minisign"), output: "app.zip.minisig" },
+      classic: { name: "lib.zip", data: text("minisign, classic") },
+      verify: (data, signed) => minisignVerify(minisignKey, data, signed),
+    },
+    {
+      format: "authenticode",
+      signtool: { name: "tool.exe", data: minimalPe(), output: "tool.signed.exe" },
+      classic: { name: "install.ps1", data: powershellScript("classic") },
+      verify: authenticode,
+    },
+  ];
+}
+
+test("npm start's cluster signs every format by signtool and by the classic protocol (upload on one node, GET on another), each checked by its own tool", async (t) => {
+  const { dir, stateDir, info } = await startCluster(t, "formats");
+  const nodes = info.nodes as string[];
+  const cases = await formatCases(nodes, stateDir, dir);
+  const password = readFileSync(info.issuer.passwordFile, "utf8").trim();
+  const auth = `Basic ${Buffer.from(`${info.issuer.user}:${password}`).toString("base64")}`;
+  const token = await getToken(nodes[0] as string, auth);
+  await fetchToken(dir, nodes, info.issuer, "token");
+  let nonce = "";
+  for (const c of cases) {
+    const { name: filename, data } = c.classic;
+    const up = await upload(nodes[0] as string, { format: c.format, token, nonce, data, filename });
+    assert.equal(up.status, 202, `${c.format}: ${up.text}`);
+    nonce = up.headers["x-nonce"] as string;
+    const got = await fetchSignature(nodes[2] as string, c.format, sha1(data), 30);
+    assert.equal(got.status, 200, `${c.format}: ${String(got.body)}`);
+    const classic = c.verify(data, got.body, filename);
+    assert.ok(classic.ok, `${c.format}, classic: ${classic.output}`);
+
+    writeFileSync(join(dir, c.signtool.name), c.signtool.data);
+    const run = await signtool(dir, signCommand(nodes, ["-f", c.format, c.signtool.name]));
+    assert.equal(run.code, 0, `${c.format}: ${run.stderr}`);
+    const signed = c.verify(c.signtool.data, readFileSync(join(dir, c.signtool.output)), c.signtool.name);
+    assert.ok(signed.ok, `${c.format}, signtool: ${signed.output}`);
+  }
 });
