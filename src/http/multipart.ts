@@ -210,7 +210,8 @@ export function receiveUpload(req: Request, limits: UploadLimits): Promise<Recei
     try {
       // preservePath: a part filename with a path is refused by the route, never stripped.
       // defParamCharset: a part's filename in raw UTF-8, as signtool and browsers send it.
-      const busboyLimits = { ...FIELD_LIMITS, fileSize: limits.maxSize };
+      // busboy calls a file that reaches fileSize over the limit: one byte more lets maxSize in.
+      const busboyLimits = { ...FIELD_LIMITS, fileSize: limits.maxSize + 1 };
       parser = busboy({
         headers: req.headers,
         preservePath: true,

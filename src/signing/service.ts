@@ -188,7 +188,6 @@ export class SigningService {
   }
 
   private async claimAndStart(format: FormatName, upload: Upload, slot: Slot): Promise<Submitted> {
-    const { jobs, nodeId, leaseMs, breakers } = this.opts;
     const signer = this.signer(format);
     if (!signer.key.available()) {
       // Its breaker is open: no job is claimed that this node could only fail.
@@ -201,29 +200,13 @@ export class SigningService {
       slot.release();
       throw err;
     }
-    const fingerprint = signer.fingerprint;
     const key = `${format}:${upload.sha256}`;
     try {
       const local = this.opts.local.get(format, upload.sha256);
-      if (local?.fingerprint === fingerprint) return this.cached(format, upload, slot, local);
+      if (local?.fingerprint === signer.fingerprint && this.serves(signer, local, upload))
+        return this.cached(format, upload, slot, local);
       if (this.localPending.has(key)) return this.duplicate(slot);
-      const found = await breakers.run("jobs", "job_claim", () =>
-        jobs.lookupOrClaim(format, upload.sha256, fingerprint, nodeId, leaseMs, upload.sha1),
-      );
-      if (found.kind === "signed") return this.cached(format, upload, slot, found.result);
-      if (found.kind === "file") return this.cachedFile(format, slot);
-      if (found.kind === "claimed")
-        return { outcome: "queued", result: this.start(format, upload, slot, true) };
-      // A failed attempt does not block a new one.
-      if (found.kind === "job" && found.job.state === "failed") {
-        await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
-        const claimed = await breakers.run("jobs", "job_claim", () =>
-          jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
-        );
-        if (claimed) return { outcome: "queued", result: this.start(format, upload, slot, true) };
-      }
-      // Another node holds the job (or just finished it): the client waits for that one.
-      return this.duplicate(slot);
+      return await this.fromStore(signer, upload, slot);
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) {
         slot.release();
@@ -233,6 +216,37 @@ export class SigningService {
       for (const k of digestKeys(format, upload)) this.localPending.set(k, upload.sha256);
       return { outcome: "queued", result: this.start(format, upload, slot, false) };
     }
+  }
+
+  /** Whether a stored output answers this upload too (minisign's names the file it signed). */
+  private serves(signer: Signer, result: SignedResult, upload: Upload): boolean {
+    return signer.serves?.(result.output, { ...upload.input, fileName: upload.filename }) ?? true;
+  }
+
+  /** The upload against the shared store: its result, a job taken to make it, or another node's job. */
+  private async fromStore(signer: Signer, upload: Upload, slot: Slot): Promise<Submitted> {
+    const { jobs, nodeId, leaseMs, breakers } = this.opts;
+    const format = signer.format;
+    const found = await breakers.run("jobs", "job_claim", () =>
+      jobs.lookupOrClaim(format, upload.sha256, signer.fingerprint, nodeId, leaseMs, upload.sha1),
+    );
+    if (found.kind === "signed" && this.serves(signer, found.result, upload))
+      return this.cached(format, upload, slot, found.result);
+    if (found.kind === "file") return this.cachedFile(format, slot);
+    if (found.kind === "claimed")
+      return { outcome: "queued", result: this.start(format, upload, slot, true) };
+    // A failed attempt does not block a new one.
+    if (found.kind === "job" && found.job.state === "failed")
+      await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
+    // A failed attempt, or an output that does not answer this upload: signed anew, replacing it.
+    if (found.kind === "signed" || (found.kind === "job" && found.job.state === "failed")) {
+      const claimed = await breakers.run("jobs", "job_claim", () =>
+        jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
+      );
+      if (claimed) return { outcome: "queued", result: this.start(format, upload, slot, true) };
+    }
+    // Another node holds the job (or just finished it): the client waits for that one.
+    return this.duplicate(slot);
   }
 
   /**

@@ -148,6 +148,11 @@ export interface Signer {
    */
   accept?(input: SignInput): void | Promise<void>;
   /**
+   * Whether an output stored for the same input and key answers this upload too; absent:
+   * always. minisign's names the file, so the same bytes under another name are signed again.
+   */
+  serves?(output: Buffer, input: SignInput): boolean;
+  /**
    * The output for one input (a detached signature, or the clearsigned text). A format that
    * cannot sign this content throws UNSUPPORTED_INPUT.
    */

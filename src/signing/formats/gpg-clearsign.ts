@@ -41,9 +41,12 @@ function requireText(input: Buffer): void {
 export function cleartextLines(input: Buffer, maxLineBytes = CLEARSIGN_MAX_LINE_BYTES): string[] {
   requireText(input);
   const lines = input.toString("utf8").split("\n");
-  if (lines.length > 1 && lines[lines.length - 1] === "") lines.pop();
+  const terminated = lines.length > 1 && lines[lines.length - 1] === "";
+  if (terminated) lines.pop();
   return lines.map((raw, index) => {
-    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    // A CR ends a line only before its LF: a last line without one keeps it, and is refused.
+    const endsInLf = terminated || index < lines.length - 1;
+    const line = endsInLf && raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     if (line.includes("\r")) {
       throw new UnsupportedInputError(
         FORMAT,

@@ -59,6 +59,15 @@ function commentSafeName(fileName: string): string {
   return name;
 }
 
+/** Whether a `.minisig`'s trusted comment names `fileName` (as minisignTrustedComment writes it). */
+export function minisigNamesFile(minisig: Buffer, fileName: string): boolean {
+  const trusted = minisig.toString("utf8").split("\n")[2] ?? "";
+  return (
+    trusted.startsWith("trusted comment: timestamp:") &&
+    trusted.endsWith(`\tfile:${commentSafeName(fileName)}\thashed`)
+  );
+}
+
 /** Options of one minisign signature. */
 export interface MinisignSignOptions {
   /** The name the trusted comment gives the file (its base name; the client's upload name). */

@@ -11,17 +11,43 @@ import type { Signer, SignInput } from "../signer.js";
 
 const FORMAT = "authenticode";
 
-/** The script extensions osslsigncode signs as text (PowerShell and its kin). */
-const SCRIPT_EXTENSIONS = new Set([".ps1", ".psm1", ".psd1", ".ps1xml", ".psc1", ".cdxml", ".mof"]);
+/**
+ * The script extensions signed as PowerShell. osslsigncode picks a script's signature block by
+ * its extension, and these three get the same one: the signed file is then a function of the
+ * bytes alone, which results cached by the input's digest rely on. (Its XML and MOF script
+ * kinds would sign the same bytes differently by name, so they are not taken.)
+ */
+const SCRIPT_EXTENSIONS = new Set([".ps1", ".psm1", ".psd1"]);
 
-/** The first bytes of the binary types osslsigncode signs: PE (MZ), CAB, MSI (OLE), CAT (DER). */
-function knownBinary(head: Buffer): boolean {
+/** PE (MZ), CAB and MSI (OLE) are told by their first bytes; a file that starts so is never a script. */
+function unmistakableBinary(head: Buffer): boolean {
   return (
     head.subarray(0, 2).toString("latin1") === "MZ" ||
     head.subarray(0, 4).toString("latin1") === "MSCF" ||
-    head.subarray(0, 4).equals(Buffer.from([0xd0, 0xcf, 0x11, 0xe0])) ||
-    head[0] === 0x30
+    head.subarray(0, 4).equals(Buffer.from([0xd0, 0xcf, 0x11, 0xe0]))
   );
+}
+
+/** The first bytes of the binary types osslsigncode signs: those above, and CAT (DER). */
+function knownBinary(head: Buffer): boolean {
+  return unmistakableBinary(head) || head[0] === 0x30;
+}
+
+/**
+ * Refuses what osslsigncode cannot sign, and a binary named as a script: osslsigncode would
+ * sign it as a script (by the name), and the same bytes named as what they are would get that
+ * file from the cache.
+ */
+async function acceptInput(path: string, fileName: string): Promise<void> {
+  const head = await firstBytes(path, 4);
+  const ext = extname(fileName).toLowerCase();
+  if (SCRIPT_EXTENSIONS.has(ext)) {
+    if (unmistakableBinary(head))
+      throw new UnsupportedInputError(FORMAT, `a PE, CAB or MSI file named as a script (${ext})`);
+    return;
+  }
+  if (!knownBinary(head))
+    throw new UnsupportedInputError(FORMAT, "not a PE, MSI, CAB, CAT or PowerShell file");
 }
 
 async function firstBytes(path: string, n: number): Promise<Buffer> {
@@ -105,9 +131,7 @@ export async function loadAuthenticodeSigner(options: AuthenticodeOptions, log: 
     publicKey: () => certificate.pem,
     async accept(input: SignInput): Promise<void> {
       if (!input.file) throw new FormatSigningError(FORMAT, "no spooled input: its needs were not met");
-      if (SCRIPT_EXTENSIONS.has(extname(input.fileName).toLowerCase())) return;
-      if (!knownBinary(await firstBytes(input.file.path, 4)))
-        throw new UnsupportedInputError(FORMAT, "not a PE, MSI, CAB, CAT or PowerShell file");
+      await acceptInput(input.file.path, input.fileName);
     },
     sign: () => Promise.reject(new FormatSigningError(FORMAT, "an embedded format signs files (signFile)")),
     async signFile(input: SignInput, outputFile: string): Promise<void> {

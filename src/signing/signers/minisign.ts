@@ -5,6 +5,7 @@ import type { SigningKey } from "../../keys/key.js";
 import { asIs } from "../../keys/observed.js";
 import {
   MINISIGN_SUFFIX,
+  minisigNamesFile,
   minisignHasher,
   minisignKeyId,
   minisignKeyIdHex,
@@ -67,6 +68,7 @@ export async function minisignSignerForKey(key: SigningKey): Promise<Signer> {
         throw new Error("minisign was given no BLAKE2b-512 digest: its needs were not met");
       return signMinisign(key, input.blake2b512, { fileName: input.fileName, keyId });
     },
+    serves: (output, input) => minisigNamesFile(output, input.fileName),
     close: () => key.close(),
   };
   await selfCheck(signer, key.publicKey, fail);

@@ -10,9 +10,9 @@ import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
 import { minimalPe, osslsigncodeVerify } from "../helpers/authenticode.js";
 
 /**
- * Defects found by an outside probe of the recent surfaces (authenticode, minisign,
- * gpg-clearsign, size limits, the error table). Each test states the documented behaviour;
- * they fail until the product is fixed.
+ * Edges an outside probe of the formats found (authenticode's script names, minisign's file
+ * name, gpg-clearsign's line endings, the size limit, the error table), each as docs/api.md
+ * says it behaves.
  */
 let cluster: TestCluster;
 let work: string;
@@ -39,27 +39,44 @@ async function uploadFresh(node: number, format: string, data: Buffer, filename:
   return upload(url(node), { format, token, nonce: "", data, filename, wait });
 }
 
-describe("probe findings", () => {
-  test("authenticode: the signed .exe is a valid Authenticode PE even if the same bytes were uploaded as a .ps1 before", async () => {
-    // osslsigncode signs by the filename's extension: as .ps1 it appends a PowerShell
-    // signature comment. The result is cached by the input's sha256 alone, so the later .exe
-    // upload answers "cached" and every node serves the script-signed (unsigned) PE.
+describe("format edges", () => {
+  test("authenticode: a PE named as a script is refused, so the same bytes named .exe get a signed PE", async () => {
+    // osslsigncode signs a script by its extension: a PE named .ps1 would get a script's
+    // signature block, and results are cached by the input's sha256 alone.
     const pe = minimalPe(2048);
     randomBytes(32).copy(pe, 0x300);
     const asScript = await uploadFresh(0, "authenticode", pe, "tool.ps1", 0);
-    assert.equal(asScript.status, 202, asScript.text);
-    const first = await fetchSignature(url(0), "authenticode", sha256(pe), 30);
-    assert.equal(first.status, 200);
+    assert.equal(asScript.status, 400, asScript.text);
+    assert.equal(asScript.body.error.code, "UNSUPPORTED_INPUT");
+    assert.match(asScript.body.error.message, /named as a script \(\.ps1\)/);
 
     const asExe = await uploadFresh(1, "authenticode", pe, "tool.exe", 0);
     assert.equal(asExe.status, 202, asExe.text);
-    const got = await fetchSignature(url(1), "authenticode", sha256(pe), 30);
+    const got = await fetchSignature(url(0), "authenticode", sha256(pe), 30);
     assert.equal(got.status, 200);
     const file = join(work, "tool.signed.exe");
     writeFileSync(file, got.body as Buffer);
     const caFile = cluster.state.codeSigning?.caFile as string;
     const verified = osslsigncodeVerify(file, caFile);
     assert.ok(verified.ok, `the .exe served is not a signed PE:\n${verified.output}`);
+  });
+
+  test("authenticode: a script named .psm1 after .ps1 is served the same signed file (one signature block for the three)", async () => {
+    const script = Buffer.from(`Write-Output "${randomBytes(8).toString("hex")}"\r\n`);
+    const first = await uploadFresh(0, "authenticode", script, "a.ps1", 0);
+    assert.equal(first.status, 202, first.text);
+    const signed = await fetchSignature(url(0), "authenticode", sha256(script), 30);
+    assert.equal(signed.status, 200);
+    const second = await uploadFresh(1, "authenticode", script, "a.psm1", 0);
+    assert.equal(second.status, 202, second.text);
+    assert.equal(second.body.status, "cached");
+    const file = join(work, "a.signed.psm1");
+    writeFileSync(file, signed.body as Buffer);
+    const verified = osslsigncodeVerify(file, cluster.state.codeSigning?.caFile as string);
+    assert.ok(verified.ok, verified.output);
+    const xml = await uploadFresh(1, "authenticode", script, "a.ps1xml", 0);
+    assert.equal(xml.status, 400, xml.text);
+    assert.equal(xml.body.error.code, "UNSUPPORTED_INPUT");
   });
 
   test("minisign: the trusted comment names the file this upload named, not an earlier upload's name", async () => {
