@@ -287,13 +287,31 @@ export class SigningService {
     slot: Slot,
     shared: boolean,
   ): Promise<SignedResult | undefined> {
+    const lease = shared ? this.keepLease(format, upload.sha256) : undefined;
     const job = this.run(format, upload, shared).finally(async () => {
+      clearInterval(lease);
       await upload.input.file?.remove();
       this.inflight.delete(job);
       slot.release();
     });
     this.inflight.add(job);
     return job;
+  }
+
+  /**
+   * Renews the job's lease while this node signs: osslsigncode on a large file may run past one
+   * lease (its timeout is longer), and a lease that lapsed would have GETs answer "upload again"
+   * and let another node sign the same file.
+   */
+  private keepLease(format: FormatName, sha256: string): NodeJS.Timeout {
+    const { jobs, nodeId, leaseMs, breakers } = this.opts;
+    const renew = () => jobs.renew(format, sha256, nodeId, leaseMs);
+    const timer = setInterval(
+      () => void breakers.run("jobs", "job_renew", renew).catch(() => {}),
+      Math.max(100, Math.floor(leaseMs / 3)),
+    );
+    timer.unref();
+    return timer;
   }
 
   /**

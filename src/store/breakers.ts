@@ -19,6 +19,7 @@ export const STORE_OPS = [
   "job_resolve_sha1",
   "job_lookup",
   "job_claim",
+  "job_renew",
   "job_release",
   "job_complete",
   "job_fail",

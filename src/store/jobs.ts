@@ -135,6 +135,23 @@ return 1
 );
 
 /**
+ * Extends a lease while it is still this node's (the job value is the node's own pending
+ * record): a run of a tool on a large file may outlast one lease, and another node must not
+ * take the job meanwhile. ARGV: the pending record, the lease in ms.
+ */
+const RENEW_LEASE = new LuaScript(
+  "signingRenewLease",
+  1,
+  `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`,
+);
+
+/** The job record of a lease `node` holds: the value claim writes and renew compares. */
+const pendingJob = (node: string) => JSON.stringify({ state: "pending", node } satisfies JobState);
+
+/**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and
  * poll another. A job key is a lease: a node signs within milliseconds of taking it, and when the node dies
  * it expires and the next upload of the same file starts over.
@@ -180,12 +197,17 @@ export class JobStore {
     leaseMs: number,
     sha1?: string,
   ): Promise<boolean> {
-    const job: JobState = { state: "pending", node };
     const [claimed] = await Promise.all([
-      this.client.set(this.keys.job(format, sha256), JSON.stringify(job), "PX", leaseMs, "NX"),
+      this.client.set(this.keys.job(format, sha256), pendingJob(node), "PX", leaseMs, "NX"),
       sha1 ? this.aliasSha1(format, sha1, sha256) : undefined,
     ]);
     return claimed === "OK";
+  }
+
+  /** Renews `node`'s lease on a job it still holds; false when the job is no longer its own. */
+  async renew(format: string, sha256: string, node: string, leaseMs: number): Promise<boolean> {
+    const key = this.keys.job(format, sha256);
+    return (await RENEW_LEASE.run(this.client, [key], [pendingJob(node), leaseMs])) === 1;
   }
 
   /**
