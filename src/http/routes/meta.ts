@@ -7,6 +7,7 @@ import type { ConnectionHealth } from "../../store/connection-health.js";
 import type { RedisClient } from "../../store/redis.js";
 import { ApiError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
+import { otherMethodsRefused } from "./methods.js";
 import type { FormatLimits } from "./sign.js";
 
 /**
@@ -200,5 +201,16 @@ export function metaRoutes(deps: MetaRouteDeps): Router {
   router.get("/__version__", (_req: Request, res: Response) => {
     res.json(deps.version);
   });
+  for (const path of [
+    "/formats",
+    "/keys/:format",
+    "/__lbheartbeat__",
+    "/livez",
+    "/__heartbeat__",
+    "/readyz",
+    "/metrics",
+    "/__version__",
+  ])
+    otherMethodsRefused(router, path, ["GET"]);
   return router;
 }

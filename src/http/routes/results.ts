@@ -10,6 +10,7 @@ import { DigestingStream } from "../../signing/spool.js";
 import type { FileResult } from "../../store/jobs.js";
 import { ApiError } from "../errors.js";
 import type { Peers } from "../peers.js";
+import { otherMethodsRefused } from "./methods.js";
 
 /** What serving whole-file results takes: this node's spool and its way to the other nodes. */
 export interface ResultRouteDeps {
@@ -158,5 +159,6 @@ export function resultRoutes(deps: ResultRouteDeps): Router {
     if (!(await serveHeldResult(deps, res, format, sha256)))
       throw new ApiError("NOT_FOUND", "no such output on this node");
   });
+  otherMethodsRefused(router, "/internal/results/:format/:sha256", ["GET"]);
   return router;
 }

@@ -20,6 +20,7 @@ import type { Lifecycle } from "../lifecycle.js";
 import { type ReceivedFile, type ReceivedUpload, receiveUpload, UNREAD_BODY_CODES } from "../multipart.js";
 import type { RateLimiter } from "../rate-limit.js";
 import type { UploadPaceLimits } from "../upload-pace.js";
+import { otherMethodsRefused } from "./methods.js";
 import { type ResultRouteDeps, serveFileResult, serveHeldResult } from "./results.js";
 
 /** One enabled format's limits (`signing.formats.<name>`). */
@@ -448,5 +449,7 @@ export function signRoutes(deps: SignRouteDeps): Router {
     }
   });
   router.get("/sign/:format/:digest", (req: Request, res: Response) => uploads.fetch(req, res));
+  otherMethodsRefused(router, "/sign/:format", ["POST"]);
+  otherMethodsRefused(router, "/sign/:format/:digest", ["GET"]);
   return router;
 }

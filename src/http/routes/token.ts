@@ -10,6 +10,7 @@ import { clientIp } from "../client-ip.js";
 import { ApiError, tokenError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
 import type { RateLimiter } from "../rate-limit.js";
+import { otherMethodsRefused } from "./methods.js";
 
 /** What `POST /token` uses: the node's parts, built by startNode. */
 export interface TokenRouteDeps {
@@ -188,5 +189,6 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     express.urlencoded({ extended: false, limit: "16kb", parameterLimit: 10 }),
     (req: Request, res: Response) => desk.handle(req, res),
   );
+  otherMethodsRefused(router, "/token", ["POST"]);
   return router;
 }
