@@ -273,7 +273,9 @@ describe("bad uploads", () => {
     assertError(await request(url).get(`/sign/gpg/${"a".repeat(40)}`), 404, "NOT_FOUND");
     assertError(await request(url).get(`/sign/gpg/${"a".repeat(40)}?wait=abc`), 400, "BAD_REQUEST");
     assertError(await request(url).get("/nowhere"), 404, "NOT_FOUND");
-    assertError(await request(url).delete("/token"), 404, "NOT_FOUND");
+    const wrongMethod = await request(url).delete("/token");
+    assertError(wrongMethod, 405, "METHOD_NOT_ALLOWED");
+    assert.equal(wrongMethod.headers.allow, "POST");
   });
 });
 
