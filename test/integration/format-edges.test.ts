@@ -112,6 +112,16 @@ describe("format edges", () => {
     assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
   });
 
+  test("?wait takes decimal seconds only: hex, exponents and an empty value are 400", async () => {
+    for (const wait of ["0x10", "1e2", "", " 5", "-1", "Infinity"]) {
+      const res = await request(url(0)).get(`/sign/gpg/${"a".repeat(40)}?wait=${encodeURIComponent(wait)}`);
+      assert.equal(res.status, 400, `wait=${JSON.stringify(wait)}: ${res.status} ${res.text}`);
+      assert.equal(res.body.error.code, "BAD_REQUEST");
+    }
+    const fine = await request(url(0)).get(`/sign/gpg/${"a".repeat(40)}?wait=0.5`);
+    assert.equal(fine.status, 404, fine.text);
+  });
+
   test("the wrong method on an existing path is 405 METHOD_NOT_ALLOWED, as the error table says", async () => {
     for (const [method, path] of [
       ["get", "/sign/gpg"],

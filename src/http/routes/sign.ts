@@ -107,9 +107,10 @@ function acceptsFile(req: Request): boolean {
 function waitSeconds(req: Request, max: number): number {
   const raw = req.query.wait;
   if (raw === undefined) return 0;
-  const n = typeof raw === "string" ? Number(raw) : Number.NaN;
-  if (!Number.isFinite(n) || n < 0) throw new ApiError("BAD_REQUEST", "wait must be a number of seconds");
-  return Math.min(n, max);
+  // Decimal only: Number() would also read "0x10", "1e2" and "" as seconds.
+  if (typeof raw !== "string" || !/^\d{1,9}(\.\d{1,3})?$/.test(raw))
+    throw new ApiError("BAD_REQUEST", "wait must be a decimal number of seconds");
+  return Math.min(Number(raw), max);
 }
 
 /** `?digest=sha256`: the client names this file by its sha256 only, so the node skips sha1. */
