@@ -500,7 +500,9 @@ export const configSchema = z
           .describe("how long signed results stay in Redis (the cache), seconds"),
         jobLeaseMs: ms
           .default(30_000)
-          .describe("a job whose node died before finishing it may be signed again after this, ms"),
+          .describe(
+            "a job whose node died before finishing it may be signed again after this, ms (the signing node renews it every third of this while it signs)",
+          ),
         maxWait: seconds.default(60).describe("longest `?wait=` a client may ask for, seconds"),
         workers: z
           .number()
