@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import request from "supertest";
 import { TestCluster } from "../../scripts/in-process-cluster.js";
-import { fetchSignature, getToken, sha256, upload } from "../helpers/api.js";
+import { fetchSignature, getToken, sha1, sha256, upload } from "../helpers/api.js";
 import { minimalPe, osslsigncodeVerify } from "../helpers/authenticode.js";
 
 /**
@@ -110,6 +110,21 @@ describe("format edges", () => {
     );
     assert.equal(res.status, 400, res.text);
     assert.equal(res.body.error.code, "UNSUPPORTED_INPUT");
+  });
+
+  test("authenticode ?wait: Accept application/octet-stream;q=0 refuses the file, so the answer is the 202", async () => {
+    const script = Buffer.from(`Write-Output "${randomBytes(8).toString("hex")}"\r\n`);
+    const token = await getToken(url(0), cluster.basicAuth);
+    const res = await request(url(0))
+      .post("/sign/authenticode?wait=20")
+      .set("Accept", "application/octet-stream;q=0, application/json")
+      .field("sha1", sha1(script))
+      .field("filename", "q0.ps1")
+      .field("token", token)
+      .field("nonce", "")
+      .attach("filedata", script, "q0.ps1");
+    assert.equal(res.status, 202, res.text);
+    assert.equal(res.headers["content-type"]?.split(";")[0], "application/json");
   });
 
   test("?wait takes decimal seconds only: hex, exponents and an empty value are 400", async () => {

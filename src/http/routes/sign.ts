@@ -99,9 +99,12 @@ function throwUnlessPlainFailure(found: Lookup): void {
  * older signtools expect the 202 and GET the file.
  */
 function acceptsFile(req: Request): boolean {
-  return (req.get("accept") ?? "")
-    .split(",")
-    .some((type) => type.split(";")[0]?.trim().toLowerCase() === "application/octet-stream");
+  return (req.get("accept") ?? "").split(",").some((entry) => {
+    const [type, ...params] = entry.split(";").map((p) => p.trim().toLowerCase());
+    // q=0 is "not acceptable" (RFC 9110 §12.4.2): a client saying so gets the 202.
+    const refused = params.some((p) => /^q=0(\.0{0,3})?$/.test(p.replace(/\s+/g, "")));
+    return type === "application/octet-stream" && !refused;
+  });
 }
 
 function waitSeconds(req: Request, max: number): number {
