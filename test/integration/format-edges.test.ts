@@ -61,6 +61,19 @@ describe("format edges", () => {
     assert.ok(verified.ok, `the .exe served is not a signed PE:\n${verified.output}`);
   });
 
+  test("authenticode: a PE under a name osslsigncode reads as another script kind (.ps1xml) is signed as the PE it is", async () => {
+    const pe = minimalPe(2048);
+    randomBytes(32).copy(pe, 0x300);
+    const up = await uploadFresh(0, "authenticode", pe, "tool.ps1xml", 0);
+    assert.equal(up.status, 202, up.text);
+    const got = await fetchSignature(url(1), "authenticode", sha256(pe), 30);
+    assert.equal(got.status, 200);
+    const file = join(work, "tool-from-ps1xml.exe");
+    writeFileSync(file, got.body as Buffer);
+    const verified = osslsigncodeVerify(file, cluster.state.codeSigning?.caFile as string);
+    assert.ok(verified.ok, `not a signed PE:\n${verified.output}`);
+  });
+
   test("authenticode: a script named .psm1 after .ps1 is served the same signed file (one signature block for the three)", async () => {
     const script = Buffer.from(`Write-Output "${randomBytes(8).toString("hex")}"\r\n`);
     const first = await uploadFresh(0, "authenticode", script, "a.ps1", 0);

@@ -62,7 +62,7 @@ export interface AuthenticodeOptions {
 /** One file to sign: a spooled upload, the name the client gave it, where the signed file goes. */
 export interface AuthenticodeJob {
   inputFile: string;
-  /** The upload's name: osslsigncode tells a PowerShell script by its extension. */
+  /** The name osslsigncode is shown: its extension tells it the file's type (a script's, above all). */
   fileName: string;
   outputFile: string;
 }

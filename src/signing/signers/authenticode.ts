@@ -13,41 +13,39 @@ const FORMAT = "authenticode";
 
 /**
  * The script extensions signed as PowerShell. osslsigncode picks a script's signature block by
- * its extension, and these three get the same one: the signed file is then a function of the
- * bytes alone, which results cached by the input's digest rely on. (Its XML and MOF script
- * kinds would sign the same bytes differently by name, so they are not taken.)
+ * its extension, and these three get the same one. (Its XML and MOF script kinds would sign the
+ * same bytes differently by name, so they are not taken.)
  */
 const SCRIPT_EXTENSIONS = new Set([".ps1", ".psm1", ".psd1"]);
 
-/** PE (MZ), CAB and MSI (OLE) are told by their first bytes; a file that starts so is never a script. */
-function unmistakableBinary(head: Buffer): boolean {
-  return (
-    head.subarray(0, 2).toString("latin1") === "MZ" ||
-    head.subarray(0, 4).toString("latin1") === "MSCF" ||
-    head.subarray(0, 4).equals(Buffer.from([0xd0, 0xcf, 0x11, 0xe0]))
-  );
-}
-
-/** The first bytes of the binary types osslsigncode signs: those above, and CAT (DER). */
-function knownBinary(head: Buffer): boolean {
-  return unmistakableBinary(head) || head[0] === 0x30;
+/** The binary types osslsigncode signs, by their first bytes: PE (MZ), CAB, MSI (OLE), CAT (DER). */
+function binaryExtension(head: Buffer): ".exe" | ".cab" | ".msi" | ".cat" | undefined {
+  if (head.subarray(0, 2).toString("latin1") === "MZ") return ".exe";
+  if (head.subarray(0, 4).toString("latin1") === "MSCF") return ".cab";
+  if (head.subarray(0, 4).equals(Buffer.from([0xd0, 0xcf, 0x11, 0xe0]))) return ".msi";
+  if (head[0] === 0x30) return ".cat";
+  return undefined;
 }
 
 /**
- * Refuses what osslsigncode cannot sign, and a binary named as a script: osslsigncode would
- * sign it as a script (by the name), and the same bytes named as what they are would get that
- * file from the cache.
+ * The extension osslsigncode is given for an input: its type, from its bytes (a script: from its
+ * name), never the client's own extension, so that a signed file is a function of the input's
+ * bytes alone, as results cached by the input's digest assume. A PE, CAB or MSI named as a
+ * script is refused: signed as one it would be unsigned as what it is.
  */
-async function acceptInput(path: string, fileName: string): Promise<void> {
+async function signingExtension(path: string, fileName: string): Promise<string> {
   const head = await firstBytes(path, 4);
-  const ext = extname(fileName).toLowerCase();
-  if (SCRIPT_EXTENSIONS.has(ext)) {
-    if (unmistakableBinary(head))
-      throw new UnsupportedInputError(FORMAT, `a PE, CAB or MSI file named as a script (${ext})`);
-    return;
+  const binary = binaryExtension(head);
+  if (SCRIPT_EXTENSIONS.has(extname(fileName).toLowerCase())) {
+    if (binary && binary !== ".cat")
+      throw new UnsupportedInputError(
+        FORMAT,
+        `a PE, CAB or MSI file named as a script (${extname(fileName)})`,
+      );
+    return ".ps1";
   }
-  if (!knownBinary(head))
-    throw new UnsupportedInputError(FORMAT, "not a PE, MSI, CAB, CAT or PowerShell file");
+  if (!binary) throw new UnsupportedInputError(FORMAT, "not a PE, MSI, CAB, CAT or PowerShell file");
+  return binary;
 }
 
 async function firstBytes(path: string, n: number): Promise<Buffer> {
@@ -131,13 +129,14 @@ export async function loadAuthenticodeSigner(options: AuthenticodeOptions, log: 
     publicKey: () => certificate.pem,
     async accept(input: SignInput): Promise<void> {
       if (!input.file) throw new FormatSigningError(FORMAT, "no spooled input: its needs were not met");
-      await acceptInput(input.file.path, input.fileName);
+      await signingExtension(input.file.path, input.fileName);
     },
     sign: () => Promise.reject(new FormatSigningError(FORMAT, "an embedded format signs files (signFile)")),
     async signFile(input: SignInput, outputFile: string): Promise<void> {
       if (!input.file) throw new FormatSigningError(FORMAT, "no spooled input: its needs were not met");
+      const ext = await signingExtension(input.file.path, input.fileName);
       await signAuthenticode(
-        { inputFile: input.file.path, fileName: input.fileName, outputFile },
+        { inputFile: input.file.path, fileName: `input${ext}`, outputFile },
         options,
         log,
       );
