@@ -235,11 +235,11 @@ export class SigningService {
     if (found.kind === "file") return this.cachedFile(format, slot);
     if (found.kind === "claimed")
       return { outcome: "queued", result: this.start(format, upload, slot, true) };
-    // A failed attempt does not block a new one.
-    if (found.kind === "job" && found.job.state === "failed")
-      await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
-    // A failed attempt, or an output that does not answer this upload: signed anew, replacing it.
-    if (found.kind === "signed" || (found.kind === "job" && found.job.state === "failed")) {
+    // A failed attempt does not block a new one; an output that does not answer this upload is
+    // signed anew, replacing it.
+    const failed = found.kind === "job" && found.job.state === "failed";
+    if (failed) await breakers.run("jobs", "job_release", () => jobs.release(format, upload.sha256));
+    if (failed || found.kind === "signed") {
       const claimed = await breakers.run("jobs", "job_claim", () =>
         jobs.claim(format, upload.sha256, nodeId, leaseMs, upload.sha1),
       );

@@ -153,8 +153,9 @@ const pendingJob = (node: string) => JSON.stringify({ state: "pending", node } s
 
 /**
  * Jobs and results live in Redis, not in the node, so a client may upload to one node and
- * poll another. A job key is a lease: a node signs within milliseconds of taking it, and when the node dies
- * it expires and the next upload of the same file starts over.
+ * poll another. A job key is a lease: a node signs within milliseconds of taking it (and renews
+ * it while a longer signing runs), and when the node dies it expires and the next upload of the
+ * same file starts over.
  */
 export class JobStore {
   constructor(
