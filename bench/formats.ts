@@ -61,11 +61,10 @@ import {
   type BaselineResult,
   type LevelResult,
   measureLevel,
-  oneNodeRig,
   perFileBaselines,
   type Rig,
   type Sample,
-  warmNode,
+  warmOneNodeRig,
 } from "./node-levels.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -678,11 +677,10 @@ main(async () => {
   const gpg = unprotectedGpgHome();
   try {
     const maxClients = Math.max(...LEVELS);
-    const rig = await oneNodeRig(cluster, dir, maxClients);
-    console.log(
-      `one node at ${rig.url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
-    );
-    const warm = await warmNode(rig, maxClients);
+    const { rig, warm } = await warmOneNodeRig(cluster, dir, maxClients, {
+      seconds: SECONDS,
+      warmMs: WARM_MS,
+    });
     const cases: CaseResult[] = [];
     for (const c of formatCases(cluster, gpg, dir)) cases.push(await measureCase(rig, c));
     const codeSigning = cluster.state.codeSigning as { certFile: string; keyFile: string; caFile: string };

@@ -9,6 +9,7 @@ import type { ProcessCluster } from "../scripts/process-cluster.js";
 import { SigningClient } from "../src/client/signing-client.js";
 import {
   basicAuth,
+  CLIENT_PARENT_DIR,
   closedLoop,
   cpuMs,
   endedChildrenCpuMs,
@@ -73,7 +74,7 @@ export interface Sample {
 }
 
 /** The cluster's one node as a rig, with `clients` tokens (token-0 … in `dir`). */
-export async function oneNodeRig(cluster: ProcessCluster, dir: string, clients: number): Promise<Rig> {
+async function oneNodeRig(cluster: ProcessCluster, dir: string, clients: number): Promise<Rig> {
   const node = cluster.nodes[0];
   const redisPid = cluster.redis.proc?.pid;
   if (!node?.child.pid || !redisPid) throw new Error("no node or no redis-server");
@@ -85,7 +86,7 @@ export async function oneNodeRig(cluster: ProcessCluster, dir: string, clients: 
 }
 
 /** The fresh node's first gpg signatures, untimed, from up to 32 clients (lib.ts, WARM_SIGNATURES_PER_NODE). */
-export async function warmNode(rig: Rig, maxClients: number): Promise<WarmUp> {
+async function warmNode(rig: Rig, maxClients: number): Promise<WarmUp> {
   const warmers = clientsFor(rig, Math.min(32, maxClients));
   const warmInput = premadeInputs(rig.dir, "warm", warmers.length, WARM_SIGNATURES_PER_NODE / 2000);
   const warm = await warmUp(warmers.length, WARM_SIGNATURES_PER_NODE, (w, n) =>
@@ -95,6 +96,23 @@ export async function warmNode(rig: Rig, maxClients: number): Promise<WarmUp> {
     `  warm-up: ${warm.signatures} signatures in ${fmt(warm.seconds)} s, ${warm.firstSecondPerSec}/s in its first second, ${warm.lastSecondPerSec}/s in its last${warm.failed ? `, ${warm.failed} failed` : ""}`,
   );
   return warm;
+}
+
+/**
+ * The cluster's one node as a rig for up to `maxClients` clients, warmed up, with the run's
+ * settings printed: how small-files and formats begin.
+ */
+export async function warmOneNodeRig(
+  cluster: ProcessCluster,
+  dir: string,
+  maxClients: number,
+  timing: { seconds: number; warmMs: number },
+): Promise<{ rig: Rig; warm: WarmUp }> {
+  const rig = await oneNodeRig(cluster, dir, maxClients);
+  console.log(
+    `one node at ${rig.url}; ${timing.seconds} s per level after ${timing.warmMs} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
+  );
+  return { rig, warm: await warmNode(rig, maxClients) };
 }
 
 /** `c` clients of the node, the i-th with token file `token-i` in rig.dir (its own nonce file). */

@@ -39,10 +39,9 @@ import {
   baselineResult,
   type LevelResult,
   measureLevel,
-  oneNodeRig,
   perFileBaselines,
   type Sample,
-  warmNode,
+  warmOneNodeRig,
 } from "./node-levels.js";
 import { openpgpJsSigner } from "./openpgp-baseline.js";
 
@@ -265,11 +264,10 @@ main(async () => {
   const gpgUnprotected = unprotectedGpgHome();
   try {
     const maxClients = Math.max(...LEVELS);
-    const rig = await oneNodeRig(cluster, dir, maxClients);
-    console.log(
-      `one node at ${rig.url}; ${SECONDS} s per level after ${WARM_MS} ms warm-up; clients' files in ${CLIENT_PARENT_DIR}`,
-    );
-    const warm = await warmNode(rig, maxClients);
+    const { rig, warm } = await warmOneNodeRig(cluster, dir, maxClients, {
+      seconds: SECONDS,
+      warmMs: WARM_MS,
+    });
     const levels: LevelResult[] = [];
     let sample: Sample | undefined;
     for (const c of LEVELS) {
